@@ -1,0 +1,1 @@
+//! vfio-user NVMe controller (see issue 3).
