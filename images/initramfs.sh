@@ -1,0 +1,78 @@
+#!/bin/bash
+# Builds the guest image (kernel + initramfs) from the toolchain root
+# filesystem. Runs as root.
+# Usage: initramfs.sh ROOTFS INIT_SCRIPT OUT_DIR
+set -euo pipefail
+rootfs=${1:?usage: initramfs.sh ROOTFS INIT OUT_DIR}
+init=${2:?}
+out=${3:?}
+
+kver=$(ls "$rootfs/lib/modules" | head -n1)
+config="$rootfs/boot/config-$kver"
+if ! grep -q '^CONFIG_PCI_P2PDMA=y' "$config"; then
+	echo "error: guest kernel $kver is built without CONFIG_PCI_P2PDMA; the root filesystem must take linux-image-amd64 from trixie-backports (rebuild with 'p2pnvme image build --force')" >&2
+	exit 1
+fi
+grep -q '^CONFIG_ZONE_DEVICE=y' "$config" || { echo "error: guest kernel $kver lacks CONFIG_ZONE_DEVICE (needed by P2PDMA)" >&2; exit 1; }
+
+stage_rel=tmp/p2pnvme-stage.$$
+stage="$rootfs/$stage_rel"
+rm -rf "$stage"
+trap 'rm -rf "$stage"' EXIT
+mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,lib,lib64,etc,proc,sys,dev,tmp,root,mnt,run}
+mkdir -p "$stage/usr/share/misc" "$stage/opt/p2pnvme"
+
+echo "[image 1/4] userland: busybox, nvme-cli, fio, pciutils, e2fsprogs, kmod"
+cp "$rootfs/usr/bin/busybox" "$stage/bin/busybox"
+bins="/usr/sbin/nvme /usr/bin/fio /usr/bin/lspci /usr/bin/setpci /usr/sbin/mke2fs /usr/sbin/e2fsck /usr/bin/kmod /usr/sbin/blkdiscard /usr/bin/taskset"
+# Copy each binary with the shared libraries ld.so resolves for it.
+chroot "$rootfs" sh -c '
+	set -e
+	stage=/'"$stage_rel"'
+	for b in '"$bins"'; do
+		cp -L "$b" "$stage$b"
+		ldd "$b" | awk "/=> \// {print \$3} /^\t\/lib/ {print \$1}"
+	done | sort -u | while read -r lib; do
+		mkdir -p "$stage$(dirname "$lib")"
+		cp -L "$lib" "$stage$lib"
+	done
+'
+for l in modprobe insmod rmmod lsmod modinfo depmod; do ln -sf /usr/bin/kmod "$stage/sbin/$l"; done
+ln -sf mke2fs "$stage/usr/sbin/mkfs.ext4"
+ln -sf e2fsck "$stage/usr/sbin/fsck.ext4"
+cp "$rootfs/usr/share/misc/pci.ids" "$stage/usr/share/misc/pci.ids" 2>/dev/null || true
+echo "root:x:0:0:root:/root:/bin/sh" >"$stage/etc/passwd"
+echo "root:x:0:" >"$stage/etc/group"
+cat >"$stage/etc/profile" <<'PROFILE'
+export PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin PS1='guest# '
+PROFILE
+
+echo "[image 2/4] kernel modules for $kver (nvme, ext4, fw_cfg and their dependencies)"
+mods="nvme ext4 qemu_fw_cfg"
+chroot "$rootfs" sh -c "for m in $mods; do modprobe -S '$kver' --show-depends \$m; done" |
+	awk '$1 == "insmod" {print $2}' | sort -u | while read -r ko; do
+	dst="$stage${ko%.xz}"
+	mkdir -p "$(dirname "$dst")"
+	# Decompress on the host: the guest runs under TCG, where xz is slow.
+	case "$ko" in
+	*.xz) xz -dc "$rootfs$ko" >"$dst" ;;
+	*) cp "$rootfs$ko" "$dst" ;;
+	esac
+done
+cp "$rootfs/lib/modules/$kver"/modules.{builtin,builtin.modinfo,order} "$stage/lib/modules/$kver/"
+chroot "$rootfs" depmod -b "/$stage_rel" "$kver"
+mkdir -p "$stage/lib/modules/$kver/extra"
+
+echo "[image 3/4] init"
+cp "$init" "$stage/init"
+chmod 755 "$stage/init"
+
+echo "[image 4/4] packing initramfs (zstd)"
+mkdir -p "$out"
+chroot "$rootfs" sh -c "cd /$stage_rel && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet | zstd -q -T0 -6" >"$out/initramfs.img"
+cp "$rootfs/boot/vmlinuz-$kver" "$out/vmlinuz"
+echo "$kver" >"$out/kernel-version"
+chroot "$rootfs" dpkg-query -W -f '${Package}\t${Version}\n' >"$out/manifest.txt"
+grep -E '^(qemu-system-x86|linux-image|linux-headers|nvme-cli|fio|busybox-static|kmod|pciutils)' "$out/manifest.txt" |
+	sed 's/^/[image] /'
+echo "[image] $(du -h "$out/initramfs.img" | cut -f1) initramfs, kernel $kver"
