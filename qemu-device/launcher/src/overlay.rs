@@ -1,0 +1,200 @@
+//! Per-run initramfs overlay: the project's guest module, the p2pcopy CLI and
+//! guest-side test scripts, appended to the cached base image as a second
+//! cpio archive (the kernel unpacks concatenated archives in order).
+
+use crate::cpio::CpioWriter;
+use crate::image::{key_of, CacheLock, Image};
+use crate::paths;
+use anyhow::{bail, Context, Result};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Files every guest gets in addition to the base image.
+struct Overlay {
+    files: Vec<(String, u32, Vec<u8>)>,
+}
+
+impl Overlay {
+    fn add(&mut self, guest_path: String, mode: u32, data: Vec<u8>) {
+        self.files.push((guest_path, mode, data));
+    }
+
+    fn add_tree(&mut self, host_dir: &Path, guest_dir: &str) -> Result<()> {
+        if !host_dir.is_dir() {
+            return Ok(());
+        }
+        let mut entries: Vec<_> = fs::read_dir(host_dir)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            let name = format!("{guest_dir}/{}", e.file_name().to_string_lossy());
+            if p.is_dir() {
+                self.add_tree(&p, &name)?;
+            } else {
+                let mode = if is_executable(&p) { 0o755 } else { 0o644 };
+                self.add(name, mode, fs::read(&p)?);
+            }
+        }
+        Ok(())
+    }
+
+    fn write(self, out: &Path) -> Result<()> {
+        let mut w = CpioWriter::new(Vec::new());
+        let mut dirs = std::collections::BTreeSet::new();
+        for (p, _, _) in &self.files {
+            let mut acc = String::new();
+            for part in p.split('/').collect::<Vec<_>>().split_last().unwrap().1 {
+                if !acc.is_empty() {
+                    acc.push('/');
+                }
+                acc.push_str(part);
+                dirs.insert(acc.clone());
+            }
+        }
+        for d in dirs {
+            w.dir(&d)?;
+        }
+        for (p, mode, data) in &self.files {
+            w.file(p, *mode, data)?;
+        }
+        fs::write(out, w.finish()?)?;
+        Ok(())
+    }
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(p)
+        .map(|m| m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// Builds `run_dir/initrd.img` = base image + overlay.
+pub fn guest_initrd(image: &Image, run_dir: &Path, with_driver: bool) -> Result<PathBuf> {
+    let src = paths::source_root();
+    let mut ov = Overlay { files: vec![] };
+    if with_driver {
+        if let Some(ko) = guest_module(image, &src.join("guest-driver/module"))? {
+            ov.add(
+                format!("lib/modules/{}/extra/p2pcopy.ko", image.kernel_version),
+                0o644,
+                fs::read(ko)?,
+            );
+        }
+        if let Some(cli) = guest_cli(&src)? {
+            ov.add("usr/bin/p2pcopy".into(), 0o755, fs::read(cli)?);
+        }
+    }
+    ov.add_tree(&src.join("guest-driver/tests"), "opt/p2pnvme/tests")?;
+    ov.add_tree(&src.join("ci/guest"), "opt/p2pnvme/ci")?;
+    let overlay = run_dir.join("overlay.cpio");
+    ov.write(&overlay)?;
+
+    let initrd = run_dir.join("initrd.img");
+    let mut out = fs::File::create(&initrd)?;
+    out.write_all(&fs::read(image.initramfs())?)?;
+    out.write_all(&fs::read(&overlay)?)?;
+    Ok(initrd)
+}
+
+/// Builds p2pcopy.ko against the guest kernel's headers inside the root
+/// filesystem; cached by the module sources and the image.
+fn guest_module(image: &Image, module_src: &Path) -> Result<Option<PathBuf>> {
+    if !module_src.join("Makefile").exists() {
+        return Ok(None);
+    }
+    let mut inputs: Vec<(String, Vec<u8>)> = vec![];
+    collect_sources(module_src, module_src, &mut inputs)?;
+    let mut parts: Vec<(&str, &[u8])> = vec![("image", image.key.as_bytes())];
+    parts.extend(inputs.iter().map(|(n, d)| (n.as_str(), d.as_slice())));
+    let dir = paths::cache_root().join(format!("module-{}", key_of(&parts)));
+    let ko = dir.join("p2pcopy.ko");
+    if ko.exists() {
+        return Ok(Some(ko));
+    }
+    let _lock = CacheLock::take()?;
+    let build_rel = format!("tmp/p2pcopy-build.{}", std::process::id());
+    let build = image.rootfs.join(&build_rel);
+    let _ = fs::remove_dir_all(&build);
+    fs::create_dir_all(&build)?;
+    for (name, data) in &inputs {
+        let p = build.join(name);
+        fs::create_dir_all(p.parent().unwrap())?;
+        fs::write(p, data)?;
+    }
+    eprintln!("p2pnvme: building guest module p2pcopy.ko");
+    let out = Command::new("chroot")
+        .arg(&image.rootfs)
+        .args(["make", "-C", &format!("/{build_rel}")])
+        .arg(format!(
+            "KDIR=/usr/src/linux-headers-{}",
+            image.kernel_version
+        ))
+        .output()
+        .context("running make in the root filesystem (needs root for chroot)")?;
+    let result = if out.status.success() {
+        fs::create_dir_all(&dir)?;
+        fs::copy(build.join("p2pcopy.ko"), &ko).context("make did not produce p2pcopy.ko")?;
+        Ok(Some(ko))
+    } else {
+        bail!(
+            "the guest module failed to build (pass --no-guest-driver to boot without it):\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let _ = fs::remove_dir_all(&build);
+    result
+}
+
+fn collect_sources(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) -> Result<()> {
+    let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let p = e.path();
+        let name = e.file_name().to_string_lossy().to_string();
+        if p.is_dir() {
+            collect_sources(root, &p, out)?;
+        } else if name == "Makefile"
+            || name == "Kbuild"
+            || name.ends_with(".c")
+            || name.ends_with(".h")
+        {
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().to_string();
+            out.push((rel, fs::read(&p)?));
+        }
+    }
+    Ok(())
+}
+
+/// Builds the p2pcopy CLI as a static binary for the guest.
+fn guest_cli(src: &Path) -> Result<Option<PathBuf>> {
+    if !src.join("guest-driver/cli/Cargo.toml").exists() {
+        return Ok(None);
+    }
+    let target_dir = src.join("target/guest");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(src)
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "p2pcopy",
+            "--target",
+            "x86_64-unknown-linux-gnu",
+        ])
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .status()
+        .context("running cargo to build the guest CLI p2pcopy")?;
+    if !status.success() {
+        bail!("building the guest CLI p2pcopy failed (pass --no-guest-driver to boot without it)");
+    }
+    Ok(Some(
+        target_dir.join("x86_64-unknown-linux-gnu/release/p2pcopy"),
+    ))
+}

@@ -1,0 +1,295 @@
+//! QEMU command line: machine, PCIe topology and the NVMe controllers.
+
+use crate::image::Image;
+use clap::ValueEnum;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Topology {
+    /// Every controller below one PCIe switch (P2PDMA distance: bus address).
+    Switch,
+    /// Every controller on its own root port (P2P only through the host bridge).
+    RootPorts,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CpuModel {
+    /// Intel-like CPU: Linux refuses P2P through the host bridge.
+    Intel,
+    /// AMD Zen (family 17h): Linux allows P2P through the host bridge.
+    Amd,
+}
+
+impl CpuModel {
+    fn qemu_name(self) -> &'static str {
+        match self {
+            CpuModel::Intel => "max,vendor=GenuineIntel",
+            CpuModel::Amd => "EPYC",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    Tcg,
+    Kvm,
+}
+
+/// A PCI function to attach, in slot order.
+#[derive(Clone, Debug)]
+pub enum PciDevice {
+    /// QEMU's built-in NVMe with a CMB, backed by a raw file.
+    QemuNvme { backing: PathBuf, cmb_mib: u32 },
+    /// A controller served by the p2pnvme device process over vfio-user.
+    VfioUser { socket: PathBuf },
+}
+
+/// How the guest reports back: a file per virtio-serial port.
+pub struct GuestPorts {
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+    pub status: PathBuf,
+}
+
+pub struct MachineConfig<'a> {
+    pub image: &'a Image,
+    pub initrd: PathBuf,
+    pub devices: Vec<PciDevice>,
+    pub topology: Topology,
+    pub cpu: CpuModel,
+    pub accel: Accel,
+    pub mem_mib: u32,
+    pub smp: u32,
+    pub append: String,
+    pub extra_args: Vec<String>,
+    /// Command script passed through fw_cfg; None gives an interactive console.
+    pub command: Option<(PathBuf, GuestPorts)>,
+    pub console_log: Option<PathBuf>,
+    pub qmp_socket: Option<PathBuf>,
+}
+
+/// The QEMU binary runs through the root filesystem's own dynamic loader so
+/// it uses that filesystem's libraries without a chroot.
+pub fn qemu_command(rootfs: &Path) -> Command {
+    let mut cmd = Command::new(rootfs.join("lib64/ld-linux-x86-64.so.2"));
+    cmd.arg("--library-path")
+        .arg(format!(
+            "{r}/lib/x86_64-linux-gnu:{r}/usr/lib/x86_64-linux-gnu",
+            r = rootfs.display()
+        ))
+        .arg(rootfs.join("usr/bin/qemu-system-x86_64"))
+        .env(
+            "QEMU_MODULE_DIR",
+            rootfs.join("usr/lib/x86_64-linux-gnu/qemu"),
+        );
+    cmd
+}
+
+fn path(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Arguments for the PCIe topology; returns the bus each device goes on.
+fn topology_args(topology: Topology, n: usize, args: &mut Vec<String>) -> Vec<String> {
+    let mut dev = |s: String| {
+        args.push("-device".into());
+        args.push(s);
+    };
+    match topology {
+        Topology::Switch => {
+            if n == 0 {
+                return vec![];
+            }
+            dev("pcie-root-port,id=p2p_rp,chassis=1,slot=0".into());
+            dev("x3130-upstream,id=p2p_up,bus=p2p_rp".into());
+            (0..n)
+                .map(|i| {
+                    dev(format!(
+                        "xio3130-downstream,id=p2p_dn{i},bus=p2p_up,chassis={},slot=0",
+                        i + 2
+                    ));
+                    format!("p2p_dn{i}")
+                })
+                .collect()
+        }
+        Topology::RootPorts => (0..n)
+            .map(|i| {
+                dev(format!(
+                    "pcie-root-port,id=p2p_rp{i},chassis={},slot=0",
+                    i + 2
+                ));
+                format!("p2p_rp{i}")
+            })
+            .collect(),
+    }
+}
+
+pub fn build_args(cfg: &MachineConfig) -> Vec<String> {
+    let mut a: Vec<String> = Vec::new();
+    let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
+    let rootfs = &cfg.image.rootfs;
+    let mem = format!("memory-backend-memfd,id=mem,size={}M,share=on", cfg.mem_mib);
+    let accel = match cfg.accel {
+        Accel::Tcg => "tcg",
+        Accel::Kvm => "kvm",
+    };
+    push(&[
+        "-L",
+        &path(&rootfs.join("usr/share/qemu")),
+        "-L",
+        &path(&rootfs.join("usr/share/seabios")),
+        "-machine",
+        "q35,memory-backend=mem",
+        "-object",
+        &mem,
+        "-m",
+        &format!("{}M", cfg.mem_mib),
+        "-smp",
+        &cfg.smp.to_string(),
+        "-accel",
+        accel,
+        "-cpu",
+        cfg.cpu.qemu_name(),
+        "-nographic",
+        "-no-reboot",
+        "-nic",
+        "none",
+        "-vga",
+        "none",
+        "-kernel",
+        &path(&cfg.image.kernel()),
+        "-initrd",
+        &path(&cfg.initrd),
+        "-append",
+        &cfg.append,
+    ]);
+    match &cfg.console_log {
+        Some(log) => push(&[
+            "-serial",
+            &format!("file:{}", log.display()),
+            "-monitor",
+            "none",
+        ]),
+        None => push(&["-serial", "mon:stdio"]),
+    }
+    if let Some(qmp) = &cfg.qmp_socket {
+        push(&[
+            "-qmp",
+            &format!("unix:{},server=on,wait=off", qmp.display()),
+        ]);
+    }
+    if let Some((script, ports)) = &cfg.command {
+        push(&[
+            "-fw_cfg",
+            &format!("name=opt/p2pnvme/cmd,file={}", script.display()),
+            "-device",
+            "virtio-serial-pci,id=p2p_vser",
+        ]);
+        for (name, file) in [
+            ("stdout", &ports.stdout),
+            ("stderr", &ports.stderr),
+            ("status", &ports.status),
+        ] {
+            push(&[
+                "-chardev",
+                &format!("file,id=p2p_{name},path={}", file.display()),
+                "-device",
+                &format!("virtserialport,bus=p2p_vser.0,chardev=p2p_{name},name=p2pnvme.{name}"),
+            ]);
+        }
+    }
+    let buses = topology_args(cfg.topology, cfg.devices.len(), &mut a);
+    for (i, (dev, bus)) in cfg.devices.iter().zip(buses).enumerate() {
+        match dev {
+            PciDevice::QemuNvme { backing, cmb_mib } => {
+                a.push("-drive".into());
+                a.push(format!(
+                    "file={},if=none,id=p2p_qd{i},format=raw,cache=none,aio=threads",
+                    backing.display()
+                ));
+                a.push("-device".into());
+                a.push(format!(
+                    "nvme,serial=qemu-nvme-{i},drive=p2p_qd{i},cmb_size_mb={cmb_mib},bus={bus}"
+                ));
+            }
+            PciDevice::VfioUser { socket } => {
+                a.push("-device".into());
+                a.push(
+                    serde_json::json!({
+                        "driver": "vfio-user-pci",
+                        "socket": {"path": path(socket), "type": "unix"},
+                        "bus": bus,
+                    })
+                    .to_string(),
+                );
+            }
+        }
+    }
+    a.extend(cfg.extra_args.iter().cloned());
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image() -> Image {
+        Image {
+            rootfs: "/r".into(),
+            dir: "/i".into(),
+            kernel_version: "7".into(),
+            key: "k".into(),
+        }
+    }
+
+    fn cfg(image: &Image, topology: Topology) -> MachineConfig<'_> {
+        MachineConfig {
+            image,
+            initrd: "/i/initrd".into(),
+            devices: vec![
+                PciDevice::QemuNvme {
+                    backing: "/b0".into(),
+                    cmb_mib: 16,
+                },
+                PciDevice::VfioUser {
+                    socket: "/s1".into(),
+                },
+            ],
+            topology,
+            cpu: CpuModel::Amd,
+            accel: Accel::Tcg,
+            mem_mib: 1024,
+            smp: 2,
+            append: "console=ttyS0".into(),
+            extra_args: vec!["-S".into()],
+            command: None,
+            console_log: None,
+            qmp_socket: None,
+        }
+    }
+
+    #[test]
+    fn switch_puts_every_device_below_one_upstream_port() {
+        let img = image();
+        let a = build_args(&cfg(&img, Topology::Switch)).join(" ");
+        assert_eq!(a.matches("x3130-upstream").count(), 1);
+        assert!(a.contains("xio3130-downstream,id=p2p_dn0,bus=p2p_up"));
+        assert!(a.contains("xio3130-downstream,id=p2p_dn1,bus=p2p_up"));
+        assert!(a.contains("cmb_size_mb=16,bus=p2p_dn0"));
+        assert!(a.contains(r#""bus":"p2p_dn1""#));
+        assert!(a.contains("memory-backend-memfd,id=mem,size=1024M,share=on"));
+        assert!(a.contains("-cpu EPYC"));
+        assert!(a.ends_with("-S"));
+    }
+
+    #[test]
+    fn root_ports_give_each_device_its_own_port() {
+        let img = image();
+        let a = build_args(&cfg(&img, Topology::RootPorts)).join(" ");
+        assert!(!a.contains("x3130"));
+        assert!(a.contains("pcie-root-port,id=p2p_rp0,chassis=2"));
+        assert!(a.contains("pcie-root-port,id=p2p_rp1,chassis=3"));
+        assert!(a.contains(r#""bus":"p2p_rp1""#));
+    }
+}
