@@ -8,7 +8,7 @@ use crate::procs::{self, Guarded};
 use crate::qemu::{self, Accel, CpuModel, GuestPorts, MachineConfig, PciDevice, Topology};
 use anyhow::{bail, Context, Result};
 use std::fs;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -347,7 +347,6 @@ impl Tail {
         if f.read_to_end(&mut buf).is_err() || buf.is_empty() {
             return;
         }
-        let _ = f.seek(SeekFrom::Current(0));
         if self.forward {
             if self.to_stderr {
                 let _ = std::io::stderr().write_all(&buf);
