@@ -1,0 +1,66 @@
+//! Helpers for end-to-end tests that drive the `p2pnvme` binary.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// The launcher under test: `P2PNVME_BIN`, else the workspace's release build.
+pub fn p2pnvme_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("P2PNVME_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    for profile in ["release", "debug"] {
+        let p = root.join("target").join(profile).join("p2pnvme");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("build the launcher first: cargo build --release -p p2pnvme (or set P2PNVME_BIN)");
+}
+
+/// Runs `p2pnvme ARGS...` and returns its output.
+pub fn p2pnvme(args: &[&str]) -> Output {
+    let out = Command::new(p2pnvme_bin())
+        .args(args)
+        .output()
+        .expect("running p2pnvme");
+    eprintln!(
+        "$ p2pnvme {}\n-- exit {:?}\n-- stdout\n{}-- stderr\n{}",
+        args.join(" "),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Boots a guest with `vm_args`, runs `cmd`, asserts it succeeded, returns stdout.
+pub fn guest_ok(vm_args: &[&str], cmd: &str) -> String {
+    let mut args = vec!["run"];
+    args.extend_from_slice(vm_args);
+    args.push("--");
+    args.push(cmd);
+    let out = p2pnvme(&args);
+    assert_eq!(out.status.code(), Some(0), "guest command failed: {cmd}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Processes whose command line mentions `marker` (leftovers of a run).
+pub fn processes_mentioning(marker: &str) -> Vec<u32> {
+    let me = std::process::id();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != me)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(marker))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// A marker unique to this test process, to find its QEMU instances.
+pub fn unique_marker(name: &str) -> String {
+    format!("p2pnvme.test={name}-{}", std::process::id())
+}

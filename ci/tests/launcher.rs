@@ -1,0 +1,118 @@
+//! The launcher boots guests, runs commands in them and cleans up (issue 2).
+
+use p2pnvme_ci::*;
+use std::time::{Duration, Instant};
+
+#[test]
+fn exit_status_and_streams_come_back_separately() {
+    let out = p2pnvme(&["run", "--", "echo out-line; echo err-line >&2; exit 7"]);
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out-line\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err-line\n");
+}
+
+#[test]
+fn qemu_nvme_cmbs_published_as_p2pmem_with_sqs_in_cmb() {
+    let s = guest_ok(
+        &["--qemu-nvme", "2", "--cmb-mib", "16"],
+        "sh /opt/p2pnvme/ci/check-p2pmem.sh 2 partial",
+    );
+    assert_eq!(s.matches("published=1 size=16777216").count(), 2, "{s}");
+}
+
+#[test]
+fn qemu_nvme_cmbs_published_as_p2pmem_without_sqs_in_cmb() {
+    let s = guest_ok(
+        &["--qemu-nvme", "2", "--cmb-mib", "16", "--append", "nvme.use_cmb_sqes=0"],
+        "sh /opt/p2pnvme/ci/check-p2pmem.sh 2 full",
+    );
+    assert_eq!(s.matches("available=16777216").count(), 2, "{s}");
+}
+
+/// Bridge chains above each controller, from the guest's sysfs.
+fn parents(topology: &str) -> Vec<String> {
+    let s = guest_ok(
+        &["--qemu-nvme", "2", "--topology", topology],
+        "sh /opt/p2pnvme/ci/pci-parents.sh",
+    );
+    let lines: Vec<String> = s
+        .lines()
+        .filter(|l| l.contains("parents:"))
+        .map(|l| l.split("parents:").nth(1).unwrap().trim().to_string())
+        .collect();
+    assert_eq!(lines.len(), 2, "{s}");
+    lines
+}
+
+#[test]
+fn switch_topology_shares_one_upstream_port() {
+    let p = parents("switch");
+    // root port -> upstream port -> downstream port -> controller
+    let chains: Vec<Vec<&str>> = p.iter().map(|c| c.split(' ').collect()).collect();
+    assert_eq!(chains[0].len(), 3, "{p:?}");
+    assert_eq!(chains[0][..2], chains[1][..2], "same root and upstream port: {p:?}");
+    assert_ne!(chains[0][2], chains[1][2], "different downstream ports: {p:?}");
+}
+
+#[test]
+fn root_port_topology_gives_each_controller_its_own_port() {
+    let p = parents("root-ports");
+    let chains: Vec<Vec<&str>> = p.iter().map(|c| c.split(' ').collect()).collect();
+    assert_eq!(chains[0].len(), 1, "{p:?}");
+    assert_eq!(chains[1].len(), 1, "{p:?}");
+    assert_ne!(chains[0], chains[1], "{p:?}");
+}
+
+#[test]
+fn hung_guest_times_out_clearly_and_leaves_no_qemu() {
+    let marker = unique_marker("timeout");
+    let t = Instant::now();
+    let out = p2pnvme(&["run", "--timeout", "20", "--append", &marker, "--", "sleep 600"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("did not finish within 20 s"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(60));
+    assert!(processes_mentioning(&marker).is_empty(), "QEMU left behind");
+}
+
+#[test]
+fn interrupt_stops_guest_and_devices() {
+    let marker = unique_marker("sigint");
+    let mut child = std::process::Command::new(p2pnvme_bin())
+        .args(["run", "--qemu-nvme", "1", "--append", &marker, "--", "sleep 600"])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while processes_mentioning(&marker).len() < 2 {
+        assert!(Instant::now() < deadline, "guest never started");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    // SAFETY: signalling our own child.
+    unsafe { libc_kill(child.id() as i32, 2) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(2));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(processes_mentioning(&marker).is_empty(), "processes left behind");
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+#[test]
+fn bad_options_get_one_line_errors() {
+    for (args, needle) in [
+        (vec!["run", "--cmb-mib", "3", "--", "true"], "power of two"),
+        (vec!["run", "--ns-size", "12Q", "--", "true"], "bad size"),
+        (vec!["run", "--lba", "1000", "--", "true"], "512 or 4096"),
+        (vec!["run", "--mem", "64", "--", "true"], "too small"),
+    ] {
+        let out = p2pnvme(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(err.trim().lines().count() <= 3, "{args:?}: {err}");
+    }
+}
