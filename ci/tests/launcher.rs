@@ -23,7 +23,14 @@ fn qemu_nvme_cmbs_published_as_p2pmem_with_sqs_in_cmb() {
 #[test]
 fn qemu_nvme_cmbs_published_as_p2pmem_without_sqs_in_cmb() {
     let s = guest_ok(
-        &["--qemu-nvme", "2", "--cmb-mib", "16", "--append", "nvme.use_cmb_sqes=0"],
+        &[
+            "--qemu-nvme",
+            "2",
+            "--cmb-mib",
+            "16",
+            "--append",
+            "nvme.use_cmb_sqes=0",
+        ],
         "sh /opt/p2pnvme/ci/check-p2pmem.sh 2 full",
     );
     assert_eq!(s.matches("available=16777216").count(), 2, "{s}");
@@ -50,8 +57,15 @@ fn switch_topology_shares_one_upstream_port() {
     // root port -> upstream port -> downstream port -> controller
     let chains: Vec<Vec<&str>> = p.iter().map(|c| c.split(' ').collect()).collect();
     assert_eq!(chains[0].len(), 3, "{p:?}");
-    assert_eq!(chains[0][..2], chains[1][..2], "same root and upstream port: {p:?}");
-    assert_ne!(chains[0][2], chains[1][2], "different downstream ports: {p:?}");
+    assert_eq!(
+        chains[0][..2],
+        chains[1][..2],
+        "same root and upstream port: {p:?}"
+    );
+    assert_ne!(
+        chains[0][2], chains[1][2],
+        "different downstream ports: {p:?}"
+    );
 }
 
 #[test]
@@ -67,7 +81,15 @@ fn root_port_topology_gives_each_controller_its_own_port() {
 fn hung_guest_times_out_clearly_and_leaves_no_qemu() {
     let marker = unique_marker("timeout");
     let t = Instant::now();
-    let out = p2pnvme(&["run", "--timeout", "20", "--append", &marker, "--", "sleep 600"]);
+    let out = p2pnvme(&[
+        "run",
+        "--timeout",
+        "20",
+        "--append",
+        &marker,
+        "--",
+        "sleep 600",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("did not finish within 20 s"), "{err}");
@@ -79,7 +101,15 @@ fn hung_guest_times_out_clearly_and_leaves_no_qemu() {
 fn interrupt_stops_guest_and_devices() {
     let marker = unique_marker("sigint");
     let mut child = std::process::Command::new(p2pnvme_bin())
-        .args(["run", "--qemu-nvme", "1", "--append", &marker, "--", "sleep 600"])
+        .args([
+            "run",
+            "--qemu-nvme",
+            "1",
+            "--append",
+            &marker,
+            "--",
+            "sleep 600",
+        ])
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -93,7 +123,10 @@ fn interrupt_stops_guest_and_devices() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(2));
     std::thread::sleep(Duration::from_millis(500));
-    assert!(processes_mentioning(&marker).is_empty(), "processes left behind");
+    assert!(
+        processes_mentioning(&marker).is_empty(),
+        "processes left behind"
+    );
 }
 
 extern "C" {
