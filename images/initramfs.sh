@@ -1,10 +1,10 @@
 #!/bin/bash
 # Builds the guest image (kernel + initramfs) from the toolchain root
 # filesystem. Runs as root.
-# Usage: initramfs.sh ROOTFS INIT_SCRIPT OUT_DIR
+# Usage: initramfs.sh ROOTFS IMAGES_SRC_DIR OUT_DIR
 set -euo pipefail
-rootfs=${1:?usage: initramfs.sh ROOTFS INIT OUT_DIR}
-init=${2:?}
+rootfs=${1:?usage: initramfs.sh ROOTFS IMAGES_SRC_DIR OUT_DIR}
+src=${2:?}
 out=${3:?}
 
 kver=$(ls "$rootfs/lib/modules" | head -n1)
@@ -63,9 +63,9 @@ cp "$rootfs/lib/modules/$kver"/modules.{builtin,builtin.modinfo,order} "$stage/l
 chroot "$rootfs" depmod -b "/$stage_rel" "$kver"
 mkdir -p "$stage/lib/modules/$kver/extra"
 
-echo "[image 3/4] init"
-cp "$init" "$stage/init"
-chmod 755 "$stage/init"
+echo "[image 3/4] init and host control helper"
+install -m 755 "$src/init" "$stage/init"
+install -m 755 "$src/p2pnvme-host" "$stage/usr/bin/p2pnvme-host"
 
 echo "[image 4/4] packing initramfs (zstd)"
 mkdir -p "$out"

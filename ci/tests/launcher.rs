@@ -149,3 +149,15 @@ fn bad_options_get_one_line_errors() {
         assert!(err.trim().lines().count() <= 3, "{args:?}: {err}");
     }
 }
+
+#[test]
+fn guest_reaches_the_host_control_channel() {
+    let s = guest_ok(
+        &["--mem", "512"],
+        "p2pnvme-host ping && p2pnvme-host pmemsave ram.bin && \
+         ! p2pnvme-host bogus && ! p2pnvme-host pmemsave ../escape && \
+         ! p2pnvme-host stats-reset && echo channel-ok",
+    );
+    assert!(s.contains("pong\nok\n"), "{s}");
+    assert!(s.contains("channel-ok"), "{s}");
+}

@@ -80,11 +80,13 @@ pub fn ensure(force: bool) -> Result<Image> {
     let rootfs_script = src.join("rootfs.sh");
     let image_script = src.join("initramfs.sh");
     let init = src.join("init");
+    let host_helper = src.join("p2pnvme-host");
     let rootfs_key = key_of(&[("rootfs.sh", &read(&rootfs_script)?)]);
     let image_key = key_of(&[
         ("rootfs", rootfs_key.as_bytes()),
         ("initramfs.sh", &read(&image_script)?),
         ("init", &read(&init)?),
+        ("p2pnvme-host", &read(&host_helper)?),
     ]);
     let cache = paths::cache_root();
     let rootfs = cache.join(format!("rootfs-{rootfs_key}"));
@@ -104,7 +106,7 @@ pub fn ensure(force: bool) -> Result<Image> {
                     Command::new("bash")
                         .arg(&image_script)
                         .arg(&rootfs)
-                        .arg(&init)
+                        .arg(&src)
                         .arg(tmp),
                 )
             })?;

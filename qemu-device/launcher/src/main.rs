@@ -1,6 +1,7 @@
 //! p2pnvme: boots QEMU guests with P2P-capable NVMe controllers.
 
 mod cpio;
+mod hostctl;
 mod image;
 mod overlay;
 mod paths;

@@ -50,6 +50,8 @@ pub struct GuestPorts {
     pub stdout: PathBuf,
     pub stderr: PathBuf,
     pub status: PathBuf,
+    /// Unix socket (QEMU is the server) for the host control channel.
+    pub control: PathBuf,
 }
 
 pub struct MachineConfig<'a> {
@@ -129,6 +131,7 @@ pub fn build_args(cfg: &MachineConfig) -> Vec<String> {
     let mut a: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
     let rootfs = &cfg.image.rootfs;
+    // vfio-user needs guest RAM the device process can map: fd-backed, shared.
     let mem = format!("memory-backend-memfd,id=mem,size={}M,share=on", cfg.mem_mib);
     let accel = match cfg.accel {
         Accel::Tcg => "tcg",
@@ -198,6 +201,15 @@ pub fn build_args(cfg: &MachineConfig) -> Vec<String> {
                 &format!("virtserialport,bus=p2p_vser.0,chardev=p2p_{name},name=p2pnvme.{name}"),
             ]);
         }
+        push(&[
+            "-chardev",
+            &format!(
+                "socket,id=p2p_ctl,path={},server=on,wait=off",
+                ports.control.display()
+            ),
+            "-device",
+            "virtserialport,bus=p2p_vser.0,chardev=p2p_ctl,name=p2pnvme.ctl",
+        ]);
     }
     let buses = topology_args(cfg.topology, cfg.devices.len(), &mut a);
     for (i, (dev, bus)) in cfg.devices.iter().zip(buses).enumerate() {

@@ -1,6 +1,7 @@
 //! One guest session: backing files, the device process, QEMU, and the
 //! command channel (fw_cfg in, virtio-serial ports out).
 
+use crate::hostctl;
 use crate::image::{self, Image};
 use crate::overlay;
 use crate::paths;
@@ -113,6 +114,10 @@ impl Session {
         Ok(s)
     }
 
+    fn qmp_socket(&self) -> PathBuf {
+        self.run_dir.path().join("qmp.sock")
+    }
+
     pub fn stats_socket(&self) -> PathBuf {
         self.run_dir.path().join("stats.sock")
     }
@@ -201,7 +206,7 @@ impl Session {
             extra_args: self.opts.qemu_args.clone(),
             command,
             console_log: (!interactive).then(|| self.run_dir.path().join("console.log")),
-            qmp_socket: Some(self.run_dir.path().join("qmp.sock")),
+            qmp_socket: Some(self.qmp_socket()),
         }
     }
 
@@ -234,6 +239,7 @@ impl Session {
             stdout: dir.join("guest.stdout"),
             stderr: dir.join("guest.stderr"),
             status: dir.join("guest.status"),
+            control: dir.join("ctl.sock"),
         };
         for p in [&ports.stdout, &ports.stderr, &ports.status] {
             let _ = fs::remove_file(p);
@@ -244,7 +250,17 @@ impl Session {
             ports.status.clone(),
         );
         let start = Instant::now();
+        let control = ports.control.clone();
         let mut qemu = self.boot(Some((script, ports)))?;
+        let _host = hostctl::Server::start(
+            control,
+            hostctl::HostCtx {
+                run_dir: dir.clone(),
+                stats_socket: (self.opts.nvme > 0).then(|| self.stats_socket()),
+                qmp_socket: self.qmp_socket(),
+                mem_bytes: u64::from(self.opts.mem_mib) << 20,
+            },
+        );
         let mut out = Tail::new(out_path, output == Output::Stream, false);
         let mut err = Tail::new(err_path, output == Output::Stream, true);
         let console = dir.join("console.log");

@@ -1,0 +1,169 @@
+//! Host control channel: the guest asks the host to act at exact points of a
+//! test (reset device counters, save them, dump guest RAM through QMP) over a
+//! virtio-serial port backed by a unix socket, and waits for each answer.
+//!
+//! Protocol: one request line, one reply line (`ok`, `pong`, `error MSG`).
+
+use anyhow::{bail, Context, Result};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// What the channel may touch on the host.
+#[derive(Clone)]
+pub struct HostCtx {
+    pub run_dir: PathBuf,
+    pub stats_socket: Option<PathBuf>,
+    pub qmp_socket: PathBuf,
+    pub mem_bytes: u64,
+}
+
+/// Serves the guest's requests until `stop` is set.
+pub struct Server {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    pub fn start(ctl_socket: PathBuf, ctx: HostCtx) -> Server {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || serve(&ctl_socket, &ctx, &s));
+        Server {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve(path: &Path, ctx: &HostCtx, stop: &AtomicBool) {
+    // QEMU creates the socket as it starts; connect when it appears.
+    let stream = loop {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Ok(s) = UnixStream::connect(path) {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut writer = match stream.try_clone() {
+        Ok(w) => w,
+        Err(_) => return,
+    };
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    while !stop.load(Ordering::SeqCst) {
+        match reader.read_line(&mut line) {
+            Ok(0) => return,
+            Ok(_) if line.ends_with('\n') => {
+                let reply = match handle(line.trim(), ctx) {
+                    Ok(r) => r,
+                    Err(e) => format!("error {e:#}"),
+                };
+                line.clear();
+                if writer.write_all(format!("{reply}\n").as_bytes()).is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// A plain file name inside the run directory (no paths from the guest).
+fn run_file(ctx: &HostCtx, name: &str) -> Result<PathBuf> {
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        bail!("bad file name '{name}'");
+    }
+    Ok(ctx.run_dir.join(name))
+}
+
+fn handle(req: &str, ctx: &HostCtx) -> Result<String> {
+    let mut words = req.split_whitespace();
+    let stats = || {
+        ctx.stats_socket
+            .as_deref()
+            .context("no p2pnvme device in this guest")
+    };
+    match (words.next(), words.next()) {
+        (Some("ping"), None) => Ok("pong".into()),
+        (Some("stats-reset"), None) => {
+            stats_request(stats()?, "reset")?;
+            Ok("ok".into())
+        }
+        (Some("stats-save"), Some(name)) => {
+            let doc = stats_request(stats()?, "get")?;
+            std::fs::write(run_file(ctx, name)?, doc.to_string())?;
+            Ok("ok".into())
+        }
+        (Some("pmemsave"), Some(name)) => {
+            pmemsave(&ctx.qmp_socket, ctx.mem_bytes, &run_file(ctx, name)?)?;
+            Ok("ok".into())
+        }
+        _ => bail!("unknown request '{req}' (ping, stats-reset, stats-save NAME, pmemsave NAME)"),
+    }
+}
+
+/// One request to the device's stats endpoint: `get` or `reset`.
+pub fn stats_request(socket: &Path, op: &str) -> Result<serde_json::Value> {
+    let mut s = UnixStream::connect(socket)
+        .with_context(|| format!("connecting to the device stats socket {}", socket.display()))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(format!("{op}\n").as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line)?;
+    serde_json::from_str(&line).with_context(|| format!("bad stats reply: {line}"))
+}
+
+/// Saves guest physical memory [0, len) to `file` with QMP `pmemsave`.
+pub fn pmemsave(qmp: &Path, len: u64, file: &Path) -> Result<()> {
+    let s =
+        UnixStream::connect(qmp).with_context(|| format!("connecting to QMP {}", qmp.display()))?;
+    s.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let mut w = s.try_clone()?;
+    let mut r = BufReader::new(s);
+    let mut reply = || -> Result<serde_json::Value> {
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line)? == 0 {
+                bail!("QMP closed the connection");
+            }
+            let v: serde_json::Value = serde_json::from_str(&line)?;
+            if v.get("event").is_none() {
+                return Ok(v);
+            }
+        }
+    };
+    reply()?; // greeting
+    for cmd in [
+        serde_json::json!({"execute": "qmp_capabilities"}),
+        serde_json::json!({"execute": "pmemsave",
+            "arguments": {"val": 0, "size": len, "filename": file.display().to_string()}}),
+    ] {
+        w.write_all(format!("{cmd}\n").as_bytes())?;
+        let v = reply()?;
+        if let Some(e) = v.get("error") {
+            bail!("QMP {}: {e}", cmd["execute"]);
+        }
+    }
+    Ok(())
+}
