@@ -111,6 +111,9 @@ struct VmArgs {
 struct RunArgs {
     #[command(flatten)]
     vm: VmArgs,
+    /// Write every controller's final counters (the device's stats document) here.
+    #[arg(long)]
+    stats_json: Option<PathBuf>,
     /// Fail if the guest has not finished after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
@@ -187,6 +190,9 @@ fn dispatch(cli: Cli) -> Result<i32> {
     match cli.cmd {
         Cmd::Image { op } => image_cmd(op),
         Cmd::Run(args) => {
+            if args.stats_json.is_some() && args.vm.nvme == 0 {
+                bail!("--stats-json needs the project's controllers: add --nvme N");
+            }
             procs::catch_signals();
             let mut s = Session::prepare(args.vm.options()?)?;
             let r = s.run(
@@ -194,6 +200,12 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 Duration::from_secs(args.timeout),
                 Output::Stream,
             )?;
+            if let Some(path) = &args.stats_json {
+                let doc = s.stats()?;
+                std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n").map_err(|e| {
+                    anyhow::anyhow!("cannot write --stats-json {}: {e}", path.display())
+                })?;
+            }
             s.stop_device();
             Ok(r.status)
         }

@@ -94,7 +94,11 @@ pub fn guest_initrd(image: &Image, run_dir: &Path, with_driver: bool) -> Result<
 
     let initrd = run_dir.join("initrd.img");
     let mut out = fs::File::create(&initrd)?;
-    out.write_all(&fs::read(image.initramfs())?)?;
+    let base = fs::read(image.initramfs())?;
+    out.write_all(&base)?;
+    // The kernel looks for the next archive only at 4-byte aligned offsets
+    // and skips zero bytes before it.
+    out.write_all(&[0u8; 3][..(4 - base.len() % 4) % 4])?;
     out.write_all(&fs::read(&overlay)?)?;
     Ok(initrd)
 }

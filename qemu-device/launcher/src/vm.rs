@@ -131,8 +131,13 @@ impl Session {
         let exe = std::env::current_exe().context("locating the p2pnvme binary")?;
         let mut cmd = Command::new(exe);
         cmd.arg("device");
-        for (sock, files) in self.sockets.iter().zip(&self.nvme_backing) {
-            let mut spec = format!("socket={},cmb-mib={}", sock.display(), self.opts.cmb_mib);
+        for (i, (sock, files)) in self.sockets.iter().zip(&self.nvme_backing).enumerate() {
+            let mut spec = format!(
+                "socket={},cmb-mib={},serial={}",
+                sock.display(),
+                self.opts.cmb_mib,
+                nvme_serial(i)
+            );
             for f in files {
                 spec.push_str(&format!(
                     ",ns={}:{}:{}",
@@ -326,12 +331,25 @@ impl Session {
         Ok(qemu.child.wait().map(|s| s.code().unwrap_or(1))?)
     }
 
+    /// Every controller's counters from the device process, while it runs.
+    pub fn stats(&self) -> Result<serde_json::Value> {
+        if self.device.is_none() {
+            bail!("no p2pnvme device process is running (use --nvme N)");
+        }
+        hostctl::stats_request(&self.stats_socket(), "get")
+    }
+
     /// Stops the device process (QEMU is already gone after run/shell).
     pub fn stop_device(&mut self) {
         if let Some(mut d) = self.device.take() {
             d.stop(Duration::from_secs(3));
         }
     }
+}
+
+/// Serial number of the project's controller `i`, how guest scripts find it.
+pub fn nvme_serial(i: usize) -> String {
+    format!("p2pnvme-{i}")
 }
 
 /// Follows a file the guest writes through a virtio-serial port.
