@@ -41,6 +41,8 @@ enum Cmd {
     Run(RunArgs),
     /// Boot a guest with an interactive console (Ctrl-A X quits).
     Shell(VmArgs),
+    /// Serve the project's NVMe controllers over vfio-user (QEMU attaches with vfio-user-pci).
+    Device(p2pnvme_device::DeviceArgs),
 }
 
 #[derive(Subcommand)]
@@ -209,6 +211,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             s.stop_device();
             Ok(r.status)
         }
+        Cmd::Device(args) => p2pnvme_device::run(args).map(|_| 0),
         Cmd::Shell(vm) => {
             let mut s = Session::prepare(vm.options()?)?;
             s.shell()

@@ -1,1 +1,124 @@
-//! vfio-user NVMe controller (see issue 3).
+//! p2pnvme device: NVMe controllers with a Controller Memory Buffer, served
+//! to QEMU over vfio-user. One process serves several controllers so that
+//! DMA between their CMBs is a real peer-to-peer transfer.
+//!
+//! Data path: `transport` (vfio-user) -> `ctrl` (registers, queues) ->
+//! `admin` / `io` (commands) -> `prp` (data pointers) -> `mem` (DMA address
+//! resolution: own CMB, peer CMB, guest RAM) and `backing` (namespace files);
+//! `stats` counts every byte.
+
+mod admin;
+mod backing;
+mod ctrl;
+mod io;
+mod mem;
+mod nvme;
+mod pci;
+mod prp;
+mod spec;
+mod stats;
+mod transport;
+
+use anyhow::{bail, Context, Result};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+pub use spec::DeviceArgs;
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Serves every configured controller until SIGTERM or SIGINT.
+pub fn run(args: DeviceArgs) -> Result<()> {
+    let specs = args.controllers()?;
+    let cmbs: mem::CmbRegistry = Arc::new(RwLock::new(vec![]));
+    let mut all_stats = vec![];
+    let mut sockets: Vec<PathBuf> = vec![];
+    let mut servers = vec![];
+    for (id, s) in specs.into_iter().enumerate() {
+        let mut namespaces = vec![];
+        for ns in &s.namespaces {
+            namespaces.push(backing::Namespace::open(&ns.file, ns.size, ns.lba)?);
+        }
+        let counters = Arc::new(stats::Counters::new(id, &s.serial));
+        all_stats.push(counters.clone());
+        let ctrl = ctrl::Controller::new(
+            ctrl::CtrlConfig {
+                id,
+                serial: s.serial.clone(),
+                cmb_bytes: s.cmb_mib << 20,
+                namespaces,
+            },
+            cmbs.clone(),
+            counters,
+        )
+        .context("creating the CMB memory")?;
+        claim_socket(&s.socket)?;
+        let server = vfio_user::Server::new(
+            &s.socket,
+            true,
+            transport::irqs(),
+            transport::regions(&ctrl),
+        )
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", s.socket.display()))?;
+        sockets.push(s.socket.clone());
+        let pci = pci::PciConfig::new(ctrl.cmb_bytes(), ctrl::MSIX_VECTORS as u16);
+        servers.push((server, transport::Backend { ctrl, pci }));
+    }
+    if let Some(p) = &args.stats_socket {
+        claim_socket(p)?;
+        stats::serve(p, all_stats).with_context(|| format!("cannot listen on {}", p.display()))?;
+        sockets.push(p.clone());
+    }
+    for (server, mut backend) in servers {
+        std::thread::spawn(move || loop {
+            // One QEMU connection at a time; after it goes, start clean.
+            if let Err(e) = server.run(&mut backend) {
+                eprintln!("p2pnvme device: connection ended: {e}");
+            }
+            backend.ctrl.disconnect();
+        });
+    }
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+    }
+    while !STOP.load(Ordering::SeqCst) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for s in sockets {
+        let _ = std::fs::remove_file(s);
+    }
+    Ok(())
+}
+
+/// Frees a stale socket path; refuses one another process still serves.
+fn claim_socket(path: &Path) -> Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    if UnixStream::connect(path).is_ok() {
+        bail!(
+            "socket {} is busy: another device serves it; pick another path",
+            path.display()
+        );
+    }
+    std::fs::remove_file(path)
+        .with_context(|| format!("cannot remove stale socket {}", path.display()))
+}
+
+/// One request to a device's stats socket (`get` or `reset`).
+pub fn stats_query(path: &Path, op: &str) -> Result<serde_json::Value> {
+    let mut s =
+        UnixStream::connect(path).with_context(|| format!("connecting to {}", path.display()))?;
+    s.write_all(format!("{op}\n").as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line)?;
+    Ok(serde_json::from_str(&line)?)
+}

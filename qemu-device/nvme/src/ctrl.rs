@@ -1,0 +1,507 @@
+//! Controller state machine: registers, enable/reset/shutdown, queues,
+//! doorbells, completions and interrupts.
+
+use crate::backing::Namespace;
+use crate::mem::{CmbRegistry, Dma, GuestRam, Mapping, Target};
+use crate::nvme::{cqe, Sqe, Status};
+use crate::stats::{Counters, Dir, Kind};
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::Write;
+use std::sync::Arc;
+
+pub const MAX_IO_QUEUES: usize = 64;
+pub const MQES: u16 = 1023; // 0-based
+pub const MSIX_VECTORS: usize = 32;
+pub const DOORBELLS: u64 = 0x1000;
+pub const MDTS: u8 = 7; // 2^7 pages = 512 KiB
+pub const MAX_TRANSFER: usize = 4096 << MDTS;
+pub const ERROR_LOG_ENTRIES: usize = 64;
+
+pub mod reg {
+    pub const CAP: u64 = 0x00;
+    pub const VS: u64 = 0x08;
+    pub const INTMS: u64 = 0x0c;
+    pub const INTMC: u64 = 0x10;
+    pub const CC: u64 = 0x14;
+    pub const CSTS: u64 = 0x1c;
+    pub const NSSR: u64 = 0x20;
+    pub const AQA: u64 = 0x24;
+    pub const ASQ: u64 = 0x28;
+    pub const ACQ: u64 = 0x30;
+    pub const CMBLOC: u64 = 0x38;
+    pub const CMBSZ: u64 = 0x3c;
+    pub const CMBMSC: u64 = 0x50;
+    pub const CMBSTS: u64 = 0x58;
+}
+
+const CC_EN: u32 = 1;
+const CSTS_RDY: u32 = 1;
+const CSTS_CFS: u32 = 2;
+const CSTS_SHST_COMPLETE: u32 = 2 << 2;
+const CMBMSC_CRE: u64 = 1;
+const CMBMSC_CMSE: u64 = 2;
+
+pub struct Sq {
+    pub base: u64,
+    pub size: u16,
+    pub head: u16,
+    pub tail: u16,
+    pub cqid: u16,
+}
+
+pub struct Cq {
+    pub base: u64,
+    pub size: u16,
+    pub head: u16,
+    pub tail: u16,
+    pub phase: bool,
+    pub iv: u16,
+    pub ien: bool,
+    pub pending: VecDeque<[u8; 16]>,
+}
+
+/// Per-controller settings from the command line.
+pub struct CtrlConfig {
+    pub id: usize,
+    pub serial: String,
+    pub cmb_bytes: u64,
+    pub namespaces: Vec<Namespace>,
+}
+
+pub struct Controller {
+    pub id: usize,
+    pub serial: String,
+    pub ns: Vec<Namespace>,
+    pub stats: Arc<Counters>,
+    pub ram: GuestRam,
+    pub cmbs: CmbRegistry,
+    pub cmb: Option<(Arc<Mapping>, File)>,
+    pub cc: u32,
+    pub csts: u32,
+    aqa: u32,
+    asq: u64,
+    acq: u64,
+    intms: u32,
+    cmbmsc: u64,
+    cmbsts: u32,
+    pub sqs: Vec<Option<Sq>>,
+    pub cqs: Vec<Option<Cq>>,
+    irqs: Vec<Option<File>>,
+    pub features: crate::admin::Features,
+    pub aers: Vec<u16>,
+    pub events: VecDeque<u32>,
+    pub errlog: VecDeque<[u8; 64]>,
+    pub error_count: u64,
+    pub reads: u64,
+    pub writes: u64,
+    pub units_read: u64,
+    pub units_written: u64,
+}
+
+impl Controller {
+    pub fn new(
+        cfg: CtrlConfig,
+        cmbs: CmbRegistry,
+        stats: Arc<Counters>,
+    ) -> std::io::Result<Controller> {
+        let cmb = if cfg.cmb_bytes > 0 {
+            let f = crate::mem::memfd(&format!("p2pnvme-cmb{}", cfg.id), cfg.cmb_bytes)?;
+            let m = Arc::new(Mapping::new(&f, 0, cfg.cmb_bytes as usize)?);
+            cmbs.write().unwrap().push(crate::mem::CmbWindow {
+                ctrl: cfg.id,
+                mem: m.clone(),
+                base: None,
+            });
+            Some((m, f))
+        } else {
+            None
+        };
+        Ok(Controller {
+            id: cfg.id,
+            serial: cfg.serial,
+            ns: cfg.namespaces,
+            stats,
+            ram: GuestRam::default(),
+            cmbs,
+            cmb,
+            cc: 0,
+            csts: 0,
+            aqa: 0,
+            asq: 0,
+            acq: 0,
+            intms: 0,
+            cmbmsc: 0,
+            cmbsts: 0,
+            sqs: (0..=MAX_IO_QUEUES).map(|_| None).collect(),
+            cqs: (0..=MAX_IO_QUEUES).map(|_| None).collect(),
+            irqs: (0..MSIX_VECTORS).map(|_| None).collect(),
+            features: Default::default(),
+            aers: vec![],
+            events: VecDeque::new(),
+            errlog: VecDeque::new(),
+            error_count: 0,
+            reads: 0,
+            writes: 0,
+            units_read: 0,
+            units_written: 0,
+        })
+    }
+
+    pub fn dma(&self) -> Dma<'_> {
+        Dma {
+            ctrl: self.id,
+            ram: &self.ram,
+            cmbs: &self.cmbs,
+        }
+    }
+
+    pub fn cmb_bytes(&self) -> u64 {
+        self.cmb.as_ref().map(|(m, _)| m.len() as u64).unwrap_or(0)
+    }
+
+    fn cap(&self) -> u64 {
+        let mut cap = MQES as u64 // MQES
+            | 1 << 16 // CQR: queues must be physically contiguous
+            | 20 << 24 // TO: 10 s
+            | 1 << 37; // CSS: NVM command set
+        if self.cmb.is_some() {
+            cap |= 1 << 57; // CMBS: CMBMSC controls the CMB
+        }
+        cap
+    }
+
+    fn cmbsz(&self) -> u32 {
+        if self.cmb.is_none() || self.cmbmsc & CMBMSC_CRE == 0 {
+            return 0;
+        }
+        let mib = (self.cmb_bytes() >> 20) as u32;
+        // SQS | LISTS | RDS | WDS, size unit 1 MiB.
+        0x1d | 2 << 8 | mib << 12
+    }
+
+    fn reg64(&self, base: u64) -> Option<u64> {
+        Some(match base {
+            reg::CAP => self.cap(),
+            reg::ASQ => self.asq,
+            reg::ACQ => self.acq,
+            reg::CMBMSC => self.cmbmsc,
+            _ => return None,
+        })
+    }
+
+    pub fn reg_read(&self, off: u64, data: &mut [u8]) {
+        data.fill(0);
+        if off >= DOORBELLS {
+            return; // doorbells read as zero
+        }
+        let v: u64 = if let Some(v) = self.reg64(off & !7) {
+            v >> ((off & 4) * 8)
+        } else {
+            (match off & !3 {
+                reg::VS => 0x0001_0400,
+                reg::INTMS | reg::INTMC => self.intms,
+                reg::CC => self.cc,
+                reg::CSTS => self.csts,
+                reg::AQA => self.aqa,
+                reg::CMBLOC if self.cmbmsc & CMBMSC_CRE != 0 => 2, // BIR 2, offset 0
+                reg::CMBSZ => self.cmbsz(),
+                reg::CMBSTS => self.cmbsts,
+                _ => 0,
+            }) as u64
+                >> ((off & 3) * 8)
+        };
+        let b = v.to_le_bytes();
+        let n = data.len().min(8);
+        data[..n].copy_from_slice(&b[..n]);
+    }
+
+    pub fn reg_write(&mut self, off: u64, data: &[u8]) {
+        let mut b = [0u8; 8];
+        let n = data.len().min(8);
+        b[..n].copy_from_slice(&data[..n]);
+        let v64 = u64::from_le_bytes(b);
+        let v = v64 as u32;
+        if off >= DOORBELLS {
+            self.doorbell(off, v);
+            return;
+        }
+        let set_half = |old: u64, off: u64| -> u64 {
+            if n == 8 {
+                v64
+            } else if off & 4 == 0 {
+                (old & !0xffff_ffff) | v as u64
+            } else {
+                (old & 0xffff_ffff) | (v as u64) << 32
+            }
+        };
+        match off & !3 {
+            reg::INTMS => self.intms |= v,
+            reg::INTMC => self.intms &= !v,
+            reg::CC => self.set_cc(v),
+            reg::NSSR => {}
+            reg::AQA => self.aqa = v & 0x0fff_0fff,
+            o if o & !7 == reg::ASQ => self.asq = set_half(self.asq, off) & !0xfff,
+            o if o & !7 == reg::ACQ => self.acq = set_half(self.acq, off) & !0xfff,
+            o if o & !7 == reg::CMBMSC => {
+                let new = set_half(self.cmbmsc, off);
+                self.set_cmbmsc(new);
+            }
+            _ => {}
+        }
+    }
+
+    fn set_cmbmsc(&mut self, v: u64) {
+        if self.cmb.is_none() {
+            return;
+        }
+        self.cmbmsc = v & (!0xfff | CMBMSC_CRE | CMBMSC_CMSE);
+        let base = v & !0xfff;
+        let enabled = v & CMBMSC_CMSE != 0 && v & CMBMSC_CRE != 0;
+        let valid = base.checked_add(self.cmb_bytes()).is_some();
+        self.cmbsts = (enabled && !valid) as u32; // CBAI
+        for w in self.cmbs.write().unwrap().iter_mut() {
+            if w.ctrl == self.id {
+                w.base = (enabled && valid).then_some(base);
+            }
+        }
+    }
+
+    fn set_cc(&mut self, v: u32) {
+        let was = self.cc;
+        self.cc = v;
+        if was & CC_EN == 0 && v & CC_EN != 0 {
+            self.enable();
+        } else if was & CC_EN != 0 && v & CC_EN == 0 {
+            self.reset();
+        }
+        let shn = (v >> 14) & 3;
+        if shn != 0 && (was >> 14) & 3 == 0 {
+            for ns in &self.ns {
+                let _ = ns.flush();
+            }
+            self.csts = (self.csts & !(3 << 2)) | CSTS_SHST_COMPLETE;
+        } else if shn == 0 {
+            self.csts &= !(3 << 2);
+        }
+    }
+
+    fn enable(&mut self) {
+        let asqs = (self.aqa & 0xfff) as u16;
+        let acqs = ((self.aqa >> 16) & 0xfff) as u16;
+        let mps = (self.cc >> 7) & 0xf;
+        let css = (self.cc >> 4) & 7;
+        if asqs == 0 || acqs == 0 || mps != 0 || css != 0 || self.asq == 0 || self.acq == 0 {
+            self.csts |= CSTS_CFS;
+            return;
+        }
+        self.cqs[0] = Some(Cq {
+            base: self.acq,
+            size: acqs + 1,
+            head: 0,
+            tail: 0,
+            phase: true,
+            iv: 0,
+            ien: true,
+            pending: VecDeque::new(),
+        });
+        self.sqs[0] = Some(Sq {
+            base: self.asq,
+            size: asqs + 1,
+            head: 0,
+            tail: 0,
+            cqid: 0,
+        });
+        self.csts |= CSTS_RDY;
+    }
+
+    /// Controller reset (CC.EN 1 -> 0, or a vfio-user reset): queues go, the
+    /// CMB configuration (CMBMSC) stays, as Linux expects across resets.
+    pub fn reset(&mut self) {
+        self.sqs.iter_mut().for_each(|q| *q = None);
+        self.cqs.iter_mut().for_each(|q| *q = None);
+        self.aers.clear();
+        self.events.clear();
+        self.features = Default::default();
+        self.csts &= !(CSTS_RDY | CSTS_CFS);
+    }
+
+    /// Back to power-on state when QEMU disconnects.
+    pub fn disconnect(&mut self) {
+        self.reset();
+        self.cc = 0;
+        self.csts = 0;
+        self.ram.clear();
+        self.irqs.iter_mut().for_each(|i| *i = None);
+        self.set_cmbmsc(0);
+    }
+
+    pub fn set_irq(&mut self, vector: usize, fd: Option<File>) {
+        if let Some(slot) = self.irqs.get_mut(vector) {
+            *slot = fd;
+        }
+    }
+
+    fn interrupt(&mut self, iv: u16) {
+        if let Some(Some(f)) = self.irqs.get(iv as usize) {
+            let _ = (&*f).write_all(&1u64.to_le_bytes());
+        }
+    }
+
+    fn doorbell(&mut self, off: u64, v: u32) {
+        let idx = (off - DOORBELLS) / 4;
+        let qid = (idx / 2) as usize;
+        if self.csts & CSTS_RDY == 0 {
+            return;
+        }
+        let v = v as u16;
+        if idx.is_multiple_of(2) {
+            match self.sqs.get_mut(qid).and_then(|q| q.as_mut()) {
+                Some(sq) if v < sq.size => sq.tail = v,
+                Some(_) => return self.doorbell_error(0x01), // invalid write value
+                None => return self.doorbell_error(0x00),    // invalid doorbell register
+            }
+            self.process_sq(qid);
+        } else {
+            match self.cqs.get_mut(qid).and_then(|q| q.as_mut()) {
+                Some(cq) if v < cq.size => cq.head = v,
+                Some(_) => return self.doorbell_error(0x01),
+                None => return self.doorbell_error(0x00),
+            }
+            self.drain_pending(qid);
+        }
+    }
+
+    fn doorbell_error(&mut self, info: u32) {
+        // Asynchronous event: error status, info, log page 01h.
+        self.events.push_back(info << 8 | 0x01 << 16);
+        self.deliver_events();
+    }
+
+    pub fn deliver_events(&mut self) {
+        while !self.events.is_empty() && !self.aers.is_empty() {
+            let ev = self.events.pop_front().unwrap();
+            let cid = self.aers.remove(0);
+            self.post(0, 0, cid, ev, Status::SUCCESS);
+        }
+    }
+
+    fn process_sq(&mut self, qid: usize) {
+        let mut budget = 4096;
+        while budget > 0 {
+            budget -= 1;
+            let Some(sq) = self.sqs[qid].as_mut() else {
+                return;
+            };
+            if sq.head == sq.tail {
+                return;
+            }
+            let addr = sq.base + sq.head as u64 * 64;
+            sq.head = (sq.head + 1) % sq.size;
+            let cqid = sq.cqid as usize;
+            let mut raw = [0u8; 64];
+            match self.dma().read(addr, &mut raw) {
+                Ok(t) => self.stats.add(Kind::Meta, Dir::Read, t, 64),
+                Err(_) => {
+                    // The queue itself is unreachable: nothing to complete.
+                    self.log_error(qid as u16, 0xffff, Status::DATA_TRANSFER_ERROR, 0, 0);
+                    continue;
+                }
+            }
+            let sqe = Sqe::from_bytes(&raw);
+            let res = if qid == 0 {
+                self.admin(&sqe)
+            } else {
+                Some(crate::io::execute(self, &sqe))
+            };
+            let Some(res) = res else { continue }; // held (AER)
+            let (dw0, status) = match res {
+                Ok(v) => (v, Status::SUCCESS),
+                Err(s) => {
+                    self.log_error(qid as u16, sqe.cid(), s, sqe.nsid(), sqe.slba());
+                    (0, s)
+                }
+            };
+            self.stats
+                .commands
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.post(cqid, qid as u16, sqe.cid(), dw0, status);
+        }
+    }
+
+    pub fn log_error(&mut self, sqid: u16, cid: u16, s: Status, nsid: u32, lba: u64) {
+        self.error_count += 1;
+        self.stats
+            .errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut e = [0u8; 64];
+        e[0..8].copy_from_slice(&self.error_count.to_le_bytes());
+        e[8..10].copy_from_slice(&sqid.to_le_bytes());
+        e[10..12].copy_from_slice(&cid.to_le_bytes());
+        e[12..14].copy_from_slice(&s.field().to_le_bytes());
+        e[14..16].copy_from_slice(&0xffffu16.to_le_bytes());
+        e[16..24].copy_from_slice(&lba.to_le_bytes());
+        e[24..28].copy_from_slice(&nsid.to_le_bytes());
+        self.errlog.push_front(e);
+        self.errlog.truncate(ERROR_LOG_ENTRIES);
+    }
+
+    /// Queues a completion on `cqid` and raises its interrupt.
+    pub fn post(&mut self, cqid: usize, sqid: u16, cid: u16, dw0: u32, status: Status) {
+        let sq_head = self
+            .sqs
+            .get(sqid as usize)
+            .and_then(|q| q.as_ref())
+            .map(|q| q.head)
+            .unwrap_or(0);
+        let Some(cq) = self.cqs.get_mut(cqid).and_then(|q| q.as_mut()) else {
+            return;
+        };
+        // Phase is filled in when the entry is written.
+        cq.pending
+            .push_back(cqe(dw0, sq_head, sqid, cid, status.field(), false));
+        self.drain_pending(cqid);
+    }
+
+    fn drain_pending(&mut self, cqid: usize) {
+        let mut wrote = false;
+        loop {
+            let Some(cq) = self.cqs.get_mut(cqid).and_then(|q| q.as_mut()) else {
+                return;
+            };
+            if cq.pending.is_empty() || (cq.tail + 1) % cq.size == cq.head {
+                break;
+            }
+            let mut e = cq.pending.pop_front().unwrap();
+            e[14] |= cq.phase as u8;
+            let addr = cq.base + cq.tail as u64 * 16;
+            cq.tail = (cq.tail + 1) % cq.size;
+            if cq.tail == 0 {
+                cq.phase = !cq.phase;
+            }
+            match self.dma().write(addr, &e) {
+                Ok(t) => self.stats.add(Kind::Meta, Dir::Written, t, 16),
+                Err(_) => {
+                    self.stats
+                        .errors
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            wrote = true;
+        }
+        if wrote {
+            let cq = self.cqs[cqid].as_ref().unwrap();
+            if cq.ien {
+                let iv = cq.iv;
+                self.interrupt(iv);
+            }
+        }
+    }
+
+    /// Where a queue's memory lives, for the CMB rules on queue creation.
+    pub fn queue_target(&self, base: u64, bytes: u64) -> Result<Target, Status> {
+        self.dma()
+            .classify(base, bytes)
+            .map_err(|_| Status::INVALID_FIELD)
+    }
+}

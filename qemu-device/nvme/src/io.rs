@@ -1,0 +1,214 @@
+//! I/O commands: data moves between the backing file and the memory the
+//! command points at (guest RAM, our CMB or a peer's CMB).
+
+use crate::ctrl::{Controller, MAX_TRANSFER};
+use crate::mem::Target;
+use crate::nvme::{io as op, CmdResult, Sqe, Status};
+use crate::prp::{self, Segments};
+use crate::stats::{Dir, Kind};
+
+pub fn execute(c: &mut Controller, sqe: &Sqe) -> CmdResult {
+    let nsid = sqe.nsid();
+    if sqe.opcode() == op::FLUSH {
+        return flush(c, nsid);
+    }
+    if nsid == 0 || nsid as usize > c.ns.len() {
+        return Err(Status::INVALID_NAMESPACE);
+    }
+    let ns = nsid as usize - 1;
+    match sqe.opcode() {
+        op::READ => read(c, ns, sqe),
+        op::WRITE => write(c, ns, sqe),
+        op::COMPARE => compare(c, ns, sqe),
+        op::WRITE_ZEROES => write_zeroes(c, ns, sqe),
+        op::DSM => dsm(c, ns, sqe),
+        op::COPY => copy(c, ns, sqe),
+        _ => Err(Status::INVALID_OPCODE),
+    }
+}
+
+fn flush(c: &mut Controller, nsid: u32) -> CmdResult {
+    let all = nsid == 0xffff_ffff;
+    if !all && (nsid == 0 || nsid as usize > c.ns.len()) {
+        return Err(Status::INVALID_NAMESPACE);
+    }
+    for (i, ns) in c.ns.iter().enumerate() {
+        if all || i + 1 == nsid as usize {
+            ns.flush().map_err(|_| Status::INTERNAL_ERROR)?;
+        }
+    }
+    Ok(0)
+}
+
+/// Byte range of an LBA range, checked against the namespace.
+fn range(c: &Controller, ns: usize, slba: u64, nlb: u64) -> Result<(u64, u64), Status> {
+    let n = &c.ns[ns];
+    let end = slba.checked_add(nlb).ok_or(Status::LBA_OUT_OF_RANGE)?;
+    if end > n.nlbas {
+        return Err(Status::LBA_OUT_OF_RANGE);
+    }
+    Ok((slba << n.lba_shift, nlb << n.lba_shift))
+}
+
+/// Segments of a data transfer, with the CMB rule: a command's data is either
+/// all in our own CMB or all outside it.
+fn data_segments(c: &Controller, sqe: &Sqe, len: usize) -> Result<Segments, Status> {
+    if len > MAX_TRANSFER {
+        return Err(Status::INVALID_FIELD);
+    }
+    let segs = prp::segments(sqe, len, &c.dma(), &c.stats)?;
+    let mut in_cmb = None;
+    for (addr, n) in &segs {
+        let Some(a) = addr else { continue };
+        let t = c
+            .dma()
+            .classify(*a, *n as u64)
+            .map_err(|_| Status::DATA_TRANSFER_ERROR)?;
+        let own = t == Target::OwnCmb;
+        if *in_cmb.get_or_insert(own) != own {
+            return Err(Status::INVALID_CMB_USE);
+        }
+    }
+    Ok(segs)
+}
+
+fn dma_out(c: &Controller, segs: &Segments, data: &[u8], kind: Kind) -> Result<(), Status> {
+    let mut done = 0;
+    for (addr, n) in segs {
+        if let Some(a) = addr {
+            let t = c
+                .dma()
+                .write(*a, &data[done..done + n])
+                .map_err(|_| Status::DATA_TRANSFER_ERROR)?;
+            c.stats.add(kind, Dir::Written, t, *n as u64);
+        }
+        done += n;
+    }
+    Ok(())
+}
+
+fn dma_in(c: &Controller, segs: &Segments, len: usize, kind: Kind) -> Result<Vec<u8>, Status> {
+    let mut data = vec![0u8; len];
+    let mut done = 0;
+    for (addr, n) in segs {
+        if let Some(a) = addr {
+            let t = c
+                .dma()
+                .read(*a, &mut data[done..done + n])
+                .map_err(|_| Status::DATA_TRANSFER_ERROR)?;
+            c.stats.add(kind, Dir::Read, t, *n as u64);
+        }
+        done += n;
+    }
+    Ok(data)
+}
+
+fn read(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
+    let (off, len) = range(c, ns, sqe.slba(), sqe.nlb())?;
+    let segs = data_segments(c, sqe, len as usize)?;
+    let mut data = vec![0u8; len as usize];
+    c.ns[ns]
+        .read_at(&mut data, off)
+        .map_err(|_| Status::INTERNAL_ERROR)?;
+    dma_out(c, &segs, &data, Kind::Data)?;
+    c.reads += 1;
+    c.units_read += len.div_ceil(512_000);
+    Ok(0)
+}
+
+fn write(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
+    let (off, len) = range(c, ns, sqe.slba(), sqe.nlb())?;
+    let segs = data_segments(c, sqe, len as usize)?;
+    let data = dma_in(c, &segs, len as usize, Kind::Data)?;
+    c.ns[ns]
+        .write_at(&data, off)
+        .map_err(|_| Status::INTERNAL_ERROR)?;
+    // FUA, or no volatile write cache: make it durable before completing.
+    if sqe.cdw(12) & (1 << 30) != 0 || !c.features.vwc {
+        c.ns[ns].flush().map_err(|_| Status::INTERNAL_ERROR)?;
+    }
+    c.writes += 1;
+    c.units_written += len.div_ceil(512_000);
+    Ok(0)
+}
+
+fn compare(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
+    let (off, len) = range(c, ns, sqe.slba(), sqe.nlb())?;
+    let segs = data_segments(c, sqe, len as usize)?;
+    let host = dma_in(c, &segs, len as usize, Kind::Data)?;
+    let mut media = vec![0u8; len as usize];
+    c.ns[ns]
+        .read_at(&mut media, off)
+        .map_err(|_| Status::INTERNAL_ERROR)?;
+    if host != media {
+        return Err(Status::COMPARE_FAILURE);
+    }
+    Ok(0)
+}
+
+fn write_zeroes(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
+    let (off, len) = range(c, ns, sqe.slba(), sqe.nlb())?;
+    c.ns[ns]
+        .write_zeroes(off, len)
+        .map_err(|_| Status::INTERNAL_ERROR)?;
+    Ok(0)
+}
+
+fn dsm(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
+    let nr = (sqe.cdw(10) & 0xff) as usize + 1;
+    let deallocate = sqe.cdw(11) & (1 << 2) != 0;
+    let segs = data_segments(c, sqe, nr * 16)?;
+    let ranges = dma_in(c, &segs, nr * 16, Kind::Meta)?;
+    let mut checked = vec![];
+    for r in ranges.chunks_exact(16) {
+        let nlb = u32::from_le_bytes(r[4..8].try_into().unwrap()) as u64;
+        let slba = u64::from_le_bytes(r[8..16].try_into().unwrap());
+        checked.push(range(c, ns, slba, nlb)?);
+    }
+    if deallocate {
+        for (off, len) in checked {
+            if len > 0 {
+                c.ns[ns]
+                    .punch_hole(off, len)
+                    .map_err(|_| Status::INTERNAL_ERROR)?;
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn copy(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
+    let sdlba = sqe.slba();
+    let nr = (sqe.cdw(12) & 0xff) as usize + 1;
+    let format = (sqe.cdw(12) >> 8) & 0xf;
+    if format != 0 {
+        return Err(Status::INVALID_FIELD);
+    }
+    if nr > 16 {
+        return Err(Status::CMD_SIZE_LIMIT);
+    }
+    let segs = data_segments(c, sqe, nr * 32)?;
+    let raw = dma_in(c, &segs, nr * 32, Kind::Meta)?;
+    let mut sources = vec![];
+    let mut total = 0u64;
+    for r in raw.chunks_exact(32) {
+        let slba = u64::from_le_bytes(r[8..16].try_into().unwrap());
+        let nlb = u16::from_le_bytes(r[16..18].try_into().unwrap()) as u64 + 1;
+        if nlb > 1024 {
+            return Err(Status::CMD_SIZE_LIMIT);
+        }
+        total += nlb;
+        sources.push(range(c, ns, slba, nlb)?);
+    }
+    if total > 8192 {
+        return Err(Status::CMD_SIZE_LIMIT);
+    }
+    let (mut dst, _) = range(c, ns, sdlba, total)?;
+    for (off, len) in sources {
+        c.ns[ns]
+            .copy_within(off, dst, len)
+            .map_err(|_| Status::INTERNAL_ERROR)?;
+        dst += len;
+    }
+    Ok(0)
+}

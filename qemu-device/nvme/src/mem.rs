@@ -1,0 +1,263 @@
+//! DMA address resolution, in one place: every address a controller touches
+//! is classified as its own CMB, a peer controller's CMB (served from the same
+//! process: a real peer-to-peer transfer), guest RAM (DMA_MAP file
+//! descriptors), or invalid — CMB windows first, because QEMU also announces
+//! directly mapped BARs as fd-less DMA maps.
+
+use std::fs::File;
+use std::os::unix::io::AsRawFd;
+use std::sync::{Arc, RwLock};
+
+/// A shared mapping of a file (guest RAM section or CMB memfd).
+pub struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is shared memory; concurrent access from the guest and
+// other threads is inherent to DMA and handled with byte copies only.
+unsafe impl Send for Mapping {}
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    pub fn new(file: &File, offset: u64, len: usize) -> std::io::Result<Mapping> {
+        // SAFETY: mapping a file we hold; result checked below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                offset as libc::off_t,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Mapping {
+            ptr: ptr as *mut u8,
+            len,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Copies out of the mapping; `off + buf.len()` must be within it.
+    pub fn read(&self, off: usize, buf: &mut [u8]) {
+        assert!(off + buf.len() <= self.len);
+        // SAFETY: bounds checked above; volatile-free byte copy of shared memory.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(off), buf.as_mut_ptr(), buf.len()) }
+    }
+
+    pub fn write(&self, off: usize, buf: &[u8]) {
+        assert!(off + buf.len() <= self.len);
+        // SAFETY: as in read.
+        unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), self.ptr.add(off), buf.len()) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping what we mapped.
+        unsafe {
+            libc::munmap(self.ptr as *mut libc::c_void, self.len);
+        }
+    }
+}
+
+/// Guest RAM sections announced with DMA_MAP.
+#[derive(Default)]
+pub struct GuestRam {
+    maps: Vec<(u64, Option<Mapping>, u64)>, // (iova, mapping, size)
+}
+
+impl GuestRam {
+    pub fn map(&mut self, iova: u64, size: u64, m: Option<Mapping>) {
+        self.unmap(iova, size);
+        self.maps.push((iova, m, size));
+    }
+
+    pub fn unmap(&mut self, iova: u64, size: u64) {
+        self.maps
+            .retain(|(a, _, s)| *a + *s <= iova || iova.saturating_add(size) <= *a);
+    }
+
+    pub fn clear(&mut self) {
+        self.maps.clear();
+    }
+
+    /// The fd-backed mapping holding [addr, addr+len), and the offset in it.
+    fn find(&self, addr: u64, len: u64) -> Option<(&Mapping, usize)> {
+        self.maps.iter().find_map(|(a, m, s)| {
+            let end = addr.checked_add(len)?;
+            if addr >= *a && end <= a + s {
+                m.as_ref().map(|m| (m, (addr - a) as usize))
+            } else {
+                None
+            }
+        })
+    }
+}
+
+/// A controller's CMB as seen by every controller of the process.
+pub struct CmbWindow {
+    pub ctrl: usize,
+    pub mem: Arc<Mapping>,
+    /// Bus address while CMBMSC.CMSE is set.
+    pub base: Option<u64>,
+}
+
+/// All CMB windows of the process, for peer-to-peer resolution.
+pub type CmbRegistry = Arc<RwLock<Vec<CmbWindow>>>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    GuestRam,
+    OwnCmb,
+    PeerCmb(usize),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct DmaFault;
+
+/// Resolves and performs DMA for one controller.
+pub struct Dma<'a> {
+    pub ctrl: usize,
+    pub ram: &'a GuestRam,
+    pub cmbs: &'a CmbRegistry,
+}
+
+impl Dma<'_> {
+    /// Where [addr, addr+len) lives; a range that straddles two windows or
+    /// leaves one is invalid.
+    pub fn classify(&self, addr: u64, len: u64) -> Result<Target, DmaFault> {
+        let end = addr.checked_add(len).ok_or(DmaFault)?;
+        for w in self.cmbs.read().unwrap().iter() {
+            let Some(base) = w.base else { continue };
+            let wend = base + w.mem.len() as u64;
+            if addr < wend && end > base {
+                if addr < base || end > wend {
+                    return Err(DmaFault);
+                }
+                return Ok(if w.ctrl == self.ctrl {
+                    Target::OwnCmb
+                } else {
+                    Target::PeerCmb(w.ctrl)
+                });
+            }
+        }
+        self.ram
+            .find(addr, len)
+            .map(|_| Target::GuestRam)
+            .ok_or(DmaFault)
+    }
+
+    fn with<R>(
+        &self,
+        addr: u64,
+        len: usize,
+        f: impl FnOnce(&Mapping, usize) -> R,
+    ) -> Result<(Target, R), DmaFault> {
+        let t = self.classify(addr, len as u64)?;
+        match t {
+            Target::GuestRam => {
+                let (m, off) = self.ram.find(addr, len as u64).ok_or(DmaFault)?;
+                Ok((t, f(m, off)))
+            }
+            Target::OwnCmb | Target::PeerCmb(_) => {
+                let id = match t {
+                    Target::PeerCmb(p) => p,
+                    _ => self.ctrl,
+                };
+                let cmbs = self.cmbs.read().unwrap();
+                let w = cmbs.iter().find(|w| w.ctrl == id).ok_or(DmaFault)?;
+                let base = w.base.ok_or(DmaFault)?;
+                Ok((t, f(&w.mem, (addr - base) as usize)))
+            }
+        }
+    }
+
+    pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<Target, DmaFault> {
+        self.with(addr, buf.len(), |m, off| m.read(off, buf))
+            .map(|(t, _)| t)
+    }
+
+    pub fn write(&self, addr: u64, buf: &[u8]) -> Result<Target, DmaFault> {
+        self.with(addr, buf.len(), |m, off| m.write(off, buf))
+            .map(|(t, _)| t)
+    }
+}
+
+/// An anonymous shared memory file for a CMB, so QEMU can map it into the guest.
+pub fn memfd(name: &str, size: u64) -> std::io::Result<File> {
+    use std::os::unix::io::FromRawFd;
+    let cname = std::ffi::CString::new(name).unwrap();
+    // SAFETY: memfd_create with a valid C string; fd checked.
+    let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    let f = unsafe { File::from_raw_fd(fd) };
+    f.set_len(size)?;
+    Ok(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (GuestRam, CmbRegistry) {
+        let mut ram = GuestRam::default();
+        let f = memfd("ram", 1 << 20).unwrap();
+        ram.map(
+            0x10_0000,
+            1 << 20,
+            Some(Mapping::new(&f, 0, 1 << 20).unwrap()),
+        );
+        ram.map(0xfe00_0000, 1 << 20, None); // a directly mapped BAR, no fd
+        let mut v = vec![];
+        for (ctrl, base) in [(0usize, 0xfe00_0000u64), (1, 0xfd00_0000)] {
+            let f = memfd("cmb", 2 << 20).unwrap();
+            v.push(CmbWindow {
+                ctrl,
+                mem: Arc::new(Mapping::new(&f, 0, 2 << 20).unwrap()),
+                base: Some(base),
+            });
+        }
+        (ram, Arc::new(RwLock::new(v)))
+    }
+
+    #[test]
+    fn every_address_class() {
+        let (ram, cmbs) = setup();
+        let d = Dma {
+            ctrl: 0,
+            ram: &ram,
+            cmbs: &cmbs,
+        };
+        assert_eq!(d.classify(0x10_0000, 4096), Ok(Target::GuestRam));
+        assert_eq!(d.classify(0xfe00_1000, 4096), Ok(Target::OwnCmb));
+        assert_eq!(d.classify(0xfd00_1000, 4096), Ok(Target::PeerCmb(1)));
+        assert_eq!(d.classify(0x20_0000, 1), Err(DmaFault), "unmapped");
+        assert_eq!(d.classify(0x1f_ffff, 2), Err(DmaFault), "leaves RAM");
+        assert_eq!(d.classify(0xfe1f_ffff, 2), Err(DmaFault), "leaves the CMB");
+        assert_eq!(d.classify(u64::MAX, 2), Err(DmaFault), "wraps");
+        // A peer writes into our CMB and we read it back.
+        let peer = Dma {
+            ctrl: 1,
+            ram: &ram,
+            cmbs: &cmbs,
+        };
+        assert_eq!(peer.write(0xfe00_2000, b"p2p"), Ok(Target::PeerCmb(0)));
+        let mut b = [0u8; 3];
+        assert_eq!(d.read(0xfe00_2000, &mut b), Ok(Target::OwnCmb));
+        assert_eq!(&b, b"p2p");
+        // A disabled CMB falls back to whatever else maps the address.
+        cmbs.write().unwrap()[0].base = None;
+        assert_eq!(d.classify(0xfe00_1000, 4096), Err(DmaFault));
+    }
+}

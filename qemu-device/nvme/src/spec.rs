@@ -1,0 +1,149 @@
+//! Command line of the device server.
+
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct DeviceArgs {
+    /// Socket of a single controller (with --cmb-mib and --namespace).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// CMB size in MiB of the single controller (power of two >= 2; 0 = none).
+    #[arg(long, default_value_t = 16)]
+    pub cmb_mib: u64,
+    /// Namespace of the single controller: file=PATH,size=SIZE[,lba=512|4096].
+    #[arg(long)]
+    pub namespace: Vec<String>,
+    /// A controller: socket=PATH[,cmb-mib=M][,serial=S],ns=FILE:SIZE[:LBA][,ns=...].
+    #[arg(long)]
+    pub controller: Vec<String>,
+    /// Unix socket serving the counters as JSON (`get`, `reset`).
+    #[arg(long)]
+    pub stats_socket: Option<PathBuf>,
+}
+
+pub struct NsSpec {
+    pub file: PathBuf,
+    pub size: u64,
+    pub lba: u32,
+}
+
+pub struct CtrlSpec {
+    pub socket: PathBuf,
+    pub cmb_mib: u64,
+    pub serial: String,
+    pub namespaces: Vec<NsSpec>,
+}
+
+fn size(s: &str) -> Result<u64> {
+    let (num, mult) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .with_context(|| format!("bad size '{s}': use a number with an optional K, M or G suffix"))
+}
+
+fn ns(file: &str, sz: &str, lba: &str) -> Result<NsSpec> {
+    let lba: u32 = match lba {
+        "512" => 512,
+        "4096" => 4096,
+        _ => bail!("bad lba '{lba}': use 512 or 4096"),
+    };
+    let size = size(sz)?;
+    if size < lba as u64 || size % lba as u64 != 0 {
+        bail!("namespace size {sz} must be a non-zero multiple of the LBA size {lba}");
+    }
+    Ok(NsSpec {
+        file: file.into(),
+        size,
+        lba,
+    })
+}
+
+fn check_cmb(mib: u64) -> Result<u64> {
+    if mib != 0 && (mib < 2 || !mib.is_power_of_two()) {
+        bail!("cmb-mib={mib}: use 0 or a power of two >= 2 (Linux maps CMBs in 2 MiB units)");
+    }
+    Ok(mib)
+}
+
+impl DeviceArgs {
+    pub fn controllers(&self) -> Result<Vec<CtrlSpec>> {
+        let mut out = vec![];
+        if let Some(sock) = &self.socket {
+            let mut namespaces = vec![];
+            for n in &self.namespace {
+                let (mut file, mut sz, mut lba) = (None, None, "512".to_string());
+                for kv in n.split(',') {
+                    match kv.split_once('=') {
+                        Some(("file", v)) => file = Some(v.to_string()),
+                        Some(("size", v)) => sz = Some(v.to_string()),
+                        Some(("lba", v)) => lba = v.to_string(),
+                        _ => bail!("bad --namespace '{n}': use file=PATH,size=SIZE[,lba=512|4096]"),
+                    }
+                }
+                let (Some(f), Some(s)) = (file, sz) else {
+                    bail!("--namespace '{n}' needs file= and size=");
+                };
+                namespaces.push(ns(&f, &s, &lba)?);
+            }
+            out.push(CtrlSpec {
+                socket: sock.clone(),
+                cmb_mib: check_cmb(self.cmb_mib)?,
+                serial: "p2pnvme-0".into(),
+                namespaces,
+            });
+        } else if !self.namespace.is_empty() {
+            bail!("--namespace goes with --socket; with --controller use ns=FILE:SIZE[:LBA]");
+        }
+        for c in &self.controller {
+            let mut spec = CtrlSpec {
+                socket: PathBuf::new(),
+                cmb_mib: 16,
+                serial: format!("p2pnvme-{}", out.len()),
+                namespaces: vec![],
+            };
+            for kv in c.split(',') {
+                match kv.split_once('=') {
+                    Some(("socket", v)) => spec.socket = v.into(),
+                    Some(("cmb-mib", v)) => {
+                        spec.cmb_mib = check_cmb(v.parse().with_context(|| format!("bad cmb-mib '{v}'"))?)?
+                    }
+                    Some(("serial", v)) if !v.is_empty() && v.len() <= 20 => spec.serial = v.into(),
+                    Some(("ns", v)) => {
+                        let p: Vec<&str> = v.rsplitn(3, ':').collect();
+                        let n = match p.as_slice() {
+                            [lba, sz, file] if *lba == "512" || *lba == "4096" => ns(file, sz, lba)?,
+                            [sz, file] => ns(file, sz, "512")?,
+                            [last, sz, file] => ns(&format!("{file}:{sz}"), last, "512")?,
+                            _ => bail!("bad ns '{v}': use ns=FILE:SIZE[:LBA]"),
+                        };
+                        spec.namespaces.push(n);
+                    }
+                    _ => bail!("bad --controller item '{kv}': use socket=PATH,cmb-mib=M,serial=S,ns=FILE:SIZE[:LBA]"),
+                }
+            }
+            if spec.socket.as_os_str().is_empty() {
+                bail!("--controller '{c}' needs socket=PATH");
+            }
+            out.push(spec);
+        }
+        if out.is_empty() {
+            bail!("nothing to serve: give --socket PATH or --controller socket=PATH,...");
+        }
+        for s in &out {
+            if s.namespaces.is_empty() {
+                bail!(
+                    "controller on {} has no namespace: add ns=FILE:SIZE",
+                    s.socket.display()
+                );
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,186 @@
+//! Exact DMA accounting per controller: bytes the device read from and wrote
+//! to memory, split into data (I/O command payload) and metadata (queue
+//! entries, PRP/SGL lists, admin payloads), and by where the memory was.
+
+use crate::mem::Target;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+pub const MAX_CTRLS: usize = 32;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Data,
+    Meta,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Dir {
+    /// The device read memory (e.g. the payload of a Write command).
+    Read,
+    /// The device wrote memory (e.g. the payload of a Read command).
+    Written,
+}
+
+/// Counters of one controller; every field is exact.
+pub struct Counters {
+    pub ctrl: usize,
+    pub serial: String,
+    /// [kind][dir][target]: target 0 = guest RAM, 1 = own CMB, 2+p = peer p.
+    bytes: Vec<AtomicU64>,
+    pub commands: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+fn slot(kind: Kind, dir: Dir, t: Target) -> usize {
+    let k = (kind == Kind::Meta) as usize;
+    let d = (dir == Dir::Written) as usize;
+    let t = match t {
+        Target::GuestRam => 0,
+        Target::OwnCmb => 1,
+        Target::PeerCmb(p) => 2 + p.min(MAX_CTRLS - 1),
+    };
+    (k * 2 + d) * (MAX_CTRLS + 2) + t
+}
+
+impl Counters {
+    pub fn new(ctrl: usize, serial: &str) -> Counters {
+        Counters {
+            ctrl,
+            serial: serial.into(),
+            bytes: (0..4 * (MAX_CTRLS + 2))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            commands: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+        }
+    }
+
+    pub fn add(&self, kind: Kind, dir: Dir, t: Target, n: u64) {
+        self.bytes[slot(kind, dir, t)].fetch_add(n, Relaxed);
+    }
+
+    fn get(&self, kind: Kind, dir: Dir, t: Target) -> u64 {
+        self.bytes[slot(kind, dir, t)].load(Relaxed)
+    }
+
+    pub fn reset(&self) {
+        for b in &self.bytes {
+            b.store(0, Relaxed);
+        }
+        self.commands.store(0, Relaxed);
+        self.errors.store(0, Relaxed);
+    }
+
+    fn routes(&self, kind: Kind) -> Value {
+        let rw = |t| json!({"read": self.get(kind, Dir::Read, t), "written": self.get(kind, Dir::Written, t)});
+        let mut by_peer = serde_json::Map::new();
+        let (mut pr, mut pw) = (0, 0);
+        for p in 0..MAX_CTRLS {
+            let (r, w) = (
+                self.get(kind, Dir::Read, Target::PeerCmb(p)),
+                self.get(kind, Dir::Written, Target::PeerCmb(p)),
+            );
+            if r + w > 0 {
+                by_peer.insert(p.to_string(), json!({"read": r, "written": w}));
+            }
+            pr += r;
+            pw += w;
+        }
+        json!({
+            "guest_ram": rw(Target::GuestRam),
+            "own_cmb": rw(Target::OwnCmb),
+            "peer_cmb": {"read": pr, "written": pw, "by_peer": by_peer},
+        })
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "id": self.ctrl,
+            "serial": self.serial,
+            "commands": self.commands.load(Relaxed),
+            "errors": self.errors.load(Relaxed),
+            "data": self.routes(Kind::Data),
+            "meta": self.routes(Kind::Meta),
+        })
+    }
+
+    /// Vendor log page 0xC0: little-endian u64s, in this order:
+    /// commands, errors, then for data and meta: guest RAM read/written,
+    /// own CMB read/written, peer CMBs read/written.
+    pub fn log_page(&self) -> Vec<u8> {
+        let mut v = vec![self.commands.load(Relaxed), self.errors.load(Relaxed)];
+        for kind in [Kind::Data, Kind::Meta] {
+            for t in [Target::GuestRam, Target::OwnCmb] {
+                v.push(self.get(kind, Dir::Read, t));
+                v.push(self.get(kind, Dir::Written, t));
+            }
+            let peers = |d| {
+                (0..MAX_CTRLS)
+                    .map(|p| self.get(kind, d, Target::PeerCmb(p)))
+                    .sum::<u64>()
+            };
+            v.push(peers(Dir::Read));
+            v.push(peers(Dir::Written));
+        }
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+}
+
+/// The process-wide stats document.
+pub fn document(all: &[Arc<Counters>]) -> Value {
+    json!({"controllers": all.iter().map(|c| c.to_json()).collect::<Vec<_>>()})
+}
+
+/// Serves `get` / `reset` requests, one JSON line per request.
+pub fn serve(path: &Path, all: Vec<Arc<Counters>>) -> std::io::Result<()> {
+    let listener = UnixListener::bind(path)?;
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut line = String::new();
+            let mut r = BufReader::new(&conn);
+            if r.read_line(&mut line).is_err() {
+                continue;
+            }
+            let reply = match line.trim() {
+                "get" => document(&all),
+                "reset" => {
+                    let doc = document(&all);
+                    all.iter().for_each(|c| c.reset());
+                    doc
+                }
+                other => json!({"error": format!("unknown request '{other}': use get or reset")}),
+            };
+            let _ = (&conn).write_all(format!("{reply}\n").as_bytes());
+        }
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_split_by_kind_direction_and_target() {
+        let c = Counters::new(0, "s");
+        c.add(Kind::Data, Dir::Written, Target::PeerCmb(1), 4096);
+        c.add(Kind::Data, Dir::Read, Target::OwnCmb, 512);
+        c.add(Kind::Meta, Dir::Read, Target::GuestRam, 64);
+        let j = c.to_json();
+        assert_eq!(j["data"]["peer_cmb"]["written"], 4096);
+        assert_eq!(j["data"]["peer_cmb"]["by_peer"]["1"]["written"], 4096);
+        assert_eq!(j["data"]["own_cmb"]["read"], 512);
+        assert_eq!(j["data"]["guest_ram"]["read"], 0);
+        assert_eq!(j["meta"]["guest_ram"]["read"], 64);
+        let page = c.log_page();
+        assert_eq!(page.len(), 14 * 8);
+        assert_eq!(u64::from_le_bytes(page[32..40].try_into().unwrap()), 512); // data own read
+        c.reset();
+        assert_eq!(c.to_json()["data"]["own_cmb"]["read"], 0);
+    }
+}

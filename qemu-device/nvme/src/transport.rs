@@ -1,0 +1,167 @@
+//! vfio-user transport: maps QEMU's region accesses, DMA maps and interrupt
+//! fds onto the controller.
+
+use crate::ctrl::{Controller, MSIX_VECTORS};
+use crate::mem::Mapping;
+use crate::pci::{self, PciConfig};
+use std::fs::File;
+use std::os::unix::io::AsRawFd;
+use vfio_bindings::bindings::vfio::*;
+use vfio_user::{DmaMapFlags, DmaUnmapFlags, IrqInfo, ServerBackend, ServerRegion, SparseArea};
+
+pub struct Backend {
+    pub ctrl: Controller,
+    pub pci: PciConfig,
+}
+
+/// The regions QEMU asks about, indexed like vfio-pci's.
+pub fn regions(ctrl: &Controller) -> Vec<ServerRegion> {
+    let rw = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE;
+    let info = |index: u32, size: u64, flags: u32| vfio_region_info {
+        argsz: std::mem::size_of::<vfio_region_info>() as u32,
+        flags,
+        index,
+        cap_offset: 0,
+        size,
+        offset: 0,
+    };
+    (0..VFIO_PCI_NUM_REGIONS)
+        .map(|i| {
+            let plain = |size, flags| ServerRegion {
+                region_info: info(i, size, flags),
+                sparse_areas: vec![],
+                mmap_fd: None,
+            };
+            match i {
+                0 => plain(pci::BAR0_SIZE, rw),
+                4 => plain(pci::BAR4_SIZE, rw),
+                2 => match &ctrl.cmb {
+                    // The fd is only sent with a non-empty sparse area list.
+                    Some((m, f)) => ServerRegion {
+                        region_info: info(i, m.len() as u64, rw | VFIO_REGION_INFO_FLAG_MMAP),
+                        sparse_areas: vec![SparseArea {
+                            area: vfio_region_sparse_mmap_area {
+                                offset: 0,
+                                size: m.len() as u64,
+                            },
+                        }],
+                        mmap_fd: Some(f.as_raw_fd()),
+                    },
+                    None => plain(0, 0),
+                },
+                VFIO_PCI_CONFIG_REGION_INDEX => plain(pci::CONFIG_SIZE as u64, rw),
+                _ => plain(0, 0),
+            }
+        })
+        .collect()
+}
+
+pub fn irqs() -> Vec<IrqInfo> {
+    (0..VFIO_PCI_NUM_IRQS)
+        .map(|index| IrqInfo {
+            index,
+            flags: VFIO_IRQ_INFO_EVENTFD,
+            count: match index {
+                VFIO_PCI_INTX_IRQ_INDEX => 1,
+                VFIO_PCI_MSIX_IRQ_INDEX => MSIX_VECTORS as u32,
+                _ => 0,
+            },
+        })
+        .collect()
+}
+
+impl ServerBackend for Backend {
+    fn region_read(&mut self, region: u32, offset: u64, data: &mut [u8]) -> std::io::Result<()> {
+        match region {
+            VFIO_PCI_CONFIG_REGION_INDEX => self.pci.read(offset, data),
+            0 => self.ctrl.reg_read(offset, data),
+            2 => match &self.ctrl.cmb {
+                Some((m, _)) if offset as usize + data.len() <= m.len() => {
+                    m.read(offset as usize, data)
+                }
+                _ => data.fill(0xff),
+            },
+            _ => data.fill(0),
+        }
+        Ok(())
+    }
+
+    fn region_write(&mut self, region: u32, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        match region {
+            VFIO_PCI_CONFIG_REGION_INDEX => self.pci.write(offset, data),
+            0 => self.ctrl.reg_write(offset, data),
+            2 => {
+                if let Some((m, _)) = &self.ctrl.cmb {
+                    if offset as usize + data.len() <= m.len() {
+                        m.write(offset as usize, data);
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn dma_map(
+        &mut self,
+        _flags: DmaMapFlags,
+        offset: u64,
+        address: u64,
+        size: u64,
+        fd: Option<File>,
+    ) -> std::io::Result<()> {
+        // Without an fd (QEMU's own directly mapped BARs) there is nothing to
+        // map; the range is recorded so it is never mistaken for RAM.
+        let m = match fd {
+            Some(f) => Some(Mapping::new(&f, offset, size as usize)?),
+            None => None,
+        };
+        self.ctrl.ram.map(address, size, m);
+        Ok(())
+    }
+
+    fn dma_unmap(&mut self, flags: DmaUnmapFlags, address: u64, size: u64) -> std::io::Result<()> {
+        // Bit 1 means "unmap all" (the crate names it otherwise).
+        if flags.bits() & 2 != 0 {
+            self.ctrl.ram.clear();
+        } else {
+            self.ctrl.ram.unmap(address, size);
+        }
+        Ok(())
+    }
+
+    fn reset(&mut self) -> std::io::Result<()> {
+        self.ctrl.reset();
+        self.ctrl.cc = 0;
+        Ok(())
+    }
+
+    fn set_irqs(
+        &mut self,
+        index: u32,
+        flags: u32,
+        start: u32,
+        count: u32,
+        fds: Vec<File>,
+    ) -> std::io::Result<()> {
+        if index != VFIO_PCI_MSIX_IRQ_INDEX {
+            return Ok(());
+        }
+        if flags & VFIO_IRQ_SET_DATA_EVENTFD != 0 && !fds.is_empty() {
+            for (i, f) in fds.into_iter().enumerate() {
+                self.ctrl.set_irq(start as usize + i, Some(f));
+            }
+        } else {
+            // A count with no fds (or DATA_NONE) deassigns.
+            let n = if count == 0 {
+                MSIX_VECTORS as u32
+            } else {
+                count
+            };
+            for v in start..start.saturating_add(n) {
+                self.ctrl.set_irq(v as usize, None);
+            }
+        }
+        Ok(())
+    }
+}
