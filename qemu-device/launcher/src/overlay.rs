@@ -129,11 +129,15 @@ fn guest_module(image: &Image, module_src: &Path) -> Result<Option<PathBuf>> {
         fs::write(p, data)?;
     }
     eprintln!("p2pnvme: building guest module p2pcopy.ko");
-    let out = Command::new("chroot")
+    // objtool needs /proc; a private mount namespace keeps that mount from
+    // outliving the build.
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "chroot"])
         .arg(&image.rootfs)
-        .args(["make", "-C", &format!("/{build_rel}")])
+        .arg("sh")
+        .arg("-c")
         .arg(format!(
-            "KDIR=/usr/src/linux-headers-{}",
+            "mount -t proc proc /proc && make -C /{build_rel} KDIR=/usr/src/linux-headers-{}",
             image.kernel_version
         ))
         .output()
