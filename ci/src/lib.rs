@@ -64,3 +64,40 @@ pub fn processes_mentioning(marker: &str) -> Vec<u32> {
 pub fn unique_marker(name: &str) -> String {
     format!("p2pnvme.test={name}-{}", std::process::id())
 }
+
+/// Appends one scenario's result to ci/artifacts/e2e-report.jsonl and a
+/// human line to ci/artifacts/e2e-report.txt (kept by CI as artifacts).
+pub fn report(name: &str, doc: &serde_json::Value) {
+    use std::io::Write;
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("artifacts");
+    let _ = std::fs::create_dir_all(&dir);
+    let mut entry = doc.clone();
+    entry["scenario"] = serde_json::Value::String(name.to_string());
+    let open = |f: &str| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(f))
+            .expect("opening the report")
+    };
+    let _ = writeln!(open("e2e-report.jsonl"), "{entry}");
+    let n = |k: &str| {
+        doc[k]
+            .as_u64()
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "-".into())
+    };
+    let _ = writeln!(
+        open("e2e-report.txt"),
+        "{name:<28} {verdict:<5} mode={mode:<7} bytes={bytes:<10} ram_data={ram:<10} cmb={cmb:<10} peer={peer:<10} ram_hits={hits:<6} match={m} {secs:.1}s",
+        verdict = if doc["verdict"] == true { "PASS" } else { "FAIL" },
+        mode = doc["mode"].as_str().unwrap_or("?"),
+        bytes = n("bytes"),
+        ram = n("guest_ram_data_bytes"),
+        cmb = n("cmb_data_bytes"),
+        peer = n("peer_data_bytes"),
+        hits = n("ram_dump_hits"),
+        m = doc["checksum_match"],
+        secs = doc["elapsed_s"].as_f64().unwrap_or(0.0),
+    );
+}

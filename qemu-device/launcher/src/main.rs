@@ -1,13 +1,16 @@
 //! p2pnvme: boots QEMU guests with P2P-capable NVMe controllers.
 
 mod cpio;
+mod demo;
 mod hostctl;
 mod image;
 mod overlay;
 mod paths;
 mod procs;
 mod qemu;
+mod ramscan;
 mod size;
+mod stats;
 mod vm;
 
 use anyhow::{bail, Result};
@@ -41,6 +44,8 @@ enum Cmd {
     Run(RunArgs),
     /// Boot a guest with an interactive console (Ctrl-A X quits).
     Shell(VmArgs),
+    /// Boot a guest, copy host-written random data with the guest module and verify where it went.
+    Demo(demo::DemoArgs),
     /// Serve the project's NVMe controllers over vfio-user (QEMU attaches with vfio-user-pci).
     Device(p2pnvme_device::DeviceArgs),
 }
@@ -210,6 +215,10 @@ fn dispatch(cli: Cli) -> Result<i32> {
             }
             s.stop_device();
             Ok(r.status)
+        }
+        Cmd::Demo(args) => {
+            procs::catch_signals();
+            demo::run(args)
         }
         Cmd::Device(args) => p2pnvme_device::run(args).map(|_| 0),
         Cmd::Shell(vm) => {

@@ -339,6 +339,11 @@ impl Session {
         hostctl::stats_request(&self.stats_socket(), "get")
     }
 
+    /// A file in the run directory (where the guest's host requests write).
+    pub fn run_file(&self, name: &str) -> PathBuf {
+        self.run_dir.path().join(name)
+    }
+
     /// Stops the device process (QEMU is already gone after run/shell).
     pub fn stop_device(&mut self) {
         if let Some(mut d) = self.device.take() {
