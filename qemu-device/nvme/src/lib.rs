@@ -17,6 +17,9 @@ mod pci;
 mod prp;
 mod spec;
 mod stats;
+pub mod testhost;
+#[cfg(test)]
+mod tests;
 mod transport;
 
 use anyhow::{bail, Context, Result};

@@ -1,0 +1,115 @@
+//! Host-side device benchmark through the in-process test host: commands per
+//! second and throughput as a fraction of this machine's single-core memcpy
+//! bandwidth, measured in the same run. Usage: p2pnvme-device-bench [SECONDS]
+
+use p2pnvme_device::testhost::{TestHost, RAM_BASE};
+use std::time::{Duration, Instant};
+
+const NS: u64 = 256 << 20;
+const READ: u8 = 0x02;
+const WRITE: u8 = 0x01;
+
+/// memcpy of `len`-byte pieces cycling through `span` bytes (a span larger
+/// than the caches gives DRAM bandwidth, as the device sees it).
+fn memcpy_gbps(len: usize, span: usize, secs: f64) -> f64 {
+    let src = vec![1u8; span];
+    let mut dst = vec![0u8; span];
+    let (t, mut n) = (Instant::now(), 0usize);
+    while t.elapsed().as_secs_f64() < secs {
+        let off = (n * len) % (span - len + 1);
+        dst[off..off + len].copy_from_slice(std::hint::black_box(&src[off..off + len]));
+        std::hint::black_box(&mut dst);
+        n += 1;
+    }
+    n as f64 * len as f64 / t.elapsed().as_secs_f64() / 1e9
+}
+
+/// Runs `f` repeatedly for `secs`; returns operations per second.
+fn rate(secs: f64, mut f: impl FnMut(u64)) -> f64 {
+    let (t, mut n) = (Instant::now(), 0u64);
+    while t.elapsed() < Duration::from_secs_f64(secs) {
+        f(n);
+        n += 1;
+    }
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let secs: f64 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2.0);
+    let dir = tempfile::tempdir().unwrap();
+    let reg = TestHost::registry();
+    let mut h = TestHost::new(dir.path(), 0, reg.clone(), 64, 64, NS);
+    let mut peer = TestHost::new(dir.path(), 1, reg, 64, 16, NS);
+    h.enable();
+    peer.enable();
+    h.create_io_queue(1, 1024, None);
+    let blocks = NS / 512;
+    // Fill the namespace so reads hit allocated blocks.
+    let buf = h.alloc(128 << 10);
+    let list = h.prp_list(buf, 128 << 10);
+    for i in 0..NS / (128 << 10) {
+        assert!(h.rw(1, WRITE, i * 256, 256, buf, list).ok());
+    }
+    let mc4 = memcpy_gbps(4096, 256 << 20, secs);
+    let mc128 = memcpy_gbps(128 << 10, 256 << 20, secs);
+    let hot = memcpy_gbps(128 << 10, 128 << 10, secs);
+    println!(
+        "single-core memcpy over 256 MiB: {mc4:.2} GB/s (4 KiB pieces), {mc128:.2} GB/s (128 KiB pieces); cache-hot 128 KiB: {hot:.2} GB/s"
+    );
+
+    let b4 = h.alloc(4096);
+    let iops = rate(secs, |i| {
+        let lba = (i * 8 * 7919) % (blocks - 8);
+        assert!(h.rw(1, READ, lba, 8, b4, 0).ok());
+    });
+    println!(
+        "4 KiB random reads, QD1, one core: {:.0} commands/s ({:.2} GB/s = {:.0}% of 4 KiB memcpy)",
+        iops,
+        iops * 4096.0 / 1e9,
+        iops * 4096.0 / 1e9 / mc4 * 100.0
+    );
+    for (name, op) in [("read", READ), ("write", WRITE)] {
+        let r = rate(secs, |i| {
+            let lba = (i * 256) % (blocks - 256);
+            assert!(h.rw(1, op, lba, 256, buf, list).ok());
+        });
+        let gbps = r * (128 << 10) as f64 / 1e9;
+        println!(
+            "128 KiB {name}s to/from guest RAM: {gbps:.2} GB/s = {:.0}% of memcpy",
+            gbps / mc128 * 100.0
+        );
+    }
+    // CMB <-> namespace (own CMB) and namespace -> peer CMB.
+    let cba = 0xfe00_0000u64;
+    let pcba = 0xfd00_0000u64;
+    h.write64(0x50, cba | 3);
+    peer.write64(0x50, pcba | 3);
+    let entries = |base: u64| -> Vec<u8> {
+        (1..32u64)
+            .flat_map(|i| (base + i * 4096).to_le_bytes())
+            .collect()
+    };
+    let own_list = h.alloc(4096);
+    h.write_mem(own_list, &entries(cba));
+    let peer_list = h.alloc(4096);
+    h.write_mem(peer_list, &entries(pcba));
+    for (name, op, base, l) in [
+        ("own CMB -> namespace (write)", WRITE, cba, own_list),
+        ("namespace -> own CMB (read)", READ, cba, own_list),
+        ("namespace -> peer CMB (read)", READ, pcba, peer_list),
+    ] {
+        let r = rate(secs, |i| {
+            let lba = (i * 256) % (blocks - 256);
+            assert!(h.rw(1, op, lba, 256, base, l).ok());
+        });
+        let gbps = r * (128 << 10) as f64 / 1e9;
+        println!(
+            "128 KiB {name}: {gbps:.2} GB/s = {:.0}% of memcpy",
+            gbps / mc128 * 100.0
+        );
+    }
+    let _ = RAM_BASE;
+}

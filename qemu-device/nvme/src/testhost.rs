@@ -1,0 +1,301 @@
+//! In-process test host: plays the Linux driver's role against a controller
+//! (guest RAM in a memfd, queues, doorbell writes, interrupt eventfds), for
+//! unit tests and the benchmark. Several controllers can share one CMB
+//! registry for peer-to-peer tests.
+
+use crate::backing::Namespace;
+use crate::ctrl::{reg, Controller, CtrlConfig, DOORBELLS};
+use crate::mem::{memfd, CmbRegistry, Mapping};
+use crate::nvme::Sqe;
+use crate::stats::Counters;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::io::FromRawFd;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+pub const RAM_BASE: u64 = 0x4000_0000;
+const QUEUES: usize = 65;
+
+/// A completion as the host sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Completion {
+    pub dw0: u32,
+    pub cid: u16,
+    pub sct: u8,
+    pub sc: u8,
+    pub dnr: bool,
+}
+
+impl Completion {
+    pub fn ok(&self) -> bool {
+        self.sct == 0 && self.sc == 0
+    }
+}
+
+#[derive(Default, Clone, Copy)]
+struct HostQueue {
+    sq_base: u64,
+    sq_size: u16,
+    sq_tail: u16,
+    cq_base: u64,
+    cq_size: u16,
+    cq_head: u16,
+    phase: bool,
+}
+
+pub struct TestHost {
+    pub ctrl: Controller,
+    ram: Mapping,
+    ram_size: u64,
+    next: u64,
+    queues: [HostQueue; QUEUES],
+    irq: File,
+    cid: u16,
+}
+
+/// A submission entry under construction.
+pub fn command(opcode: u8, nsid: u32) -> Sqe {
+    let mut s = Sqe::default();
+    s.dw[0] = opcode as u32;
+    s.dw[1] = nsid;
+    s
+}
+
+impl TestHost {
+    /// A controller with `namespaces` files of `ns_bytes` in `dir` and a CMB
+    /// of `cmb_mib`; guest RAM of `ram_mib` at RAM_BASE.
+    pub fn new(
+        dir: &Path,
+        id: usize,
+        cmbs: CmbRegistry,
+        cmb_mib: u64,
+        ram_mib: u64,
+        ns_bytes: u64,
+    ) -> TestHost {
+        let ns = Namespace::open(&dir.join(format!("ns{id}.img")), ns_bytes, 512).unwrap();
+        let stats = Arc::new(Counters::new(id, &format!("test-{id}")));
+        let mut ctrl = Controller::new(
+            CtrlConfig {
+                id,
+                serial: format!("test-{id}"),
+                cmb_bytes: cmb_mib << 20,
+                namespaces: vec![ns],
+            },
+            cmbs,
+            stats,
+        )
+        .unwrap();
+        let ram_size = ram_mib << 20;
+        let f = memfd("test-ram", ram_size).unwrap();
+        ctrl.ram.map(
+            RAM_BASE,
+            ram_size,
+            Some(Mapping::new(&f, 0, ram_size as usize).unwrap()),
+        );
+        let ram = Mapping::new(&f, 0, ram_size as usize).unwrap();
+        // SAFETY: eventfd returns a fresh fd or -1 (checked).
+        let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        assert!(efd >= 0);
+        // SAFETY: efd is ours.
+        let irq = unsafe { File::from_raw_fd(efd) };
+        for v in 0..crate::ctrl::MSIX_VECTORS {
+            ctrl.set_irq(v, Some(irq.try_clone().unwrap()));
+        }
+        TestHost {
+            ctrl,
+            ram,
+            ram_size,
+            next: 0,
+            queues: [HostQueue::default(); QUEUES],
+            irq,
+            cid: 0,
+        }
+    }
+
+    pub fn registry() -> CmbRegistry {
+        Arc::new(RwLock::new(vec![]))
+    }
+
+    /// Page-aligned guest RAM.
+    pub fn alloc(&mut self, bytes: u64) -> u64 {
+        let a = self.next;
+        self.next += bytes.div_ceil(4096) * 4096;
+        assert!(self.next <= self.ram_size, "test host RAM exhausted");
+        RAM_BASE + a
+    }
+
+    pub fn ram_end(&self) -> u64 {
+        RAM_BASE + self.ram_size
+    }
+
+    pub fn write_mem(&self, addr: u64, data: &[u8]) {
+        self.ram.write((addr - RAM_BASE) as usize, data);
+    }
+
+    pub fn read_mem(&self, addr: u64, data: &mut [u8]) {
+        self.ram.read((addr - RAM_BASE) as usize, data);
+    }
+
+    pub fn write32(&mut self, off: u64, v: u32) {
+        self.ctrl.reg_write(off, &v.to_le_bytes());
+    }
+
+    pub fn write64(&mut self, off: u64, v: u64) {
+        self.ctrl.reg_write(off, &v.to_le_bytes());
+    }
+
+    pub fn read32(&self, off: u64) -> u32 {
+        let mut b = [0u8; 4];
+        self.ctrl.reg_read(off, &mut b);
+        u32::from_le_bytes(b)
+    }
+
+    pub fn read64(&self, off: u64) -> u64 {
+        let mut b = [0u8; 8];
+        self.ctrl.reg_read(off, &mut b);
+        u64::from_le_bytes(b)
+    }
+
+    /// Interrupts raised since the last call.
+    pub fn take_interrupts(&mut self) -> u64 {
+        let mut b = [0u8; 8];
+        match self.irq.read(&mut b) {
+            Ok(8) => u64::from_le_bytes(b),
+            _ => 0,
+        }
+    }
+
+    /// Sets up a 32-entry admin queue and enables the controller, as Linux does.
+    pub fn enable(&mut self) {
+        let (asq, acq) = (self.alloc(32 * 64), self.alloc(32 * 16));
+        self.write32(reg::AQA, 31 << 16 | 31);
+        self.write64(reg::ASQ, asq);
+        self.write64(reg::ACQ, acq);
+        self.write32(reg::CC, 1 | 6 << 16 | 4 << 20);
+        assert_eq!(self.read32(reg::CSTS) & 1, 1, "controller not ready");
+        self.queues[0] = HostQueue {
+            sq_base: asq,
+            sq_size: 32,
+            cq_base: acq,
+            cq_size: 32,
+            phase: true,
+            ..Default::default()
+        };
+    }
+
+    /// Submits on `qid` and returns the completion (None if none was posted).
+    pub fn submit(&mut self, qid: usize, mut sqe: Sqe) -> Option<Completion> {
+        self.cid = self.cid.wrapping_add(1);
+        sqe.dw[0] = (sqe.dw[0] & 0xffff) | (self.cid as u32) << 16;
+        let q = self.queues[qid];
+        let mut raw = [0u8; 64];
+        for (i, d) in sqe.dw.iter().enumerate() {
+            raw[i * 4..i * 4 + 4].copy_from_slice(&d.to_le_bytes());
+        }
+        self.write_sq_entry(q.sq_base, q.sq_tail, &raw);
+        let tail = (q.sq_tail + 1) % q.sq_size;
+        self.queues[qid].sq_tail = tail;
+        self.write32(DOORBELLS + (2 * qid as u64) * 4, tail as u32);
+        self.reap(qid)
+    }
+
+    fn write_sq_entry(&mut self, base: u64, slot: u16, raw: &[u8; 64]) {
+        let addr = base + slot as u64 * 64;
+        if addr >= RAM_BASE && addr < self.ram_end() {
+            self.write_mem(addr, raw);
+        } else {
+            // Submission queue in a CMB: write through the controller's view.
+            self.ctrl.dma().write(addr, raw).expect("SQ address mapped");
+        }
+    }
+
+    /// Takes the next completion of `qid`'s CQ, if the phase says it is new.
+    pub fn reap(&mut self, qid: usize) -> Option<Completion> {
+        let q = self.queues[qid];
+        let mut e = [0u8; 16];
+        self.read_mem(q.cq_base + q.cq_head as u64 * 16, &mut e);
+        let st = u16::from_le_bytes([e[14], e[15]]);
+        if (st & 1 == 1) != q.phase {
+            return None;
+        }
+        let head = (q.cq_head + 1) % q.cq_size;
+        self.queues[qid].cq_head = head;
+        if head == 0 {
+            self.queues[qid].phase = !q.phase;
+        }
+        self.write32(DOORBELLS + (2 * qid as u64 + 1) * 4, head as u32);
+        Some(Completion {
+            dw0: u32::from_le_bytes(e[0..4].try_into().unwrap()),
+            cid: u16::from_le_bytes([e[12], e[13]]),
+            sct: ((st >> 9) & 7) as u8,
+            sc: (st >> 1) as u8,
+            dnr: st & 0x8000 != 0,
+        })
+    }
+
+    /// Creates I/O CQ and SQ `qid` of `size` entries; the SQ at `sq_base`
+    /// if given (e.g. in the CMB), else in RAM.
+    pub fn create_io_queue(
+        &mut self,
+        qid: u16,
+        size: u16,
+        sq_base: Option<u64>,
+    ) -> (Completion, Completion) {
+        let cq_base = self.alloc(size as u64 * 16);
+        let sq_base = sq_base.unwrap_or_else(|| self.alloc(size as u64 * 64));
+        let mut c = command(crate::nvme::admin::CREATE_CQ, 0);
+        c.dw[6] = cq_base as u32;
+        c.dw[7] = (cq_base >> 32) as u32;
+        c.dw[10] = (size as u32 - 1) << 16 | qid as u32;
+        c.dw[11] = 1 << 16 | 3; // vector 1, interrupts enabled, contiguous
+        let cq = self.submit(0, c).unwrap();
+        let mut s = command(crate::nvme::admin::CREATE_SQ, 0);
+        s.dw[6] = sq_base as u32;
+        s.dw[7] = (sq_base >> 32) as u32;
+        s.dw[10] = (size as u32 - 1) << 16 | qid as u32;
+        s.dw[11] = (qid as u32) << 16 | 1;
+        let sq = self.submit(0, s).unwrap();
+        if sq.ok() {
+            self.queues[qid as usize] = HostQueue {
+                sq_base,
+                sq_size: size,
+                cq_base,
+                cq_size: size,
+                phase: true,
+                ..Default::default()
+            };
+        }
+        (cq, sq)
+    }
+
+    /// Read/Write of `nlb` blocks at `slba` with PRP1/PRP2 as given.
+    pub fn rw(
+        &mut self,
+        qid: usize,
+        opcode: u8,
+        slba: u64,
+        nlb: u32,
+        prp1: u64,
+        prp2: u64,
+    ) -> Completion {
+        let mut c = command(opcode, 1);
+        c.dw[6] = prp1 as u32;
+        c.dw[7] = (prp1 >> 32) as u32;
+        c.dw[8] = prp2 as u32;
+        c.dw[9] = (prp2 >> 32) as u32;
+        c.dw[10] = slba as u32;
+        c.dw[11] = (slba >> 32) as u32;
+        c.dw[12] = nlb - 1;
+        self.submit(qid, c).expect("completion")
+    }
+
+    /// A PRP list in guest RAM for the pages of a buffer after its first.
+    pub fn prp_list(&mut self, buf: u64, len: u64) -> u64 {
+        let pages: Vec<u64> = (1..len.div_ceil(4096)).map(|i| buf + i * 4096).collect();
+        let list = self.alloc(pages.len() as u64 * 8);
+        let raw: Vec<u8> = pages.iter().flat_map(|p| p.to_le_bytes()).collect();
+        self.write_mem(list, &raw);
+        list
+    }
+}
