@@ -353,7 +353,7 @@ fn random_commands_never_wedge_the_controller() {
         }
         // Keep some pointers plausible so deeper paths are reached.
         if rnd() % 2 == 0 {
-            let p = bufs + (rnd() % (1 << 20)) & !7;
+            let p = (bufs + rnd() % (1 << 20)) & !7;
             s.dw[6] = p as u32;
             s.dw[7] = (p >> 32) as u32;
             s.dw[8] = (p + 4096) as u32 & !0xfff;
