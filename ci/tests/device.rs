@@ -90,3 +90,16 @@ fn tempfile_dir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+#[test]
+fn user_space_p2pmem_read_lands_in_the_cmb_not_in_ram() {
+    let s = guest_ok(&["--nvme", "1"], "sh /opt/p2pnvme/ci/p2pmem-read.sh");
+    assert!(
+        s.contains("p2pmem read: guest RAM data +0 CMB data +4194304"),
+        "{s}"
+    );
+    assert!(
+        s.contains("ordinary read: guest RAM data +4194304 CMB data +0"),
+        "{s}"
+    );
+}
