@@ -380,3 +380,67 @@ fn random_commands_never_wedge_the_controller() {
             > 1000
     );
 }
+
+#[test]
+fn compare_write_zeroes_deallocate_and_copy() {
+    let d = tempfile::tempdir().unwrap();
+    let mut h = host(&d);
+    h.create_io_queue(1, 32, None);
+    let buf = h.alloc(4096);
+    h.write_mem(buf, &[0x5a; 4096]);
+    assert!(h.rw(1, io::WRITE, 0, 8, buf, 0).ok());
+    assert!(h.rw(1, io::COMPARE, 0, 8, buf, 0).ok());
+    h.write_mem(buf, &[0x5b; 4096]);
+    assert_eq!(status(h.rw(1, io::COMPARE, 0, 8, buf, 0)), (2, 0x85, true));
+    // Copy LBAs 0-7 to 100-107 with one format-0 source range.
+    let ranges = h.alloc(4096);
+    let mut r = [0u8; 32];
+    r[8..16].copy_from_slice(&0u64.to_le_bytes());
+    r[16..18].copy_from_slice(&7u16.to_le_bytes());
+    h.write_mem(ranges, &r);
+    let mut c = command(io::COPY, 1);
+    c.dw[6] = ranges as u32;
+    c.dw[7] = (ranges >> 32) as u32;
+    c.dw[10] = 100;
+    assert!(h.submit(1, c).unwrap().ok());
+    assert!(h.rw(1, io::READ, 100, 8, buf, 0).ok());
+    let mut got = [0u8; 4096];
+    h.read_mem(buf, &mut got);
+    assert_eq!(got, [0x5a; 4096]);
+    // Copy to a destination past the end is refused.
+    c.dw[10] = (NS / 512 - 4) as u32;
+    assert_eq!(status(h.submit(1, c).unwrap()), (0, 0x80, true));
+    // Write Zeroes, then Dataset Management deallocate: both read back zeros.
+    let mut wz = command(io::WRITE_ZEROES, 1);
+    wz.dw[10] = 100;
+    wz.dw[12] = 7;
+    assert!(h.submit(1, wz).unwrap().ok());
+    assert!(h.rw(1, io::READ, 100, 8, buf, 0).ok());
+    h.read_mem(buf, &mut got);
+    assert_eq!(got, [0u8; 4096]);
+    let mut dr = [0u8; 16];
+    dr[4..8].copy_from_slice(&8u32.to_le_bytes());
+    h.write_mem(ranges, &dr);
+    let mut dsm = command(io::DSM, 1);
+    dsm.dw[6] = ranges as u32;
+    dsm.dw[7] = (ranges >> 32) as u32;
+    dsm.dw[11] = 1 << 2;
+    assert!(h.submit(1, dsm).unwrap().ok());
+    assert!(h.rw(1, io::READ, 0, 8, buf, 0).ok());
+    h.read_mem(buf, &mut got);
+    assert_eq!(got, [0u8; 4096]);
+    // Flush of all namespaces.
+    assert!(h.submit(1, command(io::FLUSH, 0xffff_ffff)).unwrap().ok());
+}
+
+#[test]
+fn busy_sockets_are_refused_and_stale_ones_replaced() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("s.sock");
+    let l = std::os::unix::net::UnixListener::bind(&p).unwrap();
+    let e = crate::claim_socket(&p).unwrap_err().to_string();
+    assert!(e.contains("busy"), "{e}");
+    drop(l);
+    crate::claim_socket(&p).unwrap();
+    assert!(!p.exists());
+}
