@@ -32,7 +32,7 @@ pub enum DemoDevice {
 #[derive(Args, Clone)]
 pub struct DemoArgs {
     /// Bytes to copy (K/M/G suffixes).
-    #[arg(long, default_value = "64M", value_parser = crate::size::parse_size)]
+    #[arg(long, default_value = "64M", value_parser = p2pnvme_device::parse_size)]
     size: u64,
     #[arg(long, value_enum, default_value = "switch")]
     topology: Topology,

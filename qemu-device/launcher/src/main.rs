@@ -9,7 +9,6 @@ mod paths;
 mod procs;
 mod qemu;
 mod ramscan;
-mod size;
 mod stats;
 mod vm;
 
@@ -77,7 +76,7 @@ struct VmArgs {
     #[arg(long, default_value_t = 16)]
     cmb_mib: u32,
     /// Size of each namespace's backing file (K/M/G suffixes).
-    #[arg(long, default_value = "256M", value_parser = size::parse_size)]
+    #[arg(long, default_value = "256M", value_parser = p2pnvme_device::parse_size)]
     ns_size: u64,
     /// LBA size of the project's namespaces.
     #[arg(long, default_value_t = 512, value_parser = parse_lba)]

@@ -4,7 +4,7 @@ use crate::ctrl::{Controller, Cq, Sq, MAX_IO_QUEUES, MDTS, MQES, MSIX_VECTORS};
 use crate::mem::Target;
 use crate::nvme::{admin as op, CmdResult, Sqe, Status};
 use crate::prp;
-use crate::stats::{Dir, Kind};
+use crate::stats::Kind;
 use std::collections::VecDeque;
 
 pub const VENDOR_LOG_STATS: u8 = 0xc0;
@@ -85,35 +85,13 @@ impl Controller {
     /// Sends `data` to the host buffer of an admin command (metadata).
     fn send_to_host(&mut self, sqe: &Sqe, data: &[u8]) -> CmdResult {
         let segs = prp::segments(sqe, data.len(), &self.dma(), &self.stats)?;
-        let mut done = 0;
-        for (addr, len) in segs {
-            if let Some(a) = addr {
-                let t = self
-                    .dma()
-                    .write(a, &data[done..done + len])
-                    .map_err(|_| Status::DATA_TRANSFER_ERROR)?;
-                self.stats.add(Kind::Meta, Dir::Written, t, len as u64);
-            }
-            done += len;
-        }
+        prp::scatter(&self.dma(), &self.stats, &segs, data, Kind::Meta)?;
         Ok(0)
     }
 
     fn receive_from_host(&mut self, sqe: &Sqe, len: usize) -> Result<Vec<u8>, Status> {
         let segs = prp::segments(sqe, len, &self.dma(), &self.stats)?;
-        let mut data = vec![0u8; len];
-        let mut done = 0;
-        for (addr, n) in segs {
-            if let Some(a) = addr {
-                let t = self
-                    .dma()
-                    .read(a, &mut data[done..done + n])
-                    .map_err(|_| Status::DATA_TRANSFER_ERROR)?;
-                self.stats.add(Kind::Meta, Dir::Read, t, n as u64);
-            }
-            done += n;
-        }
-        Ok(data)
+        prp::gather(&self.dma(), &self.stats, &segs, len, Kind::Meta)
     }
 
     fn identify(&mut self, sqe: &Sqe) -> CmdResult {

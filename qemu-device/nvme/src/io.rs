@@ -5,7 +5,7 @@ use crate::ctrl::{Controller, MAX_TRANSFER};
 use crate::mem::Target;
 use crate::nvme::{io as op, CmdResult, Sqe, Status};
 use crate::prp::{self, Segments};
-use crate::stats::{Dir, Kind};
+use crate::stats::Kind;
 
 pub fn execute(c: &mut Controller, sqe: &Sqe) -> CmdResult {
     let nsid = sqe.nsid();
@@ -72,37 +72,6 @@ fn data_segments(c: &Controller, sqe: &Sqe, len: usize) -> Result<Segments, Stat
     Ok(segs)
 }
 
-fn dma_out(c: &Controller, segs: &Segments, data: &[u8], kind: Kind) -> Result<(), Status> {
-    let mut done = 0;
-    for (addr, n) in segs {
-        if let Some(a) = addr {
-            let t = c
-                .dma()
-                .write(*a, &data[done..done + n])
-                .map_err(|_| Status::DATA_TRANSFER_ERROR)?;
-            c.stats.add(kind, Dir::Written, t, *n as u64);
-        }
-        done += n;
-    }
-    Ok(())
-}
-
-fn dma_in(c: &Controller, segs: &Segments, len: usize, kind: Kind) -> Result<Vec<u8>, Status> {
-    let mut data = vec![0u8; len];
-    let mut done = 0;
-    for (addr, n) in segs {
-        if let Some(a) = addr {
-            let t = c
-                .dma()
-                .read(*a, &mut data[done..done + n])
-                .map_err(|_| Status::DATA_TRANSFER_ERROR)?;
-            c.stats.add(kind, Dir::Read, t, *n as u64);
-        }
-        done += n;
-    }
-    Ok(data)
-}
-
 fn read(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
     let (off, len) = range(c, ns, sqe.slba(), sqe.nlb())?;
     let segs = data_segments(c, sqe, len as usize)?;
@@ -110,7 +79,7 @@ fn read(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
     c.ns[ns]
         .read_at(&mut data, off)
         .map_err(|_| Status::INTERNAL_ERROR)?;
-    dma_out(c, &segs, &data, Kind::Data)?;
+    prp::scatter(&c.dma(), &c.stats, &segs, &data, Kind::Data)?;
     c.reads += 1;
     c.units_read += len.div_ceil(512_000);
     Ok(0)
@@ -119,7 +88,7 @@ fn read(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
 fn write(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
     let (off, len) = range(c, ns, sqe.slba(), sqe.nlb())?;
     let segs = data_segments(c, sqe, len as usize)?;
-    let data = dma_in(c, &segs, len as usize, Kind::Data)?;
+    let data = prp::gather(&c.dma(), &c.stats, &segs, len as usize, Kind::Data)?;
     c.ns[ns]
         .write_at(&data, off)
         .map_err(|_| Status::INTERNAL_ERROR)?;
@@ -135,7 +104,7 @@ fn write(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
 fn compare(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
     let (off, len) = range(c, ns, sqe.slba(), sqe.nlb())?;
     let segs = data_segments(c, sqe, len as usize)?;
-    let host = dma_in(c, &segs, len as usize, Kind::Data)?;
+    let host = prp::gather(&c.dma(), &c.stats, &segs, len as usize, Kind::Data)?;
     let mut media = vec![0u8; len as usize];
     c.ns[ns]
         .read_at(&mut media, off)
@@ -158,7 +127,7 @@ fn dsm(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
     let nr = (sqe.cdw(10) & 0xff) as usize + 1;
     let deallocate = sqe.cdw(11) & (1 << 2) != 0;
     let segs = data_segments(c, sqe, nr * 16)?;
-    let ranges = dma_in(c, &segs, nr * 16, Kind::Meta)?;
+    let ranges = prp::gather(&c.dma(), &c.stats, &segs, nr * 16, Kind::Meta)?;
     let mut checked = vec![];
     for r in ranges.chunks_exact(16) {
         let nlb = u32::from_le_bytes(r[4..8].try_into().unwrap()) as u64;
@@ -188,7 +157,7 @@ fn copy(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
         return Err(Status::CMD_SIZE_LIMIT);
     }
     let segs = data_segments(c, sqe, nr * 32)?;
-    let raw = dma_in(c, &segs, nr * 32, Kind::Meta)?;
+    let raw = prp::gather(&c.dma(), &c.stats, &segs, nr * 32, Kind::Meta)?;
     let mut sources = vec![];
     let mut total = 0u64;
     for r in raw.chunks_exact(32) {

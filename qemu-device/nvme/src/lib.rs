@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-pub use spec::DeviceArgs;
+pub use spec::{parse_size, DeviceArgs};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 

@@ -151,3 +151,47 @@ fn sgl(first: [u8; 16], len: usize, dma: &Dma, stats: &Counters) -> Result<Segme
     }
     Ok(segs)
 }
+
+/// Copies `data` out to the segments (bit buckets skip their bytes),
+/// counting each piece by where it landed.
+pub fn scatter(
+    dma: &Dma,
+    stats: &Counters,
+    segs: &Segments,
+    data: &[u8],
+    kind: Kind,
+) -> Result<(), Status> {
+    let mut done = 0;
+    for (addr, n) in segs {
+        if let Some(a) = addr {
+            let t = dma
+                .write(*a, &data[done..done + n])
+                .map_err(|_| Status::DATA_TRANSFER_ERROR)?;
+            stats.add(kind, Dir::Written, t, *n as u64);
+        }
+        done += n;
+    }
+    Ok(())
+}
+
+/// Collects `len` bytes from the segments, counting each piece by its source.
+pub fn gather(
+    dma: &Dma,
+    stats: &Counters,
+    segs: &Segments,
+    len: usize,
+    kind: Kind,
+) -> Result<Vec<u8>, Status> {
+    let mut data = vec![0u8; len];
+    let mut done = 0;
+    for (addr, n) in segs {
+        if let Some(a) = addr {
+            let t = dma
+                .read(*a, &mut data[done..done + n])
+                .map_err(|_| Status::DATA_TRANSFER_ERROR)?;
+            stats.add(kind, Dir::Read, t, *n as u64);
+        }
+        done += n;
+    }
+    Ok(data)
+}

@@ -35,17 +35,35 @@ pub struct CtrlSpec {
     pub namespaces: Vec<NsSpec>,
 }
 
-fn size(s: &str) -> Result<u64> {
-    let (num, mult) = match s.chars().last() {
-        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
-        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
-        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
-        _ => (s, 1),
+/// Parses a size with an optional binary K/M/G/T suffix.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => {
+                    return Err(format!(
+                        "bad size '{s}': use a number with an optional K, M, G or T suffix"
+                    ))
+                }
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
     };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .with_context(|| format!("bad size '{s}': use a number with an optional K, M or G suffix"))
+    let n: u64 = num.parse().map_err(|_| {
+        format!("bad size '{s}': use a number with an optional K, M, G or T suffix")
+    })?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size '{s}' is too large"))
+}
+
+fn size(s: &str) -> Result<u64> {
+    parse_size(s).map_err(anyhow::Error::msg)
 }
 
 fn ns(file: &str, sz: &str, lba: &str) -> Result<NsSpec> {
@@ -145,5 +163,21 @@ impl DeviceArgs {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64K"), Ok(65536));
+        assert_eq!(parse_size("256m"), Ok(256 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("99999999999T").is_err());
     }
 }
