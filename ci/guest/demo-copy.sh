@@ -7,6 +7,8 @@ src=$(sh /opt/p2pnvme/ci/nvme-dev.sh "$1" "$2") || exit 1
 dst=$(sh /opt/p2pnvme/ci/nvme-dev.sh "$3" "$4") || exit 1
 off=$5 len=$6 mode=$7 counters=$8
 shift 8
+avail() { cat /sys/bus/pci/devices/*/p2pmem/available 2>/dev/null | tr '\n' ' '; }
+echo "p2pmem available before: $(avail)" >&2
 if [ "$counters" = 1 ]; then
 	p2pnvme-host stats-reset >/dev/null || exit 1
 fi
@@ -16,6 +18,7 @@ if [ "$counters" = 1 ]; then
 	p2pnvme-host stats-save stats.json >/dev/null || exit 1
 fi
 p2pnvme-host pmemsave ram.bin >/dev/null || exit 1
+echo "p2pmem available after: $(avail)" >&2
 echo "copy: $src -> $dst" >&2
 cat /tmp/copy.json
 exit $rc

@@ -16,6 +16,7 @@ fn demo(name: &str, args: &[&str]) -> Value {
     let doc: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{name}: no JSON result ({e})"));
     report(name, &doc);
+    assert_eq!(doc["p2pmem_returned"], true, "P2P memory returned: {doc}");
     assert_eq!(
         out.status.code(),
         Some(if doc["verdict"] == Value::Bool(true) {

@@ -183,15 +183,34 @@ pub fn run(a: DemoArgs) -> Result<i32> {
         .and_then(Value::as_str)
         .unwrap_or(&mode)
         .to_string();
-    let verdict = Verdict::judge(
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    let avail = |tag: &str| {
+        stderr
+            .lines()
+            .find_map(|l| l.strip_prefix(tag))
+            .map(|v| v.trim().to_string())
+    };
+    let (before, after) = (
+        avail("p2pmem available before:"),
+        avail("p2pmem available after:"),
+    );
+    let p2pmem_returned = before.is_some() && before == after;
+    let mut verdict = Verdict::judge(
         &used_mode,
         a.size,
         checksum_match,
         ram_dump_hits,
         counters.as_ref(),
     );
+    if !p2pmem_returned {
+        verdict.ok = false;
+        verdict.reasons.push(format!(
+            "P2P memory not returned: available {before:?} before, {after:?} after"
+        ));
+    }
     let doc = json!({
         "bytes": a.size,
+        "p2pmem_returned": p2pmem_returned,
         "mode": used_mode,
         "requested_mode": mode,
         "device": if ours { "p2pnvme" } else { "qemu" },
