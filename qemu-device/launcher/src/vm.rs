@@ -254,9 +254,10 @@ impl Session {
             ports.stderr.clone(),
             ports.status.clone(),
         );
-        let start = Instant::now();
         let control = ports.control.clone();
         let mut qemu = self.boot(Some((script, ports)))?;
+        // The timeout covers the guest, not building the image overlay.
+        let start = Instant::now();
         let _host = hostctl::Server::start(
             control,
             hostctl::HostCtx {
