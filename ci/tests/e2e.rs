@@ -37,6 +37,7 @@ fn u(doc: &Value, k: &str) -> u64 {
 
 fn assert_p2p(doc: &Value) {
     assert_eq!(doc["mode"], "p2p", "{doc}");
+    assert_eq!(doc["bypassed_system_memory"], true, "{doc}");
     assert_eq!(doc["checksum_match"], true, "{doc}");
     assert_eq!(u(doc, "ram_dump_hits"), 0, "{doc}");
     assert_eq!(doc["verdict"], true, "{doc}");
@@ -85,6 +86,8 @@ fn bounce_is_the_counterfactual_and_shows_in_ram() {
     assert_eq!(d["checksum_match"], true);
     assert_eq!(u(&d, "guest_ram_data_bytes"), 2 * BYTES);
     assert!(u(&d, "ram_dump_hits") > 0, "{d}");
+    // The same check that passes p2p copies fails here: it can fail.
+    assert_eq!(d["bypassed_system_memory"], false, "{d}");
     assert_eq!(d["verdict"], true);
 }
 
@@ -158,4 +161,5 @@ fn reference_qemu_nvme_copies_p2p_without_touching_ram() {
     );
     assert_eq!(b["checksum_match"], true);
     assert!(u(&b, "ram_dump_hits") > 0);
+    assert_eq!(b["bypassed_system_memory"], false);
 }
