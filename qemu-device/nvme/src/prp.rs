@@ -119,7 +119,12 @@ fn sgl(first: [u8; 16], len: usize, dma: &Dma, stats: &Counters) -> Result<Segme
                 total += dlen;
             }
             t @ (SGL_SEGMENT | SGL_LAST_SEGMENT) => {
-                if last_segment || dlen == 0 || !dlen.is_multiple_of(16) || !pending.is_empty() {
+                if last_segment
+                    || dlen == 0
+                    || !dlen.is_multiple_of(16)
+                    || dlen > 16 * MAX_SGL_DESCRIPTORS
+                    || !pending.is_empty()
+                {
                     return Err(Status::SGL_SEGMENT_INVALID);
                 }
                 last_segment = t == SGL_LAST_SEGMENT;

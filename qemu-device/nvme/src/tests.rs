@@ -189,6 +189,12 @@ fn sgl_descriptors() {
     let mut got = [0u8; 4096];
     h.read_mem(b, &mut got);
     assert_eq!(got, [0xab; 4096]);
+    // A segment claiming 4 GiB of descriptors is refused before any allocation.
+    let huge = desc(seg, 0xffff_fff0, 2);
+    for i in 0..4 {
+        c.dw[6 + i] = u32::from_le_bytes(huge[i * 4..i * 4 + 4].try_into().unwrap());
+    }
+    assert_eq!(status(h.submit(1, c).unwrap()), (0, 0x0d, true));
     // Unknown descriptor type.
     let bad = desc(seg, 32, 0xe);
     for i in 0..4 {
