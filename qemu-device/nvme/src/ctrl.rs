@@ -369,6 +369,16 @@ impl Controller {
                 None => return self.doorbell_error(0x00),
             }
             self.drain_pending(qid);
+            let waiting: Vec<usize> = (0..self.sqs.len())
+                .filter(|&s| {
+                    self.sqs[s]
+                        .as_ref()
+                        .is_some_and(|sq| sq.cqid as usize == qid)
+                })
+                .collect();
+            for s in waiting {
+                self.process_sq(s);
+            }
         }
     }
 
@@ -394,6 +404,14 @@ impl Controller {
                 return;
             };
             if sq.head == sq.tail {
+                return;
+            }
+            // A full completion queue stops fetching; the CQ head doorbell
+            // resumes it, so a guest that never reaps cannot grow our backlog.
+            let cq_full = self.cqs[sq.cqid as usize]
+                .as_ref()
+                .is_some_and(|cq| !cq.pending.is_empty());
+            if cq_full {
                 return;
             }
             let addr = sq.base + sq.head as u64 * 64;

@@ -185,7 +185,13 @@ impl TestHost {
     }
 
     /// Submits on `qid` and returns the completion (None if none was posted).
-    pub fn submit(&mut self, qid: usize, mut sqe: Sqe) -> Option<Completion> {
+    pub fn submit(&mut self, qid: usize, sqe: Sqe) -> Option<Completion> {
+        self.submit_no_reap(qid, sqe);
+        self.reap(qid)
+    }
+
+    /// Writes the entry and rings the SQ doorbell, without reaping.
+    pub fn submit_no_reap(&mut self, qid: usize, mut sqe: Sqe) {
         self.cid = self.cid.wrapping_add(1);
         sqe.dw[0] = (sqe.dw[0] & 0xffff) | (self.cid as u32) << 16;
         let q = self.queues[qid];
@@ -197,7 +203,6 @@ impl TestHost {
         let tail = (q.sq_tail + 1) % q.sq_size;
         self.queues[qid].sq_tail = tail;
         self.write32(DOORBELLS + (2 * qid as u64) * 4, tail as u32);
-        self.reap(qid)
     }
 
     fn write_sq_entry(&mut self, base: u64, slot: u16, raw: &[u8; 64]) {
@@ -242,26 +247,37 @@ impl TestHost {
         size: u16,
         sq_base: Option<u64>,
     ) -> (Completion, Completion) {
-        let cq_base = self.alloc(size as u64 * 16);
-        let sq_base = sq_base.unwrap_or_else(|| self.alloc(size as u64 * 64));
+        self.create_io_queue_sized(qid, size, size, sq_base)
+    }
+
+    /// As create_io_queue, with different SQ and CQ sizes.
+    pub fn create_io_queue_sized(
+        &mut self,
+        qid: u16,
+        sq_size: u16,
+        cq_size: u16,
+        sq_base: Option<u64>,
+    ) -> (Completion, Completion) {
+        let cq_base = self.alloc(cq_size as u64 * 16);
+        let sq_base = sq_base.unwrap_or_else(|| self.alloc(sq_size as u64 * 64));
         let mut c = command(crate::nvme::admin::CREATE_CQ, 0);
         c.dw[6] = cq_base as u32;
         c.dw[7] = (cq_base >> 32) as u32;
-        c.dw[10] = (size as u32 - 1) << 16 | qid as u32;
+        c.dw[10] = (cq_size as u32 - 1) << 16 | qid as u32;
         c.dw[11] = 1 << 16 | 3; // vector 1, interrupts enabled, contiguous
         let cq = self.submit(0, c).unwrap();
         let mut s = command(crate::nvme::admin::CREATE_SQ, 0);
         s.dw[6] = sq_base as u32;
         s.dw[7] = (sq_base >> 32) as u32;
-        s.dw[10] = (size as u32 - 1) << 16 | qid as u32;
+        s.dw[10] = (sq_size as u32 - 1) << 16 | qid as u32;
         s.dw[11] = (qid as u32) << 16 | 1;
         let sq = self.submit(0, s).unwrap();
         if sq.ok() {
             self.queues[qid as usize] = HostQueue {
                 sq_base,
-                sq_size: size,
+                sq_size,
                 cq_base,
-                cq_size: size,
+                cq_size,
                 phase: true,
                 ..Default::default()
             };

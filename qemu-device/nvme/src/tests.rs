@@ -450,3 +450,30 @@ fn busy_sockets_are_refused_and_stale_ones_replaced() {
     crate::claim_socket(&p).unwrap();
     assert!(!p.exists());
 }
+
+#[test]
+fn full_completion_queue_pauses_fetching_until_the_host_reaps() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let d = tempfile::tempdir().unwrap();
+    let mut h = host(&d);
+    h.create_io_queue_sized(1, 16, 4, None); // the CQ holds 3 completions
+    let buf = h.alloc(4096);
+    let before = h.ctrl.stats.commands.load(Relaxed);
+    let mut c = command(io::READ, 1);
+    c.dw[6] = buf as u32;
+    c.dw[7] = (buf >> 32) as u32;
+    c.dw[12] = 7;
+    for _ in 0..10 {
+        h.submit_no_reap(1, c);
+    }
+    // Three completions are in the CQ, one waits; the rest stay unfetched.
+    assert_eq!(h.ctrl.stats.commands.load(Relaxed) - before, 4);
+    assert_eq!(h.ctrl.cqs[1].as_ref().unwrap().pending.len(), 1);
+    // Reaping frees slots and resumes fetching until every command completes.
+    let mut n = 0;
+    while h.reap(1).is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 10);
+    assert_eq!(h.ctrl.stats.commands.load(Relaxed) - before, 10);
+}
