@@ -97,6 +97,10 @@ pub struct Controller {
     pub writes: u64,
     pub units_read: u64,
     pub units_written: u64,
+    /// Doorbells only record work for a worker thread (see run_pending), so
+    /// the vfio-user reply to a doorbell write does not wait for the I/O.
+    pub deferred: bool,
+    pub work: bool,
 }
 
 impl Controller {
@@ -145,6 +149,8 @@ impl Controller {
             writes: 0,
             units_read: 0,
             units_written: 0,
+            deferred: false,
+            work: false,
         })
     }
 
@@ -361,12 +367,20 @@ impl Controller {
                 Some(_) => return self.doorbell_error(0x01), // invalid write value
                 None => return self.doorbell_error(0x00),    // invalid doorbell register
             }
+            if self.deferred {
+                self.work = true;
+                return;
+            }
             self.process_sq(qid);
         } else {
             match self.cqs.get_mut(qid).and_then(|q| q.as_mut()) {
                 Some(cq) if v < cq.size => cq.head = v,
                 Some(_) => return self.doorbell_error(0x01),
                 None => return self.doorbell_error(0x00),
+            }
+            if self.deferred {
+                self.work = true;
+                return;
             }
             self.drain_pending(qid);
             let waiting: Vec<usize> = (0..self.sqs.len())
@@ -380,6 +394,30 @@ impl Controller {
                 self.process_sq(s);
             }
         }
+    }
+
+    /// Processes what deferred doorbells recorded: completions waiting for
+    /// CQ space first, then every submission queue with new entries.
+    pub fn run_pending(&mut self) {
+        self.work = false;
+        for qid in 0..self.cqs.len() {
+            if self.cqs[qid]
+                .as_ref()
+                .is_some_and(|cq| !cq.pending.is_empty())
+            {
+                self.drain_pending(qid);
+            }
+        }
+        for qid in 0..self.sqs.len() {
+            self.process_sq(qid);
+        }
+        // Entries left over by the per-pass budget need another pass.
+        self.work = self.sqs.iter().flatten().any(|sq| {
+            sq.head != sq.tail
+                && self.cqs[sq.cqid as usize]
+                    .as_ref()
+                    .is_some_and(|cq| cq.pending.is_empty())
+        });
     }
 
     fn doorbell_error(&mut self, info: u32) {

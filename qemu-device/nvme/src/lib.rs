@@ -72,7 +72,7 @@ pub fn run(args: DeviceArgs) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", s.socket.display()))?;
         sockets.push(s.socket.clone());
         let pci = pci::PciConfig::new(ctrl.cmb_bytes(), ctrl::MSIX_VECTORS as u16);
-        servers.push((server, transport::Backend { ctrl, pci }));
+        servers.push((server, transport::Backend::new(ctrl, pci)));
     }
     if let Some(p) = &args.stats_socket {
         claim_socket(p)?;
@@ -80,12 +80,13 @@ pub fn run(args: DeviceArgs) -> Result<()> {
         sockets.push(p.clone());
     }
     for (server, mut backend) in servers {
+        backend.worker();
         std::thread::spawn(move || loop {
             // One QEMU connection at a time; after it goes, start clean.
             if let Err(e) = server.run(&mut backend) {
                 eprintln!("p2pnvme device: connection ended: {e}");
             }
-            backend.ctrl.disconnect();
+            backend.ctrl.lock().unwrap().disconnect();
         });
     }
     for sig in [libc::SIGINT, libc::SIGTERM] {

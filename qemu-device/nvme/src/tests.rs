@@ -477,3 +477,24 @@ fn full_completion_queue_pauses_fetching_until_the_host_reaps() {
     assert_eq!(n, 10);
     assert_eq!(h.ctrl.stats.commands.load(Relaxed) - before, 10);
 }
+
+#[test]
+fn deferred_doorbells_record_work_for_the_worker() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let d = tempfile::tempdir().unwrap();
+    let mut h = host(&d);
+    h.create_io_queue(1, 16, None);
+    h.ctrl.deferred = true;
+    let buf = h.alloc(4096);
+    let before = h.ctrl.stats.commands.load(Relaxed);
+    let mut c = command(io::READ, 1);
+    c.dw[6] = buf as u32;
+    c.dw[7] = (buf >> 32) as u32;
+    h.submit_no_reap(1, c);
+    assert!(h.ctrl.work, "the doorbell only records");
+    assert_eq!(h.ctrl.stats.commands.load(Relaxed), before);
+    assert!(h.reap(1).is_none());
+    h.ctrl.run_pending();
+    assert!(!h.ctrl.work);
+    assert!(h.reap(1).expect("completed by the worker pass").ok());
+}

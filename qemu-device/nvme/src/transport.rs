@@ -6,12 +6,45 @@ use crate::mem::Mapping;
 use crate::pci::{self, PciConfig};
 use std::fs::File;
 use std::os::unix::io::AsRawFd;
+use std::sync::{Arc, Condvar, Mutex};
 use vfio_bindings::bindings::vfio::*;
 use vfio_user::{DmaMapFlags, DmaUnmapFlags, IrqInfo, ServerBackend, ServerRegion, SparseArea};
 
+/// The controller is shared with its I/O worker (see `worker`).
 pub struct Backend {
-    pub ctrl: Controller,
+    pub ctrl: Arc<Mutex<Controller>>,
+    pub kick: Arc<Condvar>,
     pub pci: PciConfig,
+}
+
+impl Backend {
+    pub fn new(mut ctrl: Controller, pci: PciConfig) -> Backend {
+        ctrl.deferred = true;
+        Backend {
+            ctrl: Arc::new(Mutex::new(ctrl)),
+            kick: Arc::new(Condvar::new()),
+            pci,
+        }
+    }
+
+    /// Runs the queues whenever a doorbell recorded work, off the vfio-user
+    /// thread, so QEMU gets its reply to the doorbell write at once.
+    pub fn worker(&self) -> std::thread::JoinHandle<()> {
+        let (ctrl, kick) = (self.ctrl.clone(), self.kick.clone());
+        std::thread::spawn(move || {
+            let mut c = ctrl.lock().unwrap();
+            loop {
+                while !c.work {
+                    c = kick.wait(c).unwrap();
+                }
+                c.run_pending();
+            }
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Controller> {
+        self.ctrl.lock().unwrap()
+    }
 }
 
 /// The regions QEMU asks about, indexed like vfio-pci's.
@@ -74,8 +107,8 @@ impl ServerBackend for Backend {
     fn region_read(&mut self, region: u32, offset: u64, data: &mut [u8]) -> std::io::Result<()> {
         match region {
             VFIO_PCI_CONFIG_REGION_INDEX => self.pci.read(offset, data),
-            0 => self.ctrl.reg_read(offset, data),
-            2 => match &self.ctrl.cmb {
+            0 => self.lock().reg_read(offset, data),
+            2 => match &self.lock().cmb {
                 Some((m, _)) if offset as usize + data.len() <= m.len() => {
                     m.read(offset as usize, data)
                 }
@@ -89,9 +122,15 @@ impl ServerBackend for Backend {
     fn region_write(&mut self, region: u32, offset: u64, data: &[u8]) -> std::io::Result<()> {
         match region {
             VFIO_PCI_CONFIG_REGION_INDEX => self.pci.write(offset, data),
-            0 => self.ctrl.reg_write(offset, data),
+            0 => {
+                let mut c = self.lock();
+                c.reg_write(offset, data);
+                if c.work {
+                    self.kick.notify_one();
+                }
+            }
             2 => {
-                if let Some((m, _)) = &self.ctrl.cmb {
+                if let Some((m, _)) = &self.lock().cmb {
                     if offset as usize + data.len() <= m.len() {
                         m.write(offset as usize, data);
                     }
@@ -116,23 +155,25 @@ impl ServerBackend for Backend {
             Some(f) => Some(Mapping::new(&f, offset, size as usize)?),
             None => None,
         };
-        self.ctrl.ram.map(address, size, m);
+        self.lock().ram.map(address, size, m);
         Ok(())
     }
 
     fn dma_unmap(&mut self, flags: DmaUnmapFlags, address: u64, size: u64) -> std::io::Result<()> {
         // Bit 1 means "unmap all" (the crate names it otherwise).
+        let mut c = self.lock();
         if flags.bits() & 2 != 0 {
-            self.ctrl.ram.clear();
+            c.ram.clear();
         } else {
-            self.ctrl.ram.unmap(address, size);
+            c.ram.unmap(address, size);
         }
         Ok(())
     }
 
     fn reset(&mut self) -> std::io::Result<()> {
-        self.ctrl.reset();
-        self.ctrl.cc = 0;
+        let mut c = self.lock();
+        c.reset();
+        c.cc = 0;
         Ok(())
     }
 
@@ -148,8 +189,9 @@ impl ServerBackend for Backend {
             return Ok(());
         }
         if flags & VFIO_IRQ_SET_DATA_EVENTFD != 0 && !fds.is_empty() {
+            let mut c = self.lock();
             for (i, f) in fds.into_iter().enumerate() {
-                self.ctrl.set_irq(start as usize + i, Some(f));
+                c.set_irq(start as usize + i, Some(f));
             }
         } else {
             // A count with no fds (or DATA_NONE) deassigns.
@@ -158,8 +200,9 @@ impl ServerBackend for Backend {
             } else {
                 count
             };
+            let mut c = self.lock();
             for v in start..start.saturating_add(n) {
-                self.ctrl.set_irq(v as usize, None);
+                c.set_irq(v as usize, None);
             }
         }
         Ok(())
