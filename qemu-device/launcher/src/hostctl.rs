@@ -107,11 +107,11 @@ fn handle(req: &str, ctx: &HostCtx) -> Result<String> {
     match (words.next(), words.next()) {
         (Some("ping"), None) => Ok("pong".into()),
         (Some("stats-reset"), None) => {
-            stats_request(stats()?, "reset")?;
+            p2pnvme_device::stats_query(stats()?, "reset")?;
             Ok("ok".into())
         }
         (Some("stats-save"), Some(name)) => {
-            let doc = stats_request(stats()?, "get")?;
+            let doc = p2pnvme_device::stats_query(stats()?, "get")?;
             std::fs::write(run_file(ctx, name)?, doc.to_string())?;
             Ok("ok".into())
         }
@@ -121,17 +121,6 @@ fn handle(req: &str, ctx: &HostCtx) -> Result<String> {
         }
         _ => bail!("unknown request '{req}' (ping, stats-reset, stats-save NAME, pmemsave NAME)"),
     }
-}
-
-/// One request to the device's stats endpoint: `get` or `reset`.
-pub fn stats_request(socket: &Path, op: &str) -> Result<serde_json::Value> {
-    let mut s = UnixStream::connect(socket)
-        .with_context(|| format!("connecting to the device stats socket {}", socket.display()))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    s.write_all(format!("{op}\n").as_bytes())?;
-    let mut line = String::new();
-    BufReader::new(s).read_line(&mut line)?;
-    serde_json::from_str(&line).with_context(|| format!("bad stats reply: {line}"))
 }
 
 /// Saves guest physical memory [0, len) to `file` with QMP `pmemsave`.

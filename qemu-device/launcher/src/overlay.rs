@@ -25,17 +25,9 @@ impl Overlay {
         if !host_dir.is_dir() {
             return Ok(());
         }
-        let mut entries: Vec<_> = fs::read_dir(host_dir)?.collect::<Result<_, _>>()?;
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let p = e.path();
-            let name = format!("{guest_dir}/{}", e.file_name().to_string_lossy());
-            if p.is_dir() {
-                self.add_tree(&p, &name)?;
-            } else {
-                let mode = if is_executable(&p) { 0o755 } else { 0o644 };
-                self.add(name, mode, fs::read(&p)?);
-            }
+        for (rel, p) in files_below(host_dir)? {
+            let mode = if is_executable(&p) { 0o755 } else { 0o644 };
+            self.add(format!("{guest_dir}/{rel}"), mode, fs::read(&p)?);
         }
         Ok(())
     }
@@ -109,8 +101,7 @@ fn guest_module(image: &Image, module_src: &Path) -> Result<Option<PathBuf>> {
     if !module_src.join("Makefile").exists() {
         return Ok(None);
     }
-    let mut inputs: Vec<(String, Vec<u8>)> = vec![];
-    collect_sources(module_src, module_src, &mut inputs)?;
+    let inputs = module_sources(module_src)?;
     let mut parts: Vec<(&str, &[u8])> = vec![("image", image.key.as_bytes())];
     parts.extend(inputs.iter().map(|(n, d)| (n.as_str(), d.as_slice())));
     let dir = paths::cache_root().join(format!("module-{}", key_of(&parts)));
@@ -157,24 +148,37 @@ fn guest_module(image: &Image, module_src: &Path) -> Result<Option<PathBuf>> {
     result
 }
 
-fn collect_sources(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) -> Result<()> {
-    let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let p = e.path();
-        let name = e.file_name().to_string_lossy().to_string();
-        if p.is_dir() {
-            collect_sources(root, &p, out)?;
-        } else if name == "Makefile"
-            || name == "Kbuild"
-            || name.ends_with(".c")
-            || name.ends_with(".h")
-        {
-            let rel = p.strip_prefix(root).unwrap().to_string_lossy().to_string();
+/// Files below `dir`, recursively, in a stable order, with paths relative to it.
+fn files_below(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> Result<()> {
+        let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out)?;
+            } else {
+                let rel = p.strip_prefix(root).unwrap().to_string_lossy().to_string();
+                out.push((rel, p));
+            }
+        }
+        Ok(())
+    }
+    let mut out = vec![];
+    walk(dir, dir, &mut out)?;
+    Ok(out)
+}
+
+/// The inputs of the module build (its cache key).
+fn module_sources(dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut out = vec![];
+    for (rel, p) in files_below(dir)? {
+        let name = p.file_name().unwrap_or_default().to_string_lossy();
+        if name == "Makefile" || name == "Kbuild" || name.ends_with(".c") || name.ends_with(".h") {
             out.push((rel, fs::read(&p)?));
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Builds the p2pcopy CLI as a static binary for the guest.

@@ -35,12 +35,10 @@ pub struct VmOptions {
 }
 
 /// What the guest command produced.
-#[allow(dead_code)] // output and timing are read by the demo and benchmarks
 pub struct GuestResult {
     pub status: i32,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
-    pub elapsed: Duration,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -317,7 +315,6 @@ impl Session {
             status,
             stdout: out.captured,
             stderr: err.captured,
-            elapsed: start.elapsed(),
         })
     }
 
@@ -337,7 +334,7 @@ impl Session {
         if self.device.is_none() {
             bail!("no p2pnvme device process is running (use --nvme N)");
         }
-        hostctl::stats_request(&self.stats_socket(), "get")
+        p2pnvme_device::stats_query(&self.stats_socket(), "get")
     }
 
     /// A file in the run directory (where the guest's host requests write).

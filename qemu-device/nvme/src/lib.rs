@@ -119,10 +119,11 @@ fn claim_socket(path: &Path) -> Result<()> {
 
 /// One request to a device's stats socket (`get` or `reset`).
 pub fn stats_query(path: &Path, op: &str) -> Result<serde_json::Value> {
-    let mut s =
-        UnixStream::connect(path).with_context(|| format!("connecting to {}", path.display()))?;
+    let mut s = UnixStream::connect(path)
+        .with_context(|| format!("connecting to the device stats socket {}", path.display()))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
     s.write_all(format!("{op}\n").as_bytes())?;
     let mut line = String::new();
     BufReader::new(s).read_line(&mut line)?;
-    Ok(serde_json::from_str(&line)?)
+    serde_json::from_str(&line).with_context(|| format!("bad stats reply: {line}"))
 }
