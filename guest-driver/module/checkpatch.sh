@@ -12,7 +12,12 @@ if [ ! -x "$cache/checkpatch.pl" ]; then
 	echo "[checkpatch] fetching checkpatch.pl from linux-source-$series"
 	tmp=$(mktemp -d "$rootfs/tmp/ksrc.XXXXXX")
 	trap 'rm -rf "$tmp"' EXIT
-	chroot "$rootfs" sh -c "cd /tmp/${tmp##*/} && apt-get download -qq linux-source-$series"
+	# The cached root filesystem keeps no package lists: fetch them into
+	# the scratch directory so the cache stays as its inputs made it.
+	mkdir -p "$tmp/lists/partial"
+	chroot "$rootfs" sh -c "cd /tmp/${tmp##*/} &&
+		apt-get -qq -o APT::Sandbox::User=root -o Dir::State::Lists=/tmp/${tmp##*/}/lists update &&
+		apt-get -qq -o APT::Sandbox::User=root -o Dir::State::Lists=/tmp/${tmp##*/}/lists download linux-source-$series"
 	dpkg-deb --fsys-tarfile "$tmp"/linux-source-"$series"_*.deb |
 		tar -x -C "$tmp" --wildcards '*.tar.xz'
 	tar -xJf "$tmp"/usr/src/linux-source-"$series".tar.xz -C "$tmp" --wildcards \

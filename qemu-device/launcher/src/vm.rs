@@ -285,7 +285,7 @@ impl Session {
                     "the guest did not finish within {} s (raise --timeout, or look at the console log {}):\n{}",
                     timeout.as_secs(),
                     saved.display(),
-                    tail(&console, 15)
+                    console_report(&console)
                 );
             }
             if let Some(dev) = self.device.as_mut() {
@@ -308,7 +308,7 @@ impl Session {
                 "the guest stopped without reporting an exit status (QEMU exit {exit}; console log {}):\n{}{}",
                 saved.display(),
                 tail(&dir.join("qemu.log"), 10),
-                tail(&console, 15)
+                console_report(&console)
             );
         };
         Ok(GuestResult {
@@ -417,6 +417,36 @@ fn tail(path: &Path, lines: usize) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
     let v: Vec<&str> = text.lines().collect();
     let mut s = v[v.len().saturating_sub(lines)..].join("\n");
+    if !s.is_empty() {
+        s.push('\n');
+    }
+    s
+}
+
+/// The console's tail, preceded by the start of the first kernel oops when
+/// the tail alone would hide it (a panic prints its own cause last).
+fn console_report(path: &Path) -> String {
+    const FIRST_OOPS: [&str; 5] = [
+        "BUG:",
+        "Oops:",
+        "general protection fault",
+        "WARNING:",
+        "Kernel panic",
+    ];
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail_from = lines.len().saturating_sub(15);
+    let oops = lines
+        .iter()
+        .position(|l| FIRST_OOPS.iter().any(|m| l.contains(m)));
+    let mut s = String::new();
+    if let Some(at) = oops.filter(|&at| at < tail_from) {
+        let end = (at + 25).min(tail_from);
+        s += "-- first kernel report\n";
+        s += &lines[at..end].join("\n");
+        s += "\n-- console tail\n";
+    }
+    s += &lines[tail_from..].join("\n");
     if !s.is_empty() {
         s.push('\n');
     }
