@@ -3,7 +3,7 @@
 //! on the way in), the guest module copies it, and the host checks the
 //! destination file, the device's DMA counters and a dump of guest RAM.
 
-use crate::qemu::{CpuModel, Topology};
+use crate::qemu::{CpuModel, TcgThreads, Topology};
 use crate::ramscan;
 use crate::vm::{self, Output, Session, VmOptions};
 use anyhow::{bail, Context, Result};
@@ -95,6 +95,7 @@ pub fn run(a: DemoArgs) -> Result<i32> {
         mem_mib: 1024,
         smp: 2,
         kvm: false,
+        tcg_threads: TcgThreads::Single,
         backing_dir: None,
         with_driver: true,
         verbose: false,

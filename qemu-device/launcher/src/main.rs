@@ -14,7 +14,7 @@ mod vm;
 
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
-use qemu::{CpuModel, Topology};
+use qemu::{CpuModel, TcgThreads, Topology};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -102,6 +102,9 @@ struct VmArgs {
     /// Use KVM if a probe boot shows it works (TCG otherwise).
     #[arg(long)]
     kvm: bool,
+    /// TCG vCPU threading: single (default; robust) or multi (faster, may crash the guest rarely).
+    #[arg(long, value_enum, default_value = "single")]
+    tcg_threads: TcgThreads,
     /// Keep namespace backing files in this directory instead of a temporary one.
     #[arg(long)]
     backing_dir: Option<PathBuf>,
@@ -173,6 +176,7 @@ impl VmArgs {
             mem_mib: self.mem,
             smp: self.smp,
             kvm: self.kvm,
+            tcg_threads: self.tcg_threads,
             backing_dir: self.backing_dir.clone(),
             with_driver: !self.no_guest_driver,
             verbose: self.verbose,

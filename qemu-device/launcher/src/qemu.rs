@@ -32,8 +32,19 @@ impl CpuModel {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Accel {
-    Tcg,
+    Tcg(TcgThreads),
     Kvm,
+}
+
+/// How TCG runs the guest's vCPUs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TcgThreads {
+    /// One host thread takes turns between vCPUs. The default: multi-threaded
+    /// TCG can let a vCPU run stale code while another patches the kernel's
+    /// text (static keys), which crashed guests now and then.
+    Single,
+    /// A host thread per vCPU: faster guests, rare guest crashes.
+    Multi,
 }
 
 /// A PCI function to attach, in slot order.
@@ -134,7 +145,8 @@ pub fn build_args(cfg: &MachineConfig) -> Vec<String> {
     // vfio-user needs guest RAM the device process can map: fd-backed, shared.
     let mem = format!("memory-backend-memfd,id=mem,size={}M,share=on", cfg.mem_mib);
     let accel = match cfg.accel {
-        Accel::Tcg => "tcg",
+        Accel::Tcg(TcgThreads::Single) => "tcg,thread=single",
+        Accel::Tcg(TcgThreads::Multi) => "tcg,thread=multi",
         Accel::Kvm => "kvm",
     };
     push(&[
@@ -270,7 +282,7 @@ mod tests {
             ],
             topology,
             cpu: CpuModel::Amd,
-            accel: Accel::Tcg,
+            accel: Accel::Tcg(TcgThreads::Single),
             mem_mib: 1024,
             smp: 2,
             append: "console=ttyS0".into(),
@@ -292,7 +304,18 @@ mod tests {
         assert!(a.contains(r#""bus":"p2p_dn1""#));
         assert!(a.contains("memory-backend-memfd,id=mem,size=1024M,share=on"));
         assert!(a.contains("-cpu EPYC"));
+        assert!(a.contains("-accel tcg,thread=single"));
         assert!(a.ends_with("-S"));
+    }
+
+    #[test]
+    fn multi_threaded_tcg_and_kvm_are_asked_for_by_name() {
+        let img = image();
+        let mut c = cfg(&img, Topology::Switch);
+        c.accel = Accel::Tcg(TcgThreads::Multi);
+        assert!(build_args(&c).join(" ").contains("-accel tcg,thread=multi"));
+        c.accel = Accel::Kvm;
+        assert!(build_args(&c).join(" ").contains("-accel kvm"));
     }
 
     #[test]

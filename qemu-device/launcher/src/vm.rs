@@ -6,7 +6,9 @@ use crate::image::{self, Image};
 use crate::overlay;
 use crate::paths;
 use crate::procs::{self, Guarded};
-use crate::qemu::{self, Accel, CpuModel, GuestPorts, MachineConfig, PciDevice, Topology};
+use crate::qemu::{
+    self, Accel, CpuModel, GuestPorts, MachineConfig, PciDevice, TcgThreads, Topology,
+};
 use anyhow::{bail, Context, Result};
 use std::fs;
 use std::io::{Read, Write};
@@ -29,6 +31,7 @@ pub struct VmOptions {
     pub mem_mib: u32,
     pub smp: u32,
     pub kvm: bool,
+    pub tcg_threads: TcgThreads,
     pub backing_dir: Option<PathBuf>,
     pub with_driver: bool,
     pub verbose: bool,
@@ -81,7 +84,7 @@ impl Session {
             )
         })?;
         let mut s = Session {
-            accel: Accel::Tcg,
+            accel: Accel::Tcg(opts.tcg_threads),
             qemu_backing: vec![],
             nvme_backing: vec![],
             sockets: vec![],
@@ -468,7 +471,7 @@ fn kvm_probe(s: &Session) -> Result<Accel> {
         return Ok(if v.trim() == "ok" {
             Accel::Kvm
         } else {
-            Accel::Tcg
+            Accel::Tcg(s.opts.tcg_threads)
         });
     }
     if fs::OpenOptions::new()
@@ -478,7 +481,7 @@ fn kvm_probe(s: &Session) -> Result<Accel> {
         .is_err()
     {
         eprintln!("p2pnvme: --kvm asked but /dev/kvm is not usable; using TCG");
-        return Ok(Accel::Tcg);
+        return Ok(Accel::Tcg(s.opts.tcg_threads));
     }
     eprintln!("p2pnvme: probing KVM with a short boot");
     let mut probe = Session::prepare(VmOptions {
@@ -498,6 +501,6 @@ fn kvm_probe(s: &Session) -> Result<Accel> {
         Ok(Accel::Kvm)
     } else {
         eprintln!("p2pnvme: KVM probe boot failed (nested KVM?); using TCG");
-        Ok(Accel::Tcg)
+        Ok(Accel::Tcg(s.opts.tcg_threads))
     }
 }
