@@ -84,14 +84,14 @@ impl Controller {
 
     /// Sends `data` to the host buffer of an admin command (metadata).
     fn send_to_host(&mut self, sqe: &Sqe, data: &[u8]) -> CmdResult {
-        let segs = prp::segments(sqe, data.len(), &self.dma(), &self.stats)?;
-        prp::scatter(&self.dma(), &self.stats, &segs, data, Kind::Meta)?;
+        let r = prp::transfer(sqe, data.len(), &self.dma(), &self.stats)?;
+        prp::scatter(&r, &self.stats, data, Kind::Meta);
         Ok(0)
     }
 
     fn receive_from_host(&mut self, sqe: &Sqe, len: usize) -> Result<Vec<u8>, Status> {
-        let segs = prp::segments(sqe, len, &self.dma(), &self.stats)?;
-        prp::gather(&self.dma(), &self.stats, &segs, len, Kind::Meta)
+        let r = prp::transfer(sqe, len, &self.dma(), &self.stats)?;
+        Ok(prp::gather(&r, &self.stats, Kind::Meta))
     }
 
     fn identify(&mut self, sqe: &Sqe) -> CmdResult {

@@ -2,10 +2,10 @@
 //! command points at (guest RAM, our CMB or a peer's CMB).
 
 use crate::ctrl::{Controller, MAX_TRANSFER};
-use crate::mem::Target;
+use crate::mem::{Resolved, Target};
 use crate::nvme::{io as op, CmdResult, Sqe, Status};
-use crate::prp::{self, Segments};
-use crate::stats::Kind;
+use crate::prp;
+use crate::stats::{Dir, Kind};
 
 pub fn execute(c: &mut Controller, sqe: &Sqe) -> CmdResult {
     let nsid = sqe.nsid();
@@ -50,48 +50,51 @@ fn range(c: &Controller, ns: usize, slba: u64, nlb: u64) -> Result<(u64, u64), S
     Ok((slba << n.lba_shift, nlb << n.lba_shift))
 }
 
-/// Segments of a data transfer, with the CMB rule: a command's data is either
-/// all in our own CMB or all outside it.
-fn data_segments(c: &Controller, sqe: &Sqe, len: usize) -> Result<Segments, Status> {
+/// A command's data resolved to memory, with the CMB rule: a command's data
+/// is either all in our own CMB or all outside it.
+fn data<'a>(c: &'a Controller, sqe: &Sqe, len: usize) -> Result<Resolved<'a>, Status> {
     if len > MAX_TRANSFER {
         return Err(Status::INVALID_FIELD);
     }
-    let segs = prp::segments(sqe, len, &c.dma(), &c.stats)?;
+    let r = prp::transfer(sqe, len, &c.dma(), &c.stats)?;
     let mut in_cmb = None;
-    for (addr, n) in &segs {
-        let Some(a) = addr else { continue };
-        let t = c
-            .dma()
-            .classify(*a, *n as u64)
-            .map_err(|_| Status::DATA_TRANSFER_ERROR)?;
+    for (t, _) in r.targets() {
+        let Some(t) = t else { continue };
         let own = t == Target::OwnCmb;
         if *in_cmb.get_or_insert(own) != own {
             return Err(Status::INVALID_CMB_USE);
         }
     }
-    Ok(segs)
+    Ok(r)
 }
 
+/// Backing file -> memory in one vectored read, no bounce buffer.
 fn read(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
     let (off, len) = range(c, ns, sqe.slba(), sqe.nlb())?;
-    let segs = data_segments(c, sqe, len as usize)?;
-    let mut data = vec![0u8; len as usize];
-    c.ns[ns]
-        .read_at(&mut data, off)
-        .map_err(|_| Status::INTERNAL_ERROR)?;
-    prp::scatter(&c.dma(), &c.stats, &segs, &data, Kind::Data)?;
+    {
+        let r = data(c, sqe, len as usize)?;
+        let mut bucket = vec![0u8; r.bucket_len()];
+        let mut iov = r.iovecs(&mut bucket);
+        // SAFETY: the vectors point into memory `r` keeps mapped, or into `bucket`.
+        unsafe { c.ns[ns].read_vectored_at(&mut iov, off) }.map_err(|_| Status::INTERNAL_ERROR)?;
+        prp::count(&r, &c.stats, Kind::Data, Dir::Written);
+    }
     c.reads += 1;
     c.units_read += len.div_ceil(512_000);
     Ok(0)
 }
 
+/// Memory -> backing file in one vectored write (bit buckets write zeros).
 fn write(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
     let (off, len) = range(c, ns, sqe.slba(), sqe.nlb())?;
-    let segs = data_segments(c, sqe, len as usize)?;
-    let data = prp::gather(&c.dma(), &c.stats, &segs, len as usize, Kind::Data)?;
-    c.ns[ns]
-        .write_at(&data, off)
-        .map_err(|_| Status::INTERNAL_ERROR)?;
+    {
+        let r = data(c, sqe, len as usize)?;
+        let mut bucket = vec![0u8; r.bucket_len()];
+        let mut iov = r.iovecs(&mut bucket);
+        // SAFETY: as in read.
+        unsafe { c.ns[ns].write_vectored_at(&mut iov, off) }.map_err(|_| Status::INTERNAL_ERROR)?;
+        prp::count(&r, &c.stats, Kind::Data, Dir::Read);
+    }
     // FUA, or no volatile write cache: make it durable before completing.
     if sqe.cdw(12) & (1 << 30) != 0 || !c.features.vwc {
         c.ns[ns].flush().map_err(|_| Status::INTERNAL_ERROR)?;
@@ -103,8 +106,7 @@ fn write(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
 
 fn compare(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
     let (off, len) = range(c, ns, sqe.slba(), sqe.nlb())?;
-    let segs = data_segments(c, sqe, len as usize)?;
-    let host = prp::gather(&c.dma(), &c.stats, &segs, len as usize, Kind::Data)?;
+    let host = prp::gather(&data(c, sqe, len as usize)?, &c.stats, Kind::Data);
     let mut media = vec![0u8; len as usize];
     c.ns[ns]
         .read_at(&mut media, off)
@@ -126,8 +128,7 @@ fn write_zeroes(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
 fn dsm(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
     let nr = (sqe.cdw(10) & 0xff) as usize + 1;
     let deallocate = sqe.cdw(11) & (1 << 2) != 0;
-    let segs = data_segments(c, sqe, nr * 16)?;
-    let ranges = prp::gather(&c.dma(), &c.stats, &segs, nr * 16, Kind::Meta)?;
+    let ranges = prp::gather(&data(c, sqe, nr * 16)?, &c.stats, Kind::Meta);
     let mut checked = vec![];
     for r in ranges.chunks_exact(16) {
         let nlb = u32::from_le_bytes(r[4..8].try_into().unwrap()) as u64;
@@ -156,8 +157,7 @@ fn copy(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
     if nr > 16 {
         return Err(Status::CMD_SIZE_LIMIT);
     }
-    let segs = data_segments(c, sqe, nr * 32)?;
-    let raw = prp::gather(&c.dma(), &c.stats, &segs, nr * 32, Kind::Meta)?;
+    let raw = prp::gather(&data(c, sqe, nr * 32)?, &c.stats, Kind::Meta);
     let mut sources = vec![];
     let mut total = 0u64;
     for r in raw.chunks_exact(32) {

@@ -5,6 +5,7 @@
 //! directly mapped BARs as fd-less DMA maps.
 
 use std::fs::File;
+use std::marker::PhantomData;
 use std::os::unix::io::AsRawFd;
 use std::sync::{Arc, RwLock};
 
@@ -43,6 +44,13 @@ impl Mapping {
 
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Pointer to `off`; the caller has bounds-checked `off + n <= len`.
+    fn at(&self, off: usize, n: usize) -> *mut u8 {
+        assert!(off + n <= self.len);
+        // SAFETY: within the mapping, checked above.
+        unsafe { self.ptr.add(off) }
     }
 
     /// Copies out of the mapping; `off + buf.len()` must be within it.
@@ -130,7 +138,7 @@ pub struct Dma<'a> {
     pub cmbs: &'a CmbRegistry,
 }
 
-impl Dma<'_> {
+impl<'a> Dma<'a> {
     /// Where [addr, addr+len) lives; a range that straddles two windows or
     /// leaves one is invalid.
     pub fn classify(&self, addr: u64, len: u64) -> Result<Target, DmaFault> {
@@ -155,17 +163,19 @@ impl Dma<'_> {
             .ok_or(DmaFault)
     }
 
+    /// Runs `f` on the mapping holding [addr, addr+len) and the offset in it;
+    /// for a CMB, also on the shared handle that keeps the mapping alive.
     fn with<R>(
         &self,
         addr: u64,
         len: usize,
-        f: impl FnOnce(&Mapping, usize) -> R,
+        f: impl FnOnce(&Mapping, usize, Option<&Arc<Mapping>>) -> R,
     ) -> Result<(Target, R), DmaFault> {
         let t = self.classify(addr, len as u64)?;
         match t {
             Target::GuestRam => {
                 let (m, off) = self.ram.find(addr, len as u64).ok_or(DmaFault)?;
-                Ok((t, f(m, off)))
+                Ok((t, f(m, off, None)))
             }
             Target::OwnCmb | Target::PeerCmb(_) => {
                 let id = match t {
@@ -175,19 +185,141 @@ impl Dma<'_> {
                 let cmbs = self.cmbs.read().unwrap();
                 let w = cmbs.iter().find(|w| w.ctrl == id).ok_or(DmaFault)?;
                 let base = w.base.ok_or(DmaFault)?;
-                Ok((t, f(&w.mem, (addr - base) as usize)))
+                Ok((t, f(&w.mem, (addr - base) as usize, Some(&w.mem))))
             }
         }
     }
 
+    /// Resolves every piece of a transfer up front (None: a bit bucket), so
+    /// data can move between a backing file and this memory in one system
+    /// call, without a bounce buffer.
+    pub fn resolve(&self, segs: &[(Option<u64>, usize)]) -> Result<Resolved<'a>, DmaFault> {
+        let mut r = Resolved {
+            pieces: Vec::with_capacity(segs.len()),
+            cmbs: vec![],
+            _ram: PhantomData,
+        };
+        for &(addr, len) in segs {
+            let Some(addr) = addr else {
+                r.pieces.push(Piece {
+                    target: None,
+                    ptr: std::ptr::null_mut(),
+                    len,
+                });
+                continue;
+            };
+            let cmbs = &mut r.cmbs;
+            let (target, ptr) = self.with(addr, len, |m, off, shared| {
+                if let Some(shared) = shared {
+                    if !cmbs.iter().any(|c| Arc::ptr_eq(c, shared)) {
+                        cmbs.push(shared.clone());
+                    }
+                }
+                m.at(off, len)
+            })?;
+            r.pieces.push(Piece {
+                target: Some(target),
+                ptr,
+                len,
+            });
+        }
+        Ok(r)
+    }
+
     pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<Target, DmaFault> {
-        self.with(addr, buf.len(), |m, off| m.read(off, buf))
+        self.with(addr, buf.len(), |m, off, _| m.read(off, buf))
             .map(|(t, _)| t)
     }
 
     pub fn write(&self, addr: u64, buf: &[u8]) -> Result<Target, DmaFault> {
-        self.with(addr, buf.len(), |m, off| m.write(off, buf))
+        self.with(addr, buf.len(), |m, off, _| m.write(off, buf))
             .map(|(t, _)| t)
+    }
+}
+
+/// One piece of a resolved transfer.
+struct Piece {
+    /// None: a bit bucket (no memory behind it).
+    target: Option<Target>,
+    ptr: *mut u8,
+    len: usize,
+}
+
+/// A transfer resolved to process memory. The pointers stay valid while it
+/// lives: guest RAM maps are borrowed from the controller, CMB mappings are
+/// held here.
+pub struct Resolved<'a> {
+    pieces: Vec<Piece>,
+    cmbs: Vec<Arc<Mapping>>,
+    _ram: PhantomData<&'a GuestRam>,
+}
+
+impl Resolved<'_> {
+    /// Where each piece lives (None: bit bucket), and its length.
+    pub fn targets(&self) -> impl Iterator<Item = (Option<Target>, usize)> + '_ {
+        self.pieces.iter().map(|p| (p.target, p.len))
+    }
+
+    pub fn has_bit_bucket(&self) -> bool {
+        self.pieces.iter().any(|p| p.target.is_none())
+    }
+
+    /// I/O vectors over the pieces; bit buckets read into or write from
+    /// `bucket`, which must be as long as the longest of them.
+    pub fn iovecs(&self, bucket: &mut [u8]) -> Vec<libc::iovec> {
+        self.pieces
+            .iter()
+            .map(|p| {
+                let base = if p.target.is_some() {
+                    p.ptr
+                } else {
+                    assert!(p.len <= bucket.len());
+                    bucket.as_mut_ptr()
+                };
+                libc::iovec {
+                    iov_base: base.cast(),
+                    iov_len: p.len,
+                }
+            })
+            .collect()
+    }
+
+    /// The longest bit bucket (0 when there is none).
+    pub fn bucket_len(&self) -> usize {
+        self.pieces
+            .iter()
+            .filter(|p| p.target.is_none())
+            .map(|p| p.len)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Copies `data` into the pieces in order, skipping bit buckets.
+    pub fn scatter(&self, data: &[u8]) {
+        let mut done = 0;
+        for p in &self.pieces {
+            if p.target.is_some() {
+                // SAFETY: p.ptr..+len is inside a mapping this value keeps alive.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(data[done..done + p.len].as_ptr(), p.ptr, p.len)
+                }
+            }
+            done += p.len;
+        }
+    }
+
+    /// Collects the pieces in order; bit buckets read as zeros.
+    pub fn gather(&self) -> Vec<u8> {
+        let mut data = vec![0u8; self.pieces.iter().map(|p| p.len).sum()];
+        let mut done = 0;
+        for p in &self.pieces {
+            if p.target.is_some() {
+                // SAFETY: as in scatter.
+                unsafe { std::ptr::copy_nonoverlapping(p.ptr, data[done..].as_mut_ptr(), p.len) }
+            }
+            done += p.len;
+        }
+        data
     }
 }
 

@@ -2,7 +2,7 @@
 //! the list of memory segments to transfer. List pages are read through DMA
 //! and counted as metadata.
 
-use crate::mem::{Dma, Target};
+use crate::mem::{Dma, Resolved, Target};
 use crate::nvme::{Sqe, Status};
 use crate::stats::{Counters, Dir, Kind};
 
@@ -157,46 +157,35 @@ fn sgl(first: [u8; 16], len: usize, dma: &Dma, stats: &Counters) -> Result<Segme
     Ok(segs)
 }
 
-/// Copies `data` out to the segments (bit buckets skip their bytes),
-/// counting each piece by where it landed.
-pub fn scatter(
-    dma: &Dma,
+/// The command's data pointer resolved to memory, piece by piece.
+pub fn transfer<'a>(
+    sqe: &Sqe,
+    len: usize,
+    dma: &Dma<'a>,
     stats: &Counters,
-    segs: &Segments,
-    data: &[u8],
-    kind: Kind,
-) -> Result<(), Status> {
-    let mut done = 0;
-    for (addr, n) in segs {
-        if let Some(a) = addr {
-            let t = dma
-                .write(*a, &data[done..done + n])
-                .map_err(|_| Status::DATA_TRANSFER_ERROR)?;
-            stats.add(kind, Dir::Written, t, *n as u64);
-        }
-        done += n;
-    }
-    Ok(())
+) -> Result<Resolved<'a>, Status> {
+    let segs = segments(sqe, len, dma, stats)?;
+    dma.resolve(&segs).map_err(|_| Status::DATA_TRANSFER_ERROR)
 }
 
-/// Collects `len` bytes from the segments, counting each piece by its source.
-pub fn gather(
-    dma: &Dma,
-    stats: &Counters,
-    segs: &Segments,
-    len: usize,
-    kind: Kind,
-) -> Result<Vec<u8>, Status> {
-    let mut data = vec![0u8; len];
-    let mut done = 0;
-    for (addr, n) in segs {
-        if let Some(a) = addr {
-            let t = dma
-                .read(*a, &mut data[done..done + n])
-                .map_err(|_| Status::DATA_TRANSFER_ERROR)?;
-            stats.add(kind, Dir::Read, t, *n as u64);
+/// Counts a finished transfer, each piece by where it was.
+pub fn count(r: &Resolved, stats: &Counters, kind: Kind, dir: Dir) {
+    for (t, n) in r.targets() {
+        if let Some(t) = t {
+            stats.add(kind, dir, t, n as u64);
         }
-        done += n;
     }
-    Ok(data)
+}
+
+/// Copies `data` out to the transfer's memory (bit buckets skip their bytes).
+pub fn scatter(r: &Resolved, stats: &Counters, data: &[u8], kind: Kind) {
+    r.scatter(data);
+    count(r, stats, kind, Dir::Written);
+}
+
+/// Collects the transfer's bytes (bit buckets read as zeros).
+pub fn gather(r: &Resolved, stats: &Counters, kind: Kind) -> Vec<u8> {
+    let data = r.gather();
+    count(r, stats, kind, Dir::Read);
+    data
 }
