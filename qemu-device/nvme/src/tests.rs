@@ -189,6 +189,9 @@ fn sgl_descriptors() {
     let mut got = [0u8; 4096];
     h.read_mem(b, &mut got);
     assert_eq!(got, [0xab; 4096]);
+    // The bit bucket's bytes (zeros on the media) went nowhere.
+    h.read_mem(a, &mut got);
+    assert_eq!(got, [0xab; 4096], "a bit bucket's address is not written");
     // A segment claiming 4 GiB of descriptors is refused before any allocation.
     let huge = desc(seg, 0xffff_fff0, 2);
     for i in 0..4 {
