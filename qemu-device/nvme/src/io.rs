@@ -68,33 +68,45 @@ fn data<'a>(c: &'a Controller, sqe: &Sqe, len: usize) -> Result<Resolved<'a>, St
     Ok(r)
 }
 
-/// Backing file -> memory in one vectored read, no bounce buffer.
+/// Moves a command's data between the backing file and memory in one
+/// vectored call, without a bounce buffer (bit buckets: scratch bytes).
+fn move_data(
+    c: &Controller,
+    ns: usize,
+    sqe: &Sqe,
+    off: u64,
+    len: u64,
+    to_memory: bool,
+) -> CmdResult {
+    let r = data(c, sqe, len as usize)?;
+    let mut bucket = vec![0u8; r.bucket_len()];
+    let mut iov = r.iovecs(&mut bucket);
+    let file = &c.ns[ns];
+    // SAFETY: the vectors point into memory `r` keeps mapped, or into `bucket`.
+    let moved = unsafe {
+        if to_memory {
+            file.read_vectored_at(&mut iov, off)
+        } else {
+            file.write_vectored_at(&mut iov, off)
+        }
+    };
+    moved.map_err(|_| Status::INTERNAL_ERROR)?;
+    let dir = if to_memory { Dir::Written } else { Dir::Read };
+    prp::count(&r, &c.stats, Kind::Data, dir);
+    Ok(0)
+}
+
 fn read(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
     let (off, len) = range(c, ns, sqe.slba(), sqe.nlb())?;
-    {
-        let r = data(c, sqe, len as usize)?;
-        let mut bucket = vec![0u8; r.bucket_len()];
-        let mut iov = r.iovecs(&mut bucket);
-        // SAFETY: the vectors point into memory `r` keeps mapped, or into `bucket`.
-        unsafe { c.ns[ns].read_vectored_at(&mut iov, off) }.map_err(|_| Status::INTERNAL_ERROR)?;
-        prp::count(&r, &c.stats, Kind::Data, Dir::Written);
-    }
+    move_data(c, ns, sqe, off, len, true)?;
     c.reads += 1;
     c.units_read += len.div_ceil(512_000);
     Ok(0)
 }
 
-/// Memory -> backing file in one vectored write (bit buckets write zeros).
 fn write(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
     let (off, len) = range(c, ns, sqe.slba(), sqe.nlb())?;
-    {
-        let r = data(c, sqe, len as usize)?;
-        let mut bucket = vec![0u8; r.bucket_len()];
-        let mut iov = r.iovecs(&mut bucket);
-        // SAFETY: as in read.
-        unsafe { c.ns[ns].write_vectored_at(&mut iov, off) }.map_err(|_| Status::INTERNAL_ERROR)?;
-        prp::count(&r, &c.stats, Kind::Data, Dir::Read);
-    }
+    move_data(c, ns, sqe, off, len, false)?;
     // FUA, or no volatile write cache: make it durable before completing.
     if sqe.cdw(12) & (1 << 30) != 0 || !c.features.vwc {
         c.ns[ns].flush().map_err(|_| Status::INTERNAL_ERROR)?;
