@@ -46,6 +46,31 @@ fn fio_verify_with_several_jobs_and_queues() {
 }
 
 #[test]
+fn the_stock_driver_uses_shadow_doorbells() {
+    // QD1 reads: without shadow doorbells each costs two doorbell register
+    // writes (SQ tail, CQ head); with them only the SQ tail of an idle
+    // device rings. Admin commands at boot always ring both.
+    let dir = tempfile_dir("dbbuf");
+    let stats = dir.join("stats.json");
+    guest_ok(
+        &["--nvme", "1", "--stats-json", stats.to_str().unwrap()],
+        &format!("dd if={DEV0} of=/dev/null bs=4k count=1000 iflag=direct"),
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    let c = &doc["controllers"][0];
+    let (cmds, rings) = (
+        c["commands"].as_u64().unwrap(),
+        c["doorbell_writes"].as_u64().unwrap(),
+    );
+    assert!(cmds >= 1000, "{c}");
+    assert!(
+        (rings as f64) < 1.5 * cmds as f64,
+        "{rings} doorbell writes for {cmds} commands: shadow doorbells unused"
+    );
+}
+
+#[test]
 fn ext4_survives_a_reboot_through_the_backing_file() {
     let dir = tempfile_dir("ext4");
     let d = dir.to_str().unwrap();

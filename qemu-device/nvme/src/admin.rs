@@ -1,6 +1,7 @@
 //! Admin commands.
 
 use crate::ctrl::{Controller, Cq, Sq, MAX_IO_QUEUES, MDTS, MQES, MSIX_VECTORS};
+use crate::dbbuf::{Bell, DoorbellBuffer};
 use crate::mem::Target;
 use crate::nvme::{admin as op, CmdResult, Sqe, Status};
 use crate::prp;
@@ -78,8 +79,37 @@ impl Controller {
             // Commands complete too fast to abort: report "not aborted".
             op::ABORT => Ok(1),
             op::KEEP_ALIVE => Ok(0),
+            op::DOORBELL_BUFFER_CONFIG => self.doorbell_buffer_config(sqe),
             _ => Err(Status::INVALID_OPCODE),
         })
+    }
+
+    /// PRP1: shadow doorbell page, PRP2: event index page (both page
+    /// aligned, in memory we can reach). Queues created later use them too.
+    fn doorbell_buffer_config(&mut self, sqe: &Sqe) -> CmdResult {
+        if sqe.psdt() != 0 {
+            return Err(Status::INVALID_FIELD);
+        }
+        let db = DoorbellBuffer::new(sqe.dptr1(), sqe.dptr2(), &self.dma())
+            .ok_or(Status::INVALID_FIELD)?;
+        self.dbbuf = Some(db);
+        for qid in 1..self.sqs.len() {
+            self.arm_shadow_doorbells(qid);
+        }
+        Ok(0)
+    }
+
+    /// Event indices for a new I/O queue: the first submission rings, head
+    /// updates stay silent until the completion queue fills.
+    fn arm_shadow_doorbells(&mut self, qid: usize) {
+        let Some(db) = self.dbbuf else { return };
+        if let Some(sq) = &self.sqs[qid] {
+            db.set_event(&self.dma(), &self.stats, qid, Bell::SqTail, sq.tail);
+        }
+        if let Some(cq) = &self.cqs[qid] {
+            let quiet = cq.head.wrapping_sub(1);
+            db.set_event(&self.dma(), &self.stats, qid, Bell::CqHead, quiet);
+        }
     }
 
     /// Sends `data` to the host buffer of an admin command (metadata).
@@ -167,6 +197,7 @@ impl Controller {
         put(b, 78, &(self.id as u16 + 1).to_le_bytes()); // CNTLID
         put(b, 80, &0x0001_0400u32.to_le_bytes()); // VER 1.4
         b[111] = 1; // CNTRLTYPE: I/O controller
+        put(b, 256, &(1u16 << 8).to_le_bytes()); // OACS: doorbell buffer config
         b[258] = 3; // ACL
         b[259] = 3; // AERL
         b[260] = 0x03; // FRMW: one read-only slot
@@ -252,6 +283,7 @@ impl Controller {
             op::GET_FEATURES,
             op::ASYNC_EVENT,
             op::KEEP_ALIVE,
+            op::DOORBELL_BUFFER_CONFIG,
         ] {
             put(&mut b, o as usize * 4, &supported.to_le_bytes());
         }
@@ -308,6 +340,7 @@ impl Controller {
             ien,
             pending: VecDeque::new(),
         });
+        self.arm_shadow_doorbells(qid);
         Ok(0)
     }
 
@@ -340,6 +373,7 @@ impl Controller {
             tail: 0,
             cqid: cqid as u16,
         });
+        self.arm_shadow_doorbells(qid);
         Ok(0)
     }
 

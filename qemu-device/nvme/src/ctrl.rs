@@ -2,6 +2,7 @@
 //! doorbells, completions and interrupts.
 
 use crate::backing::Namespace;
+use crate::dbbuf::{Bell, DoorbellBuffer};
 use crate::mem::{CmbRegistry, Dma, GuestRam, Mapping, Target};
 use crate::nvme::{cqe, Sqe, Status};
 use crate::stats::{Counters, Dir, Kind};
@@ -101,6 +102,8 @@ pub struct Controller {
     /// the vfio-user reply to a doorbell write does not wait for the I/O.
     pub deferred: bool,
     pub work: bool,
+    /// Shadow doorbells for I/O queues, once the driver configured them.
+    pub dbbuf: Option<DoorbellBuffer>,
 }
 
 impl Controller {
@@ -151,6 +154,7 @@ impl Controller {
             units_written: 0,
             deferred: false,
             work: false,
+            dbbuf: None,
         })
     }
 
@@ -329,6 +333,7 @@ impl Controller {
         self.aers.clear();
         self.events.clear();
         self.features = Default::default();
+        self.dbbuf = None;
         self.csts &= !(CSTS_RDY | CSTS_CFS);
     }
 
@@ -355,6 +360,9 @@ impl Controller {
     }
 
     fn doorbell(&mut self, off: u64, v: u32) {
+        self.stats
+            .doorbell_writes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let idx = (off - DOORBELLS) / 4;
         let qid = (idx / 2) as usize;
         if self.csts & CSTS_RDY == 0 {
@@ -421,9 +429,65 @@ impl Controller {
     }
 
     fn doorbell_error(&mut self, info: u32) {
-        // Asynchronous event: error status, info, log page 01h.
-        self.events.push_back(info << 8 | 0x01 << 16);
+        // Asynchronous event: error status, info, log page 01h; one of a
+        // kind outstanding, so a misbehaving guest cannot grow the queue.
+        let ev = info << 8 | 0x01 << 16;
+        if !self.events.contains(&ev) {
+            self.events.push_back(ev);
+        }
         self.deliver_events();
+    }
+
+    /// A drained I/O SQ with shadow doorbells: publishes the tail we reached
+    /// and rereads the shadow. True when the driver added entries meanwhile.
+    fn refresh_sq_tail(&mut self, qid: usize) -> bool {
+        let (Some(db), true) = (self.dbbuf, qid != 0) else {
+            return false;
+        };
+        let Some((tail, size)) = self.sqs[qid].as_ref().map(|q| (q.tail, q.size)) else {
+            return false;
+        };
+        match db.settle(&self.dma(), &self.stats, qid, Bell::SqTail, tail) {
+            Some(t) if t >= size => {
+                self.doorbell_error(0x01);
+                false
+            }
+            Some(t) if t != tail => {
+                self.sqs[qid].as_mut().unwrap().tail = t;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A full I/O CQ with shadow doorbells: rereads the head the driver
+    /// published. Until it moves, asks for a real head doorbell; otherwise
+    /// keeps the driver from ringing at all. True when there is room now.
+    fn refresh_cq_head(&mut self, cqid: usize) -> bool {
+        let (Some(db), true) = (self.dbbuf, cqid != 0) else {
+            return false;
+        };
+        let Some((head, size)) = self.cqs[cqid].as_ref().map(|q| (q.head, q.size)) else {
+            return false;
+        };
+        let dma = self.dma();
+        let mut now = db.read(&dma, &self.stats, cqid, Bell::CqHead);
+        if now == Some(head) {
+            now = db.settle(&dma, &self.stats, cqid, Bell::CqHead, head);
+        }
+        match now {
+            Some(h) if h >= size => {
+                self.doorbell_error(0x01);
+                false
+            }
+            Some(h) if h != head => {
+                // Behind the driver's head: its next update rings nothing.
+                db.set_event(&dma, &self.stats, cqid, Bell::CqHead, h.wrapping_sub(1));
+                self.cqs[cqid].as_mut().unwrap().head = h;
+                true
+            }
+            _ => false,
+        }
     }
 
     pub fn deliver_events(&mut self) {
@@ -442,6 +506,9 @@ impl Controller {
                 return;
             };
             if sq.head == sq.tail {
+                if self.refresh_sq_tail(qid) {
+                    continue;
+                }
                 return;
             }
             // A full completion queue stops fetching; the CQ head doorbell
@@ -525,7 +592,13 @@ impl Controller {
             let Some(cq) = self.cqs.get_mut(cqid).and_then(|q| q.as_mut()) else {
                 return;
             };
-            if cq.pending.is_empty() || (cq.tail + 1) % cq.size == cq.head {
+            if cq.pending.is_empty() {
+                break;
+            }
+            if (cq.tail + 1) % cq.size == cq.head {
+                if self.refresh_cq_head(cqid) {
+                    continue;
+                }
                 break;
             }
             let mut e = cq.pending.pop_front().unwrap();

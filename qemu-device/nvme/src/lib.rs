@@ -10,6 +10,7 @@
 mod admin;
 mod backing;
 mod ctrl;
+mod dbbuf;
 mod io;
 mod mem;
 mod nvme;

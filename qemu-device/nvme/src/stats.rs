@@ -34,6 +34,8 @@ pub struct Counters {
     bytes: Vec<AtomicU64>,
     pub commands: AtomicU64,
     pub errors: AtomicU64,
+    /// Doorbell register writes: each one a vfio-user round trip for QEMU.
+    pub doorbell_writes: AtomicU64,
 }
 
 fn slot(kind: Kind, dir: Dir, t: Target) -> usize {
@@ -57,6 +59,7 @@ impl Counters {
                 .collect(),
             commands: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            doorbell_writes: AtomicU64::new(0),
         }
     }
 
@@ -74,6 +77,7 @@ impl Counters {
         }
         self.commands.store(0, Relaxed);
         self.errors.store(0, Relaxed);
+        self.doorbell_writes.store(0, Relaxed);
     }
 
     fn routes(&self, kind: Kind) -> Value {
@@ -104,6 +108,7 @@ impl Counters {
             "serial": self.serial,
             "commands": self.commands.load(Relaxed),
             "errors": self.errors.load(Relaxed),
+            "doorbell_writes": self.doorbell_writes.load(Relaxed),
             "data": self.routes(Kind::Data),
             "meta": self.routes(Kind::Meta),
         })

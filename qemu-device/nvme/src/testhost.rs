@@ -52,6 +52,10 @@ pub struct TestHost {
     queues: [HostQueue; QUEUES],
     irq: File,
     cid: u16,
+    /// Shadow doorbell and event index pages, once configured.
+    shadow: Option<(u64, u64)>,
+    /// Doorbell register writes so far (each one a vfio-user round trip).
+    pub doorbell_writes: u64,
 }
 
 /// A submission entry under construction.
@@ -110,6 +114,8 @@ impl TestHost {
             queues: [HostQueue::default(); QUEUES],
             irq,
             cid: 0,
+            shadow: None,
+            doorbell_writes: 0,
         }
     }
 
@@ -202,7 +208,53 @@ impl TestHost {
         self.write_sq_entry(q.sq_base, q.sq_tail, &raw);
         let tail = (q.sq_tail + 1) % q.sq_size;
         self.queues[qid].sq_tail = tail;
-        self.write32(DOORBELLS + (2 * qid as u64) * 4, tail as u32);
+        self.ring(2 * qid, q.sq_tail, tail);
+    }
+
+    /// Configures shadow doorbells (Doorbell Buffer Config); from then on
+    /// I/O queue doorbells are written the way Linux writes them.
+    pub fn enable_shadow_doorbells(&mut self) -> Completion {
+        let (db, ei) = (self.alloc(4096), self.alloc(4096));
+        let mut c = command(0x7c, 0);
+        c.dw[6] = db as u32;
+        c.dw[7] = (db >> 32) as u32;
+        c.dw[8] = ei as u32;
+        c.dw[9] = (ei >> 32) as u32;
+        let done = self.submit(0, c).expect("doorbell buffer config completes");
+        if done.ok() {
+            self.shadow = Some((db, ei));
+        }
+        done
+    }
+
+    /// The value of doorbell `slot` in the shadow (or event index) page.
+    pub fn shadow_slot(&self, slot: usize, eventidx: bool) -> Option<u16> {
+        let (db, ei) = self.shadow?;
+        let mut b = [0u8; 4];
+        self.read_mem(if eventidx { ei } else { db } + slot as u64 * 4, &mut b);
+        Some(u32::from_le_bytes(b) as u16)
+    }
+
+    /// Writes the shadow doorbell `slot` without ringing anything.
+    pub fn write_shadow(&self, slot: usize, v: u16) {
+        let (db, _) = self.shadow.expect("shadow doorbells configured");
+        self.write_mem(db + slot as u64 * 4, &(v as u32).to_le_bytes());
+    }
+
+    /// Moves doorbell `slot` (2*qid: SQ tail, 2*qid+1: CQ head) from `old`
+    /// to `new`: with shadow doorbells as Linux's nvme_dbbuf_update_and_check_event
+    /// does (shadow, full barrier, event index check), else straight to MMIO.
+    pub fn ring(&mut self, slot: usize, old: u16, new: u16) {
+        if let (Some(_), true) = (self.shadow, slot >= 2) {
+            self.write_shadow(slot, new);
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+            let ei = self.shadow_slot(slot, true).unwrap();
+            if new.wrapping_sub(ei).wrapping_sub(1) >= new.wrapping_sub(old) {
+                return;
+            }
+        }
+        self.doorbell_writes += 1;
+        self.write32(DOORBELLS + slot as u64 * 4, new as u32);
     }
 
     fn write_sq_entry(&mut self, base: u64, slot: u16, raw: &[u8; 64]) {
@@ -229,7 +281,7 @@ impl TestHost {
         if head == 0 {
             self.queues[qid].phase = !q.phase;
         }
-        self.write32(DOORBELLS + (2 * qid as u64 + 1) * 4, head as u32);
+        self.ring(2 * qid + 1, q.cq_head, head);
         Some(Completion {
             dw0: u32::from_le_bytes(e[0..4].try_into().unwrap()),
             cid: u16::from_le_bytes([e[12], e[13]]),
