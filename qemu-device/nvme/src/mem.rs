@@ -8,6 +8,10 @@ use std::fs::File;
 use std::marker::PhantomData;
 use std::os::unix::io::AsRawFd;
 use std::sync::{Arc, RwLock};
+use vm_memory::{
+    FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+    GuestRegionMmap, MmapRegion,
+};
 
 /// A shared mapping of a file (guest RAM section or CMB memfd).
 pub struct Mapping {
@@ -76,37 +80,70 @@ impl Drop for Mapping {
     }
 }
 
-/// Guest RAM sections announced with DMA_MAP.
+/// One DMA_MAP section: fd-backed sections are guest RAM we can reach;
+/// fd-less ones (directly mapped BARs) are only remembered for unmapping.
+struct Section {
+    iova: u64,
+    size: u64,
+    region: Option<Arc<GuestRegionMmap>>,
+}
+
+/// Guest RAM sections announced with DMA_MAP, mapped through rust-vmm's
+/// vm-memory.
 #[derive(Default)]
 pub struct GuestRam {
-    maps: Vec<(u64, Option<Mapping>, u64)>, // (iova, mapping, size)
+    sections: Vec<Section>,
+    mem: GuestMemoryMmap,
 }
 
 impl GuestRam {
-    pub fn map(&mut self, iova: u64, size: u64, m: Option<Mapping>) {
+    /// Maps a section; `file` is the fd QEMU sent and the offset in it.
+    pub fn map(&mut self, iova: u64, size: u64, file: Option<(File, u64)>) -> std::io::Result<()> {
+        let region = match file {
+            Some((f, offset)) => {
+                let bad = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+                let mmap = MmapRegion::from_file(FileOffset::new(f, offset), size as usize)
+                    .map_err(|e| bad(format!("mapping DMA section at {iova:#x}: {e}")))?;
+                let r = GuestRegionMmap::new(mmap, GuestAddress(iova))
+                    .ok_or_else(|| bad(format!("DMA section at {iova:#x} wraps")))?;
+                Some(Arc::new(r))
+            }
+            None => None,
+        };
         self.unmap(iova, size);
-        self.maps.push((iova, m, size));
+        self.sections.push(Section { iova, size, region });
+        self.rebuild();
+        Ok(())
     }
 
+    /// Forgets every section overlapping [iova, iova+size).
     pub fn unmap(&mut self, iova: u64, size: u64) {
-        self.maps
-            .retain(|(a, _, s)| *a + *s <= iova || iova.saturating_add(size) <= *a);
+        self.sections
+            .retain(|s| s.iova + s.size <= iova || iova.saturating_add(size) <= s.iova);
+        self.rebuild();
     }
 
     pub fn clear(&mut self) {
-        self.maps.clear();
+        self.sections.clear();
+        self.rebuild();
     }
 
-    /// The fd-backed mapping holding [addr, addr+len), and the offset in it.
-    fn find(&self, addr: u64, len: u64) -> Option<(&Mapping, usize)> {
-        self.maps.iter().find_map(|(a, m, s)| {
-            let end = addr.checked_add(len)?;
-            if addr >= *a && end <= a + s {
-                m.as_ref().map(|m| (m, (addr - a) as usize))
-            } else {
-                None
-            }
-        })
+    fn rebuild(&mut self) {
+        let mut regions: Vec<_> = self
+            .sections
+            .iter()
+            .filter_map(|s| s.region.clone())
+            .collect();
+        regions.sort_by_key(|r| r.start_addr());
+        // Sections never overlap (map unmaps first), so this cannot fail.
+        self.mem = GuestMemoryMmap::from_arc_regions(regions).unwrap_or_default();
+    }
+
+    /// Host address of [addr, addr+len) when it lies in one fd-backed section.
+    fn host(&self, addr: u64, len: u64) -> Option<*mut u8> {
+        addr.checked_add(len)?;
+        let s = self.mem.get_slice(GuestAddress(addr), len as usize).ok()?;
+        Some(s.ptr_guard_mut().as_ptr())
     }
 }
 
@@ -142,7 +179,19 @@ impl<'a> Dma<'a> {
     /// Where [addr, addr+len) lives; a range that straddles two windows or
     /// leaves one is invalid.
     pub fn classify(&self, addr: u64, len: u64) -> Result<Target, DmaFault> {
-        let end = addr.checked_add(len).ok_or(DmaFault)?;
+        let len = usize::try_from(len).map_err(|_| DmaFault)?;
+        self.with(addr, len, |_, _| ()).map(|(t, _)| t)
+    }
+
+    /// Finds [addr, addr+len) (CMB windows first) and runs `f` on its host
+    /// address; for a CMB, also on the shared handle that keeps it mapped.
+    fn with<R>(
+        &self,
+        addr: u64,
+        len: usize,
+        f: impl FnOnce(*mut u8, Option<&Arc<Mapping>>) -> R,
+    ) -> Result<(Target, R), DmaFault> {
+        let end = addr.checked_add(len as u64).ok_or(DmaFault)?;
         for w in self.cmbs.read().unwrap().iter() {
             let Some(base) = w.base else { continue };
             let wend = base + w.mem.len() as u64;
@@ -150,44 +199,16 @@ impl<'a> Dma<'a> {
                 if addr < base || end > wend {
                     return Err(DmaFault);
                 }
-                return Ok(if w.ctrl == self.ctrl {
+                let t = if w.ctrl == self.ctrl {
                     Target::OwnCmb
                 } else {
                     Target::PeerCmb(w.ctrl)
-                });
-            }
-        }
-        self.ram
-            .find(addr, len)
-            .map(|_| Target::GuestRam)
-            .ok_or(DmaFault)
-    }
-
-    /// Runs `f` on the mapping holding [addr, addr+len) and the offset in it;
-    /// for a CMB, also on the shared handle that keeps the mapping alive.
-    fn with<R>(
-        &self,
-        addr: u64,
-        len: usize,
-        f: impl FnOnce(&Mapping, usize, Option<&Arc<Mapping>>) -> R,
-    ) -> Result<(Target, R), DmaFault> {
-        let t = self.classify(addr, len as u64)?;
-        match t {
-            Target::GuestRam => {
-                let (m, off) = self.ram.find(addr, len as u64).ok_or(DmaFault)?;
-                Ok((t, f(m, off, None)))
-            }
-            Target::OwnCmb | Target::PeerCmb(_) => {
-                let id = match t {
-                    Target::PeerCmb(p) => p,
-                    _ => self.ctrl,
                 };
-                let cmbs = self.cmbs.read().unwrap();
-                let w = cmbs.iter().find(|w| w.ctrl == id).ok_or(DmaFault)?;
-                let base = w.base.ok_or(DmaFault)?;
-                Ok((t, f(&w.mem, (addr - base) as usize, Some(&w.mem))))
+                return Ok((t, f(w.mem.at((addr - base) as usize, len), Some(&w.mem))));
             }
         }
+        let p = self.ram.host(addr, len as u64).ok_or(DmaFault)?;
+        Ok((Target::GuestRam, f(p, None)))
     }
 
     /// Resolves every piece of a transfer up front (None: a bit bucket), so
@@ -209,13 +230,13 @@ impl<'a> Dma<'a> {
                 continue;
             };
             let cmbs = &mut r.cmbs;
-            let (target, ptr) = self.with(addr, len, |m, off, shared| {
+            let (target, ptr) = self.with(addr, len, |p, shared| {
                 if let Some(shared) = shared {
                     if !cmbs.iter().any(|c| Arc::ptr_eq(c, shared)) {
                         cmbs.push(shared.clone());
                     }
                 }
-                m.at(off, len)
+                p
             })?;
             r.pieces.push(Piece {
                 target: Some(target),
@@ -227,13 +248,19 @@ impl<'a> Dma<'a> {
     }
 
     pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<Target, DmaFault> {
-        self.with(addr, buf.len(), |m, off, _| m.read(off, buf))
-            .map(|(t, _)| t)
+        // SAFETY: `with` hands out a pointer to buf.len() mapped bytes.
+        self.with(addr, buf.len(), |p, _| unsafe {
+            std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), buf.len())
+        })
+        .map(|(t, _)| t)
     }
 
     pub fn write(&self, addr: u64, buf: &[u8]) -> Result<Target, DmaFault> {
-        self.with(addr, buf.len(), |m, off, _| m.write(off, buf))
-            .map(|(t, _)| t)
+        // SAFETY: as in read.
+        self.with(addr, buf.len(), |p, _| unsafe {
+            std::ptr::copy_nonoverlapping(buf.as_ptr(), p, buf.len())
+        })
+        .map(|(t, _)| t)
     }
 }
 
@@ -345,12 +372,8 @@ mod tests {
     fn setup() -> (GuestRam, CmbRegistry) {
         let mut ram = GuestRam::default();
         let f = memfd("ram", 1 << 20).unwrap();
-        ram.map(
-            0x10_0000,
-            1 << 20,
-            Some(Mapping::new(&f, 0, 1 << 20).unwrap()),
-        );
-        ram.map(0xfe00_0000, 1 << 20, None); // a directly mapped BAR, no fd
+        ram.map(0x10_0000, 1 << 20, Some((f, 0))).unwrap();
+        ram.map(0xfe00_0000, 1 << 20, None).unwrap(); // a directly mapped BAR, no fd
         let mut v = vec![];
         for (ctrl, base) in [(0usize, 0xfe00_0000u64), (1, 0xfd00_0000)] {
             let f = memfd("cmb", 2 << 20).unwrap();

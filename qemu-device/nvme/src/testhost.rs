@@ -92,11 +92,9 @@ impl TestHost {
         .unwrap();
         let ram_size = ram_mib << 20;
         let f = memfd("test-ram", ram_size).unwrap();
-        ctrl.ram.map(
-            RAM_BASE,
-            ram_size,
-            Some(Mapping::new(&f, 0, ram_size as usize).unwrap()),
-        );
+        ctrl.ram
+            .map(RAM_BASE, ram_size, Some((f.try_clone().unwrap(), 0)))
+            .unwrap();
         let ram = Mapping::new(&f, 0, ram_size as usize).unwrap();
         // SAFETY: eventfd returns a fresh fd or -1 (checked).
         let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };

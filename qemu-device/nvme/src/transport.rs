@@ -2,7 +2,6 @@
 //! fds onto the controller.
 
 use crate::ctrl::{Controller, MSIX_VECTORS};
-use crate::mem::Mapping;
 use crate::pci::{self, PciConfig};
 use std::fs::File;
 use std::os::unix::io::AsRawFd;
@@ -151,12 +150,7 @@ impl ServerBackend for Backend {
     ) -> std::io::Result<()> {
         // Without an fd (QEMU's own directly mapped BARs) there is nothing to
         // map; the range is recorded so it is never mistaken for RAM.
-        let m = match fd {
-            Some(f) => Some(Mapping::new(&f, offset, size as usize)?),
-            None => None,
-        };
-        self.lock().ram.map(address, size, m);
-        Ok(())
+        self.lock().ram.map(address, size, fd.map(|f| (f, offset)))
     }
 
     fn dma_unmap(&mut self, flags: DmaUnmapFlags, address: u64, size: u64) -> std::io::Result<()> {
