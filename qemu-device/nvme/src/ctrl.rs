@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 pub const MAX_IO_QUEUES: usize = 64;
 pub const MQES: u16 = 1023; // 0-based
@@ -104,6 +105,20 @@ pub struct Controller {
     pub work: bool,
     /// Shadow doorbells for I/O queues, once the driver configured them.
     pub dbbuf: Option<DoorbellBuffer>,
+    /// How long the worker keeps polling shadow SQ tails after the queues
+    /// drain before it publishes event indices (and the driver rings again).
+    pub poll: Duration,
+    /// When the queues drained with event indices left unpublished.
+    drained_at: Option<Instant>,
+}
+
+/// What the worker should do next (see `poll_shadows`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Idle {
+    /// Shadow tails are being polled: look again soon.
+    Polling,
+    /// Event indices are published: sleep until a doorbell.
+    Sleep,
 }
 
 impl Controller {
@@ -155,6 +170,8 @@ impl Controller {
             deferred: false,
             work: false,
             dbbuf: None,
+            poll: Duration::ZERO,
+            drained_at: None,
         })
     }
 
@@ -334,6 +351,7 @@ impl Controller {
         self.events.clear();
         self.features = Default::default();
         self.dbbuf = None;
+        self.drained_at = None;
         self.csts &= !(CSTS_RDY | CSTS_CFS);
     }
 
@@ -438,8 +456,9 @@ impl Controller {
         self.deliver_events();
     }
 
-    /// A drained I/O SQ with shadow doorbells: publishes the tail we reached
-    /// and rereads the shadow. True when the driver added entries meanwhile.
+    /// A drained I/O SQ with shadow doorbells: rereads the shadow tail and,
+    /// unless the worker polls for a while first, publishes the tail we
+    /// reached as the event index. True when the driver added entries.
     fn refresh_sq_tail(&mut self, qid: usize) -> bool {
         let (Some(db), true) = (self.dbbuf, qid != 0) else {
             return false;
@@ -447,7 +466,13 @@ impl Controller {
         let Some((tail, size)) = self.sqs[qid].as_ref().map(|q| (q.tail, q.size)) else {
             return false;
         };
-        match db.settle(&self.dma(), &self.stats, qid, Bell::SqTail, tail) {
+        let now = if self.deferred && !self.poll.is_zero() {
+            self.drained_at.get_or_insert_with(Instant::now);
+            db.read(&self.dma(), &self.stats, qid, Bell::SqTail)
+        } else {
+            db.settle(&self.dma(), &self.stats, qid, Bell::SqTail, tail)
+        };
+        match now {
             Some(t) if t >= size => {
                 self.doorbell_error(0x01);
                 false
@@ -457,6 +482,41 @@ impl Controller {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// The worker's idle step: looks for entries the driver added without
+    /// ringing; once `poll` has passed with none, publishes every I/O SQ's
+    /// tail as its event index (rereading after, so nothing is missed).
+    pub fn poll_shadows(&mut self) -> Idle {
+        let Some(since) = self.drained_at else {
+            return Idle::Sleep;
+        };
+        let expired = since.elapsed() >= self.poll;
+        for qid in 1..self.sqs.len() {
+            let Some(tail) = self.sqs[qid].as_ref().map(|q| q.tail) else {
+                continue;
+            };
+            let db = self.dbbuf.expect("polling only with shadow doorbells");
+            let seen = if expired {
+                db.settle(&self.dma(), &self.stats, qid, Bell::SqTail, tail)
+            } else {
+                db.read(&self.dma(), &self.stats, qid, Bell::SqTail)
+            };
+            let size = self.sqs[qid].as_ref().map_or(0, |q| q.size);
+            // A value beyond the queue is reported by the next real pass;
+            // here it must not keep the worker spinning.
+            if seen.is_some_and(|t| t != tail && t < size) {
+                self.work = true;
+            }
+        }
+        if expired || self.work {
+            self.drained_at = None;
+        }
+        if self.drained_at.is_some() {
+            Idle::Polling
+        } else {
+            Idle::Sleep
         }
     }
 

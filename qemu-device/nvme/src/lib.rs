@@ -52,7 +52,7 @@ pub fn run(args: DeviceArgs) -> Result<()> {
         }
         let counters = Arc::new(stats::Counters::new(id, &s.serial));
         all_stats.push(counters.clone());
-        let ctrl = ctrl::Controller::new(
+        let mut ctrl = ctrl::Controller::new(
             ctrl::CtrlConfig {
                 id,
                 serial: s.serial.clone(),
@@ -63,6 +63,7 @@ pub fn run(args: DeviceArgs) -> Result<()> {
             counters,
         )
         .context("creating the CMB memory")?;
+        ctrl.poll = std::time::Duration::from_micros(args.poll_us);
         claim_socket(&s.socket)?;
         let server = vfio_user::Server::new(
             &s.socket,

@@ -20,6 +20,10 @@ pub struct DeviceArgs {
     /// Unix socket serving the counters as JSON (`get`, `reset`).
     #[arg(long)]
     pub stats_socket: Option<PathBuf>,
+    /// Microseconds to keep polling shadow doorbells after the queues drain
+    /// (0: publish event indices at once, so the driver rings every time).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    pub poll_us: u64,
 }
 
 pub struct NsSpec {

@@ -588,3 +588,47 @@ fn shadow_doorbells_are_checked_and_spare_register_writes() {
     h.write32(reg::CC, 0);
     assert!(h.ctrl.dbbuf.is_none());
 }
+
+#[test]
+fn a_polling_worker_finds_unrung_entries_then_publishes_event_indices() {
+    use crate::ctrl::Idle;
+    use std::sync::atomic::Ordering::Relaxed;
+    let d = tempfile::tempdir().unwrap();
+    let mut h = host(&d);
+    assert!(h.enable_shadow_doorbells().ok());
+    h.create_io_queue(1, 16, None);
+    h.ctrl.deferred = true;
+    h.ctrl.poll = std::time::Duration::from_secs(3600);
+    let buf = h.alloc(4096);
+    let mut c = command(io::READ, 1);
+    c.dw[6] = buf as u32;
+    c.dw[7] = (buf >> 32) as u32;
+    let (rings, done) = (h.doorbell_writes, h.ctrl.stats.commands.load(Relaxed));
+    h.submit_no_reap(1, c); // rings: the event index still says 0
+    h.ctrl.run_pending();
+    assert_eq!(
+        h.ctrl.poll_shadows(),
+        Idle::Polling,
+        "drained, not yet published"
+    );
+    h.submit_no_reap(1, c); // the stale event index says: do not ring
+    assert_eq!(h.doorbell_writes - rings, 1);
+    assert_eq!(h.ctrl.poll_shadows(), Idle::Sleep);
+    assert!(h.ctrl.work, "polling found the unrung entry");
+    h.ctrl.run_pending();
+    assert_eq!(h.ctrl.stats.commands.load(Relaxed) - done, 2);
+    // A bad shadow value does not keep the worker busy.
+    h.write_shadow(2, 999);
+    assert_eq!(h.ctrl.poll_shadows(), Idle::Polling);
+    assert!(!h.ctrl.work);
+    h.write_shadow(2, 2);
+    // Once the window passes, the tail is published and the driver rings again.
+    h.ctrl.poll = std::time::Duration::ZERO;
+    assert_eq!(h.ctrl.poll_shadows(), Idle::Sleep);
+    assert_eq!(h.shadow_slot(2, true), Some(2));
+    h.submit_no_reap(1, c);
+    assert_eq!(h.doorbell_writes - rings, 2);
+    h.ctrl.run_pending();
+    assert_eq!(h.ctrl.stats.commands.load(Relaxed) - done, 3);
+    assert!(h.reap(1).is_some() && h.reap(1).is_some() && h.reap(1).is_some());
+}

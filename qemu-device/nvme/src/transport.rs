@@ -1,7 +1,7 @@
 //! vfio-user transport: maps QEMU's region accesses, DMA maps and interrupt
 //! fds onto the controller.
 
-use crate::ctrl::{Controller, MSIX_VECTORS};
+use crate::ctrl::{Controller, Idle, MSIX_VECTORS};
 use crate::pci::{self, PciConfig};
 use std::fs::File;
 use std::os::unix::io::AsRawFd;
@@ -33,10 +33,20 @@ impl Backend {
         std::thread::spawn(move || {
             let mut c = ctrl.lock().unwrap();
             loop {
-                while !c.work {
-                    c = kick.wait(c).unwrap();
+                if c.work {
+                    c.run_pending();
+                    continue;
                 }
-                c.run_pending();
+                match c.poll_shadows() {
+                    // Between looks the lock is free for QEMU's messages.
+                    Idle::Polling => {
+                        drop(c);
+                        std::thread::yield_now();
+                        c = ctrl.lock().unwrap();
+                    }
+                    Idle::Sleep if !c.work => c = kick.wait(c).unwrap(),
+                    Idle::Sleep => {}
+                }
             }
         })
     }
