@@ -7,7 +7,7 @@ job() { # dev rw bs iodepth -> "IOPS BW_KiB"
 		--direct=1 --time_based --runtime="$t" --ramp_time=1 --numjobs=1 --size=128M \
 		--output-format=terse --terse-version=3 | awk -F';' '{print $8, $7}'
 }
-for w in "randread 4k 16" "read 128k 4"; do
+for w in "randread 4k 1" "randread 4k 16" "read 128k 4"; do
 	set -- $w
 	ra=$(job "$a" "$1" "$2" "$3")
 	rb=$(job "$b" "$1" "$2" "$3")
