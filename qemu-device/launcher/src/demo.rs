@@ -98,6 +98,7 @@ pub fn run(a: DemoArgs) -> Result<i32> {
         tcg_threads: TcgThreads::Single,
         backing_dir: None,
         with_driver: true,
+        poll_us: p2pnvme_device::DEFAULT_POLL_US,
         verbose: false,
     };
     if !ours && same_ctrl {

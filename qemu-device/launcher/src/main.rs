@@ -111,6 +111,10 @@ struct VmArgs {
     /// Boot without the project's guest module and CLI.
     #[arg(long)]
     no_guest_driver: bool,
+    /// How long (µs) the project's controllers poll shadow doorbells after
+    /// their queues drain (0: never; the driver then rings every time).
+    #[arg(long, default_value_t = p2pnvme_device::DEFAULT_POLL_US, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    poll_us: u64,
     /// Print the QEMU command line.
     #[arg(long, short)]
     verbose: bool,
@@ -179,6 +183,7 @@ impl VmArgs {
             tcg_threads: self.tcg_threads,
             backing_dir: self.backing_dir.clone(),
             with_driver: !self.no_guest_driver,
+            poll_us: self.poll_us,
             verbose: self.verbose,
         })
     }

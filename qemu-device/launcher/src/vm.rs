@@ -34,6 +34,7 @@ pub struct VmOptions {
     pub tcg_threads: TcgThreads,
     pub backing_dir: Option<PathBuf>,
     pub with_driver: bool,
+    pub poll_us: u64,
     pub verbose: bool,
 }
 
@@ -150,6 +151,7 @@ impl Session {
             cmd.arg("--controller").arg(spec);
         }
         cmd.arg("--stats-socket").arg(self.stats_socket());
+        cmd.arg("--poll-us").arg(self.opts.poll_us.to_string());
         let log = fs::File::create(self.run_dir.path().join("device.log"))?;
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-pub use spec::{parse_size, DeviceArgs};
+pub use spec::{parse_size, DeviceArgs, DEFAULT_POLL_US};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 

@@ -3,6 +3,9 @@
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 
+/// Default shadow-doorbell polling after the queues drain, in µs.
+pub const DEFAULT_POLL_US: u64 = 200;
+
 #[derive(clap::Args, Clone, Debug)]
 pub struct DeviceArgs {
     /// Socket of a single controller (with --cmb-mib and --namespace).
@@ -22,7 +25,7 @@ pub struct DeviceArgs {
     pub stats_socket: Option<PathBuf>,
     /// Microseconds to keep polling shadow doorbells after the queues drain
     /// (0: publish event indices at once, so the driver rings every time).
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    #[arg(long, default_value_t = DEFAULT_POLL_US, value_parser = clap::value_parser!(u64).range(0..=100_000))]
     pub poll_us: u64,
 }
 
