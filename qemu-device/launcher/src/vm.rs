@@ -438,9 +438,10 @@ fn console_report(path: &Path) -> String {
         "WARNING:",
         "Kernel panic",
     ];
+    const TAIL: usize = 15;
     let text = fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
-    let tail_from = lines.len().saturating_sub(15);
+    let tail_from = lines.len().saturating_sub(TAIL);
     let oops = lines
         .iter()
         .position(|l| FIRST_OOPS.iter().any(|m| l.contains(m)));
@@ -451,11 +452,7 @@ fn console_report(path: &Path) -> String {
         s += &lines[at..end].join("\n");
         s += "\n-- console tail\n";
     }
-    s += &lines[tail_from..].join("\n");
-    if !s.is_empty() {
-        s.push('\n');
-    }
-    s
+    s + &tail(path, TAIL)
 }
 
 /// Keeps a console log past the run directory's removal.

@@ -466,22 +466,29 @@ impl Controller {
         let Some((tail, size)) = self.sqs[qid].as_ref().map(|q| (q.tail, q.size)) else {
             return false;
         };
-        let now = if self.deferred && !self.poll.is_zero() {
+        let seen = if self.deferred && !self.poll.is_zero() {
             self.drained_at.get_or_insert_with(Instant::now);
             db.read(&self.dma(), &self.stats, qid, Bell::SqTail)
         } else {
             db.settle(&self.dma(), &self.stats, qid, Bell::SqTail, tail)
         };
-        match now {
-            Some(t) if t >= size => {
+        let Some(t) = self.shadow_moved(seen, tail, size) else {
+            return false;
+        };
+        self.sqs[qid].as_mut().unwrap().tail = t;
+        true
+    }
+
+    /// A shadow doorbell value checked against its queue: the new value when
+    /// it moved within the queue; a value beyond it is a doorbell error.
+    fn shadow_moved(&mut self, seen: Option<u16>, current: u16, size: u16) -> Option<u16> {
+        match seen {
+            Some(v) if v >= size => {
                 self.doorbell_error(0x01);
-                false
+                None
             }
-            Some(t) if t != tail => {
-                self.sqs[qid].as_mut().unwrap().tail = t;
-                true
-            }
-            _ => false,
+            Some(v) if v != current => Some(v),
+            _ => None,
         }
     }
 
@@ -493,17 +500,16 @@ impl Controller {
             return Idle::Sleep;
         };
         let expired = since.elapsed() >= self.poll;
+        let db = self.dbbuf.expect("polling only with shadow doorbells");
         for qid in 1..self.sqs.len() {
-            let Some(tail) = self.sqs[qid].as_ref().map(|q| q.tail) else {
+            let Some((tail, size)) = self.sqs[qid].as_ref().map(|q| (q.tail, q.size)) else {
                 continue;
             };
-            let db = self.dbbuf.expect("polling only with shadow doorbells");
             let seen = if expired {
                 db.settle(&self.dma(), &self.stats, qid, Bell::SqTail, tail)
             } else {
                 db.read(&self.dma(), &self.stats, qid, Bell::SqTail)
             };
-            let size = self.sqs[qid].as_ref().map_or(0, |q| q.size);
             // A value beyond the queue is reported by the next real pass;
             // here it must not keep the worker spinning.
             if seen.is_some_and(|t| t != tail && t < size) {
@@ -535,19 +541,19 @@ impl Controller {
         if now == Some(head) {
             now = db.settle(&dma, &self.stats, cqid, Bell::CqHead, head);
         }
-        match now {
-            Some(h) if h >= size => {
-                self.doorbell_error(0x01);
-                false
-            }
-            Some(h) if h != head => {
-                // Behind the driver's head: its next update rings nothing.
-                db.set_event(&dma, &self.stats, cqid, Bell::CqHead, h.wrapping_sub(1));
-                self.cqs[cqid].as_mut().unwrap().head = h;
-                true
-            }
-            _ => false,
-        }
+        let Some(h) = self.shadow_moved(now, head, size) else {
+            return false;
+        };
+        // Behind the driver's head: its next update rings nothing.
+        db.set_event(
+            &self.dma(),
+            &self.stats,
+            cqid,
+            Bell::CqHead,
+            h.wrapping_sub(1),
+        );
+        self.cqs[cqid].as_mut().unwrap().head = h;
+        true
     }
 
     pub fn deliver_events(&mut self) {

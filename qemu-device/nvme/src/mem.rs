@@ -50,7 +50,7 @@ impl Mapping {
         self.len
     }
 
-    /// Pointer to `off`; the caller has bounds-checked `off + n <= len`.
+    /// Pointer to `off`, for `n` bytes that must lie within the mapping.
     fn at(&self, off: usize, n: usize) -> *mut u8 {
         assert!(off + n <= self.len);
         // SAFETY: within the mapping, checked above.
@@ -59,15 +59,15 @@ impl Mapping {
 
     /// Copies out of the mapping; `off + buf.len()` must be within it.
     pub fn read(&self, off: usize, buf: &mut [u8]) {
-        assert!(off + buf.len() <= self.len);
-        // SAFETY: bounds checked above; volatile-free byte copy of shared memory.
-        unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(off), buf.as_mut_ptr(), buf.len()) }
+        // SAFETY: `at` checks the bounds; a byte copy of shared memory.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.at(off, buf.len()), buf.as_mut_ptr(), buf.len())
+        }
     }
 
     pub fn write(&self, off: usize, buf: &[u8]) {
-        assert!(off + buf.len() <= self.len);
         // SAFETY: as in read.
-        unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), self.ptr.add(off), buf.len()) }
+        unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), self.at(off, buf.len()), buf.len()) }
     }
 }
 
@@ -285,10 +285,6 @@ impl Resolved<'_> {
     /// Where each piece lives (None: bit bucket), and its length.
     pub fn targets(&self) -> impl Iterator<Item = (Option<Target>, usize)> + '_ {
         self.pieces.iter().map(|p| (p.target, p.len))
-    }
-
-    pub fn has_bit_bucket(&self) -> bool {
-        self.pieces.iter().any(|p| p.target.is_none())
     }
 
     /// I/O vectors over the pieces; bit buckets read into or write from

@@ -213,7 +213,7 @@ impl TestHost {
     /// I/O queue doorbells are written the way Linux writes them.
     pub fn enable_shadow_doorbells(&mut self) -> Completion {
         let (db, ei) = (self.alloc(4096), self.alloc(4096));
-        let mut c = command(0x7c, 0);
+        let mut c = command(crate::nvme::admin::DOORBELL_BUFFER_CONFIG, 0);
         c.dw[6] = db as u32;
         c.dw[7] = (db >> 32) as u32;
         c.dw[8] = ei as u32;
