@@ -7,10 +7,12 @@ set -euo pipefail
 out=${1:?usage: rootfs.sh OUT_DIR}
 mirror=${P2PNVME_MIRROR:-http://deb.debian.org/debian}
 
-# Guest userland and module toolchain (trixie).
-base_pkgs=busybox-static,nvme-cli,fio,pciutils,kmod,e2fsprogs,util-linux,gcc,make,libc6-dev,cpio,xz-utils,zstd,ca-certificates,dpkg-dev
-# Need trixie-backports: QEMU >= 10.1 (vfio-user-pci, plugins), kernel with P2PDMA.
-bpo_pkgs="qemu-system-x86 linux-image-amd64 linux-headers-amd64"
+# Guest userland, module toolchain, virtiofsd (--share) and what building a
+# kernel from source needs (trixie).
+base_pkgs=busybox-static,nvme-cli,fio,pciutils,kmod,e2fsprogs,util-linux,gcc,make,libc6-dev,cpio,xz-utils,zstd,lz4,ca-certificates,dpkg-dev,virtiofsd,bc,bison,flex,libelf-dev,libssl-dev,rsync
+# Need trixie-backports: QEMU >= 10.1 (vfio-user-pci, plugins), kernel with
+# P2PDMA, and that kernel's source (the minimal guest kernel is built from it).
+bpo_pkgs="qemu-system-x86 linux-image-amd64 linux-headers-amd64 linux-source"
 
 if [ "$(id -u)" != 0 ]; then
 	echo "error: building the root filesystem needs root (mmdebstrap in root mode); run as root or with sudo" >&2
