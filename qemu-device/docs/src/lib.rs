@@ -1,0 +1,7 @@
+//! Documents that cross a process boundary, as typed serde structs shared by
+//! the side that writes them and the side that reads them: the device's stats
+//! document (stats socket), and the launcher's reports.
+
+#![deny(missing_docs)]
+
+pub mod stats;
