@@ -1,23 +1,18 @@
 #!/bin/sh
-# One verified copy, guest side: resolve the namespaces, reset the device
-# counters, copy with p2pcopy, save the counters and a RAM dump on the host.
-# Usage: demo-copy.sh SRC_SERIAL SRC_NSID DST_SERIAL DST_NSID OFFSET LEN MODE COUNTERS(0|1) [p2pcopy options...]
+# One verified copy, guest side, under `p2pnvme run --prove` (the launcher's
+# demo): copy the proved range to the destination with p2pcopy. The host
+# resets the counters as this starts and saves them and a RAM dump after.
+# Usage: demo-copy.sh MODE [p2pcopy options...]
 set -u
-src=$(sh /opt/p2pnvme/ci/nvme-dev.sh "$1" "$2") || exit 1
-dst=$(sh /opt/p2pnvme/ci/nvme-dev.sh "$3" "$4") || exit 1
-off=$5 len=$6 mode=$7 counters=$8
-shift 8
+src=$P2PNVME_PROVE_SRC dst=$P2PNVME_PROVE_DST
+[ -n "$src" ] && [ -n "$dst" ] || { echo "demo-copy.sh: run under --prove with --prove-dst" >&2; exit 1; }
+mode=$1
+shift
 avail() { cat /sys/bus/pci/devices/*/p2pmem/available 2>/dev/null | tr '\n' ' '; }
 echo "p2pmem available before: $(avail)" >&2
-if [ "$counters" = 1 ]; then
-	p2pnvme-host stats-reset >/dev/null || exit 1
-fi
-p2pcopy copy --src "$src:$off" --dst "$dst:$off" --len "$len" --mode "$mode" --json "$@" >/tmp/copy.json
+p2pcopy copy --src "$src:$P2PNVME_PROVE_OFF" --dst "$dst:$P2PNVME_PROVE_DST_OFF" \
+	--len "$P2PNVME_PROVE_LEN" --mode "$mode" --json "$@" >/tmp/copy.json
 rc=$?
-if [ "$counters" = 1 ]; then
-	p2pnvme-host stats-save stats.json >/dev/null || exit 1
-fi
-p2pnvme-host pmemsave ram.bin >/dev/null || exit 1
 echo "p2pmem available after: $(avail)" >&2
 echo "copy: $src -> $dst" >&2
 cat /tmp/copy.json

@@ -1,5 +1,7 @@
 //! Helpers for end-to-end tests that drive the `p2pnvme` binary.
 
+pub use p2pnvme_docs::report::{DemoReport, ProveReport};
+pub use p2pnvme_docs::stats::StatsDoc;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -67,11 +69,11 @@ pub fn unique_marker(name: &str) -> String {
 
 /// Appends one scenario's result to ci/artifacts/e2e-report.jsonl and a
 /// human line to ci/artifacts/e2e-report.txt (kept by CI as artifacts).
-pub fn report(name: &str, doc: &serde_json::Value) {
+pub fn report(name: &str, doc: &DemoReport) {
     use std::io::Write;
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("artifacts");
     let _ = std::fs::create_dir_all(&dir);
-    let mut entry = doc.clone();
+    let mut entry = serde_json::to_value(doc).expect("a demo report serializes");
     entry["scenario"] = serde_json::Value::String(name.to_string());
     let open = |f: &str| {
         std::fs::OpenOptions::new()
@@ -81,23 +83,30 @@ pub fn report(name: &str, doc: &serde_json::Value) {
             .expect("opening the report")
     };
     let _ = writeln!(open("e2e-report.jsonl"), "{entry}");
-    let n = |k: &str| {
-        doc[k]
-            .as_u64()
-            .map(|v| v.to_string())
-            .unwrap_or_else(|| "-".into())
-    };
+    let n = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
     let _ = writeln!(
         open("e2e-report.txt"),
         "{name:<28} {verdict:<5} mode={mode:<7} bytes={bytes:<10} ram_data={ram:<10} cmb={cmb:<10} peer={peer:<10} ram_hits={hits:<6} match={m} {secs:.1}s",
-        verdict = if doc["verdict"] == true { "PASS" } else { "FAIL" },
-        mode = doc["mode"].as_str().unwrap_or("?"),
-        bytes = n("bytes"),
-        ram = n("guest_ram_data_bytes"),
-        cmb = n("cmb_data_bytes"),
-        peer = n("peer_data_bytes"),
-        hits = n("ram_dump_hits"),
-        m = doc["checksum_match"],
-        secs = doc["elapsed_s"].as_f64().unwrap_or(0.0),
+        verdict = if doc.verdict { "PASS" } else { "FAIL" },
+        mode = doc.mode,
+        bytes = doc.bytes,
+        ram = n(doc.guest_ram_data_bytes),
+        cmb = n(doc.cmb_data_bytes),
+        peer = n(doc.peer_data_bytes),
+        hits = doc.ram_dump_hits,
+        m = doc.checksum_match,
+        secs = doc.elapsed_s,
     );
+}
+
+/// Runs `p2pnvme run ARGS --prove ... --json -- CMD` and returns its exit
+/// status and verdict document.
+pub fn prove(args: &[&str], cmd: &str) -> (Option<i32>, ProveReport) {
+    let mut a = vec!["run", "--json"];
+    a.extend_from_slice(args);
+    a.extend_from_slice(&["--", cmd]);
+    let out = p2pnvme(&a);
+    let doc = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no prove report on stdout ({e})"));
+    (out.status.code(), doc)
 }

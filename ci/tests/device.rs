@@ -56,14 +56,10 @@ fn the_stock_driver_uses_shadow_doorbells() {
         &["--nvme", "1", "--stats-json", stats.to_str().unwrap()],
         &format!("dd if={DEV0} of=/dev/null bs=4k count=1000 iflag=direct"),
     );
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
-    let c = &doc["controllers"][0];
-    let (cmds, rings) = (
-        c["commands"].as_u64().unwrap(),
-        c["doorbell_writes"].as_u64().unwrap(),
-    );
-    assert!(cmds >= 1000, "{c}");
+    let doc: StatsDoc = serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    let c = &doc.controllers[0];
+    let (cmds, rings) = (c.commands, c.doorbell_writes);
+    assert!(cmds >= 1000, "{c:?}");
     assert!(
         (rings as f64) < 1.5 * cmds as f64,
         "{rings} doorbell writes for {cmds} commands: shadow doorbells unused"

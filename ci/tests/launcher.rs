@@ -90,9 +90,13 @@ fn hung_guest_times_out_clearly_and_leaves_no_qemu() {
         "--",
         "sleep 600",
     ]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(124), "a timeout exits 124");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("did not finish within 20 s"), "{err}");
+    assert!(
+        err.contains("-- console tail") || err.lines().count() > 2,
+        "console tail shown: {err}"
+    );
     assert!(t.elapsed() < Duration::from_secs(60));
     assert!(processes_mentioning(&marker).is_empty(), "QEMU left behind");
 }

@@ -4,4 +4,5 @@
 
 #![deny(missing_docs)]
 
+pub mod report;
 pub mod stats;

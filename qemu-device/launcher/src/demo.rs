@@ -3,15 +3,15 @@
 //! on the way in), the guest module copies it, and the host checks the
 //! destination file, the device's DMA counters and a dump of guest RAM.
 
-use crate::qemu::{CpuModel, TcgThreads, Topology};
+use crate::options::VmOptions;
+use crate::prove::{Proof, ProveArgs, Range};
 use crate::ramscan;
-use crate::vm::{self, Output, Session, VmOptions};
-use anyhow::{bail, Context, Result};
+use crate::session::{Output, Session};
+use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
-use serde_json::{json, Value};
-use std::fs;
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use p2pnvme_docs::report::DemoReport;
+use p2pnvme_docs::stats::DataTotals;
+use serde_json::Value;
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -31,33 +31,24 @@ pub enum DemoDevice {
 
 #[derive(Args, Clone)]
 pub struct DemoArgs {
+    #[command(flatten)]
+    vm: VmOptions,
     /// Bytes to copy (K/M/G suffixes).
     #[arg(long, default_value = "64M", value_parser = p2pnvme_device::parse_size)]
     size: u64,
-    #[arg(long, value_enum, default_value = "switch")]
-    topology: Topology,
-    #[arg(long, value_enum, default_value = "intel")]
-    cpu: CpuModel,
     #[arg(long, value_enum, default_value = "p2p")]
     mode: Mode,
-    /// Controllers: 1 copies between two namespaces of one controller through
-    /// its own CMB; 2 or more copy from the first to the last (peer-to-peer).
-    #[arg(long, default_value_t = 2)]
-    nvme: usize,
-    /// Which controllers to use.
+    /// Which controllers to use; --nvme N (default 2) counts them: 1 copies
+    /// between two namespaces of one controller through its own CMB, 2 or
+    /// more from the first to the last (peer-to-peer).
     #[arg(long, value_enum, default_value = "p2pnvme")]
     device: DemoDevice,
-    #[arg(long, default_value_t = 16)]
-    cmb_mib: u32,
     /// p2pcopy chunk size.
     #[arg(long)]
     chunk: Option<String>,
     /// p2pcopy chunks in flight.
     #[arg(long)]
     depth: Option<u32>,
-    /// Extra kernel arguments (e.g. nvme.use_cmb_sqes=0).
-    #[arg(long)]
-    append: Option<String>,
     /// Print the result as one JSON document.
     #[arg(long)]
     json: bool,
@@ -65,87 +56,68 @@ pub struct DemoArgs {
     timeout: u64,
 }
 
-/// Where the copied range starts in both namespaces: clear of the sectors
-/// the kernel's partition scan reads at the start and end of a disk.
-const OFFSET: u64 = 1 << 20;
+/// Where the copied range starts in both namespaces.
+const OFFSET: u64 = crate::prove::DEFAULT_OFFSET;
+
+fn name<T: ValueEnum>(v: T) -> String {
+    v.to_possible_value().unwrap().get_name().to_string()
+}
 
 pub fn run(a: DemoArgs) -> Result<i32> {
-    if a.nvme == 0 {
-        bail!("--nvme must be at least 1");
-    }
+    let mut vm = a.vm.clone();
+    let n = match (vm.nvme, vm.qemu_nvme) {
+        (0, 0) => 2,
+        (0, q) => q,
+        (n, _) => n,
+    };
     if a.size == 0 || !a.size.is_multiple_of(4096) {
         bail!("--size must be a non-zero multiple of 4K");
     }
-    let same_ctrl = a.nvme == 1;
-    let ns_size = (OFFSET * 4 + a.size)
-        .next_multiple_of(1 << 20)
-        .max(256 << 20);
+    let same_ctrl = n == 1;
     let ours = a.device == DemoDevice::P2pnvme;
-    let opts = VmOptions {
-        qemu_nvme: if ours { 0 } else { a.nvme },
-        nvme: if ours { a.nvme } else { 0 },
-        namespaces: if same_ctrl { 2 } else { 1 },
-        cmb_mib: a.cmb_mib,
-        ns_size,
-        lba: 512,
-        topology: a.topology,
-        cpu: a.cpu,
-        append: a.append.clone(),
-        qemu_args: vec![],
-        mem_mib: 1024,
-        smp: 2,
-        kvm: false,
-        tcg_threads: TcgThreads::Single,
-        backing_dir: None,
-        with_driver: true,
-        poll_us: p2pnvme_device::DEFAULT_POLL_US,
-        verbose: false,
-    };
     if !ours && same_ctrl {
         bail!("QEMU's nvme has one namespace here: use --nvme 2 or more with --device qemu");
     }
-    let start = Instant::now();
-    let mut s = Session::prepare(opts)?;
-    let (src_file, dst_file, src, dst) = if ours {
-        let last = a.nvme - 1;
-        let dst_ns = if same_ctrl { 2 } else { 1 };
+    (vm.nvme, vm.qemu_nvme) = if ours { (n, 0) } else { (0, n) };
+    vm.namespaces = vm.namespaces.max(if same_ctrl { 2 } else { 1 });
+    vm.ns_size = vm
+        .ns_size
+        .max((OFFSET * 4 + a.size).next_multiple_of(1 << 20));
+    let last = n - 1;
+    let (src, dst) = if ours {
         (
-            s.nvme_backing[0][0].clone(),
-            s.nvme_backing[last][dst_ns - 1].clone(),
-            (vm::nvme_serial(0), 1),
-            (vm::nvme_serial(last), dst_ns),
+            "nvme0n1".to_string(),
+            format!("nvme{last}n{}", if same_ctrl { 2 } else { 1 }),
         )
     } else {
-        (
-            s.qemu_backing[0].clone(),
-            s.qemu_backing[a.nvme - 1].clone(),
-            ("qemu-nvme-0".to_string(), 1),
-            (format!("qemu-nvme-{}", a.nvme - 1), 1),
-        )
+        ("qemu0n1".to_string(), format!("qemu{last}n1"))
     };
-
+    let prove = ProveArgs {
+        prove: Some(Range {
+            ns: src,
+            off: Some(OFFSET),
+            len: a.size,
+        }),
+        prove_dst: Some(Range {
+            ns: dst,
+            off: Some(OFFSET),
+            len: 0,
+        }),
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let mut s = Session::prepare(vm)?;
     progress(
         &a,
         &format!(
-            "writing {} of random data into {}",
-            human(a.size),
-            src_file.display()
+            "writing {} of random data into the source namespace",
+            human(a.size)
         ),
     );
-    let data = random_bytes(a.size as usize)?;
-    write_at(&src_file, OFFSET, &data)?;
-    write_at(&dst_file, OFFSET, &vec![0u8; data.len()])?;
+    let proof = Proof::arm(&mut s, &prove)?.expect("demo always proves");
 
-    let mode = a.mode.to_possible_value().unwrap().get_name().to_string();
-    let mut cmd = format!(
-        "sh /opt/p2pnvme/ci/demo-copy.sh {} {} {} {} {OFFSET} {} {mode} {}",
-        src.0,
-        src.1,
-        dst.0,
-        dst.1,
-        a.size,
-        u8::from(ours)
-    );
+    let mode = name(a.mode);
+    let mut cmd = format!("sh /opt/p2pnvme/ci/demo-copy.sh {mode}");
     if let Some(c) = &a.chunk {
         cmd.push_str(&format!(" --chunk {c}"));
     }
@@ -170,16 +142,7 @@ pub fn run(a: DemoArgs) -> Result<i32> {
     }
 
     progress(&a, "checking the destination, the counters and guest RAM");
-    let copied = read_at(&dst_file, OFFSET, data.len())?;
-    let checksum_match = copied == data;
-    let ram = s.run_file("ram.bin");
-    let ram_dump_hits = ramscan::hits(&data, &ram)?;
-    let counters = if ours {
-        let doc: Value = serde_json::from_slice(&fs::read(s.run_file("stats.json"))?)?;
-        Some(crate::stats::DataRoutes::from_stats(&doc)?)
-    } else {
-        None
-    };
+    let ev = proof.evidence(&s)?;
     let used_mode = copy
         .get("mode")
         .and_then(Value::as_str)
@@ -197,12 +160,13 @@ pub fn run(a: DemoArgs) -> Result<i32> {
         avail("p2pmem available after:"),
     );
     let p2pmem_returned = before.is_some() && before == after;
+    let checksum_match = ev.dst_match == Some(true);
     let mut verdict = Verdict::judge(
         &used_mode,
         a.size,
         checksum_match,
-        ram_dump_hits,
-        counters.as_ref(),
+        ev.ram_dump_hits,
+        ev.counters.as_ref(),
     );
     if !p2pmem_returned {
         verdict.ok = false;
@@ -210,36 +174,39 @@ pub fn run(a: DemoArgs) -> Result<i32> {
             "P2P memory not returned: available {before:?} before, {after:?} after"
         ));
     }
-    // The claim itself, whatever the mode: no data block in the RAM dump and
-    // (where the device counts) no data byte through guest RAM.
-    let bypassed = ram_dump_hits == 0 && counters.as_ref().is_none_or(|c| c.guest_ram == 0);
-    let doc = json!({
-        "bytes": a.size,
-        "bypassed_system_memory": bypassed,
-        "p2pmem_returned": p2pmem_returned,
-        "mode": used_mode,
-        "requested_mode": mode,
-        "device": if ours { "p2pnvme" } else { "qemu" },
-        "topology": a.topology.to_possible_value().unwrap().get_name(),
-        "cpu": a.cpu.to_possible_value().unwrap().get_name(),
-        "provider": copy.get("provider").cloned().unwrap_or(Value::Null),
-        "map_type": copy.get("map_type").cloned().unwrap_or(Value::Null),
-        "guest_ram_data_bytes": counters.as_ref().map(|c| c.guest_ram),
-        "cmb_data_bytes": counters.as_ref().map(|c| c.own_cmb),
-        "peer_data_bytes": counters.as_ref().map(|c| c.peer_cmb),
-        "checksum_match": checksum_match,
-        "ram_dump_hits": ram_dump_hits,
-        "ram_dump_blocks": a.size / ramscan::BLOCK as u64,
-        "copy_elapsed_s": copy.get("elapsed_ns").and_then(Value::as_f64).map(|ns| ns / 1e9),
-        "elapsed_s": start.elapsed().as_secs_f64(),
-        "copy": copy,
-        "verdict": verdict.ok,
-        "reasons": verdict.reasons,
-    });
+    let doc = DemoReport {
+        bytes: a.size,
+        bypassed_system_memory: ev.bypassed(),
+        p2pmem_returned,
+        mode: used_mode,
+        requested_mode: mode,
+        device: name(a.device),
+        topology: name(a.vm.topology),
+        cpu: name(a.vm.cpu),
+        provider: copy
+            .get("provider")
+            .and_then(Value::as_str)
+            .map(String::from),
+        map_type: copy.get("map_type").cloned(),
+        guest_ram_data_bytes: ev.counters.map(|c| c.guest_ram),
+        cmb_data_bytes: ev.counters.map(|c| c.own_cmb),
+        peer_data_bytes: ev.counters.map(|c| c.peer_cmb),
+        checksum_match,
+        ram_dump_hits: ev.ram_dump_hits,
+        ram_dump_blocks: ev.blocks(),
+        copy_elapsed_s: copy
+            .get("elapsed_ns")
+            .and_then(Value::as_f64)
+            .map(|ns| ns / 1e9),
+        elapsed_s: start.elapsed().as_secs_f64(),
+        copy,
+        verdict: verdict.ok,
+        reasons: verdict.reasons.clone(),
+    };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
-        println!("{}", one_line(&doc));
+        println!("{}", doc.one_line());
         for r in &verdict.reasons {
             println!("  FAILED: {r}");
         }
@@ -259,7 +226,7 @@ impl Verdict {
         size: u64,
         checksum_match: bool,
         ram_hits: u64,
-        counters: Option<&crate::stats::DataRoutes>,
+        counters: Option<&DataTotals>,
     ) -> Verdict {
         let mut reasons = vec![];
         if !checksum_match {
@@ -309,29 +276,6 @@ impl Verdict {
     }
 }
 
-fn one_line(d: &Value) -> String {
-    let n = |k: &str| d[k].as_u64().map(|v| v.to_string()).unwrap_or("n/a".into());
-    format!(
-        "{verdict}: {bytes} copied in {mode} mode via {provider} ({map}); bypassed system memory: {bypassed}; guest RAM data bytes {ram}, CMB {cmb}, peer CMB {peer}; RAM dump hits {hits}/{blocks}; checksum {sum}; {secs:.1} s",
-        bypassed = if d["bypassed_system_memory"] == true { "yes" } else { "NO" },
-        verdict = if d["verdict"].as_bool() == Some(true) { "PASS" } else { "FAIL" },
-        bytes = human(d["bytes"].as_u64().unwrap_or(0)),
-        mode = d["mode"].as_str().unwrap_or("?"),
-        provider = d["provider"].as_str().unwrap_or("system memory"),
-        map = match &d["map_type"] {
-            Value::Null => "no P2P mapping".to_string(),
-            v => v.as_str().map(String::from).unwrap_or_else(|| v.to_string()),
-        },
-        ram = n("guest_ram_data_bytes"),
-        cmb = n("cmb_data_bytes"),
-        peer = n("peer_data_bytes"),
-        hits = n("ram_dump_hits"),
-        blocks = n("ram_dump_blocks"),
-        sum = if d["checksum_match"].as_bool() == Some(true) { "match" } else { "MISMATCH" },
-        secs = d["elapsed_s"].as_f64().unwrap_or(0.0),
-    )
-}
-
 fn progress(a: &DemoArgs, msg: &str) {
     if !a.json {
         eprintln!("p2pnvme demo: {msg}");
@@ -347,40 +291,14 @@ pub fn human(n: u64) -> String {
     }
 }
 
-fn random_bytes(n: usize) -> Result<Vec<u8>> {
-    let mut v = vec![0u8; n];
-    fs::File::open("/dev/urandom")?.read_exact(&mut v)?;
-    Ok(v)
-}
-
-fn write_at(path: &Path, off: u64, data: &[u8]) -> Result<()> {
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    f.seek(SeekFrom::Start(off))?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    Ok(())
-}
-
-fn read_at(path: &Path, off: u64, len: usize) -> Result<Vec<u8>> {
-    let mut f = fs::File::open(path)?;
-    f.seek(SeekFrom::Start(off))?;
-    let mut v = vec![0u8; len];
-    f.read_exact(&mut v)?;
-    Ok(v)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::DataRoutes;
 
     const MB: u64 = 1 << 20;
 
-    fn routes(ram: u64, own: u64, peer: u64) -> DataRoutes {
-        DataRoutes {
+    fn routes(ram: u64, own: u64, peer: u64) -> DataTotals {
+        DataTotals {
             guest_ram: ram,
             own_cmb: own,
             peer_cmb: peer,

@@ -4,6 +4,7 @@
 //!
 //! Protocol: one request line, one reply line (`ok`, `pong`, `error MSG`).
 
+use crate::{qmp, stats};
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -12,6 +13,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+/// The counters `prove-end` saves in the run directory.
+pub const PROVE_STATS: &str = "prove-stats.json";
+/// The guest RAM dump `prove-end` saves in the run directory.
+pub const PROVE_RAM: &str = "prove-ram.bin";
 
 /// What the channel may touch on the host.
 #[derive(Clone)]
@@ -107,52 +113,33 @@ fn handle(req: &str, ctx: &HostCtx) -> Result<String> {
     match (words.next(), words.next()) {
         (Some("ping"), None) => Ok("pong".into()),
         (Some("stats-reset"), None) => {
-            p2pnvme_device::stats_query(stats()?, "reset")?;
+            stats::reset(stats()?)?;
             Ok("ok".into())
         }
         (Some("stats-save"), Some(name)) => {
-            let doc = p2pnvme_device::stats_query(stats()?, "get")?;
-            std::fs::write(run_file(ctx, name)?, doc.to_string())?;
+            let doc = stats::get(stats()?)?;
+            std::fs::write(run_file(ctx, name)?, serde_json::to_string(&doc)?)?;
             Ok("ok".into())
         }
         (Some("pmemsave"), Some(name)) => {
-            pmemsave(&ctx.qmp_socket, ctx.mem_bytes, &run_file(ctx, name)?)?;
+            qmp::pmemsave(&ctx.qmp_socket, ctx.mem_bytes, &run_file(ctx, name)?)?;
             Ok("ok".into())
         }
-        _ => bail!("unknown request '{req}' (ping, stats-reset, stats-save NAME, pmemsave NAME)"),
-    }
-}
-
-/// Saves guest physical memory [0, len) to `file` with QMP `pmemsave`.
-pub fn pmemsave(qmp: &Path, len: u64, file: &Path) -> Result<()> {
-    let s =
-        UnixStream::connect(qmp).with_context(|| format!("connecting to QMP {}", qmp.display()))?;
-    s.set_read_timeout(Some(Duration::from_secs(120)))?;
-    let mut w = s.try_clone()?;
-    let mut r = BufReader::new(s);
-    let mut reply = || -> Result<serde_json::Value> {
-        loop {
-            let mut line = String::new();
-            if r.read_line(&mut line)? == 0 {
-                bail!("QMP closed the connection");
+        // Sent by the guest's init around a `--prove` command.
+        (Some("prove-start"), None) => {
+            if let Some(s) = &ctx.stats_socket {
+                stats::reset(s)?;
             }
-            let v: serde_json::Value = serde_json::from_str(&line)?;
-            if v.get("event").is_none() {
-                return Ok(v);
+            Ok("ok".into())
+        }
+        (Some("prove-end"), None) => {
+            if let Some(s) = &ctx.stats_socket {
+                let doc = stats::get(s)?;
+                std::fs::write(ctx.run_dir.join(PROVE_STATS), serde_json::to_string(&doc)?)?;
             }
+            qmp::pmemsave(&ctx.qmp_socket, ctx.mem_bytes, &ctx.run_dir.join(PROVE_RAM))?;
+            Ok("ok".into())
         }
-    };
-    reply()?; // greeting
-    for cmd in [
-        serde_json::json!({"execute": "qmp_capabilities"}),
-        serde_json::json!({"execute": "pmemsave",
-            "arguments": {"val": 0, "size": len, "filename": file.display().to_string()}}),
-    ] {
-        w.write_all(format!("{cmd}\n").as_bytes())?;
-        let v = reply()?;
-        if let Some(e) = v.get("error") {
-            bail!("QMP {}: {e}", cmd["execute"]);
-        }
+        _ => bail!("unknown request '{req}' (ping, stats-reset, stats-save NAME, pmemsave NAME, prove-start, prove-end)"),
     }
-    Ok(())
 }

@@ -4,6 +4,8 @@
 
 use crate::cpio::CpioWriter;
 use crate::image::{key_of, CacheLock, Image};
+use crate::kbuild;
+use crate::kernel::GuestKernel;
 use crate::paths;
 use anyhow::{bail, Context, Result};
 use std::fs;
@@ -64,13 +66,21 @@ fn is_executable(p: &Path) -> bool {
 }
 
 /// Builds `run_dir/initrd.img` = base image + overlay.
-pub fn guest_initrd(image: &Image, run_dir: &Path, with_driver: bool) -> Result<PathBuf> {
+pub fn guest_initrd(
+    image: &Image,
+    kernel: &GuestKernel,
+    run_dir: &Path,
+    with_driver: bool,
+) -> Result<PathBuf> {
     let src = paths::source_root();
     let mut ov = Overlay { files: vec![] };
+    if let Some(staged) = &kernel.modules {
+        ov.add_tree(staged, "")?;
+    }
     if with_driver {
-        if let Some(ko) = guest_module(image, &src.join("guest-driver/module"))? {
+        if let Some(ko) = guest_module(image, kernel, &src.join("guest-driver/module"))? {
             ov.add(
-                format!("lib/modules/{}/extra/p2pcopy.ko", image.kernel_version),
+                format!("lib/modules/{}/extra/p2pcopy.ko", kernel.release),
                 0o644,
                 fs::read(ko)?,
             );
@@ -97,12 +107,13 @@ pub fn guest_initrd(image: &Image, run_dir: &Path, with_driver: bool) -> Result<
 
 /// Builds p2pcopy.ko against the guest kernel's headers inside the root
 /// filesystem; cached by the module sources and the image.
-fn guest_module(image: &Image, module_src: &Path) -> Result<Option<PathBuf>> {
+fn guest_module(image: &Image, kernel: &GuestKernel, module_src: &Path) -> Result<Option<PathBuf>> {
     if !module_src.join("Makefile").exists() {
         return Ok(None);
     }
     let inputs = module_sources(module_src)?;
-    let mut parts: Vec<(&str, &[u8])> = vec![("image", image.key.as_bytes())];
+    let kernel_key = kernel.key(image);
+    let mut parts: Vec<(&str, &[u8])> = vec![("kernel", kernel_key.as_bytes())];
     parts.extend(inputs.iter().map(|(n, d)| (n.as_str(), d.as_slice())));
     let dir = paths::cache_root().join(format!("module-{}", key_of(&parts)));
     let ko = dir.join("p2pcopy.ko");
@@ -110,42 +121,25 @@ fn guest_module(image: &Image, module_src: &Path) -> Result<Option<PathBuf>> {
         return Ok(Some(ko));
     }
     let _lock = CacheLock::take()?;
-    let build_rel = format!("tmp/p2pcopy-build.{}", std::process::id());
-    let build = image.rootfs.join(&build_rel);
+    let build = dir.join("build");
     let _ = fs::remove_dir_all(&build);
-    fs::create_dir_all(&build)?;
     for (name, data) in &inputs {
         let p = build.join(name);
         fs::create_dir_all(p.parent().unwrap())?;
         fs::write(p, data)?;
     }
-    eprintln!("p2pnvme: building guest module p2pcopy.ko");
-    // objtool needs /proc; a private mount namespace keeps that mount from
-    // outliving the build.
-    let out = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "chroot"])
-        .arg(&image.rootfs)
-        .arg("sh")
-        .arg("-c")
-        .arg(format!(
-            "mount -t proc proc /proc && make -C /{build_rel} KDIR=/usr/src/linux-headers-{}",
-            image.kernel_version
-        ))
-        .output()
-        .context("running make in the root filesystem (needs root for chroot)")?;
-    let result = if out.status.success() {
-        fs::create_dir_all(&dir)?;
-        fs::copy(build.join("p2pcopy.ko"), &ko).context("make did not produce p2pcopy.ko")?;
-        Ok(Some(ko))
-    } else {
-        bail!(
-            "the guest module failed to build (pass --no-guest-driver to boot without it):\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    };
+    log::info!("building guest module p2pcopy.ko for {}", kernel.release);
+    let (kdir, mounts) = kernel.kbuild_dir();
+    let built = kbuild::module(&image.rootfs, &kdir, &build, mounts).map_err(|e| {
+        anyhow::anyhow!("{e:#}\n(pass --no-guest-driver to boot without the project's module)")
+    })?;
+    let src_ko = built
+        .iter()
+        .find(|k| k.file_name().is_some_and(|n| n == "p2pcopy.ko"))
+        .context("make did not produce p2pcopy.ko")?;
+    fs::copy(src_ko, &ko)?;
     let _ = fs::remove_dir_all(&build);
-    result
+    Ok(Some(ko))
 }
 
 /// Files below `dir`, recursively, in a stable order, with paths relative to it.

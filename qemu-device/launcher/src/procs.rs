@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result};
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
@@ -65,6 +66,20 @@ impl Guarded {
         }
     }
 
+    /// Waits up to `limit` for the child to exit on its own.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(c) = self.try_exit() {
+                return Some(c);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGTERM, then SIGKILL after `grace`.
     pub fn stop(&mut self, grace: Duration) {
         if self.try_exit().is_some() {
@@ -89,5 +104,58 @@ impl Guarded {
 impl Drop for Guarded {
     fn drop(&mut self) {
         self.stop(Duration::from_secs(3));
+    }
+}
+
+/// A long-running helper process of a session (the device, virtiofsd, ...)
+/// with its log file; the session watches it and stops it last.
+pub struct Helper {
+    /// What it is, for messages.
+    pub name: String,
+    /// The process.
+    pub proc: Guarded,
+    /// Where its stdout and stderr go.
+    pub log: PathBuf,
+}
+
+impl Helper {
+    /// Starts `cmd` with its output in `log` and waits until every path in
+    /// `ready` exists (its sockets), failing with the log's tail if it exits
+    /// first or takes longer than `timeout`.
+    pub fn start(
+        name: &str,
+        cmd: &mut Command,
+        log: PathBuf,
+        ready: &[PathBuf],
+        timeout: Duration,
+    ) -> Result<Helper> {
+        let f =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(f.try_clone()?)
+            .stderr(f);
+        let mut proc = Guarded::spawn(name, cmd, true)?;
+        let deadline = Instant::now() + timeout;
+        while !ready.iter().all(|p| p.exists()) {
+            if let Some(code) = proc.try_exit() {
+                anyhow::bail!(
+                    "{name} exited ({code}) before it was ready:\n{}",
+                    crate::console::tail(&log, 20)
+                );
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!(
+                    "{name} was not ready within {} s:\n{}",
+                    timeout.as_secs(),
+                    crate::console::tail(&log, 20)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Helper {
+            name: name.to_string(),
+            proc,
+            log,
+        })
     }
 }

@@ -1,6 +1,7 @@
 //! QEMU command line: machine, PCIe topology and the NVMe controllers.
 
 use crate::image::Image;
+pub use crate::virtiofs::FsDevice;
 use clap::ValueEnum;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -67,6 +68,8 @@ pub struct GuestPorts {
 
 pub struct MachineConfig<'a> {
     pub image: &'a Image,
+    /// The kernel to boot (the image's, or `--kernel`).
+    pub kernel: PathBuf,
     pub initrd: PathBuf,
     pub devices: Vec<PciDevice>,
     pub topology: Topology,
@@ -80,22 +83,32 @@ pub struct MachineConfig<'a> {
     pub command: Option<(PathBuf, GuestPorts)>,
     pub console_log: Option<PathBuf>,
     pub qmp_socket: Option<PathBuf>,
+    /// virtiofs devices, one per shared folder.
+    pub fs_devices: Vec<FsDevice>,
+    /// Extra fw_cfg files for the guest's init: (name below opt/p2pnvme/, host file).
+    pub fw_files: Vec<(String, PathBuf)>,
 }
 
-/// The QEMU binary runs through the root filesystem's own dynamic loader so
-/// it uses that filesystem's libraries without a chroot.
-pub fn qemu_command(rootfs: &Path) -> Command {
+/// Runs a binary of the root filesystem through that filesystem's own
+/// dynamic loader, so it uses its libraries without a chroot.
+pub fn rootfs_command(rootfs: &Path, bin: &Path) -> Command {
     let mut cmd = Command::new(rootfs.join("lib64/ld-linux-x86-64.so.2"));
     cmd.arg("--library-path")
         .arg(format!(
             "{r}/lib/x86_64-linux-gnu:{r}/usr/lib/x86_64-linux-gnu",
             r = rootfs.display()
         ))
-        .arg(rootfs.join("usr/bin/qemu-system-x86_64"))
-        .env(
-            "QEMU_MODULE_DIR",
-            rootfs.join("usr/lib/x86_64-linux-gnu/qemu"),
-        );
+        .arg(bin);
+    cmd
+}
+
+/// The root filesystem's QEMU (see [`rootfs_command`]).
+pub fn qemu_command(rootfs: &Path) -> Command {
+    let mut cmd = rootfs_command(rootfs, &rootfs.join("usr/bin/qemu-system-x86_64"));
+    cmd.env(
+        "QEMU_MODULE_DIR",
+        rootfs.join("usr/lib/x86_64-linux-gnu/qemu"),
+    );
     cmd
 }
 
@@ -173,7 +186,7 @@ pub fn build_args(cfg: &MachineConfig) -> Vec<String> {
         "-vga",
         "none",
         "-kernel",
-        &path(&cfg.image.kernel()),
+        &path(&cfg.kernel),
         "-initrd",
         &path(&cfg.initrd),
         "-append",
@@ -192,6 +205,20 @@ pub fn build_args(cfg: &MachineConfig) -> Vec<String> {
         push(&[
             "-qmp",
             &format!("unix:{},server=on,wait=off", qmp.display()),
+        ]);
+    }
+    for (name, file) in &cfg.fw_files {
+        push(&[
+            "-fw_cfg",
+            &format!("name=opt/p2pnvme/{name},file={}", file.display()),
+        ]);
+    }
+    for (i, fs) in cfg.fs_devices.iter().enumerate() {
+        push(&[
+            "-chardev",
+            &format!("socket,id=p2p_fs{i},path={}", fs.socket.display()),
+            "-device",
+            &format!("vhost-user-fs-pci,chardev=p2p_fs{i},tag={}", fs.tag),
         ]);
     }
     if let Some((script, ports)) = &cfg.command {
@@ -270,6 +297,7 @@ mod tests {
     fn cfg(image: &Image, topology: Topology) -> MachineConfig<'_> {
         MachineConfig {
             image,
+            kernel: "/i/vmlinuz".into(),
             initrd: "/i/initrd".into(),
             devices: vec![
                 PciDevice::QemuNvme {
@@ -290,6 +318,11 @@ mod tests {
             command: None,
             console_log: None,
             qmp_socket: None,
+            fs_devices: vec![FsDevice {
+                tag: "p2pshare0".into(),
+                socket: "/fs0.sock".into(),
+            }],
+            fw_files: vec![("shares".into(), "/run/shares".into())],
         }
     }
 
@@ -306,6 +339,11 @@ mod tests {
         assert!(a.contains("-cpu EPYC"));
         assert!(a.contains("-accel tcg,thread=single"));
         assert!(a.ends_with("-S"));
+        assert!(a.contains("-kernel /i/vmlinuz"));
+        assert!(a.contains(
+            "-chardev socket,id=p2p_fs0,path=/fs0.sock -device vhost-user-fs-pci,chardev=p2p_fs0,tag=p2pshare0"
+        ));
+        assert!(a.contains("-fw_cfg name=opt/p2pnvme/shares,file=/run/shares"));
     }
 
     #[test]

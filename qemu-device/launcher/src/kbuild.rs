@@ -1,0 +1,115 @@
+//! Runs kernel builds (out-of-tree modules, `modules_install`) inside the
+//! root filesystem with chroot, with host folders bind-mounted into it in a
+//! private mount namespace, so no mount outlives the build.
+
+use anyhow::{bail, Context, Result};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A host folder visible inside the root filesystem during one build.
+pub struct Mount {
+    /// The host folder.
+    pub host: PathBuf,
+    /// Its path inside the root filesystem (absolute, below /tmp).
+    pub inside: String,
+}
+
+impl Mount {
+    /// `host` at a fresh path below /tmp inside the root filesystem.
+    pub fn new(host: &Path, what: &str) -> Mount {
+        Mount {
+            host: host.to_path_buf(),
+            inside: format!("/tmp/p2pnvme-{what}.{}", std::process::id()),
+        }
+    }
+}
+
+/// Runs `script` with sh inside `rootfs` (as root), with `mounts` bound in
+/// and /proc mounted (objtool needs it).
+pub fn run(rootfs: &Path, mounts: &[Mount], script: &str) -> Result<Output> {
+    let mut setup = String::from("set -e\n");
+    for m in mounts {
+        let point = rootfs.join(m.inside.trim_start_matches('/'));
+        fs::create_dir_all(&point)
+            .with_context(|| format!("creating {} (needs root)", point.display()))?;
+        setup += &format!(
+            "mount --bind '{}' '{}'\n",
+            m.host.display(),
+            point.display()
+        );
+    }
+    setup += &format!(
+        "exec chroot '{}' sh -c 'mount -t proc proc /proc && cd / && exec sh -c \"$1\"' sh \"$1\"\n",
+        rootfs.display()
+    );
+    let out = Command::new("unshare")
+        .args([
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &setup,
+            "sh",
+            script,
+        ])
+        .output()
+        .context("running unshare/chroot for a kernel build (needs root)")?;
+    for m in mounts {
+        let _ = fs::remove_dir(rootfs.join(m.inside.trim_start_matches('/')));
+    }
+    Ok(out)
+}
+
+/// Builds the out-of-tree module in `dir` (in place) against the kernel
+/// build directory `kdir` (a path inside the root filesystem, or below one of
+/// `extra` mounts); returns the `.ko` files, or the compiler's messages.
+pub fn module(rootfs: &Path, kdir: &str, dir: &Path, extra: Vec<Mount>) -> Result<Vec<PathBuf>> {
+    if !dir.join("Makefile").exists() && !dir.join("Kbuild").exists() {
+        bail!(
+            "{} has no Makefile or Kbuild: a module folder needs one (obj-m := NAME.o)",
+            dir.display()
+        );
+    }
+    let src = Mount::new(dir, "module");
+    let script = format!("make -C '{kdir}' M='{}' modules", src.inside);
+    let inside = src.inside.clone();
+    let mut mounts = extra;
+    mounts.push(src);
+    let out = run(rootfs, &mounts, &script)?;
+    if !out.status.success() {
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        return Err(crate::exit::with(
+            crate::exit::REFUSED,
+            format!(
+                "the module in {} did not build; fix these errors:\n{}",
+                dir.display(),
+                text.replace(&inside, &dir.display().to_string())
+            ),
+        ));
+    }
+    let mut kos = vec![];
+    collect_ko(dir, &mut kos)?;
+    if kos.is_empty() {
+        bail!(
+            "make succeeded but left no .ko in {}: does the Makefile set obj-m?",
+            dir.display()
+        );
+    }
+    kos.sort();
+    Ok(kos)
+}
+
+fn collect_ko(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for e in fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_dir() {
+            collect_ko(&p, out)?;
+        } else if p.extension().is_some_and(|x| x == "ko") {
+            out.push(p);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,229 @@
+//! The VM options shared by `run`, `shell` and `demo` (one clap struct,
+//! flattened into each), and their checks before anything starts.
+
+use crate::qemu::{CpuModel, TcgThreads, Topology};
+use anyhow::{bail, Result};
+use clap::Args;
+use std::path::PathBuf;
+
+/// How a guest is built: devices, machine, kernel, shared folders.
+#[derive(Args, Clone, Debug)]
+pub struct VmOptions {
+    /// QEMU's built-in NVMe controllers, each with a CMB.
+    #[arg(long, default_value_t = 0)]
+    pub qemu_nvme: usize,
+    /// The project's vfio-user NVMe controllers, served by one device process.
+    #[arg(long, default_value_t = 0)]
+    pub nvme: usize,
+    /// Namespaces per project controller.
+    #[arg(long, default_value_t = 1)]
+    pub namespaces: usize,
+    /// CMB size in MiB for every controller (QEMU's and the project's).
+    #[arg(long, default_value_t = 16)]
+    pub cmb_mib: u32,
+    /// Size of each namespace's backing file (K/M/G suffixes).
+    #[arg(long, default_value = "256M", value_parser = p2pnvme_device::parse_size)]
+    pub ns_size: u64,
+    /// LBA size of the project's namespaces.
+    #[arg(long, default_value_t = 512, value_parser = parse_lba)]
+    pub lba: u32,
+    /// PCIe placement of the controllers.
+    #[arg(long, value_enum, default_value = "switch")]
+    pub topology: Topology,
+    /// Guest CPU vendor model (amd makes root-port peers reachable through the host bridge).
+    #[arg(long, value_enum, default_value = "intel")]
+    pub cpu: CpuModel,
+    /// Extra kernel command line arguments.
+    #[arg(long)]
+    pub append: Option<String>,
+    /// Extra QEMU argument (repeat for several).
+    #[arg(long = "qemu-arg", allow_hyphen_values = true)]
+    pub qemu_args: Vec<String>,
+    /// Guest memory in MiB.
+    #[arg(long = "mem", default_value_t = 1024)]
+    pub mem_mib: u32,
+    /// Guest CPUs.
+    #[arg(long, default_value_t = 2)]
+    pub smp: u32,
+    /// Use KVM if a probe boot shows it works (TCG otherwise).
+    #[arg(long)]
+    pub kvm: bool,
+    /// TCG vCPU threading: single (default; robust) or multi (faster, may crash the guest rarely).
+    #[arg(long, value_enum, default_value = "single")]
+    pub tcg_threads: TcgThreads,
+    /// Keep namespace backing files in this directory instead of a temporary one.
+    #[arg(long)]
+    pub backing_dir: Option<PathBuf>,
+    /// Boot without the project's guest module and CLI.
+    #[arg(long)]
+    pub no_guest_driver: bool,
+    /// How long (µs) the project's controllers poll shadow doorbells after
+    /// their queues drain (0: never; the driver then rings every time).
+    #[arg(long, default_value_t = p2pnvme_device::DEFAULT_POLL_US, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    pub poll_us: u64,
+    /// Share a host folder with the guest, read-write, through virtiofs
+    /// (HOST_DIR[:GUEST_DIR]; default guest path /mnt/<basename>). Repeatable.
+    #[arg(long = "share", value_name = "HOST[:GUEST]", value_parser = Share::parse)]
+    pub shares: Vec<Share>,
+    /// Boot this kernel: a bzImage, or a kernel build tree (arch/x86/boot/bzImage, .config, built modules).
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// Extra modules of the --kernel tree to put in the guest (comma-separated names).
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+    pub modules: Vec<String>,
+    /// Print the QEMU command line.
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+impl Default for VmOptions {
+    fn default() -> Self {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            vm: VmOptions,
+        }
+        Defaults::parse_from(["p2pnvme"]).vm
+    }
+}
+
+fn parse_lba(s: &str) -> Result<u32, String> {
+    match s {
+        "512" => Ok(512),
+        "4096" => Ok(4096),
+        _ => Err(format!("bad LBA size '{s}': use 512 or 4096")),
+    }
+}
+
+/// A host folder the guest mounts through virtiofs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Share {
+    /// Absolute host path (an existing directory).
+    pub host: PathBuf,
+    /// Absolute guest mount point.
+    pub guest: String,
+}
+
+impl Share {
+    /// Parses `HOST_DIR[:GUEST_DIR]`; the host folder must exist.
+    pub fn parse(s: &str) -> Result<Share, String> {
+        let (host, guest) = match s.split_once(':') {
+            Some((h, g)) => (h, Some(g)),
+            None => (s, None),
+        };
+        let host = std::fs::canonicalize(host).map_err(|e| {
+            format!("shared folder '{host}' does not exist or is not reachable ({e}): create it or fix the path")
+        })?;
+        if !host.is_dir() {
+            return Err(format!(
+                "'{}' is not a folder: --share takes a directory",
+                host.display()
+            ));
+        }
+        let guest = match guest {
+            Some(g) if g.starts_with('/') && !g.contains(char::is_whitespace) && g.len() > 1 => {
+                g.trim_end_matches('/').to_string()
+            }
+            Some(g) => {
+                return Err(format!(
+                    "guest path '{g}' must be absolute, without spaces, and not '/' (e.g. /mnt/src)"
+                ))
+            }
+            None => {
+                let base = host.file_name().map(|b| b.to_string_lossy().to_string());
+                match base {
+                    Some(b) if !b.contains(char::is_whitespace) => format!("/mnt/{b}"),
+                    _ => {
+                        return Err(format!(
+                        "name a guest path for '{}' (HOST:GUEST): its name cannot be a mount point",
+                        host.display()
+                    ))
+                    }
+                }
+            }
+        };
+        Ok(Share { host, guest })
+    }
+}
+
+impl VmOptions {
+    /// Checks that need no child process; each failure is one line saying what to fix.
+    pub fn validate(&self) -> Result<()> {
+        if self.cmb_mib != 0 && (self.cmb_mib < 2 || !self.cmb_mib.is_power_of_two()) {
+            bail!(
+                "--cmb-mib {} is not usable: Linux maps a CMB only in 2 MiB units; use a power of two >= 2",
+                self.cmb_mib
+            );
+        }
+        if self.qemu_nvme + self.nvme > 30 {
+            bail!("at most 30 NVMe controllers fit the emulated PCIe topology");
+        }
+        if self.namespaces == 0 {
+            bail!("--namespaces must be at least 1");
+        }
+        if self.ns_size < 1 << 20 {
+            bail!("--ns-size must be at least 1M");
+        }
+        if self.mem_mib < 256 {
+            bail!(
+                "--mem {} is too small for the guest: use 256 or more (MiB)",
+                self.mem_mib
+            );
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for s in &self.shares {
+            if !seen.insert(&s.guest) {
+                bail!(
+                    "two --share folders would mount on {}: give one a GUEST path",
+                    s.guest
+                );
+            }
+        }
+        if !self.modules.is_empty() && self.kernel.is_none() {
+            bail!("--modules names modules of a --kernel tree: add --kernel PATH");
+        }
+        Ok(())
+    }
+
+    /// The project's guest module and CLI go into the guest.
+    pub fn with_driver(&self) -> bool {
+        !self.no_guest_driver
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn share_defaults_to_mnt_basename_and_refuses_missing_folders() {
+        let d = tempfile::tempdir().unwrap();
+        let sub = d.path().join("mydrv");
+        std::fs::create_dir(&sub).unwrap();
+        let s = Share::parse(sub.to_str().unwrap()).unwrap();
+        assert_eq!(s.guest, "/mnt/mydrv");
+        let s = Share::parse(&format!("{}:/src/x/", sub.display())).unwrap();
+        assert_eq!(s.guest, "/src/x");
+        assert!(Share::parse("/does/not/exist")
+            .unwrap_err()
+            .contains("does not exist"));
+        assert!(Share::parse(&format!("{}:rel", sub.display())).is_err());
+        let f = d.path().join("file");
+        std::fs::write(&f, b"x").unwrap();
+        assert!(Share::parse(f.to_str().unwrap())
+            .unwrap_err()
+            .contains("not a folder"));
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let o = VmOptions::default();
+        assert_eq!(
+            (o.mem_mib, o.smp, o.cmb_mib, o.ns_size),
+            (1024, 2, 16, 256 << 20)
+        );
+        assert!(o.with_driver() && o.shares.is_empty() && o.kernel.is_none());
+        o.validate().unwrap();
+    }
+}

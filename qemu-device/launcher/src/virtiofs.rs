@@ -1,0 +1,88 @@
+//! Shared folders: one virtiofsd (Debian's, from the root filesystem) per
+//! `--share`, a vhost-user-fs device in QEMU, and a mount table the guest's
+//! init reads from fw_cfg.
+
+use crate::options::Share;
+use crate::procs::Helper;
+use anyhow::{bail, Result};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A share as QEMU and the guest see it.
+pub struct FsDevice {
+    /// virtiofs tag the guest mounts.
+    pub tag: String,
+    /// virtiofsd's vhost-user socket.
+    pub socket: PathBuf,
+}
+
+/// Where virtiofsd lives in the root filesystem.
+const VIRTIOFSD: &str = "usr/libexec/virtiofsd";
+
+/// Tag of share `i`.
+pub fn tag(i: usize) -> String {
+    format!("p2pshare{i}")
+}
+
+/// Starts virtiofsd for `share` on `socket`, through the root filesystem's
+/// own dynamic loader (like QEMU), and waits for its socket.
+pub fn start(rootfs: &Path, share: &Share, socket: &Path, log: PathBuf) -> Result<Helper> {
+    let bin = rootfs.join(VIRTIOFSD);
+    if !bin.exists() {
+        bail!(
+            "virtiofsd is missing from the root filesystem {}: rebuild it with 'p2pnvme image build --force'",
+            rootfs.display()
+        );
+    }
+    let mut cmd = crate::qemu::rootfs_command(rootfs, &bin);
+    cmd.arg("--shared-dir")
+        .arg(&share.host)
+        .arg("--socket-path")
+        .arg(socket)
+        // Root on the host: the guest's root may write any file of the
+        // share; keep it in its own namespaces (pivot_root into the folder).
+        .args([
+            "--sandbox",
+            "namespace",
+            "--cache",
+            "auto",
+            "--log-level",
+            "warn",
+        ]);
+    Helper::start(
+        &format!("virtiofsd for {}", share.host.display()),
+        &mut cmd,
+        log,
+        &[socket.to_path_buf()],
+        Duration::from_secs(10),
+    )
+}
+
+/// The mount table for the guest's init: one `TAG GUEST_PATH` line per share.
+pub fn mount_table(shares: &[Share]) -> String {
+    shares
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("{} {}\n", tag(i), s.guest))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_table_lists_tag_and_guest_path() {
+        let s = vec![
+            Share {
+                host: "/a".into(),
+                guest: "/mnt/a".into(),
+            },
+            Share {
+                host: "/b".into(),
+                guest: "/src".into(),
+            },
+        ];
+        assert_eq!(mount_table(&s), "p2pshare0 /mnt/a\np2pshare1 /src\n");
+    }
+}
