@@ -16,11 +16,26 @@ pub struct Mount {
 }
 
 impl Mount {
-    /// `host` at a fresh path below /tmp inside the root filesystem.
-    pub fn new(host: &Path, what: &str) -> Mount {
+    /// `host` at the same absolute path inside the root filesystem, so the
+    /// absolute paths a kernel build records (KBUILD_OUTPUT, source paths)
+    /// and the compiler's messages stay true; below /tmp when that path is
+    /// taken inside the root filesystem.
+    pub fn new(host: &Path, what: &str, rootfs: &Path) -> Mount {
+        let same = host.display().to_string();
+        let inside_host = rootfs.join(same.trim_start_matches('/'));
+        let free = host.is_absolute()
+            && !host.starts_with(rootfs)
+            && host.components().count() > 2
+            && fs::read_dir(&inside_host).map_or(true, |mut d| d.next().is_none());
+        let inside = if free {
+            same
+        } else {
+            let key = crate::image::key_of(&[("path", same.as_bytes())]);
+            format!("/tmp/p2pnvme-{what}-{key}")
+        };
         Mount {
             host: host.to_path_buf(),
-            inside: format!("/tmp/p2pnvme-{what}.{}", std::process::id()),
+            inside,
         }
     }
 }
@@ -57,9 +72,18 @@ pub fn run(rootfs: &Path, mounts: &[Mount], script: &str) -> Result<Output> {
         .output()
         .context("running unshare/chroot for a kernel build (needs root)")?;
     for m in mounts {
-        let _ = fs::remove_dir(rootfs.join(m.inside.trim_start_matches('/')));
+        remove_empty_dirs(rootfs, &m.inside);
     }
     Ok(out)
+}
+
+/// Removes the (empty) mount point `inside` and its empty parents that the
+/// build created, up to the root filesystem's own folders.
+fn remove_empty_dirs(rootfs: &Path, inside: &str) {
+    let mut p = PathBuf::from(inside.trim_start_matches('/'));
+    while p.components().count() > 1 && fs::remove_dir(rootfs.join(&p)).is_ok() {
+        p.pop();
+    }
 }
 
 /// Builds the out-of-tree module in `dir` (in place) against the kernel
@@ -72,7 +96,7 @@ pub fn module(rootfs: &Path, kdir: &str, dir: &Path, extra: Vec<Mount>) -> Resul
             dir.display()
         );
     }
-    let src = Mount::new(dir, "module");
+    let src = Mount::new(dir, "module", rootfs);
     let script = format!("make -C '{kdir}' M='{}' modules", src.inside);
     let inside = src.inside.clone();
     let mut mounts = extra;

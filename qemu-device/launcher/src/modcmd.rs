@@ -37,7 +37,9 @@ pub fn run(op: ModuleOp) -> Result<i32> {
     };
     let k = GuestKernel::resolve(&opts, &img)?;
     let t = Instant::now();
-    let (kdir, mounts) = k.kbuild_dir();
+    let (kdir, mounts) = k.kbuild_dir().ok_or_else(|| {
+        anyhow::anyhow!("--kernel is a bare bzImage: build modules against its build tree instead")
+    })?;
     let kos = kbuild::module(&img.rootfs, &kdir, &dir, mounts)?;
     for ko in &kos {
         println!("{}", ko.display());

@@ -112,7 +112,11 @@ fn guest_module(image: &Image, kernel: &GuestKernel, module_src: &Path) -> Resul
         return Ok(None);
     }
     let inputs = module_sources(module_src)?;
-    let kernel_key = kernel.key(image);
+    let Some((kdir, mounts)) = kernel.kbuild_dir() else {
+        log::warn!("--kernel is a bare bzImage: the guest gets no p2pcopy module (give the kernel's build tree)");
+        return Ok(None);
+    };
+    let kernel_key = kernel.key().to_string();
     let mut parts: Vec<(&str, &[u8])> = vec![("kernel", kernel_key.as_bytes())];
     parts.extend(inputs.iter().map(|(n, d)| (n.as_str(), d.as_slice())));
     let dir = paths::cache_root().join(format!("module-{}", key_of(&parts)));
@@ -129,7 +133,6 @@ fn guest_module(image: &Image, kernel: &GuestKernel, module_src: &Path) -> Resul
         fs::write(p, data)?;
     }
     log::info!("building guest module p2pcopy.ko for {}", kernel.release);
-    let (kdir, mounts) = kernel.kbuild_dir();
     let built = kbuild::module(&image.rootfs, &kdir, &build, mounts).map_err(|e| {
         anyhow::anyhow!("{e:#}\n(pass --no-guest-driver to boot without the project's module)")
     })?;

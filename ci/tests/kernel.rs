@@ -1,0 +1,87 @@
+//! `--kernel PATH` (issue 10): a kernel tree boots with its own modules and
+//! the project's module built against it; a kernel without P2PDMA is refused
+//! before boot.
+
+use p2pnvme_ci::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn rootfs() -> String {
+    let out = p2pnvme(&["image", "info"]);
+    let s = String::from_utf8_lossy(&out.stdout);
+    let line = s.lines().find(|l| l.starts_with("rootfs:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().to_string()
+}
+
+/// Runs a ci/fixtures script with the root filesystem; returns the tree it prints.
+fn fixture(script: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(script);
+    let out = Command::new("bash")
+        .arg(path)
+        .arg(rootfs())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+#[test]
+fn the_images_kernel_given_as_a_tree_boots_with_its_modules_and_p2pcopy() {
+    let tree = fixture("image-kernel-tree.sh");
+    let t = tree.to_str().unwrap();
+    // Modules build against the tree too.
+    let m = std::env::temp_dir().join(format!("p2pnvme-kmod-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&m);
+    std::fs::create_dir_all(&m).unwrap();
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("guest-modules/p2pread");
+    for f in ["Makefile", "p2pread.c"] {
+        std::fs::copy(sample.join(f), m.join(f)).unwrap();
+    }
+    let out = p2pnvme(&["module", "build", m.to_str().unwrap(), "--kernel", t]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("p2pread.ko"));
+
+    let s = guest_ok(
+        &["--kernel", t, "--nvme", "1", "--modules", "null_blk"],
+        "uname -r; lsmod | grep -c '^p2pcopy '; p2pcopy providers; modprobe null_blk && ls /dev/nullb0",
+    );
+    let release = std::fs::read_to_string(tree.join("include/config/kernel.release")).unwrap();
+    assert!(s.starts_with(release.trim()), "{s}");
+    assert!(s.contains("\n1\n"), "p2pcopy loaded: {s}");
+    assert!(s.contains("published true"), "{s}");
+    assert!(s.contains("/dev/nullb0"), "--modules null_blk: {s}");
+}
+
+#[test]
+fn trixies_own_kernel_without_p2pdma_is_refused_before_boot() {
+    let tree = fixture("trixie-kernel.sh");
+    let marker = unique_marker("no-p2pdma");
+    for path in [tree.clone(), tree.join("arch/x86/boot/bzImage")] {
+        let out = p2pnvme(&[
+            "run",
+            "--append",
+            &marker,
+            "--kernel",
+            path.to_str().unwrap(),
+            "--",
+            "true",
+        ]);
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        if path == tree {
+            assert!(err.contains("lacks CONFIG_PCI_P2PDMA"), "{err}");
+            assert!(err.contains("6.12"), "{err}");
+        } else {
+            // Debian's bzImage carries no configuration (IKCONFIG=m).
+            assert!(err.contains(".config"), "{err}");
+        }
+        assert!(processes_mentioning(&marker).is_empty());
+    }
+}
