@@ -18,7 +18,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#define CHUNK (1UL << 20)
+#define CHUNK (1024UL * 1024)
 
 static void *get_buffer(const char *buf, size_t len)
 {

@@ -106,7 +106,8 @@ pub fn guest_initrd(
 }
 
 /// Builds p2pcopy.ko against the guest kernel's headers inside the root
-/// filesystem; cached by the module sources and the image.
+/// filesystem (or against a --kernel tree); cached by the module sources
+/// and the kernel (its release and .config).
 fn guest_module(image: &Image, kernel: &GuestKernel, module_src: &Path) -> Result<Option<PathBuf>> {
     if !module_src.join("Makefile").exists() {
         return Ok(None);
@@ -134,6 +135,7 @@ fn guest_module(image: &Image, kernel: &GuestKernel, module_src: &Path) -> Resul
     }
     log::info!("building guest module p2pcopy.ko for {}", kernel.release);
     let built = kbuild::module(&image.rootfs, &kdir, &build, mounts).map_err(|e| {
+        let _ = fs::remove_dir_all(&build);
         anyhow::anyhow!("{e:#}\n(pass --no-guest-driver to boot without the project's module)")
     })?;
     let src_ko = built
