@@ -212,6 +212,31 @@ fn kernel_panic_under_the_command_exits_255_with_the_report() {
 }
 
 #[test]
+fn kernel_oops_that_fails_the_command_exits_255_with_the_oops() {
+    let dir = scratch("oops").join("oops");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("guest-modules/oops");
+    for f in ["Makefile", "oops.c"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    let out = p2pnvme(&["module", "build", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    let share = format!("{}:/mnt/oops", dir.display());
+    let out = p2pnvme(&[
+        "run",
+        "--share",
+        &share,
+        "--",
+        "insmod /mnt/oops/oops.ko && echo loaded",
+    ]);
+    assert_eq!(out.status.code(), Some(255));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("oopsed"), "{err}");
+    assert!(err.contains("NULL pointer"), "the oops is printed: {err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("loaded"));
+}
+
+#[test]
 fn bad_input_is_refused_before_boot_with_one_line() {
     let marker = unique_marker("byok-bad");
     let not_kernel = scratch("notkernel").join("README");
