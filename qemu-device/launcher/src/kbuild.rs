@@ -137,3 +137,39 @@ fn collect_ko(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mounts_keep_the_host_path_unless_the_root_filesystem_uses_it() {
+        let root = tempfile::tempdir().unwrap();
+        let rootfs = root.path().join("rootfs");
+        fs::create_dir_all(rootfs.join("usr/src/busy/x")).unwrap();
+        let m = Mount::new(Path::new("/home/dev/linux"), "kernel", &rootfs);
+        assert_eq!(m.inside, "/home/dev/linux");
+        // A folder the root filesystem already fills is never covered.
+        let m = Mount::new(Path::new("/usr/src/busy"), "kernel", &rootfs);
+        assert!(m.inside.starts_with("/tmp/p2pnvme-kernel-"), "{}", m.inside);
+        // Nor the root filesystem itself, nor a top-level folder.
+        let inner = rootfs.join("tmp/tree");
+        assert!(Mount::new(&inner, "k", &rootfs)
+            .inside
+            .starts_with("/tmp/p2pnvme-k-"));
+        assert!(Mount::new(Path::new("/usr"), "k", &rootfs)
+            .inside
+            .starts_with("/tmp/"));
+    }
+
+    #[test]
+    fn only_the_empty_mount_point_folders_are_removed() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        fs::create_dir_all(r.join("var/cache/apt")).unwrap();
+        fs::create_dir_all(r.join("var/cache/p2pnvme/tree")).unwrap();
+        remove_empty_dirs(r, "/var/cache/p2pnvme/tree");
+        assert!(!r.join("var/cache/p2pnvme").exists());
+        assert!(r.join("var/cache/apt").exists());
+    }
+}
