@@ -82,7 +82,8 @@ pub struct DemoReport {
     pub reasons: Vec<String>,
 }
 
-fn human(n: u64) -> String {
+/// A byte count in the largest binary unit that divides it (`64 MiB`).
+pub fn human(n: u64) -> String {
     match n {
         n if n >= 1 << 30 && n % (1 << 30) == 0 => format!("{} GiB", n >> 30),
         n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),

@@ -1,7 +1,9 @@
 //! `p2pnvme demo`: one verified copy offload. Random data is written into the
 //! source namespace's backing file on the host (so it never enters guest RAM
 //! on the way in), the guest module copies it, and the host checks the
-//! destination file, the device's DMA counters and a dump of guest RAM.
+//! destination file, the device's DMA counters and a dump of guest RAM —
+//! all of it `run --prove`'s machinery (prove.rs); demo adds the copy
+//! command and judges by the mode the copy used.
 
 use crate::options::VmOptions;
 use crate::prove::{Proof, ProveArgs, Range};
@@ -9,7 +11,7 @@ use crate::ramscan;
 use crate::session::{Output, Session};
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
-use p2pnvme_docs::report::DemoReport;
+use p2pnvme_docs::report::{human, DemoReport};
 use p2pnvme_docs::stats::DataTotals;
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -279,15 +281,6 @@ impl Verdict {
 fn progress(a: &DemoArgs, msg: &str) {
     if !a.json {
         eprintln!("p2pnvme demo: {msg}");
-    }
-}
-
-pub fn human(n: u64) -> String {
-    match n {
-        n if n >= 1 << 30 && n % (1 << 30) == 0 => format!("{} GiB", n >> 30),
-        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
-        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
-        n => format!("{n} B"),
     }
 }
 
