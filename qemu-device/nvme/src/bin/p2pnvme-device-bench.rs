@@ -116,6 +116,35 @@ fn main() {
             (h.doorbell_writes - writes) as f64 / n as f64
         );
     }
+    {
+        // 32 commands in flight: submit a batch, then reap it.
+        let mut n = 0u64;
+        let iops = rate(secs, |i| {
+            for k in 0..32u64 {
+                let lba = ((i * 32 + k) * 8 * 7919) % (blocks - 8);
+                let mut c = p2pnvme_device::testhost::command(READ, 1);
+                c.dw[6] = b4 as u32;
+                c.dw[7] = (b4 >> 32) as u32;
+                c.dw[10] = lba as u32;
+                c.dw[11] = (lba >> 32) as u32;
+                c.dw[12] = 7;
+                h.submit_no_reap(1, c);
+            }
+            let mut done = 0;
+            while done < 32 {
+                if let Some(c) = h.reap(1) {
+                    assert!(c.ok());
+                    done += 1;
+                }
+            }
+            n += 32;
+        }) * 32.0;
+        println!(
+            "4 KiB random reads, QD32, one queue: {iops:.0} commands/s ({:.2} GB/s)",
+            iops * 4096.0 / 1e9
+        );
+        let _ = n;
+    }
     for (name, op) in [("read", READ), ("write", WRITE)] {
         let r = rate(secs, |i| {
             let lba = (i * 256) % (blocks - 256);
