@@ -9,6 +9,8 @@ use crate::stats::Kind;
 use std::collections::VecDeque;
 
 pub const VENDOR_LOG_STATS: u8 = 0xc0;
+/// Command Set Identifier of the NVM command set.
+const CSI_NVM: u32 = 0;
 const AER_LIMIT: usize = 4;
 
 /// Feature values the host can change.
@@ -24,6 +26,10 @@ pub struct Features {
     pub async_config: u32,
     pub timestamp_ms: u64,
     pub timestamp_at: std::time::Instant,
+    /// Error Recovery (05h): TLER and DULBE as the host set them.
+    pub error_recovery: u32,
+    /// Write Atomicity Normal (0Ah): DN bit.
+    pub write_atomicity: u32,
 }
 
 impl Default for Features {
@@ -40,6 +46,8 @@ impl Default for Features {
             async_config: 0,
             timestamp_ms: 0,
             timestamp_at: std::time::Instant::now(),
+            error_recovery: 0,
+            write_atomicity: 0,
         }
     }
 }
@@ -147,6 +155,21 @@ impl Controller {
                 put(&mut b, 4, &self.nguid(nsid));
                 put(&mut b, 20, &[4, 1, 0, 0, 0]);
             }
+            // I/O Command Set specific structures, NVM command set (CSI 0)
+            // only: no extended LBA formats, no further NVM limits.
+            0x05 => {
+                self.ns_index(nsid)?;
+                if sqe.cdw(11) >> 24 != CSI_NVM {
+                    return Err(Status::INVALID_FIELD);
+                }
+            }
+            0x06 => {
+                if sqe.cdw(11) >> 24 != CSI_NVM {
+                    return Err(Status::INVALID_FIELD);
+                }
+            }
+            // I/O Command Set combinations: one, the NVM command set.
+            0x1c => put(&mut b, 0, &1u64.to_le_bytes()),
             _ => return Err(Status::INVALID_FIELD),
         }
         self.send_to_host(sqe, &b)
@@ -195,7 +218,7 @@ impl Controller {
         b[72] = 6; // RAB
         b[77] = MDTS;
         put(b, 78, &(self.id as u16 + 1).to_le_bytes()); // CNTLID
-        put(b, 80, &0x0001_0400u32.to_le_bytes()); // VER 1.4
+        put(b, 80, &crate::ctrl::NVME_VERSION.to_le_bytes()); // VER
         b[111] = 1; // CNTRLTYPE: I/O controller
         put(b, 256, &(1u16 << 8).to_le_bytes()); // OACS: doorbell buffer config
         b[258] = 3; // ACL
@@ -232,7 +255,12 @@ impl Controller {
             return Err(Status::INVALID_FIELD);
         }
         let page: Vec<u8> = match lid {
-            0x01 => self.errlog.iter().flatten().copied().collect(),
+            // The full log: ELPE + 1 entries, unused ones zero.
+            0x01 => {
+                let mut b: Vec<u8> = self.errlog.iter().flatten().copied().collect();
+                b.resize(crate::ctrl::ERROR_LOG_ENTRIES * 64, 0);
+                b
+            }
             0x02 => self.smart_log(),
             0x03 => {
                 let mut b = vec![0u8; 512];
@@ -251,7 +279,12 @@ impl Controller {
         let avail = &page[offset as usize..];
         let n = avail.len().min(len);
         out[..n].copy_from_slice(&avail[..n]);
-        self.send_to_host(sqe, &out)
+        self.send_to_host(sqe, &out)?;
+        // Retain Asynchronous Event clear: the host consumed the event.
+        if sqe.cdw(10) & (1 << 15) == 0 {
+            self.unmask_events(lid);
+        }
+        Ok(0)
     }
 
     fn smart_log(&self) -> Vec<u8> {
@@ -259,8 +292,11 @@ impl Controller {
         put(&mut b, 1, &300u16.to_le_bytes()); // composite temperature, K
         b[3] = 100; // available spare
         b[4] = 10; // threshold
-        put(&mut b, 32, &(self.units_read as u128).to_le_bytes());
-        put(&mut b, 48, &(self.units_written as u128).to_le_bytes());
+                   // Data units: thousands of 512-byte units, rounded up, from the
+                   // exact byte totals.
+        let units = |bytes: u64| (bytes as u128).div_ceil(512_000);
+        put(&mut b, 32, &units(self.bytes_read).to_le_bytes());
+        put(&mut b, 48, &units(self.bytes_written).to_le_bytes());
         put(&mut b, 64, &(self.reads as u128).to_le_bytes());
         put(&mut b, 80, &(self.writes as u128).to_le_bytes());
         put(&mut b, 176, &(self.error_count as u128).to_le_bytes());
@@ -364,7 +400,7 @@ impl Controller {
         // Submission queues may live in guest RAM or in our own CMB (SQS).
         match self.queue_target(sqe.dptr1(), (size as u64 + 1) * 64)? {
             Target::GuestRam | Target::OwnCmb => {}
-            Target::PeerCmb(_) => return Err(Status::INVALID_FIELD),
+            Target::PeerCmb(_) => return Err(Status::INVALID_CMB_USE),
         }
         self.sqs[qid] = Some(Sq {
             base: sqe.dptr1(),
@@ -406,7 +442,9 @@ impl Controller {
         if sel == 3 {
             // Supported capabilities: changeable, not saveable.
             return match fid {
-                0x01 | 0x02 | 0x04 | 0x06 | 0x07 | 0x08 | 0x09 | 0x0b | 0x0e => Ok(0x4),
+                0x01 | 0x02 | 0x04 | 0x05 | 0x06 | 0x07 | 0x08 | 0x09 | 0x0a | 0x0b | 0x0e => {
+                    Ok(0x4)
+                }
                 _ => Err(Status::INVALID_FIELD),
             };
         }
@@ -426,7 +464,8 @@ impl Controller {
                 }
                 Ok(iv)
             }
-            0x0a => Ok(0),
+            0x05 => Ok(f.error_recovery),
+            0x0a => Ok(f.write_atomicity),
             0x0b => Ok(f.async_config),
             0x0e => {
                 let now = f.timestamp_ms + f.timestamp_at.elapsed().as_millis() as u64;
@@ -474,6 +513,15 @@ impl Controller {
                     return Err(Status::INVALID_FIELD);
                 }
             }
+            0x05 => {
+                // DULBE needs deallocated-block errors, which we do not
+                // report; TLER is accepted and kept.
+                if v & (1 << 16) != 0 {
+                    return Err(Status::INVALID_FIELD);
+                }
+                self.features.error_recovery = v & 0xffff;
+            }
+            0x0a => self.features.write_atomicity = v & 1,
             0x0b => self.features.async_config = v,
             0x0e => {
                 let b = self.receive_from_host(sqe, 8)?;

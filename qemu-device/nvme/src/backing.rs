@@ -10,6 +10,8 @@ pub struct Namespace {
     pub file: File,
     pub lba_shift: u32,
     pub nlbas: u64,
+    /// fdatasync calls so far (durability is observable in tests).
+    pub flushes: std::sync::atomic::AtomicU64,
 }
 
 impl Namespace {
@@ -35,6 +37,7 @@ impl Namespace {
             file,
             lba_shift: lba.trailing_zeros(),
             nlbas: size >> lba.trailing_zeros(),
+            flushes: Default::default(),
         })
     }
 
@@ -67,6 +70,8 @@ impl Namespace {
     }
 
     pub fn flush(&self) -> io::Result<()> {
+        self.flushes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.file.sync_data()
     }
 

@@ -9,6 +9,7 @@ use crate::stats::{Counters, Dir, Kind};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,8 @@ pub const DOORBELLS: u64 = 0x1000;
 pub const MDTS: u8 = 7; // 2^7 pages = 512 KiB
 pub const MAX_TRANSFER: usize = 4096 << MDTS;
 pub const ERROR_LOG_ENTRIES: usize = 64;
+/// NVMe 2.0 (VS register and Identify Controller VER).
+pub const NVME_VERSION: u32 = 0x0002_0000;
 
 pub mod reg {
     pub const CAP: u64 = 0x00;
@@ -97,8 +100,10 @@ pub struct Controller {
     pub error_count: u64,
     pub reads: u64,
     pub writes: u64,
-    pub units_read: u64,
-    pub units_written: u64,
+    /// Exact data bytes of host reads and writes (SMART derives its
+    /// 1000 x 512-byte data units from these).
+    pub bytes_read: u64,
+    pub bytes_written: u64,
     /// Doorbells only record work for a worker thread (see run_pending), so
     /// the vfio-user reply to a doorbell write does not wait for the I/O.
     pub deferred: bool,
@@ -110,6 +115,12 @@ pub struct Controller {
     pub poll: Duration,
     /// When the queues drained with event indices left unpublished.
     drained_at: Option<Instant>,
+    /// PCI command register's Bus Master Enable (owned by the PCI config
+    /// space): while clear, the controller performs no DMA at all.
+    pub bus_master: Arc<AtomicBool>,
+    /// Event types (bit = AER type) masked until their log page is read
+    /// without Retain Asynchronous Event.
+    pub masked_events: u8,
 }
 
 /// What the worker should do next (see `poll_shadows`).
@@ -128,7 +139,7 @@ impl Controller {
         stats: Arc<Counters>,
     ) -> std::io::Result<Controller> {
         let cmb = if cfg.cmb_bytes > 0 {
-            let f = crate::mem::memfd(&format!("p2pnvme-cmb{}", cfg.id), cfg.cmb_bytes)?;
+            let f = crate::mem::sealed_memfd(&format!("p2pnvme-cmb{}", cfg.id), cfg.cmb_bytes)?;
             let m = Arc::new(Mapping::new(&f, 0, cfg.cmb_bytes as usize)?);
             cmbs.write().unwrap().push(crate::mem::CmbWindow {
                 ctrl: cfg.id,
@@ -165,13 +176,15 @@ impl Controller {
             error_count: 0,
             reads: 0,
             writes: 0,
-            units_read: 0,
-            units_written: 0,
+            bytes_read: 0,
+            bytes_written: 0,
             deferred: false,
             work: false,
             dbbuf: None,
             poll: Duration::ZERO,
             drained_at: None,
+            bus_master: Arc::new(AtomicBool::new(false)),
+            masked_events: 0,
         })
     }
 
@@ -180,6 +193,7 @@ impl Controller {
             ctrl: self.id,
             ram: &self.ram,
             cmbs: &self.cmbs,
+            bus_master: self.bus_master.load(Ordering::Acquire),
         }
     }
 
@@ -226,7 +240,7 @@ impl Controller {
             v >> ((off & 4) * 8)
         } else {
             (match off & !3 {
-                reg::VS => 0x0001_0400,
+                reg::VS => NVME_VERSION,
                 reg::INTMS | reg::INTMC => self.intms,
                 reg::CC => self.cc,
                 reg::CSTS => self.csts,
@@ -322,6 +336,29 @@ impl Controller {
             self.csts |= CSTS_CFS;
             return;
         }
+        // The queues must fit the address space (the guest chose ASQ/ACQ);
+        // the admin CQ may not be in a CMB (CMBSZ.CQS is 0), nor the admin
+        // SQ in a peer's CMB.
+        let sq_bytes = (asqs as u64 + 1) * 64;
+        let cq_bytes = (acqs as u64 + 1) * 16;
+        let fits =
+            self.asq.checked_add(sq_bytes).is_some() && self.acq.checked_add(cq_bytes).is_some();
+        let dma = self.dma();
+        let cq_in_cmb = matches!(
+            dma.classify(self.acq, cq_bytes),
+            Ok(Target::OwnCmb | Target::PeerCmb(_))
+        );
+        let sq_in_peer = matches!(dma.classify(self.asq, sq_bytes), Ok(Target::PeerCmb(_)));
+        if !fits || cq_in_cmb || sq_in_peer {
+            log::debug!(
+                "controller {}: CC.EN with bad ASQ {:#x} / ACQ {:#x}",
+                self.id,
+                self.asq,
+                self.acq
+            );
+            self.csts |= CSTS_CFS;
+            return;
+        }
         self.cqs[0] = Some(Cq {
             base: self.acq,
             size: acqs + 1,
@@ -355,14 +392,32 @@ impl Controller {
         self.csts &= !(CSTS_RDY | CSTS_CFS);
     }
 
-    /// Back to power-on state when QEMU disconnects.
-    pub fn disconnect(&mut self) {
+    /// DEVICE_RESET: back to the power-on register state (DMA maps and
+    /// interrupt routing stay, as the vfio-user protocol says).
+    pub fn device_reset(&mut self) {
         self.reset();
         self.cc = 0;
         self.csts = 0;
+        self.aqa = 0;
+        self.asq = 0;
+        self.acq = 0;
+        self.intms = 0;
+        self.set_cmbmsc(0);
+        self.masked_events = 0;
+        self.errlog.clear();
+        self.error_count = 0;
+    }
+
+    /// The client went away: power-on state, no DMA maps, no interrupt
+    /// fds, and a zeroed CMB (the next client must not see this one's data).
+    pub fn disconnect(&mut self) {
+        self.device_reset();
         self.ram.clear();
         self.irqs.iter_mut().for_each(|i| *i = None);
-        self.set_cmbmsc(0);
+        self.bus_master.store(false, Ordering::Release);
+        if let Some((m, _)) = &self.cmb {
+            m.clear();
+        }
     }
 
     pub fn set_irq(&mut self, vector: usize, fd: Option<File>) {
@@ -400,7 +455,9 @@ impl Controller {
             self.process_sq(qid);
         } else {
             match self.cqs.get_mut(qid).and_then(|q| q.as_mut()) {
-                Some(cq) if v < cq.size => cq.head = v,
+                // The new head may only pass entries we posted: it lies
+                // between the old head and the tail (modulo the size).
+                Some(cq) if v < cq.size && cq_head_valid(cq, v) => cq.head = v,
                 Some(_) => return self.doorbell_error(0x01),
                 None => return self.doorbell_error(0x00),
             }
@@ -444,6 +501,16 @@ impl Controller {
                     .as_ref()
                     .is_some_and(|cq| cq.pending.is_empty())
         });
+    }
+
+    /// The controller hit a fatal error (a queue it cannot reach): CSTS.CFS,
+    /// and no more commands until a reset, as QEMU's nvme does.
+    fn fatal(&mut self, what: &str, addr: u64) {
+        log::debug!("controller {}: fatal: {what} at {addr:#x}", self.id);
+        self.csts |= CSTS_CFS;
+        self.stats
+            .errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn doorbell_error(&mut self, info: u32) {
@@ -556,18 +623,45 @@ impl Controller {
         true
     }
 
+    /// Completes outstanding AERs with queued events whose type is not
+    /// masked; a delivered type stays masked until the host reads its log
+    /// page without RAE (see `unmask_events`).
     pub fn deliver_events(&mut self) {
-        while !self.events.is_empty() && !self.aers.is_empty() {
-            let ev = self.events.pop_front().unwrap();
+        while !self.aers.is_empty() {
+            let Some(i) = self
+                .events
+                .iter()
+                .position(|ev| self.masked_events & (1 << (ev & 7)) == 0)
+            else {
+                return;
+            };
+            let ev = self.events.remove(i).unwrap_or_default();
+            self.masked_events |= 1 << (ev & 7);
             let cid = self.aers.remove(0);
             self.post(0, 0, cid, ev, Status::SUCCESS);
         }
+    }
+
+    /// The host read log page `lid` without RAE: events of the types it
+    /// reports are delivered again.
+    pub fn unmask_events(&mut self, lid: u8) {
+        // Error information (01h) clears the error type (0); SMART (02h)
+        // the SMART/health type (1).
+        match lid {
+            0x01 => self.masked_events &= !1,
+            0x02 => self.masked_events &= !2,
+            _ => return,
+        }
+        self.deliver_events();
     }
 
     fn process_sq(&mut self, qid: usize) {
         let mut budget = 4096;
         while budget > 0 {
             budget -= 1;
+            if self.csts & CSTS_CFS != 0 {
+                return;
+            }
             let Some(sq) = self.sqs[qid].as_mut() else {
                 return;
             };
@@ -585,20 +679,24 @@ impl Controller {
             if cq_full {
                 return;
             }
-            let addr = sq.base + sq.head as u64 * 64;
+            let addr = sq.base.checked_add(sq.head as u64 * 64);
             sq.head = (sq.head + 1) % sq.size;
             let cqid = sq.cqid as usize;
             let mut raw = [0u8; 64];
-            match self.dma().read(addr, &mut raw) {
-                Ok(t) => self.stats.add(Kind::Meta, Dir::Read, t, 64),
-                Err(_) => {
-                    // The queue itself is unreachable: nothing to complete.
-                    self.log_error(qid as u16, 0xffff, Status::DATA_TRANSFER_ERROR, 0, 0);
-                    continue;
-                }
+            match addr.map(|a| (a, self.dma().read(a, &mut raw))) {
+                Some((_, Ok(t))) => self.stats.add(Kind::Meta, Dir::Read, t, 64),
+                Some((a, Err(_))) => return self.fatal("SQ entry fetch fault", a),
+                None => return self.fatal("SQ entry beyond the address space", u64::MAX),
             }
             let sqe = Sqe::from_bytes(&raw);
-            let res = if qid == 0 {
+            let res = if sqe.dw[0] & 0x300 != 0 {
+                // Fused operations (FUSE bits) are not supported (ONCS bit 0
+                // of FUSES is clear): refuse both halves.
+                Some(Err(Status::INVALID_FIELD))
+            } else if qid == 0 && sqe.psdt() != 0 {
+                // Admin commands use PRPs only.
+                Some(Err(Status::INVALID_FIELD))
+            } else if qid == 0 {
                 self.admin(&sqe)
             } else {
                 Some(crate::io::execute(self, &sqe))
@@ -607,7 +705,9 @@ impl Controller {
             let (dw0, status) = match res {
                 Ok(v) => (v, Status::SUCCESS),
                 Err(s) => {
-                    self.log_error(qid as u16, sqe.cid(), s, sqe.nsid(), sqe.slba());
+                    // Only I/O commands carry an LBA in CDW10/11.
+                    let lba = if qid == 0 { 0 } else { sqe.slba() };
+                    self.log_error(qid as u16, sqe.cid(), s, sqe.nsid(), lba);
                     (0, s)
                 }
             };
@@ -618,6 +718,8 @@ impl Controller {
         }
     }
 
+    /// Adds an error-log entry (`lba`: the command's LBA; 0 for commands
+    /// without one, such as admin commands).
     pub fn log_error(&mut self, sqid: u16, cid: u16, s: Status, nsid: u32, lba: u64) {
         self.error_count += 1;
         self.stats
@@ -667,20 +769,19 @@ impl Controller {
                 }
                 break;
             }
-            let mut e = cq.pending.pop_front().unwrap();
+            let Some(mut e) = cq.pending.pop_front() else {
+                break;
+            };
             e[14] |= cq.phase as u8;
-            let addr = cq.base + cq.tail as u64 * 16;
+            let addr = cq.base.checked_add(cq.tail as u64 * 16);
             cq.tail = (cq.tail + 1) % cq.size;
             if cq.tail == 0 {
                 cq.phase = !cq.phase;
             }
-            match self.dma().write(addr, &e) {
-                Ok(t) => self.stats.add(Kind::Meta, Dir::Written, t, 16),
-                Err(_) => {
-                    self.stats
-                        .errors
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
+            match addr.map(|a| (a, self.dma().write(a, &e))) {
+                Some((_, Ok(t))) => self.stats.add(Kind::Meta, Dir::Written, t, 16),
+                Some((a, Err(_))) => return self.fatal("CQ entry write fault", a),
+                None => return self.fatal("CQ entry beyond the address space", u64::MAX),
             }
             wrote = true;
         }
@@ -694,9 +795,18 @@ impl Controller {
     }
 
     /// Where a queue's memory lives, for the CMB rules on queue creation.
+    /// An unreachable queue is an invalid field.
     pub fn queue_target(&self, base: u64, bytes: u64) -> Result<Target, Status> {
         self.dma()
             .classify(base, bytes)
             .map_err(|_| Status::INVALID_FIELD)
     }
+}
+
+/// Whether moving a CQ head to `v` only releases entries the controller
+/// posted (the head may reach the tail, never pass it).
+fn cq_head_valid(cq: &Cq, v: u16) -> bool {
+    let size = cq.size as u32;
+    let dist = |from: u16, to: u16| (to as u32 + size - from as u32) % size;
+    dist(cq.head, v) <= dist(cq.head, cq.tail)
 }

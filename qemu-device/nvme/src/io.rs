@@ -52,14 +52,26 @@ fn range(c: &Controller, ns: usize, slba: u64, nlb: u64) -> Result<(u64, u64), S
 
 /// A command's data resolved to memory, with the CMB rule: a command's data
 /// is either all in our own CMB or all outside it.
-fn data<'a>(c: &'a Controller, sqe: &Sqe, len: usize) -> Result<Resolved<'a>, Status> {
+/// Data the controller reads (`to_memory` false) may not come from a bit
+/// bucket: that is an SGL Descriptor Type Invalid.
+fn data<'a>(
+    c: &'a Controller,
+    sqe: &Sqe,
+    len: usize,
+    to_memory: bool,
+) -> Result<Resolved<'a>, Status> {
     if len > MAX_TRANSFER {
         return Err(Status::INVALID_FIELD);
     }
     let r = prp::transfer(sqe, len, &c.dma(), &c.stats)?;
     let mut in_cmb = None;
     for (t, _) in r.targets() {
-        let Some(t) = t else { continue };
+        let Some(t) = t else {
+            if to_memory {
+                continue;
+            }
+            return Err(Status::SGL_TYPE_INVALID);
+        };
         let own = t == Target::OwnCmb;
         if *in_cmb.get_or_insert(own) != own {
             return Err(Status::INVALID_CMB_USE);
@@ -78,7 +90,7 @@ fn move_data(
     len: u64,
     to_memory: bool,
 ) -> CmdResult {
-    let r = data(c, sqe, len as usize)?;
+    let r = data(c, sqe, len as usize, to_memory)?;
     let mut bucket = vec![0u8; r.bucket_len()];
     let mut iov = r.iovecs(&mut bucket);
     let file = &c.ns[ns];
@@ -100,25 +112,33 @@ fn read(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
     let (off, len) = range(c, ns, sqe.slba(), sqe.nlb())?;
     move_data(c, ns, sqe, off, len, true)?;
     c.reads += 1;
-    c.units_read += len.div_ceil(512_000);
+    c.bytes_read += len;
     Ok(0)
 }
 
 fn write(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
     let (off, len) = range(c, ns, sqe.slba(), sqe.nlb())?;
     move_data(c, ns, sqe, off, len, false)?;
-    // FUA, or no volatile write cache: make it durable before completing.
-    if sqe.cdw(12) & (1 << 30) != 0 || !c.features.vwc {
+    durable(c, ns, sqe, 12)?;
+    c.writes += 1;
+    c.bytes_written += len;
+    Ok(0)
+}
+
+/// FUA (bit 30 of `fua_dw`), or no volatile write cache: the change must be
+/// durable before the command completes.
+fn durable(c: &Controller, ns: usize, sqe: &Sqe, fua_dw: usize) -> Result<(), Status> {
+    if sqe.cdw(fua_dw) & (1 << 30) != 0 || !c.features.vwc {
         c.ns[ns].flush().map_err(|_| Status::INTERNAL_ERROR)?;
     }
-    c.writes += 1;
-    c.units_written += len.div_ceil(512_000);
-    Ok(0)
+    Ok(())
 }
 
 fn compare(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
     let (off, len) = range(c, ns, sqe.slba(), sqe.nlb())?;
-    let host = prp::gather(&data(c, sqe, len as usize)?, &c.stats, Kind::Data);
+    let host = prp::gather(&data(c, sqe, len as usize, false)?, &c.stats, Kind::Data);
+    // Compare counts as a host read command (SMART).
+    c.reads += 1;
     let mut media = vec![0u8; len as usize];
     c.ns[ns]
         .read_at(&mut media, off)
@@ -134,13 +154,14 @@ fn write_zeroes(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
     c.ns[ns]
         .write_zeroes(off, len)
         .map_err(|_| Status::INTERNAL_ERROR)?;
+    durable(c, ns, sqe, 12)?;
     Ok(0)
 }
 
 fn dsm(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
     let nr = (sqe.cdw(10) & 0xff) as usize + 1;
     let deallocate = sqe.cdw(11) & (1 << 2) != 0;
-    let ranges = prp::gather(&data(c, sqe, nr * 16)?, &c.stats, Kind::Meta);
+    let ranges = prp::gather(&data(c, sqe, nr * 16, false)?, &c.stats, Kind::Meta);
     let mut checked = vec![];
     for r in ranges.chunks_exact(16) {
         let nlb = u32::from_le_bytes(r[4..8].try_into().unwrap()) as u64;
@@ -155,6 +176,8 @@ fn dsm(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
                     .map_err(|_| Status::INTERNAL_ERROR)?;
             }
         }
+        // DSM has no FUA bit; without a volatile cache it is durable now.
+        durable(c, ns, sqe, 15)?;
     }
     Ok(0)
 }
@@ -169,7 +192,7 @@ fn copy(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
     if nr > 16 {
         return Err(Status::CMD_SIZE_LIMIT);
     }
-    let raw = prp::gather(&data(c, sqe, nr * 32)?, &c.stats, Kind::Meta);
+    let raw = prp::gather(&data(c, sqe, nr * 32, false)?, &c.stats, Kind::Meta);
     let mut sources = vec![];
     let mut total = 0u64;
     for r in raw.chunks_exact(32) {
@@ -191,5 +214,6 @@ fn copy(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
             .map_err(|_| Status::INTERNAL_ERROR)?;
         dst += len;
     }
+    durable(c, ns, sqe, 12)?;
     Ok(0)
 }

@@ -16,6 +16,8 @@ mod mem;
 mod nvme;
 mod pci;
 mod prp;
+#[cfg(test)]
+mod regressions;
 mod spec;
 mod stats;
 pub mod testhost;
@@ -28,7 +30,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 pub use spec::{parse_size, DeviceArgs, DEFAULT_POLL_US};
 
@@ -41,7 +43,7 @@ extern "C" fn on_signal(_: libc::c_int) {
 /// Serves every configured controller until SIGTERM or SIGINT.
 pub fn run(args: DeviceArgs) -> Result<()> {
     let specs = args.controllers()?;
-    let cmbs: mem::CmbRegistry = Arc::new(RwLock::new(vec![]));
+    let registries = peer_groups(&specs);
     let mut all_stats = vec![];
     let mut sockets: Vec<PathBuf> = vec![];
     let mut servers = vec![];
@@ -59,7 +61,7 @@ pub fn run(args: DeviceArgs) -> Result<()> {
                 cmb_bytes: s.cmb_mib << 20,
                 namespaces,
             },
-            cmbs.clone(),
+            registries[id].clone(),
             counters,
         )
         .context("creating the CMB memory")?;
@@ -73,7 +75,11 @@ pub fn run(args: DeviceArgs) -> Result<()> {
         )
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", s.socket.display()))?;
         sockets.push(s.socket.clone());
-        let pci = pci::PciConfig::new(ctrl.cmb_bytes(), ctrl::MSIX_VECTORS as u16);
+        let pci = pci::PciConfig::new(
+            ctrl.cmb_bytes(),
+            ctrl::MSIX_VECTORS as u16,
+            ctrl.bus_master.clone(),
+        );
         servers.push((server, transport::Backend::new(ctrl, pci)));
     }
     if let Some(p) = &args.stats_socket {
@@ -88,7 +94,7 @@ pub fn run(args: DeviceArgs) -> Result<()> {
             if let Err(e) = server.run(&mut backend) {
                 eprintln!("p2pnvme device: connection ended: {e}");
             }
-            backend.ctrl.lock().unwrap().disconnect();
+            backend.disconnected();
         });
     }
     for sig in [libc::SIGINT, libc::SIGTERM] {
@@ -102,6 +108,17 @@ pub fn run(args: DeviceArgs) -> Result<()> {
         let _ = std::fs::remove_file(s);
     }
     Ok(())
+}
+
+/// One CMB registry per peer group, indexed like `specs`: a controller's
+/// DMA never resolves to the CMB of a controller outside its group (another
+/// client, another VM).
+fn peer_groups(specs: &[spec::CtrlSpec]) -> Vec<mem::CmbRegistry> {
+    let mut groups: std::collections::HashMap<&str, mem::CmbRegistry> = Default::default();
+    specs
+        .iter()
+        .map(|s| groups.entry(s.group.as_str()).or_default().clone())
+        .collect()
 }
 
 /// Frees a stale socket path; refuses one another process still serves.

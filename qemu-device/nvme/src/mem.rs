@@ -50,24 +50,41 @@ impl Mapping {
         self.len
     }
 
-    /// Pointer to `off`, for `n` bytes that must lie within the mapping.
-    fn at(&self, off: usize, n: usize) -> *mut u8 {
-        assert!(off + n <= self.len);
-        // SAFETY: within the mapping, checked above.
-        unsafe { self.ptr.add(off) }
-    }
-
-    /// Copies out of the mapping; `off + buf.len()` must be within it.
-    pub fn read(&self, off: usize, buf: &mut [u8]) {
-        // SAFETY: `at` checks the bounds; a byte copy of shared memory.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.at(off, buf.len()), buf.as_mut_ptr(), buf.len())
+    /// Pointer to `off`, when `n` bytes from there lie within the mapping
+    /// (checked arithmetic: offsets come from the guest or the socket).
+    fn at(&self, off: usize, n: usize) -> Option<*mut u8> {
+        if off.checked_add(n)? > self.len {
+            return None;
         }
+        // SAFETY: within the mapping, checked above.
+        Some(unsafe { self.ptr.add(off) })
     }
 
-    pub fn write(&self, off: usize, buf: &[u8]) {
+    /// Copies out of the mapping; false (and nothing copied) when
+    /// `off + buf.len()` is not within it.
+    pub fn read(&self, off: usize, buf: &mut [u8]) -> bool {
+        let Some(p) = self.at(off, buf.len()) else {
+            return false;
+        };
+        // SAFETY: `at` checked the bounds; a byte copy of shared memory.
+        unsafe { std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), buf.len()) };
+        true
+    }
+
+    /// Copies into the mapping; false (and nothing copied) when out of it.
+    pub fn write(&self, off: usize, buf: &[u8]) -> bool {
+        let Some(p) = self.at(off, buf.len()) else {
+            return false;
+        };
         // SAFETY: as in read.
-        unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), self.at(off, buf.len()), buf.len()) }
+        unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), p, buf.len()) };
+        true
+    }
+
+    /// Zeroes the whole mapping (a CMB between two clients).
+    pub fn clear(&self) {
+        // SAFETY: the whole mapping, which we own.
+        unsafe { std::ptr::write_bytes(self.ptr, 0, self.len) };
     }
 }
 
@@ -173,6 +190,8 @@ pub struct Dma<'a> {
     pub ctrl: usize,
     pub ram: &'a GuestRam,
     pub cmbs: &'a CmbRegistry,
+    /// PCI Bus Master Enable: clear, every DMA faults.
+    pub bus_master: bool,
 }
 
 impl<'a> Dma<'a> {
@@ -191,10 +210,15 @@ impl<'a> Dma<'a> {
         len: usize,
         f: impl FnOnce(*mut u8, Option<&Arc<Mapping>>) -> R,
     ) -> Result<(Target, R), DmaFault> {
+        if !self.bus_master {
+            return Err(DmaFault);
+        }
         let end = addr.checked_add(len as u64).ok_or(DmaFault)?;
         for w in self.cmbs.read().unwrap().iter() {
             let Some(base) = w.base else { continue };
-            let wend = base + w.mem.len() as u64;
+            let Some(wend) = base.checked_add(w.mem.len() as u64) else {
+                continue;
+            };
             if addr < wend && end > base {
                 if addr < base || end > wend {
                     return Err(DmaFault);
@@ -204,7 +228,8 @@ impl<'a> Dma<'a> {
                 } else {
                     Target::PeerCmb(w.ctrl)
                 };
-                return Ok((t, f(w.mem.at((addr - base) as usize, len), Some(&w.mem))));
+                let p = w.mem.at((addr - base) as usize, len).ok_or(DmaFault)?;
+                return Ok((t, f(p, Some(&w.mem))));
             }
         }
         let p = self.ram.host(addr, len as u64).ok_or(DmaFault)?;
@@ -346,18 +371,33 @@ impl Resolved<'_> {
     }
 }
 
-/// An anonymous shared memory file for a CMB, so QEMU can map it into the guest.
+/// An anonymous shared memory file (test RAM, or a CMB before sealing).
 pub fn memfd(name: &str, size: u64) -> std::io::Result<File> {
     use std::os::unix::io::FromRawFd;
-    let cname = std::ffi::CString::new(name).unwrap();
+    let cname = std::ffi::CString::new(name)
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
     // SAFETY: memfd_create with a valid C string; fd checked.
-    let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+    let fd =
+        unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: fd is a fresh descriptor we own.
     let f = unsafe { File::from_raw_fd(fd) };
     f.set_len(size)?;
+    Ok(f)
+}
+
+/// A CMB's memfd: its size sealed (no shrink, no grow, no further seals),
+/// because the fd goes to the client, and a client that truncated it would
+/// make every access of ours a SIGBUS.
+pub fn sealed_memfd(name: &str, size: u64) -> std::io::Result<File> {
+    let f = memfd(name, size)?;
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+    // SAFETY: fcntl on a descriptor we own.
+    if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
     Ok(f)
 }
 
@@ -389,6 +429,7 @@ mod tests {
             ctrl: 0,
             ram: &ram,
             cmbs: &cmbs,
+            bus_master: true,
         };
         assert_eq!(d.classify(0x10_0000, 4096), Ok(Target::GuestRam));
         assert_eq!(d.classify(0xfe00_1000, 4096), Ok(Target::OwnCmb));
@@ -402,6 +443,7 @@ mod tests {
             ctrl: 1,
             ram: &ram,
             cmbs: &cmbs,
+            bus_master: true,
         };
         assert_eq!(peer.write(0xfe00_2000, b"p2p"), Ok(Target::PeerCmb(0)));
         let mut b = [0u8; 3];

@@ -17,7 +17,9 @@ pub struct DeviceArgs {
     /// Namespace of the single controller: file=PATH,size=SIZE[,lba=512|4096].
     #[arg(long)]
     pub namespace: Vec<String>,
-    /// A controller: socket=PATH[,cmb-mib=M][,serial=S],ns=FILE:SIZE[:LBA][,ns=...].
+    /// A controller: socket=PATH[,cmb-mib=M][,serial=S][,group=NAME],ns=FILE:SIZE[:LBA][,ns=...].
+    /// Controllers of one group (one VM) reach each other's CMBs; the
+    /// default group is shared by every controller of the process.
     #[arg(long)]
     pub controller: Vec<String>,
     /// Unix socket serving the counters as JSON (`get`, `reset`).
@@ -39,6 +41,8 @@ pub struct CtrlSpec {
     pub socket: PathBuf,
     pub cmb_mib: u64,
     pub serial: String,
+    /// Peer group: DMA resolves only to CMBs of this group's controllers.
+    pub group: String,
     pub namespaces: Vec<NsSpec>,
 }
 
@@ -121,6 +125,7 @@ impl DeviceArgs {
                 socket: sock.clone(),
                 cmb_mib: check_cmb(self.cmb_mib)?,
                 serial: "p2pnvme-0".into(),
+                group: String::new(),
                 namespaces,
             });
         } else if !self.namespace.is_empty() {
@@ -131,6 +136,7 @@ impl DeviceArgs {
                 socket: PathBuf::new(),
                 cmb_mib: 16,
                 serial: format!("p2pnvme-{}", out.len()),
+                group: String::new(),
                 namespaces: vec![],
             };
             for kv in c.split(',') {
@@ -140,6 +146,7 @@ impl DeviceArgs {
                         spec.cmb_mib = check_cmb(v.parse().with_context(|| format!("bad cmb-mib '{v}'"))?)?
                     }
                     Some(("serial", v)) if !v.is_empty() && v.len() <= 20 => spec.serial = v.into(),
+                    Some(("group", v)) if !v.is_empty() => spec.group = v.into(),
                     Some(("ns", v)) => {
                         let p: Vec<&str> = v.rsplitn(3, ':').collect();
                         let n = match p.as_slice() {
@@ -150,7 +157,7 @@ impl DeviceArgs {
                         };
                         spec.namespaces.push(n);
                     }
-                    _ => bail!("bad --controller item '{kv}': use socket=PATH,cmb-mib=M,serial=S,ns=FILE:SIZE[:LBA]"),
+                    _ => bail!("bad --controller item '{kv}': use socket=PATH,cmb-mib=M,serial=S,group=NAME,ns=FILE:SIZE[:LBA]"),
                 }
             }
             if spec.socket.as_os_str().is_empty() {

@@ -90,6 +90,9 @@ impl TestHost {
             stats,
         )
         .unwrap();
+        // The driver's pci_set_master().
+        ctrl.bus_master
+            .store(true, std::sync::atomic::Ordering::Release);
         let ram_size = ram_mib << 20;
         let f = memfd("test-ram", ram_size).unwrap();
         ctrl.ram
@@ -134,11 +137,17 @@ impl TestHost {
     }
 
     pub fn write_mem(&self, addr: u64, data: &[u8]) {
-        self.ram.write((addr - RAM_BASE) as usize, data);
+        assert!(
+            self.ram.write((addr - RAM_BASE) as usize, data),
+            "outside test RAM"
+        );
     }
 
     pub fn read_mem(&self, addr: u64, data: &mut [u8]) {
-        self.ram.read((addr - RAM_BASE) as usize, data);
+        assert!(
+            self.ram.read((addr - RAM_BASE) as usize, data),
+            "outside test RAM"
+        );
     }
 
     pub fn write32(&mut self, off: u64, v: u32) {

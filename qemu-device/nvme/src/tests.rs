@@ -54,7 +54,7 @@ fn identify_and_io_roundtrip() {
     let mut h = host(&d);
     let id = identify_ctrl(&mut h);
     assert_eq!(&id[4..13], b"test-0   ");
-    assert_eq!(u32::from_le_bytes(id[80..84].try_into().unwrap()), 0x10400);
+    assert_eq!(u32::from_le_bytes(id[80..84].try_into().unwrap()), 0x2_0000);
     let (cq, sq) = h.create_io_queue(1, 64, None);
     assert!(cq.ok() && sq.ok());
     // 128 KiB write through a PRP list, read back into another buffer.

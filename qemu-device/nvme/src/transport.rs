@@ -17,6 +17,16 @@ pub struct Backend {
 }
 
 impl Backend {
+    /// The client disconnected: controller and PCI state back to power-on.
+    pub fn disconnected(&mut self) {
+        let (cmb, bme) = {
+            let mut c = self.lock();
+            c.disconnect();
+            (c.cmb_bytes(), c.bus_master.clone())
+        };
+        self.pci = PciConfig::new(cmb, MSIX_VECTORS as u16, bme);
+    }
+
     pub fn new(mut ctrl: Controller, pci: PciConfig) -> Backend {
         ctrl.deferred = true;
         Backend {
@@ -104,7 +114,7 @@ pub fn irqs() -> Vec<IrqInfo> {
             index,
             flags: VFIO_IRQ_INFO_EVENTFD,
             count: match index {
-                VFIO_PCI_INTX_IRQ_INDEX => 1,
+                // No INTx: interrupts are MSI-X only (interrupt pin 0).
                 VFIO_PCI_MSIX_IRQ_INDEX => MSIX_VECTORS as u32,
                 _ => 0,
             },
@@ -117,12 +127,16 @@ impl ServerBackend for Backend {
         match region {
             VFIO_PCI_CONFIG_REGION_INDEX => self.pci.read(offset, data),
             0 => self.lock().reg_read(offset, data),
-            2 => match &self.lock().cmb {
-                Some((m, _)) if offset as usize + data.len() <= m.len() => {
-                    m.read(offset as usize, data)
+            2 => {
+                let c = self.lock();
+                let done = match (&c.cmb, usize::try_from(offset)) {
+                    (Some((m, _)), Ok(off)) => m.read(off, data),
+                    _ => false,
+                };
+                if !done {
+                    data.fill(0xff);
                 }
-                _ => data.fill(0xff),
-            },
+            }
             _ => data.fill(0),
         }
         Ok(())
@@ -139,10 +153,9 @@ impl ServerBackend for Backend {
                 }
             }
             2 => {
-                if let Some((m, _)) = &self.lock().cmb {
-                    if offset as usize + data.len() <= m.len() {
-                        m.write(offset as usize, data);
-                    }
+                if let (Some((m, _)), Ok(off)) = (&self.lock().cmb, usize::try_from(offset)) {
+                    // Out of the CMB (checked, wrap included): dropped.
+                    m.write(off, data);
                 }
             }
             _ => {}
@@ -175,9 +188,13 @@ impl ServerBackend for Backend {
     }
 
     fn reset(&mut self) -> std::io::Result<()> {
-        let mut c = self.lock();
-        c.reset();
-        c.cc = 0;
+        let (cmb, bme) = {
+            let mut c = self.lock();
+            c.device_reset();
+            (c.cmb_bytes(), c.bus_master.clone())
+        };
+        // A function reset also resets the PCI configuration space.
+        self.pci = PciConfig::new(cmb, MSIX_VECTORS as u16, bme);
         Ok(())
     }
 
