@@ -5,6 +5,7 @@ use crate::backing::Namespace;
 use crate::dbbuf::{Bell, DoorbellBuffer};
 use crate::mem::{CmbRegistry, Dma, GuestRam, Mapping, Target};
 use crate::nvme::{cqe, Sqe, Status};
+use crate::regs::{Doorbells, RegMirror};
 use crate::stats::{Counters, Dir, Kind};
 use std::collections::VecDeque;
 use std::fs::File;
@@ -43,6 +44,7 @@ pub mod reg {
 const CC_EN: u32 = 1;
 const CSTS_RDY: u32 = 1;
 const CSTS_CFS: u32 = 2;
+const CSTS_SHST_OCCURRING: u32 = 1 << 2;
 const CSTS_SHST_COMPLETE: u32 = 2 << 2;
 const CMBMSC_CRE: u64 = 1;
 const CMBMSC_CMSE: u64 = 2;
@@ -121,7 +123,21 @@ pub struct Controller {
     /// Event types (bit = AER type) masked until their log page is read
     /// without Retain Asynchronous Event.
     pub masked_events: u8,
+    /// BAR0 as the message thread reads it, without this controller's lock.
+    pub regs: Arc<RegMirror>,
+    /// Doorbell writes the message thread recorded for the worker.
+    pub bells: Arc<Doorbells>,
+    /// CC.SHN was set: the worker flushes, then reports SHST complete.
+    shutdown_pending: bool,
+    /// Commands left in this worker pass (the worker drops the lock
+    /// between passes, so a pass is short).
+    budget: usize,
+    /// Where the next pass starts, so every queue gets its turn.
+    next_sq: usize,
 }
+
+/// Commands per worker pass; the lock is free between passes.
+const PASS: usize = 4;
 
 /// What the worker should do next (see `poll_shadows`).
 #[derive(Debug, PartialEq, Eq)]
@@ -185,6 +201,15 @@ impl Controller {
             drained_at: None,
             bus_master: Arc::new(AtomicBool::new(false)),
             masked_events: 0,
+            regs: Arc::default(),
+            bells: Arc::default(),
+            shutdown_pending: false,
+            budget: 0,
+            next_sq: 0,
+        })
+        .map(|c| {
+            c.publish();
+            c
         })
     }
 
@@ -231,30 +256,31 @@ impl Controller {
         })
     }
 
+    /// A BAR0 read (served from the mirror, as the message thread does).
     pub fn reg_read(&self, off: u64, data: &mut [u8]) {
-        data.fill(0);
-        if off >= DOORBELLS {
-            return; // doorbells read as zero
+        self.regs.read(off, data);
+    }
+
+    /// Copies the registers into the lock-free mirror; called after every
+    /// change of register state.
+    fn publish(&self) {
+        let r = &self.regs;
+        for off in [reg::CAP, reg::ASQ, reg::ACQ, reg::CMBMSC] {
+            r.set64(off, self.reg64(off).unwrap_or(0));
         }
-        let v: u64 = if let Some(v) = self.reg64(off & !7) {
-            v >> ((off & 4) * 8)
-        } else {
-            (match off & !3 {
-                reg::VS => NVME_VERSION,
-                reg::INTMS | reg::INTMC => self.intms,
-                reg::CC => self.cc,
-                reg::CSTS => self.csts,
-                reg::AQA => self.aqa,
-                reg::CMBLOC if self.cmbmsc & CMBMSC_CRE != 0 => 2, // BIR 2, offset 0
-                reg::CMBSZ => self.cmbsz(),
-                reg::CMBSTS => self.cmbsts,
-                _ => 0,
-            }) as u64
-                >> ((off & 3) * 8)
-        };
-        let b = v.to_le_bytes();
-        let n = data.len().min(8);
-        data[..n].copy_from_slice(&b[..n]);
+        r.set(reg::VS, NVME_VERSION);
+        r.set(reg::INTMS, self.intms);
+        r.set(reg::INTMC, self.intms);
+        r.set(reg::CC, self.cc);
+        r.set(reg::CSTS, self.csts);
+        r.set(reg::AQA, self.aqa);
+        // CMBLOC: BIR 2, offset 0, once the CMB is enabled.
+        r.set(
+            reg::CMBLOC,
+            if self.cmbmsc & CMBMSC_CRE != 0 { 2 } else { 0 },
+        );
+        r.set(reg::CMBSZ, self.cmbsz());
+        r.set(reg::CMBSTS, self.cmbsts);
     }
 
     pub fn reg_write(&mut self, off: u64, data: &[u8]) {
@@ -264,6 +290,10 @@ impl Controller {
         let v64 = u64::from_le_bytes(b);
         let v = v64 as u32;
         if off >= DOORBELLS {
+            self.stats
+                .doorbell_writes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.budget = 4096;
             self.doorbell(off, v);
             return;
         }
@@ -289,6 +319,22 @@ impl Controller {
                 self.set_cmbmsc(new);
             }
             _ => {}
+        }
+        self.publish();
+    }
+
+    /// Applies the doorbell writes the message thread recorded (the
+    /// worker's first step of every pass).
+    pub fn apply_doorbells(&mut self) {
+        if !self.bells.pending() {
+            return;
+        }
+        let (writes, bad) = self.bells.take();
+        for (slot, v) in writes {
+            self.doorbell(DOORBELLS + slot as u64 * 4, v);
+        }
+        if bad && self.csts & CSTS_RDY != 0 {
+            self.doorbell_error(0x00);
         }
     }
 
@@ -318,13 +364,30 @@ impl Controller {
         }
         let shn = (v >> 14) & 3;
         if shn != 0 && (was >> 14) & 3 == 0 {
-            for ns in &self.ns {
-                let _ = ns.flush();
+            if self.deferred {
+                // Shutdown processing (SHST 01b) until the worker flushed.
+                self.csts = (self.csts & !(3 << 2)) | CSTS_SHST_OCCURRING;
+                self.shutdown_pending = true;
+                self.work = true;
+            } else {
+                self.finish_shutdown();
             }
-            self.csts = (self.csts & !(3 << 2)) | CSTS_SHST_COMPLETE;
         } else if shn == 0 {
+            self.shutdown_pending = false;
             self.csts &= !(3 << 2);
         }
+    }
+
+    /// Flushes every namespace and reports shutdown complete (SHST 10b).
+    fn finish_shutdown(&mut self) {
+        self.shutdown_pending = false;
+        for ns in &self.ns {
+            if let Err(e) = ns.flush() {
+                log::warn!("controller {}: flush at shutdown: {e}", self.id);
+            }
+        }
+        self.csts = (self.csts & !(3 << 2)) | CSTS_SHST_COMPLETE;
+        self.publish();
     }
 
     fn enable(&mut self) {
@@ -406,6 +469,9 @@ impl Controller {
         self.masked_events = 0;
         self.errlog.clear();
         self.error_count = 0;
+        self.shutdown_pending = false;
+        self.bells.clear();
+        self.publish();
     }
 
     /// The client went away: power-on state, no DMA maps, no interrupt
@@ -418,6 +484,7 @@ impl Controller {
         if let Some((m, _)) = &self.cmb {
             m.clear();
         }
+        self.publish();
     }
 
     pub fn set_irq(&mut self, vector: usize, fd: Option<File>) {
@@ -433,9 +500,6 @@ impl Controller {
     }
 
     fn doorbell(&mut self, off: u64, v: u32) {
-        self.stats
-            .doorbell_writes
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let idx = (off - DOORBELLS) / 4;
         let qid = (idx / 2) as usize;
         if self.csts & CSTS_RDY == 0 {
@@ -481,8 +545,13 @@ impl Controller {
 
     /// Processes what deferred doorbells recorded: completions waiting for
     /// CQ space first, then every submission queue with new entries.
+    /// One short pass (at most PASS commands): the worker drops the lock
+    /// between passes, so the message thread never waits for a backlog.
     pub fn run_pending(&mut self) {
         self.work = false;
+        if self.shutdown_pending {
+            self.finish_shutdown();
+        }
         for qid in 0..self.cqs.len() {
             if self.cqs[qid]
                 .as_ref()
@@ -491,8 +560,15 @@ impl Controller {
                 self.drain_pending(qid);
             }
         }
-        for qid in 0..self.sqs.len() {
+        self.budget = PASS;
+        let n = self.sqs.len();
+        for i in 0..n {
+            let qid = (self.next_sq + i) % n;
             self.process_sq(qid);
+            if self.budget == 0 {
+                self.next_sq = (qid + 1) % n;
+                break;
+            }
         }
         // Entries left over by the per-pass budget need another pass.
         self.work = self.sqs.iter().flatten().any(|sq| {
@@ -511,6 +587,7 @@ impl Controller {
         self.stats
             .errors
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.publish();
     }
 
     fn doorbell_error(&mut self, info: u32) {
@@ -656,9 +733,8 @@ impl Controller {
     }
 
     fn process_sq(&mut self, qid: usize) {
-        let mut budget = 4096;
-        while budget > 0 {
-            budget -= 1;
+        // The budget counts fetched commands only.
+        while self.budget > 0 {
             if self.csts & CSTS_CFS != 0 {
                 return;
             }
@@ -679,6 +755,7 @@ impl Controller {
             if cq_full {
                 return;
             }
+            self.budget -= 1;
             let addr = sq.base.checked_add(sq.head as u64 * 64);
             sq.head = (sq.head + 1) % sq.size;
             let cqid = sq.cqid as usize;

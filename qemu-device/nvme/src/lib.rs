@@ -18,6 +18,7 @@ mod pci;
 mod prp;
 #[cfg(test)]
 mod regressions;
+mod regs;
 mod spec;
 mod stats;
 pub mod testhost;

@@ -1,19 +1,31 @@
 //! vfio-user transport: maps QEMU's region accesses, DMA maps and interrupt
 //! fds onto the controller.
 
-use crate::ctrl::{Controller, Idle, MSIX_VECTORS};
+use crate::ctrl::{Controller, Idle, DOORBELLS, MSIX_VECTORS};
+use crate::mem::Mapping;
 use crate::pci::{self, PciConfig};
+use crate::regs::{Doorbells, RegMirror};
+use crate::stats::Counters;
 use std::fs::File;
 use std::os::unix::io::AsRawFd;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use vfio_bindings::bindings::vfio::*;
 use vfio_user::{DmaMapFlags, DmaUnmapFlags, IrqInfo, ServerBackend, ServerRegion, SparseArea};
 
-/// The controller is shared with its I/O worker (see `worker`).
+/// The controller is shared with its I/O worker (see `worker`). The
+/// message thread reads registers and records doorbells without its lock;
+/// the worker drops the lock between short passes.
 pub struct Backend {
     pub ctrl: Arc<Mutex<Controller>>,
-    pub kick: Arc<Condvar>,
     pub pci: PciConfig,
+    regs: Arc<RegMirror>,
+    bells: Arc<Doorbells>,
+    stats: Arc<Counters>,
+    cmb: Option<Arc<Mapping>>,
+    /// Message-thread lock requests the worker lets through first.
+    waiters: Arc<AtomicUsize>,
+    worker: Option<std::thread::Thread>,
 }
 
 impl Backend {
@@ -30,39 +42,76 @@ impl Backend {
     pub fn new(mut ctrl: Controller, pci: PciConfig) -> Backend {
         ctrl.deferred = true;
         Backend {
+            regs: ctrl.regs.clone(),
+            bells: ctrl.bells.clone(),
+            stats: ctrl.stats.clone(),
+            cmb: ctrl.cmb.as_ref().map(|(m, _)| m.clone()),
             ctrl: Arc::new(Mutex::new(ctrl)),
-            kick: Arc::new(Condvar::new()),
             pci,
+            waiters: Arc::default(),
+            worker: None,
         }
     }
 
     /// Runs the queues whenever a doorbell recorded work, off the vfio-user
     /// thread, so QEMU gets its reply to the doorbell write at once.
-    pub fn worker(&self) -> std::thread::JoinHandle<()> {
-        let (ctrl, kick) = (self.ctrl.clone(), self.kick.clone());
-        std::thread::spawn(move || {
-            let mut c = ctrl.lock().unwrap();
-            loop {
+    pub fn worker(&mut self) -> std::thread::JoinHandle<()> {
+        let (ctrl, bells, waiters) = (self.ctrl.clone(), self.bells.clone(), self.waiters.clone());
+        let h = std::thread::spawn(move || loop {
+            let idle = {
+                let mut c = ctrl.lock().unwrap_or_else(|e| e.into_inner());
+                c.apply_doorbells();
                 if c.work {
                     c.run_pending();
-                    continue;
+                    None
+                } else {
+                    Some(c.poll_shadows())
                 }
-                match c.poll_shadows() {
-                    // Between looks the lock is free for QEMU's messages.
-                    Idle::Polling => {
-                        drop(c);
-                        std::thread::yield_now();
-                        c = ctrl.lock().unwrap();
-                    }
-                    Idle::Sleep if !c.work => c = kick.wait(c).unwrap(),
-                    Idle::Sleep => {}
-                }
+            };
+            // The lock is free: a waiting message goes first.
+            while waiters.load(Ordering::Acquire) > 0 {
+                std::thread::yield_now();
             }
-        })
+            match idle {
+                None => {}
+                Some(Idle::Polling) => std::thread::yield_now(),
+                // An unpark after our look makes park return at once.
+                Some(Idle::Sleep) if !bells.pending() => std::thread::park(),
+                Some(Idle::Sleep) => {}
+            }
+        });
+        self.worker = Some(h.thread().clone());
+        h
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Controller> {
-        self.ctrl.lock().unwrap()
+    /// Wakes the worker (a doorbell or a register change recorded work).
+    fn kick(&self) {
+        if let Some(w) = &self.worker {
+            w.unpark();
+        }
+    }
+
+    fn lock(&self) -> Locked<'_> {
+        self.waiters.fetch_add(1, Ordering::AcqRel);
+        let guard = self.ctrl.lock().unwrap_or_else(|e| e.into_inner());
+        self.waiters.fetch_sub(1, Ordering::AcqRel);
+        Locked(guard)
+    }
+}
+
+/// The controller, locked by the message thread.
+struct Locked<'a>(std::sync::MutexGuard<'a, Controller>);
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Controller;
+    fn deref(&self) -> &Controller {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Controller {
+        &mut self.0
     }
 }
 
@@ -126,11 +175,10 @@ impl ServerBackend for Backend {
     fn region_read(&mut self, region: u32, offset: u64, data: &mut [u8]) -> std::io::Result<()> {
         match region {
             VFIO_PCI_CONFIG_REGION_INDEX => self.pci.read(offset, data),
-            0 => self.lock().reg_read(offset, data),
+            0 => self.regs.read(offset, data),
             2 => {
-                let c = self.lock();
-                let done = match (&c.cmb, usize::try_from(offset)) {
-                    (Some((m, _)), Ok(off)) => m.read(off, data),
+                let done = match (&self.cmb, usize::try_from(offset)) {
+                    (Some(m), Ok(off)) => m.read(off, data),
                     _ => false,
                 };
                 if !done {
@@ -145,15 +193,24 @@ impl ServerBackend for Backend {
     fn region_write(&mut self, region: u32, offset: u64, data: &[u8]) -> std::io::Result<()> {
         match region {
             VFIO_PCI_CONFIG_REGION_INDEX => self.pci.write(offset, data),
+            0 if offset >= DOORBELLS => {
+                // A doorbell: recorded for the worker, no lock taken.
+                let mut b = [0u8; 4];
+                let n = data.len().min(4);
+                b[..n].copy_from_slice(&data[..n]);
+                self.stats
+                    .doorbell_writes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.bells
+                    .ring((offset - DOORBELLS) / 4, u32::from_le_bytes(b));
+                self.kick();
+            }
             0 => {
-                let mut c = self.lock();
-                c.reg_write(offset, data);
-                if c.work {
-                    self.kick.notify_one();
-                }
+                self.lock().reg_write(offset, data);
+                self.kick();
             }
             2 => {
-                if let (Some((m, _)), Ok(off)) = (&self.lock().cmb, usize::try_from(offset)) {
+                if let (Some(m), Ok(off)) = (&self.cmb, usize::try_from(offset)) {
                     // Out of the CMB (checked, wrap included): dropped.
                     m.write(off, data);
                 }
