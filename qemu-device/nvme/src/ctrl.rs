@@ -207,10 +207,7 @@ impl Controller {
             budget: 0,
             next_sq: 0,
         })
-        .map(|c| {
-            c.publish();
-            c
-        })
+        .inspect(|c| c.publish())
     }
 
     pub fn dma(&self) -> Dma<'_> {
