@@ -106,9 +106,7 @@ pub struct Controller {
     /// 1000 x 512-byte data units from these).
     pub bytes_read: u64,
     pub bytes_written: u64,
-    /// Doorbells only record work for a worker thread (see run_pending), so
     /// the vfio-user reply to a doorbell write does not wait for the I/O.
-    pub deferred: bool,
     pub work: bool,
     /// Shadow doorbells for I/O queues, once the driver configured them.
     pub dbbuf: Option<DoorbellBuffer>,
@@ -139,9 +137,11 @@ pub struct Controller {
 /// Commands per worker pass; the lock is free between passes.
 const PASS: usize = 4;
 
-/// What the worker should do next (see `poll_shadows`).
+/// What the worker should do after a step (see `step`).
 #[derive(Debug, PartialEq, Eq)]
-pub enum Idle {
+pub enum Step {
+    /// Work is left: step again.
+    Busy,
     /// Shadow tails are being polled: look again soon.
     Polling,
     /// Event indices are published: sleep until a doorbell.
@@ -194,7 +194,6 @@ impl Controller {
             writes: 0,
             bytes_read: 0,
             bytes_written: 0,
-            deferred: false,
             work: false,
             dbbuf: None,
             poll: Duration::ZERO,
@@ -287,11 +286,12 @@ impl Controller {
         let v64 = u64::from_le_bytes(b);
         let v = v64 as u32;
         if off >= DOORBELLS {
+            // As on the vfio-user path: recorded for the worker.
             self.stats
                 .doorbell_writes
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.budget = 4096;
-            self.doorbell(off, v);
+            self.bells.ring((off - DOORBELLS) / 4, v);
+            self.publish();
             return;
         }
         let set_half = |old: u64, off: u64| -> u64 {
@@ -320,9 +320,21 @@ impl Controller {
         self.publish();
     }
 
+    /// One step of the worker, the only place commands run (production
+    /// worker thread and the in-process test host alike): applies recorded
+    /// doorbells, then runs a short pass or polls the shadow doorbells.
+    pub fn step(&mut self) -> Step {
+        self.apply_doorbells();
+        if self.work {
+            self.run_pending();
+            return Step::Busy;
+        }
+        self.poll_shadows()
+    }
+
     /// Applies the doorbell writes the message thread recorded (the
     /// worker's first step of every pass).
-    pub fn apply_doorbells(&mut self) {
+    fn apply_doorbells(&mut self) {
         if !self.bells.pending() {
             return;
         }
@@ -361,14 +373,10 @@ impl Controller {
         }
         let shn = (v >> 14) & 3;
         if shn != 0 && (was >> 14) & 3 == 0 {
-            if self.deferred {
-                // Shutdown processing (SHST 01b) until the worker flushed.
-                self.csts = (self.csts & !(3 << 2)) | CSTS_SHST_OCCURRING;
-                self.shutdown_pending = true;
-                self.work = true;
-            } else {
-                self.finish_shutdown();
-            }
+            // Shutdown processing (SHST 01b) until the worker flushed.
+            self.csts = (self.csts & !(3 << 2)) | CSTS_SHST_OCCURRING;
+            self.shutdown_pending = true;
+            self.work = true;
         } else if shn == 0 {
             self.shutdown_pending = false;
             self.csts &= !(3 << 2);
@@ -509,11 +517,7 @@ impl Controller {
                 Some(_) => return self.doorbell_error(0x01), // invalid write value
                 None => return self.doorbell_error(0x00),    // invalid doorbell register
             }
-            if self.deferred {
-                self.work = true;
-                return;
-            }
-            self.process_sq(qid);
+            self.work = true;
         } else {
             match self.cqs.get_mut(qid).and_then(|q| q.as_mut()) {
                 // The new head may only pass entries we posted: it lies
@@ -522,26 +526,12 @@ impl Controller {
                 Some(_) => return self.doorbell_error(0x01),
                 None => return self.doorbell_error(0x00),
             }
-            if self.deferred {
-                self.work = true;
-                return;
-            }
-            self.drain_pending(qid);
-            let waiting: Vec<usize> = (0..self.sqs.len())
-                .filter(|&s| {
-                    self.sqs[s]
-                        .as_ref()
-                        .is_some_and(|sq| sq.cqid as usize == qid)
-                })
-                .collect();
-            for s in waiting {
-                self.process_sq(s);
-            }
+            self.work = true;
         }
     }
 
-    /// Processes what deferred doorbells recorded: completions waiting for
-    /// CQ space first, then every submission queue with new entries.
+    /// Processes what doorbells recorded: completions waiting for CQ space
+    /// first, then submission queues with new entries.
     /// One short pass (at most PASS commands): the worker drops the lock
     /// between passes, so the message thread never waits for a backlog.
     pub fn run_pending(&mut self) {
@@ -607,7 +597,7 @@ impl Controller {
         let Some((tail, size)) = self.sqs[qid].as_ref().map(|q| (q.tail, q.size)) else {
             return false;
         };
-        let seen = if self.deferred && !self.poll.is_zero() {
+        let seen = if !self.poll.is_zero() {
             self.drained_at.get_or_insert_with(Instant::now);
             db.read(&self.dma(), &self.stats, qid, Bell::SqTail)
         } else {
@@ -636,9 +626,9 @@ impl Controller {
     /// The worker's idle step: looks for entries the driver added without
     /// ringing; once `poll` has passed with none, publishes every I/O SQ's
     /// tail as its event index (rereading after, so nothing is missed).
-    pub fn poll_shadows(&mut self) -> Idle {
+    pub fn poll_shadows(&mut self) -> Step {
         let Some(since) = self.drained_at else {
-            return Idle::Sleep;
+            return Step::Sleep;
         };
         let expired = since.elapsed() >= self.poll;
         let db = self.dbbuf.expect("polling only with shadow doorbells");
@@ -661,9 +651,9 @@ impl Controller {
             self.drained_at = None;
         }
         if self.drained_at.is_some() {
-            Idle::Polling
+            Step::Polling
         } else {
-            Idle::Sleep
+            Step::Sleep
         }
     }
 

@@ -56,6 +56,9 @@ pub struct TestHost {
     shadow: Option<(u64, u64)>,
     /// Doorbell register writes so far (each one a vfio-user round trip).
     pub doorbell_writes: u64,
+    /// The test steps the worker itself (`ctrl.step()`); register writes
+    /// do not run it.
+    pub manual: bool,
 }
 
 /// A submission entry under construction.
@@ -117,6 +120,7 @@ impl TestHost {
             cid: 0,
             shadow: None,
             doorbell_writes: 0,
+            manual: false,
         }
     }
 
@@ -150,12 +154,26 @@ impl TestHost {
         );
     }
 
+    /// A register write, then the worker runs until it has no work left
+    /// (as the production worker thread would, right away).
     pub fn write32(&mut self, off: u64, v: u32) {
         self.ctrl.reg_write(off, &v.to_le_bytes());
+        self.run_worker();
     }
 
+    /// A 64-bit register write, then the worker runs.
     pub fn write64(&mut self, off: u64, v: u64) {
         self.ctrl.reg_write(off, &v.to_le_bytes());
+        self.run_worker();
+    }
+
+    /// Runs the controller's worker step (the production worker's code)
+    /// until it is idle or only polling shadow doorbells.
+    pub fn run_worker(&mut self) {
+        if self.manual {
+            return;
+        }
+        while self.ctrl.step() == crate::ctrl::Step::Busy {}
     }
 
     pub fn read32(&self, off: u64) -> u32 {
@@ -270,7 +288,7 @@ impl TestHost {
             self.write_mem(addr, raw);
         } else {
             // Submission queue in a CMB: write through the controller's view.
-            self.ctrl.dma().write(addr, raw).expect("SQ address mapped");
+            assert!(self.ctrl.dma().write(addr, raw).is_ok(), "SQ address mapped");
         }
     }
 

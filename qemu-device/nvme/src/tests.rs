@@ -506,23 +506,23 @@ fn shadow_completion_heads_resume_a_full_queue() {
 }
 
 #[test]
-fn deferred_doorbells_record_work_for_the_worker() {
+fn doorbells_only_record_work_for_the_worker() {
     use std::sync::atomic::Ordering::Relaxed;
     let d = tempfile::tempdir().unwrap();
     let mut h = host(&d);
     h.create_io_queue(1, 16, None);
-    h.ctrl.deferred = true;
+    h.manual = true;
     let buf = h.alloc(4096);
     let before = h.ctrl.stats.commands.load(Relaxed);
     let mut c = command(io::READ, 1);
     c.dw[6] = buf as u32;
     c.dw[7] = (buf >> 32) as u32;
     h.submit_no_reap(1, c);
-    assert!(h.ctrl.work, "the doorbell only records");
+    assert!(h.ctrl.bells.pending(), "the doorbell only records");
     assert_eq!(h.ctrl.stats.commands.load(Relaxed), before);
     assert!(h.reap(1).is_none());
-    h.ctrl.run_pending();
-    assert!(!h.ctrl.work);
+    assert_eq!(h.ctrl.step(), crate::ctrl::Step::Busy);
+    assert_ne!(h.ctrl.step(), crate::ctrl::Step::Busy);
     assert!(h.reap(1).expect("completed by the worker pass").ok());
 }
 
@@ -557,7 +557,7 @@ fn shadow_doorbells_are_checked_and_spare_register_writes() {
     assert_eq!(h.doorbell_writes - before, 50, "SQ tail only");
     // A busy device: the second submission sees a stale event index and
     // skips the register write; the worker still finds it in the shadow.
-    h.ctrl.deferred = true;
+    h.manual = true;
     let mut c = command(io::READ, 1);
     c.dw[6] = buf as u32;
     c.dw[7] = (buf >> 32) as u32;
@@ -583,7 +583,7 @@ fn shadow_doorbells_are_checked_and_spare_register_writes() {
     );
     h.ctrl.run_pending();
     assert_eq!(h.ctrl.events.len(), 1, "one event of a kind outstanding");
-    h.ctrl.deferred = false;
+    h.manual = false;
     // A controller reset forgets the buffers (the driver sets them again).
     h.write32(reg::CC, 0);
     assert!(h.ctrl.dbbuf.is_none());
@@ -591,13 +591,13 @@ fn shadow_doorbells_are_checked_and_spare_register_writes() {
 
 #[test]
 fn a_polling_worker_finds_unrung_entries_then_publishes_event_indices() {
-    use crate::ctrl::Idle;
+    use crate::ctrl::Step as Idle;
     use std::sync::atomic::Ordering::Relaxed;
     let d = tempfile::tempdir().unwrap();
     let mut h = host(&d);
     assert!(h.enable_shadow_doorbells().ok());
     h.create_io_queue(1, 16, None);
-    h.ctrl.deferred = true;
+    h.manual = true;
     h.ctrl.poll = std::time::Duration::from_secs(3600);
     let buf = h.alloc(4096);
     let mut c = command(io::READ, 1);

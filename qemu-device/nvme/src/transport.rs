@@ -1,7 +1,7 @@
 //! vfio-user transport: maps QEMU's region accesses, DMA maps and interrupt
 //! fds onto the controller.
 
-use crate::ctrl::{Controller, Idle, DOORBELLS, MSIX_VECTORS};
+use crate::ctrl::{Controller, Step, DOORBELLS, MSIX_VECTORS};
 use crate::mem::Mapping;
 use crate::pci::{self, PciConfig};
 use crate::regs::{Doorbells, RegMirror};
@@ -39,8 +39,7 @@ impl Backend {
         self.pci = PciConfig::new(cmb, MSIX_VECTORS as u16, bme);
     }
 
-    pub fn new(mut ctrl: Controller, pci: PciConfig) -> Backend {
-        ctrl.deferred = true;
+    pub fn new(ctrl: Controller, pci: PciConfig) -> Backend {
         Backend {
             regs: ctrl.regs.clone(),
             bells: ctrl.bells.clone(),
@@ -58,26 +57,17 @@ impl Backend {
     pub fn worker(&mut self) -> std::thread::JoinHandle<()> {
         let (ctrl, bells, waiters) = (self.ctrl.clone(), self.bells.clone(), self.waiters.clone());
         let h = std::thread::spawn(move || loop {
-            let idle = {
-                let mut c = ctrl.lock().unwrap_or_else(|e| e.into_inner());
-                c.apply_doorbells();
-                if c.work {
-                    c.run_pending();
-                    None
-                } else {
-                    Some(c.poll_shadows())
-                }
-            };
+            let step = ctrl.lock().unwrap_or_else(|e| e.into_inner()).step();
             // The lock is free: a waiting message goes first.
             while waiters.load(Ordering::Acquire) > 0 {
                 std::thread::yield_now();
             }
-            match idle {
-                None => {}
-                Some(Idle::Polling) => std::thread::yield_now(),
+            match step {
+                Step::Busy => {}
+                Step::Polling => std::thread::yield_now(),
                 // An unpark after our look makes park return at once.
-                Some(Idle::Sleep) if !bells.pending() => std::thread::park(),
-                Some(Idle::Sleep) => {}
+                Step::Sleep if !bells.pending() => std::thread::park(),
+                Step::Sleep => {}
             }
         });
         self.worker = Some(h.thread().clone());
