@@ -291,7 +291,6 @@ impl Controller {
                 .doorbell_writes
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.bells.ring((off - DOORBELLS) / 4, v);
-            self.publish();
             return;
         }
         let set_half = |old: u64, off: u64| -> u64 {

@@ -18,7 +18,7 @@ mod pci;
 mod prp;
 #[cfg(test)]
 mod regressions;
-mod regs;
+pub mod regs;
 mod spec;
 mod stats;
 pub mod testhost;

@@ -2,7 +2,7 @@
 //! a mirror of the BAR0 registers (reads never wait for the worker) and
 //! per-queue doorbell slots (writes land in atomics the worker applies).
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 /// Doorbell slots: two per queue (SQ tail, CQ head) for the admin queue and
 /// every I/O queue.
@@ -52,6 +52,9 @@ impl RegMirror {
 /// Doorbell writes waiting for the worker.
 pub struct Doorbells {
     slots: [AtomicU32; SLOTS],
+    /// One bit per slot with a write waiting (the worker looks at these
+    /// only, not at every slot).
+    written: [AtomicU64; SLOTS.div_ceil(64)],
     /// A write to a doorbell of a queue that cannot exist.
     bad_register: AtomicBool,
     /// Any slot (or bad_register) changed since the worker last looked.
@@ -62,6 +65,7 @@ impl Default for Doorbells {
     fn default() -> Self {
         Doorbells {
             slots: std::array::from_fn(|_| AtomicU32::new(EMPTY)),
+            written: Default::default(),
             bad_register: AtomicBool::new(false),
             pending: AtomicBool::new(false),
         }
@@ -73,7 +77,10 @@ impl Doorbells {
     /// DOORBELLS`; a later write to the same slot supersedes it.
     pub fn ring(&self, index: u64, v: u32) {
         match self.slots.get(index as usize) {
-            Some(s) => s.store(v & 0xffff, Ordering::Release),
+            Some(s) => {
+                s.store(v & 0xffff, Ordering::Release);
+                self.written[index as usize / 64].fetch_or(1 << (index % 64), Ordering::AcqRel);
+            }
             None => self.bad_register.store(true, Ordering::Release),
         }
         self.pending.store(true, Ordering::Release);
@@ -88,15 +95,18 @@ impl Doorbells {
     /// nonexistent doorbell was written.
     pub fn take(&self) -> (Vec<(usize, u32)>, bool) {
         self.pending.store(false, Ordering::Release);
-        let writes = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| {
-                let v = s.swap(EMPTY, Ordering::AcqRel);
-                (v != EMPTY).then_some((i, v))
-            })
-            .collect();
+        let mut writes = vec![];
+        for (w, word) in self.written.iter().enumerate() {
+            let mut bits = word.swap(0, Ordering::AcqRel);
+            while bits != 0 {
+                let i = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let v = self.slots[i].swap(EMPTY, Ordering::AcqRel);
+                if v != EMPTY {
+                    writes.push((i, v));
+                }
+            }
+        }
         (writes, self.bad_register.swap(false, Ordering::AcqRel))
     }
 

@@ -6,13 +6,16 @@
 use crate::backing::Namespace;
 use crate::ctrl::{reg, Controller, CtrlConfig, DOORBELLS};
 use crate::mem::{memfd, CmbRegistry, Mapping};
-use crate::nvme::Sqe;
+pub use crate::nvme::Sqe;
 use crate::stats::Counters;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::io::FromRawFd;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
+
+mod remote;
+pub use remote::RemoteHost;
 
 pub const RAM_BASE: u64 = 0x4000_0000;
 const QUEUES: usize = 65;
@@ -59,6 +62,18 @@ pub struct TestHost {
     /// The test steps the worker itself (`ctrl.step()`); register writes
     /// do not run it.
     pub manual: bool,
+}
+
+/// A completion entry as the host decodes it.
+fn completion(e: &[u8; 16]) -> Completion {
+    let st = u16::from_le_bytes([e[14], e[15]]);
+    Completion {
+        dw0: u32::from_le_bytes([e[0], e[1], e[2], e[3]]),
+        cid: u16::from_le_bytes([e[12], e[13]]),
+        sct: ((st >> 9) & 7) as u8,
+        sc: (st >> 1) as u8,
+        dnr: st & 0x8000 != 0,
+    }
 }
 
 /// A submission entry under construction.
@@ -288,7 +303,10 @@ impl TestHost {
             self.write_mem(addr, raw);
         } else {
             // Submission queue in a CMB: write through the controller's view.
-            assert!(self.ctrl.dma().write(addr, raw).is_ok(), "SQ address mapped");
+            assert!(
+                self.ctrl.dma().write(addr, raw).is_ok(),
+                "SQ address mapped"
+            );
         }
     }
 
@@ -307,13 +325,7 @@ impl TestHost {
             self.queues[qid].phase = !q.phase;
         }
         self.ring(2 * qid + 1, q.cq_head, head);
-        Some(Completion {
-            dw0: u32::from_le_bytes(e[0..4].try_into().unwrap()),
-            cid: u16::from_le_bytes([e[12], e[13]]),
-            sct: ((st >> 9) & 7) as u8,
-            sc: (st >> 1) as u8,
-            dnr: st & 0x8000 != 0,
-        })
+        Some(completion(&e))
     }
 
     /// Creates I/O CQ and SQ `qid` of `size` entries; the SQ at `sq_base`

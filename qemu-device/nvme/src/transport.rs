@@ -74,6 +74,11 @@ impl Backend {
         h
     }
 
+    /// The register mirror BAR0 reads are answered from.
+    pub fn registers(&self) -> Arc<RegMirror> {
+        self.regs.clone()
+    }
+
     /// Wakes the worker (a doorbell or a register change recorded work).
     fn kick(&self) {
         if let Some(w) = &self.worker {
