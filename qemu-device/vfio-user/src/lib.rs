@@ -18,6 +18,17 @@
 
 #![deny(missing_docs)]
 
+mod conn;
+mod handle;
+mod server;
+mod validate;
+pub mod wire;
+
+pub use conn::{recv_raw, send_raw};
+pub use server::{
+    serve_connection, serve_connection_until, End, Error, Server, StopHandle, Summary,
+};
+
 use std::os::fd::RawFd;
 use vmm_sys_util::eventfd::EventFd;
 
