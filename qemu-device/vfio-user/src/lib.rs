@@ -21,6 +21,7 @@
 mod conn;
 mod handle;
 mod server;
+pub mod testing;
 mod validate;
 pub mod wire;
 
