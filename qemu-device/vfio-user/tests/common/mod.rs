@@ -132,10 +132,6 @@ pub fn eventfd() -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
-pub fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
 pub fn raw(fds: &[&dyn AsRawFd]) -> Vec<i32> {
     fds.iter().map(|f| f.as_raw_fd()).collect()
 }
