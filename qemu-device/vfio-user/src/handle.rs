@@ -255,8 +255,8 @@ fn usable_areas(index: u32, r: &RegionInfo) -> Option<(RawFd, &[(u64, u64)])> {
     let m = r.mmap.as_ref()?;
     let fits = |&(off, len): &(u64, u64)| {
         len > 0
-            && off % PAGE_SIZE == 0
-            && len % PAGE_SIZE == 0
+            && off.is_multiple_of(PAGE_SIZE)
+            && len.is_multiple_of(PAGE_SIZE)
             && off.checked_add(len).is_some_and(|e| e <= r.size)
     };
     if m.areas.is_empty() || m.areas.len() > MAX_AREAS || !m.areas.iter().all(fits) {

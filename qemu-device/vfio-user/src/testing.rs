@@ -251,11 +251,14 @@ impl Backend for FakeBackend {
             "contract: iova+size wraps"
         );
         assert!(
-            map.iova % PAGE_SIZE == 0 && map.size % PAGE_SIZE == 0,
+            map.iova.is_multiple_of(PAGE_SIZE) && map.size.is_multiple_of(PAGE_SIZE),
             "contract: unaligned map"
         );
         if let Some((f, off)) = &map.fd {
-            assert!(off % PAGE_SIZE == 0, "contract: unaligned fd offset");
+            assert!(
+                off.is_multiple_of(PAGE_SIZE),
+                "contract: unaligned fd offset"
+            );
             let len = f.metadata().expect("fstat").len();
             assert!(
                 off.checked_add(map.size).is_some_and(|e| e <= len),

@@ -61,7 +61,7 @@ pub(crate) fn region_access(
 }
 
 fn page_aligned(v: u64) -> bool {
-    v % PAGE_SIZE == 0
+    v.is_multiple_of(PAGE_SIZE)
 }
 
 /// DMA_MAP: flags known, size non-zero, iova+size without overflow, page
