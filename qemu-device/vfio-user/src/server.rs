@@ -128,8 +128,7 @@ impl Server {
     /// messages are handled until it disconnects; then
     /// `backend.disconnected()` runs and the next client is accepted.
     pub fn serve<B: Backend + ?Sized>(&self, backend: &mut B) -> Result<(), Error> {
-        while let Some(stream) = self.accept()? {
-            let s = serve_connection_until(stream, backend, &self.stop);
+        while let Some(s) = self.serve_one(backend)? {
             log::info!(
                 "vfio-user {}: client gone ({:?}); {} requests, {} refused",
                 self.path.display(),
@@ -142,6 +141,14 @@ impl Server {
             }
         }
         Ok(())
+    }
+
+    /// Waits for one client and serves it until it goes (then
+    /// `backend.disconnected()` has run); `None` if stopped while waiting.
+    pub fn serve_one<B: Backend + ?Sized>(&self, backend: &mut B) -> Result<Option<Summary>, Error> {
+        Ok(self
+            .accept()?
+            .map(|stream| serve_connection_until(stream, backend, &self.stop)))
     }
 
     /// Waits for the next client; `None` once stopped.
