@@ -198,9 +198,12 @@ pub(crate) fn request<B: Backend + ?Sized>(
         | cmd::DMA_READ
         | cmd::DMA_WRITE
         | cmd::DIRTY_PAGES
-        | cmd::REGION_WRITE_MULTI => {
-            refuse(libc::ENOTSUP, format!("command {command} not supported"))
-        }
+        | cmd::REGION_WRITE_MULTI
+        | cmd::MIG_DATA_READ
+        | cmd::MIG_DATA_WRITE => refuse(libc::ENOTSUP, format!("command {command} not supported")),
+        // The kernel's answer to a feature it lacks; QEMU then treats the
+        // device as not migratable.
+        cmd::DEVICE_FEATURE => refuse(libc::ENOTTY, "device features not supported"),
         _ => refuse(libc::ENOTSUP, format!("unknown command {command}")),
     }
 }

@@ -145,7 +145,10 @@ impl Server {
 
     /// Waits for one client and serves it until it goes (then
     /// `backend.disconnected()` has run); `None` if stopped while waiting.
-    pub fn serve_one<B: Backend + ?Sized>(&self, backend: &mut B) -> Result<Option<Summary>, Error> {
+    pub fn serve_one<B: Backend + ?Sized>(
+        &self,
+        backend: &mut B,
+    ) -> Result<Option<Summary>, Error> {
         Ok(self
             .accept()?
             .map(|stream| serve_connection_until(stream, backend, &self.stop)))

@@ -50,8 +50,14 @@ pub mod cmd {
     /// Batched posted writes (only sent if the server advertises
     /// `write_multiple`, which this one does not).
     pub const REGION_WRITE_MULTI: u16 = 15;
+    /// Device features (migration state, DMA logging; not supported).
+    pub const DEVICE_FEATURE: u16 = 16;
+    /// Migration data read (not supported).
+    pub const MIG_DATA_READ: u16 = 17;
+    /// Migration data write (not supported).
+    pub const MIG_DATA_WRITE: u16 = 18;
     /// One past the highest known command.
-    pub const COUNT: usize = 16;
+    pub const COUNT: usize = 19;
 }
 
 /// Header flag bits.

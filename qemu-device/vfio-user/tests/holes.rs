@@ -129,15 +129,19 @@ fn malformed_version_gets_an_error_not_a_panic() {
 fn unsupported_commands_are_consumed_and_refused() {
     let mut p = pair();
     let junk = vec![0xa5u8; 300];
-    for command in [6, 11, 12, 14, 15, 16, 999, 0xffff] {
+    let unsupported = [6, 11, 12, 14, 15, 17, 18, 0, 19, 999, 0xffff];
+    for command in unsupported {
         let r = p.client.call(command, &junk, &[]);
         assert_eq!(r.errno(), libc::ENOTSUP as u32, "command {command}");
         still_in_sync(&mut p.client);
     }
+    let r = p.client.call(cmd::DEVICE_FEATURE, &junk, &[]);
+    assert_eq!(r.errno(), libc::ENOTTY as u32);
+    still_in_sync(&mut p.client);
     let (_, s) = p.finish();
-    assert_eq!(s.refused, 8);
+    assert_eq!(s.refused, unsupported.len() as u64 + 1);
     assert_eq!(s.requests[cmd::DMA_READ as usize], 1);
-    assert_eq!(s.requests[0], 3, "unknown numbers count in slot 0");
+    assert_eq!(s.requests[0], 4, "unknown numbers count in slot 0");
 }
 
 #[test]

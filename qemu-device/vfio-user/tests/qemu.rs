@@ -36,11 +36,28 @@ fn qemu(rootfs: &Path, sock: &Path, qmp: &Path, log: &Path) -> Child {
     );
     Command::new(rootfs.join("lib64/ld-linux-x86-64.so.2"))
         .arg("--library-path")
-        .arg(format!("{r}/lib/x86_64-linux-gnu:{r}/usr/lib/x86_64-linux-gnu"))
+        .arg(format!(
+            "{r}/lib/x86_64-linux-gnu:{r}/usr/lib/x86_64-linux-gnu"
+        ))
         .arg(rootfs.join("usr/bin/qemu-system-x86_64"))
-        .env("QEMU_MODULE_DIR", rootfs.join("usr/lib/x86_64-linux-gnu/qemu"))
-        .args(["-L", &format!("{r}/usr/share/qemu"), "-L", &format!("{r}/usr/share/seabios")])
-        .args(["-machine", "q35,memory-backend=mem", "-accel", "tcg", "-m", "256M"])
+        .env(
+            "QEMU_MODULE_DIR",
+            rootfs.join("usr/lib/x86_64-linux-gnu/qemu"),
+        )
+        .args([
+            "-L",
+            &format!("{r}/usr/share/qemu"),
+            "-L",
+            &format!("{r}/usr/share/seabios"),
+        ])
+        .args([
+            "-machine",
+            "q35,memory-backend=mem",
+            "-accel",
+            "tcg",
+            "-m",
+            "256M",
+        ])
         .args(["-object", "memory-backend-memfd,id=mem,size=256M,share=on"])
         .args(["-device", &device])
         .args(["-nodefaults", "-display", "none", "-serial", "none"])
@@ -141,12 +158,19 @@ fn qemu_vfio_user_pci_completes_setup_and_disconnects_cleanly() {
     assert_eq!(summary.refused, 0, "QEMU sent nothing the server refused");
     assert_eq!(n(cmd::VERSION), 1);
     assert!(n(cmd::DEVICE_GET_INFO) >= 1);
-    assert!(n(cmd::DEVICE_GET_REGION_INFO) >= 8, "BARs, ROM and config asked for");
+    assert!(
+        n(cmd::DEVICE_GET_REGION_INFO) >= 8,
+        "BARs, ROM and config asked for"
+    );
     assert!(n(cmd::DEVICE_GET_IRQ_INFO) >= 1);
     assert!(n(cmd::REGION_READ) >= 1, "config space read");
     // What QEMU 11.1 never sends (README "What QEMU 11.1 sends").
     assert_eq!(n(cmd::DEVICE_GET_REGION_IO_FDS), 0);
-    assert_eq!(n(cmd::DMA_READ) + n(cmd::DMA_WRITE) + n(cmd::DIRTY_PAGES), 0);
+    assert_eq!(
+        n(cmd::DMA_READ) + n(cmd::DMA_WRITE) + n(cmd::DIRTY_PAGES),
+        0
+    );
+    assert_eq!(n(cmd::REGION_WRITE_MULTI) + n(cmd::DEVICE_FEATURE), 0);
     assert!(
         be.calls
             .iter()
@@ -164,9 +188,14 @@ fn qemu_vfio_user_pci_completes_setup_and_disconnects_cleanly() {
         "INTx routed to an eventfd"
     );
     assert!(
-        be.calls
-            .iter()
-            .any(|c| matches!(c, Call::Read { index: 7, offset: 0, .. })),
+        be.calls.iter().any(|c| matches!(
+            c,
+            Call::Read {
+                index: 7,
+                offset: 0,
+                ..
+            }
+        )),
         "config space header read"
     );
     assert!(
