@@ -289,7 +289,7 @@ fn send_with_fds(sock: RawFd, buf: &[u8], fds: &[RawFd]) -> io::Result<usize> {
 
 /// Sends raw bytes with fds on a socket: for tests and the fuzz target,
 /// which play the client.
-pub fn send_raw(sock: &UnixStream, bytes: &[u8], fds: &[RawFd]) -> io::Result<()> {
+pub(crate) fn send_raw(sock: &UnixStream, bytes: &[u8], fds: &[RawFd]) -> io::Result<()> {
     let mut sent = 0;
     while sent < bytes.len() {
         let with_fds = if sent == 0 { fds } else { &[] };
@@ -300,7 +300,7 @@ pub fn send_raw(sock: &UnixStream, bytes: &[u8], fds: &[RawFd]) -> io::Result<()
 
 /// Receives whatever is there (up to `buf.len()` bytes) with its fds: the
 /// client side of tests.
-pub fn recv_raw(sock: &UnixStream, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+pub(crate) fn recv_raw(sock: &UnixStream, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
     let mut fds = Vec::new();
     let mut cut = false;
     let n = recv_with_fds(sock.as_raw_fd(), buf, &mut fds, &mut cut)?;

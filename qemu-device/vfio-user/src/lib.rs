@@ -18,6 +18,7 @@
 
 #![deny(missing_docs)]
 
+pub mod build;
 mod conn;
 mod handle;
 mod server;
@@ -25,7 +26,6 @@ pub mod testing;
 mod validate;
 pub mod wire;
 
-pub use conn::{recv_raw, send_raw};
 pub use server::{
     serve_connection, serve_connection_until, End, Error, Server, StopHandle, Summary,
 };

@@ -1,15 +1,12 @@
 //! For tests and fuzzing: a fake PCI backend that records every call and
-//! panics on any breach of the contract in lib.rs, and a minimal client
-//! that sends hand-built messages.
+//! panics on any breach of the contract in lib.rs.
 
-use crate::conn::{recv_raw, send_raw};
-use crate::wire::{Header, HEADER_SIZE, PAGE_SIZE};
+use crate::wire::PAGE_SIZE;
 use crate::{Backend, DmaMap, Errno, IrqInfo, IrqSet, RegionInfo, RegionMmap, MAX_DATA_XFER};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::fs::FileExt;
-use std::os::unix::net::UnixStream;
 
 /// Vendor id in the fake's config space.
 pub const VENDOR_ID: u16 = 0x1234;
@@ -354,97 +351,4 @@ pub fn assert_is_nonblocking_eventfd(fd: RawFd) {
     // SAFETY: F_GETFL on a live fd.
     let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
     assert!(fl & libc::O_NONBLOCK != 0, "contract: eventfd blocking");
-}
-
-/// A whole message: header (size filled in) and payload.
-pub fn message(msg_id: u16, command: u16, flags: u32, payload: &[u8]) -> Vec<u8> {
-    let mut v = Header {
-        msg_id,
-        command,
-        message_size: (HEADER_SIZE + payload.len()) as u32,
-        flags,
-        error_no: 0,
-    }
-    .to_bytes();
-    v.extend_from_slice(payload);
-    v
-}
-
-/// The client end of a connection, for tests.
-pub struct Client {
-    /// The socket.
-    pub sock: UnixStream,
-    next_id: u16,
-}
-
-/// A reply as the client sees it.
-#[derive(Debug)]
-pub struct ReplyMsg {
-    /// Its header.
-    pub header: Header,
-    /// Bytes after the header.
-    pub payload: Vec<u8>,
-    /// Fds that came with it.
-    pub fds: Vec<OwnedFd>,
-}
-
-impl ReplyMsg {
-    /// The errno of an error reply, 0 for success.
-    pub fn errno(&self) -> u32 {
-        if self.header.flags & crate::wire::flags::ERROR != 0 {
-            self.header.error_no
-        } else {
-            0
-        }
-    }
-}
-
-impl Client {
-    /// Wraps a connected socket.
-    pub fn new(sock: UnixStream) -> Self {
-        sock.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-            .expect("timeout");
-        Client { sock, next_id: 1 }
-    }
-
-    /// Sends raw bytes with fds.
-    pub fn send(&self, bytes: &[u8], fds: &[RawFd]) {
-        send_raw(&self.sock, bytes, fds).expect("send");
-    }
-
-    /// Sends a request and reads its reply.
-    pub fn call(&mut self, command: u16, payload: &[u8], fds: &[RawFd]) -> ReplyMsg {
-        self.next_id = self.next_id.wrapping_add(1);
-        self.send(&message(self.next_id, command, 0, payload), fds);
-        let r = self.read_reply();
-        assert_eq!(r.header.msg_id, self.next_id, "reply id");
-        assert_eq!(r.header.command, command, "reply command");
-        r
-    }
-
-    /// Reads one whole message from the server.
-    pub fn read_reply(&self) -> ReplyMsg {
-        let mut fds = Vec::new();
-        let mut hdr = [0u8; HEADER_SIZE];
-        self.fill(&mut hdr, &mut fds);
-        let header = Header::parse(&hdr).expect("header");
-        assert!(header.flags & crate::wire::flags::REPLY != 0, "not a reply");
-        let mut payload = vec![0u8; header.message_size as usize - HEADER_SIZE];
-        self.fill(&mut payload, &mut fds);
-        ReplyMsg {
-            header,
-            payload,
-            fds,
-        }
-    }
-
-    fn fill(&self, buf: &mut [u8], fds: &mut Vec<OwnedFd>) {
-        let mut got = 0;
-        while got < buf.len() {
-            let (n, more) = recv_raw(&self.sock, &mut buf[got..]).expect("recv");
-            assert!(n > 0, "server closed the connection");
-            got += n;
-            fds.extend(more);
-        }
-    }
 }

@@ -285,7 +285,7 @@ fn region_read_and_write_reach_the_backend() {
 fn posted_write_with_no_reply_flag_gets_no_reply() {
     let mut p = pair();
     p.client.send(
-        &p2pnvme_vfio_user::testing::message(
+        &p2pnvme_vfio_user::build::message(
             77,
             cmd::REGION_WRITE,
             flags::NO_REPLY,

@@ -4,7 +4,8 @@
 mod common;
 
 use common::*;
-use p2pnvme_vfio_user::testing::{message, Call, Client, FakeBackend, BAR2_SIZE};
+use p2pnvme_vfio_user::build::{message, Client};
+use p2pnvme_vfio_user::testing::{Call, FakeBackend, BAR2_SIZE};
 use p2pnvme_vfio_user::wire::*;
 use p2pnvme_vfio_user::{End, Server, MAX_DATA_XFER};
 use std::io::Write;

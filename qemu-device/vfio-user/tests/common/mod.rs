@@ -2,8 +2,8 @@
 
 #![allow(dead_code)]
 
-use p2pnvme_vfio_user::testing::{Client, FakeBackend};
-use p2pnvme_vfio_user::wire::*;
+pub use p2pnvme_vfio_user::build::*;
+use p2pnvme_vfio_user::testing::FakeBackend;
 use p2pnvme_vfio_user::{serve_connection, Summary};
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -38,80 +38,6 @@ impl Pair {
         drop(self.client);
         self.server.join().expect("server thread panicked")
     }
-}
-
-fn bytes<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> Vec<u8> {
-    let mut v = Vec::new();
-    f(&mut v);
-    v
-}
-
-pub fn dma_map(iova: u64, size: u64, offset: u64, flags: u32) -> Vec<u8> {
-    bytes(|v| {
-        DmaMapMsg {
-            argsz: DmaMapMsg::SIZE as u32,
-            flags,
-            offset,
-            iova,
-            size,
-        }
-        .write(v)
-    })
-}
-
-pub fn dma_unmap(iova: u64, size: u64, flags: u32) -> Vec<u8> {
-    bytes(|v| {
-        DmaUnmapMsg {
-            argsz: DmaUnmapMsg::SIZE as u32,
-            flags,
-            iova,
-            size,
-        }
-        .write(v)
-    })
-}
-
-pub fn region_info(index: u32, argsz: u32) -> Vec<u8> {
-    bytes(|v| {
-        RegionInfoMsg {
-            argsz,
-            index,
-            ..Default::default()
-        }
-        .write(v)
-    })
-}
-
-pub fn irq_set(flags: u32, index: u32, start: u32, count: u32) -> Vec<u8> {
-    bytes(|v| {
-        IrqSetMsg {
-            argsz: IrqSetMsg::SIZE as u32,
-            flags,
-            index,
-            start,
-            count,
-        }
-        .write(v)
-    })
-}
-
-pub fn region_rw(region: u32, offset: u64, count: u32, data: &[u8]) -> Vec<u8> {
-    let mut v = bytes(|v| {
-        RegionAccess {
-            offset,
-            region,
-            count,
-        }
-        .write(v)
-    });
-    v.extend_from_slice(data);
-    v
-}
-
-pub fn version(json: &[u8]) -> Vec<u8> {
-    let mut v = bytes(|v| Version { major: 0, minor: 0 }.write(v));
-    v.extend_from_slice(json);
-    v
 }
 
 pub fn memfd(len: u64) -> File {
