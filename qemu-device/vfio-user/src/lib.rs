@@ -20,6 +20,7 @@
 
 pub mod build;
 mod conn;
+pub mod fuzzing;
 mod handle;
 mod server;
 pub mod testing;
