@@ -9,10 +9,10 @@ use crate::regs::{Doorbells, RegMirror};
 use crate::stats::{Counters, Dir, Kind};
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use vmm_sys_util::eventfd::EventFd;
 
 pub const MAX_IO_QUEUES: usize = 64;
 pub const MQES: u16 = 1023; // 0-based
@@ -68,6 +68,14 @@ pub struct Cq {
     pub pending: VecDeque<[u8; 16]>,
 }
 
+/// One MSI-X vector's routing.
+#[derive(Default)]
+struct Vector {
+    fd: Option<EventFd>,
+    masked: bool,
+    pending: bool,
+}
+
 /// Per-controller settings from the command line.
 pub struct CtrlConfig {
     pub id: usize,
@@ -94,7 +102,7 @@ pub struct Controller {
     cmbsts: u32,
     pub sqs: Vec<Option<Sq>>,
     pub cqs: Vec<Option<Cq>>,
-    irqs: Vec<Option<File>>,
+    irqs: Vec<Vector>,
     pub features: crate::admin::Features,
     pub aers: Vec<u16>,
     pub events: VecDeque<u32>,
@@ -184,7 +192,7 @@ impl Controller {
             cmbsts: 0,
             sqs: (0..=MAX_IO_QUEUES).map(|_| None).collect(),
             cqs: (0..=MAX_IO_QUEUES).map(|_| None).collect(),
-            irqs: (0..MSIX_VECTORS).map(|_| None).collect(),
+            irqs: (0..MSIX_VECTORS).map(|_| Vector::default()).collect(),
             features: Default::default(),
             aers: vec![],
             events: VecDeque::new(),
@@ -483,7 +491,7 @@ impl Controller {
     pub fn disconnect(&mut self) {
         self.device_reset();
         self.ram.clear();
-        self.irqs.iter_mut().for_each(|i| *i = None);
+        self.irqs.iter_mut().for_each(|i| *i = Vector::default());
         self.bus_master.store(false, Ordering::Release);
         if let Some((m, _)) = &self.cmb {
             m.clear();
@@ -491,15 +499,39 @@ impl Controller {
         self.publish();
     }
 
-    pub fn set_irq(&mut self, vector: usize, fd: Option<File>) {
+    /// Routes MSI-X `vector` to an eventfd (None: deassigned).
+    pub fn set_irq(&mut self, vector: usize, fd: Option<EventFd>) {
         if let Some(slot) = self.irqs.get_mut(vector) {
-            *slot = fd;
+            slot.fd = fd;
         }
     }
 
+    /// Masks or unmasks a vector; an interrupt raised while masked is
+    /// delivered on unmask.
+    pub fn mask_irq(&mut self, vector: usize, masked: bool) {
+        let Some(slot) = self.irqs.get_mut(vector) else {
+            return;
+        };
+        slot.masked = masked;
+        if !masked && std::mem::take(&mut slot.pending) {
+            self.interrupt(vector as u16);
+        }
+    }
+
+    /// Raises a vector (the client's loopback trigger).
+    pub fn trigger_irq(&mut self, vector: usize) {
+        self.interrupt(vector as u16);
+    }
+
     fn interrupt(&mut self, iv: u16) {
-        if let Some(Some(f)) = self.irqs.get(iv as usize) {
-            let _ = (&*f).write_all(&1u64.to_le_bytes());
+        let Some(slot) = self.irqs.get_mut(iv as usize) else {
+            return;
+        };
+        if slot.masked {
+            slot.pending = true;
+        } else if let Some(fd) = &slot.fd {
+            // Non-blocking: a full counter already means "interrupt".
+            let _ = fd.write(1);
         }
     }
 

@@ -67,14 +67,8 @@ pub fn run(args: DeviceArgs) -> Result<()> {
         )
         .context("creating the CMB memory")?;
         ctrl.poll = std::time::Duration::from_micros(args.poll_us);
-        claim_socket(&s.socket)?;
-        let server = vfio_user::Server::new(
-            &s.socket,
-            true,
-            transport::irqs(),
-            transport::regions(&ctrl),
-        )
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", s.socket.display()))?;
+        let server = p2pnvme_vfio_user::Server::bind(&s.socket)
+            .map_err(|e| anyhow::anyhow!("cannot serve {}: {e}", s.socket.display()))?;
         sockets.push(s.socket.clone());
         let pci = pci::PciConfig::new(
             ctrl.cmb_bytes(),
@@ -90,12 +84,11 @@ pub fn run(args: DeviceArgs) -> Result<()> {
     }
     for (server, mut backend) in servers {
         backend.worker();
-        std::thread::spawn(move || loop {
-            // One QEMU connection at a time; after it goes, start clean.
-            if let Err(e) = server.run(&mut backend) {
-                eprintln!("p2pnvme device: connection ended: {e}");
+        // One client at a time; after it goes, the backend starts clean.
+        std::thread::spawn(move || {
+            if let Err(e) = server.serve(&mut backend) {
+                log::error!("vfio-user server on {}: {e}", server.path().display());
             }
-            backend.disconnected();
         });
     }
     for sig in [libc::SIGINT, libc::SIGTERM] {

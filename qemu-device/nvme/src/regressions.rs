@@ -3,8 +3,8 @@
 use crate::ctrl::{reg, DOORBELLS};
 use crate::nvme::{admin, io};
 use crate::testhost::{command, Completion, TestHost, RAM_BASE};
+use p2pnvme_vfio_user::Backend as _;
 use std::sync::atomic::Ordering;
-use vfio_user::ServerBackend;
 
 const NS: u64 = 64 << 20;
 const CMB: u64 = 0xfe00_0000;

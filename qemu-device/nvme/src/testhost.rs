@@ -8,11 +8,9 @@ use crate::ctrl::{reg, Controller, CtrlConfig, DOORBELLS};
 use crate::mem::{memfd, CmbRegistry, Mapping};
 pub use crate::nvme::Sqe;
 use crate::stats::Counters;
-use std::fs::File;
-use std::io::Read;
-use std::os::unix::io::FromRawFd;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
+use vmm_sys_util::eventfd::EventFd;
 
 mod remote;
 pub use remote::RemoteHost;
@@ -53,7 +51,7 @@ pub struct TestHost {
     ram_size: u64,
     next: u64,
     queues: [HostQueue; QUEUES],
-    irq: File,
+    irq: EventFd,
     cid: u16,
     /// Shadow doorbell and event index pages, once configured.
     shadow: Option<(u64, u64)>,
@@ -117,13 +115,9 @@ impl TestHost {
             .map(RAM_BASE, ram_size, Some((f.try_clone().unwrap(), 0)))
             .unwrap();
         let ram = Mapping::new(&f, 0, ram_size as usize).unwrap();
-        // SAFETY: eventfd returns a fresh fd or -1 (checked).
-        let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        assert!(efd >= 0);
-        // SAFETY: efd is ours.
-        let irq = unsafe { File::from_raw_fd(efd) };
+        let irq = EventFd::new(libc::EFD_NONBLOCK).expect("eventfd");
         for v in 0..crate::ctrl::MSIX_VECTORS {
-            ctrl.set_irq(v, Some(irq.try_clone().unwrap()));
+            ctrl.set_irq(v, Some(irq.try_clone().expect("eventfd clone")));
         }
         TestHost {
             ctrl,
@@ -205,11 +199,7 @@ impl TestHost {
 
     /// Interrupts raised since the last call.
     pub fn take_interrupts(&mut self) -> u64 {
-        let mut b = [0u8; 8];
-        match self.irq.read(&mut b) {
-            Ok(8) => u64::from_le_bytes(b),
-            _ => 0,
-        }
+        self.irq.read().unwrap_or(0)
     }
 
     /// Sets up a 32-entry admin queue and enables the controller, as Linux does.

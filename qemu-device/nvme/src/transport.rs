@@ -1,17 +1,18 @@
-//! vfio-user transport: maps QEMU's region accesses, DMA maps and interrupt
-//! fds onto the controller.
+//! vfio-user transport: the project's vfio-user server (crate
+//! `p2pnvme-vfio-user`, which validates every request) calls this backend;
+//! it maps region accesses, DMA maps and interrupt fds onto the controller.
 
 use crate::ctrl::{Controller, Step, DOORBELLS, MSIX_VECTORS};
 use crate::mem::Mapping;
 use crate::pci::{self, PciConfig};
 use crate::regs::{Doorbells, RegMirror};
 use crate::stats::Counters;
-use std::fs::File;
+use p2pnvme_vfio_user::{
+    Backend as VfioBackend, DmaMap, Errno, IrqInfo, IrqSet, RegionInfo, RegionMmap,
+};
 use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use vfio_bindings::bindings::vfio::*;
-use vfio_user::{DmaMapFlags, DmaUnmapFlags, IrqInfo, ServerBackend, ServerRegion, SparseArea};
 
 /// The controller is shared with its I/O worker (see `worker`). The
 /// message thread reads registers and records doorbells without its lock;
@@ -29,16 +30,6 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// The client disconnected: controller and PCI state back to power-on.
-    pub fn disconnected(&mut self) {
-        let (cmb, bme) = {
-            let mut c = self.lock();
-            c.disconnect();
-            (c.cmb_bytes(), c.bus_master.clone())
-        };
-        self.pci = PciConfig::new(cmb, MSIX_VECTORS as u16, bme);
-    }
-
     pub fn new(ctrl: Controller, pci: PciConfig) -> Backend {
         Backend {
             regs: ctrl.regs.clone(),
@@ -110,66 +101,68 @@ impl std::ops::DerefMut for Locked<'_> {
     }
 }
 
+/// vfio-pci region indexes.
+const CONFIG_REGION: u32 = 7;
+const REGIONS: u32 = 9;
+/// vfio-pci irq indexes: INTx, MSI, MSI-X, error, request.
+const IRQ_INDEXES: u32 = 5;
+const MSIX_INDEX: u32 = 2;
+
 /// The regions QEMU asks about, indexed like vfio-pci's.
-pub fn regions(ctrl: &Controller) -> Vec<ServerRegion> {
-    let rw = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE;
-    let info = |index: u32, size: u64, flags: u32| vfio_region_info {
-        argsz: std::mem::size_of::<vfio_region_info>() as u32,
-        flags,
-        index,
-        cap_offset: 0,
-        size,
-        offset: 0,
-    };
-    (0..VFIO_PCI_NUM_REGIONS)
+pub fn regions(ctrl: &Controller) -> Vec<RegionInfo> {
+    (0..REGIONS)
         .map(|i| {
-            let plain = |size, flags| ServerRegion {
-                region_info: info(i, size, flags),
-                sparse_areas: vec![],
-                mmap_fd: None,
+            let plain = |size| RegionInfo {
+                size,
+                readable: size > 0,
+                writable: size > 0,
+                mmap: None,
             };
             match i {
-                0 => plain(pci::BAR0_SIZE, rw),
-                4 => plain(pci::BAR4_SIZE, rw),
+                0 => plain(pci::BAR0_SIZE),
+                4 => plain(pci::BAR4_SIZE),
                 2 => match &ctrl.cmb {
-                    // The fd is only sent with a non-empty sparse area list.
-                    Some((m, f)) => ServerRegion {
-                        region_info: info(i, m.len() as u64, rw | VFIO_REGION_INFO_FLAG_MMAP),
-                        sparse_areas: vec![SparseArea {
-                            area: vfio_region_sparse_mmap_area {
-                                offset: 0,
-                                size: m.len() as u64,
-                            },
-                        }],
-                        mmap_fd: Some(f.as_raw_fd()),
+                    Some((m, f)) => RegionInfo {
+                        mmap: Some(RegionMmap {
+                            fd: f.as_raw_fd(),
+                            areas: vec![(0, m.len() as u64)],
+                        }),
+                        ..plain(m.len() as u64)
                     },
-                    None => plain(0, 0),
+                    None => plain(0),
                 },
-                VFIO_PCI_CONFIG_REGION_INDEX => plain(pci::CONFIG_SIZE as u64, rw),
-                _ => plain(0, 0),
+                CONFIG_REGION => plain(pci::CONFIG_SIZE as u64),
+                _ => plain(0),
             }
         })
         .collect()
 }
 
+/// The interrupt indexes: MSI-X only (no INTx: interrupt pin 0).
 pub fn irqs() -> Vec<IrqInfo> {
-    (0..VFIO_PCI_NUM_IRQS)
+    (0..IRQ_INDEXES)
         .map(|index| IrqInfo {
-            index,
-            flags: VFIO_IRQ_INFO_EVENTFD,
-            count: match index {
-                // No INTx: interrupts are MSI-X only (interrupt pin 0).
-                VFIO_PCI_MSIX_IRQ_INDEX => MSIX_VECTORS as u32,
-                _ => 0,
+            count: if index == MSIX_INDEX {
+                MSIX_VECTORS as u32
+            } else {
+                0
             },
         })
         .collect()
 }
 
-impl ServerBackend for Backend {
-    fn region_read(&mut self, region: u32, offset: u64, data: &mut [u8]) -> std::io::Result<()> {
+impl VfioBackend for Backend {
+    fn regions(&self) -> Vec<RegionInfo> {
+        regions(&self.lock())
+    }
+
+    fn irqs(&self) -> Vec<IrqInfo> {
+        irqs()
+    }
+
+    fn region_read(&mut self, region: u32, offset: u64, data: &mut [u8]) -> Result<(), Errno> {
         match region {
-            VFIO_PCI_CONFIG_REGION_INDEX => self.pci.read(offset, data),
+            CONFIG_REGION => self.pci.read(offset, data),
             0 => self.regs.read(offset, data),
             2 => {
                 let done = match (&self.cmb, usize::try_from(offset)) {
@@ -185,9 +178,9 @@ impl ServerBackend for Backend {
         Ok(())
     }
 
-    fn region_write(&mut self, region: u32, offset: u64, data: &[u8]) -> std::io::Result<()> {
+    fn region_write(&mut self, region: u32, offset: u64, data: &[u8]) -> Result<(), Errno> {
         match region {
-            VFIO_PCI_CONFIG_REGION_INDEX => self.pci.write(offset, data),
+            CONFIG_REGION => self.pci.write(offset, data),
             0 if offset >= DOORBELLS => {
                 // A doorbell: recorded for the worker, no lock taken.
                 let mut b = [0u8; 4];
@@ -215,31 +208,62 @@ impl ServerBackend for Backend {
         Ok(())
     }
 
-    fn dma_map(
-        &mut self,
-        _flags: DmaMapFlags,
-        offset: u64,
-        address: u64,
-        size: u64,
-        fd: Option<File>,
-    ) -> std::io::Result<()> {
+    fn dma_map(&mut self, map: DmaMap) -> Result<(), Errno> {
         // Without an fd (QEMU's own directly mapped BARs) there is nothing to
         // map; the range is recorded so it is never mistaken for RAM.
-        self.lock().ram.map(address, size, fd.map(|f| (f, offset)))
+        self.lock()
+            .ram
+            .map(map.iova, map.size, map.fd)
+            .map_err(|e| {
+                log::debug!("DMA_MAP at {:#x}: {e}", map.iova);
+                Errno(libc::EINVAL)
+            })
     }
 
-    fn dma_unmap(&mut self, flags: DmaUnmapFlags, address: u64, size: u64) -> std::io::Result<()> {
-        // Bit 1 means "unmap all" (the crate names it otherwise).
+    fn dma_unmap(&mut self, range: Option<(u64, u64)>) -> Result<(), Errno> {
         let mut c = self.lock();
-        if flags.bits() & 2 != 0 {
-            c.ram.clear();
-        } else {
-            c.ram.unmap(address, size);
+        match range {
+            None => c.ram.clear(),
+            Some((iova, size)) => c.ram.unmap(iova, size),
         }
         Ok(())
     }
 
-    fn reset(&mut self) -> std::io::Result<()> {
+    fn set_irqs(&mut self, index: u32, set: IrqSet) -> Result<(), Errno> {
+        if index != MSIX_INDEX {
+            return Err(Errno(libc::EINVAL));
+        }
+        let mut c = self.lock();
+        match set {
+            IrqSet::Eventfds { start, fds } => {
+                for (i, fd) in fds.into_iter().enumerate() {
+                    c.set_irq(start as usize + i, fd);
+                }
+            }
+            IrqSet::DisableAll => {
+                for v in 0..MSIX_VECTORS {
+                    c.set_irq(v, None);
+                }
+            }
+            IrqSet::Mask {
+                start,
+                count,
+                masked,
+            } => {
+                for v in start..start.saturating_add(count) {
+                    c.mask_irq(v as usize, masked);
+                }
+            }
+            IrqSet::Trigger { start, count } => {
+                for v in start..start.saturating_add(count) {
+                    c.trigger_irq(v as usize);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn reset(&mut self) -> Result<(), Errno> {
         let (cmb, bme) = {
             let mut c = self.lock();
             c.device_reset();
@@ -250,34 +274,12 @@ impl ServerBackend for Backend {
         Ok(())
     }
 
-    fn set_irqs(
-        &mut self,
-        index: u32,
-        flags: u32,
-        start: u32,
-        count: u32,
-        fds: Vec<File>,
-    ) -> std::io::Result<()> {
-        if index != VFIO_PCI_MSIX_IRQ_INDEX {
-            return Ok(());
-        }
-        if flags & VFIO_IRQ_SET_DATA_EVENTFD != 0 && !fds.is_empty() {
+    fn disconnected(&mut self) {
+        let (cmb, bme) = {
             let mut c = self.lock();
-            for (i, f) in fds.into_iter().enumerate() {
-                c.set_irq(start as usize + i, Some(f));
-            }
-        } else {
-            // A count with no fds (or DATA_NONE) deassigns.
-            let n = if count == 0 {
-                MSIX_VECTORS as u32
-            } else {
-                count
-            };
-            let mut c = self.lock();
-            for v in start..start.saturating_add(n) {
-                c.set_irq(v as usize, None);
-            }
-        }
-        Ok(())
+            c.disconnect();
+            (c.cmb_bytes(), c.bus_master.clone())
+        };
+        self.pci = PciConfig::new(cmb, MSIX_VECTORS as u16, bme);
     }
 }

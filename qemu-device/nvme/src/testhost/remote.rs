@@ -10,8 +10,8 @@ use crate::mem::Mapping;
 use crate::nvme::Sqe;
 use crate::regs::RegMirror;
 use crate::transport::Backend;
+use p2pnvme_vfio_user::Backend as _;
 use std::sync::Arc;
-use vfio_user::ServerBackend;
 
 /// A host whose controller runs on its own worker thread.
 pub struct RemoteHost {
