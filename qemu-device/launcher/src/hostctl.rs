@@ -112,7 +112,7 @@ fn handle(req: &str, ctx: &HostCtx) -> Result<String> {
         }
         (Some("stats-save"), Some(name)) => {
             let doc = p2pnvme_device::stats_query(stats()?, "get")?;
-            std::fs::write(run_file(ctx, name)?, doc.to_string())?;
+            std::fs::write(run_file(ctx, name)?, serde_json::to_string(&doc)?)?;
             Ok("ok".into())
         }
         (Some("pmemsave"), Some(name)) => {

@@ -335,7 +335,7 @@ impl Session {
     }
 
     /// Every controller's counters from the device process, while it runs.
-    pub fn stats(&self) -> Result<serde_json::Value> {
+    pub fn stats(&self) -> Result<p2pnvme_device::StatsDoc> {
         if self.device.is_none() {
             bail!("no p2pnvme device process is running (use --nvme N)");
         }

@@ -130,13 +130,21 @@ fn claim_socket(path: &Path) -> Result<()> {
         .with_context(|| format!("cannot remove stale socket {}", path.display()))
 }
 
-/// One request to a device's stats socket (`get` or `reset`).
-pub fn stats_query(path: &Path, op: &str) -> Result<serde_json::Value> {
+pub use p2pnvme_docs::stats::StatsDoc;
+
+/// One request to a device's stats socket (`get` or `reset`): the document
+/// (for `reset`, the counters just before they were zeroed).
+pub fn stats_query(path: &Path, op: &str) -> Result<StatsDoc> {
     let mut s = UnixStream::connect(path)
         .with_context(|| format!("connecting to the device stats socket {}", path.display()))?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
     s.write_all(format!("{op}\n").as_bytes())?;
     let mut line = String::new();
     BufReader::new(s).read_line(&mut line)?;
-    serde_json::from_str(&line).with_context(|| format!("bad stats reply: {line}"))
+    let v: serde_json::Value =
+        serde_json::from_str(&line).with_context(|| format!("bad stats reply: {line}"))?;
+    if let Some(e) = v.get("error") {
+        bail!("stats socket {}: {e}", path.display());
+    }
+    serde_json::from_value(v).with_context(|| format!("bad stats document: {line}"))
 }
