@@ -261,6 +261,7 @@ impl Controller {
     }
 
     /// A BAR0 read (served from the mirror, as the message thread does).
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn reg_read(&self, off: u64, data: &mut [u8]) {
         self.regs.read(off, data);
     }

@@ -21,6 +21,7 @@ mod regressions;
 pub mod regs;
 mod spec;
 mod stats;
+#[cfg(any(test, feature = "test-utils"))]
 pub mod testhost;
 #[cfg(test)]
 mod tests;

@@ -119,13 +119,30 @@ impl GuestRam {
         let region = match file {
             Some((f, offset)) => {
                 let bad = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+                // The server checks this too; a mapping past the end of its
+                // file would turn our accesses into SIGBUS.
+                let end = offset
+                    .checked_add(size)
+                    .ok_or_else(|| bad(format!("DMA section at {iova:#x} wraps its file")))?;
+                if f.metadata()?.len() < end {
+                    return Err(bad(format!(
+                        "DMA section at {iova:#x} reaches past its file"
+                    )));
+                }
+                iova.checked_add(size)
+                    .ok_or_else(|| bad(format!("DMA section at {iova:#x} wraps")))?;
                 let mmap = MmapRegion::from_file(FileOffset::new(f, offset), size as usize)
                     .map_err(|e| bad(format!("mapping DMA section at {iova:#x}: {e}")))?;
                 let r = GuestRegionMmap::new(mmap, GuestAddress(iova))
                     .ok_or_else(|| bad(format!("DMA section at {iova:#x} wraps")))?;
                 Some(Arc::new(r))
             }
-            None => None,
+            None => {
+                iova.checked_add(size).ok_or_else(|| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidInput, "fd-less DMA map wraps")
+                })?;
+                None
+            }
         };
         self.unmap(iova, size);
         self.sections.push(Section { iova, size, region });
@@ -135,8 +152,9 @@ impl GuestRam {
 
     /// Forgets every section overlapping [iova, iova+size).
     pub fn unmap(&mut self, iova: u64, size: u64) {
-        self.sections
-            .retain(|s| s.iova + s.size <= iova || iova.saturating_add(size) <= s.iova);
+        self.sections.retain(|s| {
+            s.iova.saturating_add(s.size) <= iova || iova.saturating_add(size) <= s.iova
+        });
         self.rebuild();
     }
 

@@ -4,7 +4,7 @@
 
 use crate::mem::Target;
 use p2pnvme_docs::stats::{ControllerStats, PeerRoutes, ReadWritten, Routes, StatsDoc};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
@@ -116,7 +116,8 @@ impl Counters {
     }
 
     /// The snapshot as JSON (for tests that index into it).
-    pub fn to_json(&self) -> Value {
+    #[cfg(any(test, feature = "test-utils"))]
+    pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self.snapshot()).unwrap_or_default()
     }
 

@@ -66,6 +66,7 @@ impl Backend {
     }
 
     /// The register mirror BAR0 reads are answered from.
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn registers(&self) -> Arc<RegMirror> {
         self.regs.clone()
     }
