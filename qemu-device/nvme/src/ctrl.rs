@@ -752,8 +752,11 @@ impl Controller {
     }
 
     fn process_sq(&mut self, qid: usize) {
-        // The budget counts fetched commands only.
-        while self.budget > 0 {
+        // The budget counts fetched commands only. A queue is only ever
+        // left drained after its shadow tail was looked at (and the event
+        // index published): otherwise a driver that skipped the doorbell
+        // would wait forever.
+        loop {
             if self.csts & CSTS_CFS != 0 {
                 return;
             }
@@ -765,6 +768,9 @@ impl Controller {
                     continue;
                 }
                 return;
+            }
+            if self.budget == 0 {
+                return; // entries left: run_pending keeps `work` set
             }
             // A full completion queue stops fetching; the CQ head doorbell
             // resumes it, so a guest that never reaps cannot grow our backlog.

@@ -470,3 +470,28 @@ fn identify_io_command_set_structures_answer_as_nvme_2_0() {
     let (_, log) = log_page(&mut h, 0x01, 64, 0, false);
     assert_eq!(log, vec![0; 64], "no error-log entries");
 }
+
+#[test]
+fn a_queue_drained_by_a_full_pass_publishes_its_event_index() {
+    let d = tempfile::tempdir().unwrap();
+    let mut h = host(&d);
+    assert!(h.enable_shadow_doorbells().ok());
+    h.create_io_queue(1, 16, None);
+    let buf = h.alloc(4096);
+    let mut c = command(io::READ, 1);
+    with_buffer(&mut c, buf);
+    // Exactly one worker pass worth of commands, the driver ringing once.
+    h.manual = true;
+    for _ in 0..4 {
+        h.submit_no_reap(1, c);
+    }
+    h.manual = false;
+    h.run_worker();
+    for _ in 0..4 {
+        assert!(h.reap(1).expect("completed").ok());
+    }
+    // The driver decides from the event index whether to ring: it must
+    // have been published when the pass drained the queue.
+    let done = h.submit(1, c).expect("the fifth command is not lost");
+    assert!(done.ok());
+}
