@@ -112,24 +112,22 @@ impl Controller {
     fn arm_shadow_doorbells(&mut self, qid: usize) {
         let Some(db) = self.dbbuf else { return };
         if let Some(sq) = &self.sqs[qid] {
-            db.set_event(&self.dma(), &self.stats, qid, Bell::SqTail, sq.tail);
+            db.set_event(&self.dma(), qid, Bell::SqTail, sq.tail);
         }
         if let Some(cq) = &self.cqs[qid] {
             let quiet = cq.head.wrapping_sub(1);
-            db.set_event(&self.dma(), &self.stats, qid, Bell::CqHead, quiet);
+            db.set_event(&self.dma(), qid, Bell::CqHead, quiet);
         }
     }
 
     /// Sends `data` to the host buffer of an admin command (metadata).
     fn send_to_host(&mut self, sqe: &Sqe, data: &[u8]) -> CmdResult {
-        let r = prp::transfer(sqe, data.len(), &self.dma(), &self.stats)?;
-        prp::scatter(&r, &self.stats, data, Kind::Meta);
+        prp::transfer(sqe, data.len(), &self.dma(), Kind::Meta)?.scatter(data);
         Ok(0)
     }
 
     fn receive_from_host(&mut self, sqe: &Sqe, len: usize) -> Result<Vec<u8>, Status> {
-        let r = prp::transfer(sqe, len, &self.dma(), &self.stats)?;
-        Ok(prp::gather(&r, &self.stats, Kind::Meta))
+        Ok(prp::transfer(sqe, len, &self.dma(), Kind::Meta)?.gather())
     }
 
     fn identify(&mut self, sqe: &Sqe) -> CmdResult {

@@ -6,7 +6,7 @@ use crate::dbbuf::{Bell, DoorbellBuffer};
 use crate::mem::{CmbRegistry, Dma, GuestRam, Mapping, Target};
 use crate::nvme::{cqe, Sqe, Status};
 use crate::regs::{Doorbells, RegMirror};
-use crate::stats::{Counters, Dir, Kind};
+use crate::stats::{Counters, Kind};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -223,6 +223,7 @@ impl Controller {
             ram: &self.ram,
             cmbs: &self.cmbs,
             bus_master: self.bus_master.load(Ordering::Acquire),
+            stats: &self.stats,
         }
     }
 
@@ -631,9 +632,9 @@ impl Controller {
         };
         let seen = if !self.poll.is_zero() {
             self.drained_at.get_or_insert_with(Instant::now);
-            db.read(&self.dma(), &self.stats, qid, Bell::SqTail)
+            db.read(&self.dma(), qid, Bell::SqTail)
         } else {
-            db.settle(&self.dma(), &self.stats, qid, Bell::SqTail, tail)
+            db.settle(&self.dma(), qid, Bell::SqTail, tail)
         };
         let Some(t) = self.shadow_moved(seen, tail, size) else {
             return false;
@@ -669,9 +670,9 @@ impl Controller {
                 continue;
             };
             let seen = if expired {
-                db.settle(&self.dma(), &self.stats, qid, Bell::SqTail, tail)
+                db.settle(&self.dma(), qid, Bell::SqTail, tail)
             } else {
-                db.read(&self.dma(), &self.stats, qid, Bell::SqTail)
+                db.read(&self.dma(), qid, Bell::SqTail)
             };
             // A value beyond the queue is reported by the next real pass;
             // here it must not keep the worker spinning.
@@ -700,21 +701,15 @@ impl Controller {
             return false;
         };
         let dma = self.dma();
-        let mut now = db.read(&dma, &self.stats, cqid, Bell::CqHead);
+        let mut now = db.read(&dma, cqid, Bell::CqHead);
         if now == Some(head) {
-            now = db.settle(&dma, &self.stats, cqid, Bell::CqHead, head);
+            now = db.settle(&dma, cqid, Bell::CqHead, head);
         }
         let Some(h) = self.shadow_moved(now, head, size) else {
             return false;
         };
         // Behind the driver's head: its next update rings nothing.
-        db.set_event(
-            &self.dma(),
-            &self.stats,
-            cqid,
-            Bell::CqHead,
-            h.wrapping_sub(1),
-        );
+        db.set_event(&self.dma(), cqid, Bell::CqHead, h.wrapping_sub(1));
         self.cqs[cqid].as_mut().unwrap().head = h;
         true
     }
@@ -785,8 +780,8 @@ impl Controller {
             sq.head = (sq.head + 1) % sq.size;
             let cqid = sq.cqid as usize;
             let mut raw = [0u8; 64];
-            match addr.map(|a| (a, self.dma().read(a, &mut raw))) {
-                Some((_, Ok(t))) => self.stats.add(Kind::Meta, Dir::Read, t, 64),
+            match addr.map(|a| (a, self.dma().read(Kind::Meta, a, &mut raw))) {
+                Some((_, Ok(_))) => {}
                 Some((a, Err(_))) => return self.fatal("SQ entry fetch fault", a),
                 None => return self.fatal("SQ entry beyond the address space", u64::MAX),
             }
@@ -880,8 +875,8 @@ impl Controller {
             if cq.tail == 0 {
                 cq.phase = !cq.phase;
             }
-            match addr.map(|a| (a, self.dma().write(a, &e))) {
-                Some((_, Ok(t))) => self.stats.add(Kind::Meta, Dir::Written, t, 16),
+            match addr.map(|a| (a, self.dma().write(Kind::Meta, a, &e))) {
+                Some((_, Ok(_))) => {}
                 Some((a, Err(_))) => return self.fatal("CQ entry write fault", a),
                 None => return self.fatal("CQ entry beyond the address space", u64::MAX),
             }

@@ -59,11 +59,12 @@ fn data<'a>(
     sqe: &Sqe,
     len: usize,
     to_memory: bool,
+    kind: Kind,
 ) -> Result<Resolved<'a>, Status> {
     if len > MAX_TRANSFER {
         return Err(Status::INVALID_FIELD);
     }
-    let r = prp::transfer(sqe, len, &c.dma(), &c.stats)?;
+    let r = prp::transfer(sqe, len, &c.dma(), kind)?;
     let mut in_cmb = None;
     for (t, _) in r.targets() {
         let Some(t) = t else {
@@ -90,21 +91,21 @@ fn move_data(
     len: u64,
     to_memory: bool,
 ) -> CmdResult {
-    let r = data(c, sqe, len as usize, to_memory)?;
-    let mut bucket = vec![0u8; r.bucket_len()];
-    let mut iov = r.iovecs(&mut bucket);
+    let r = data(c, sqe, len as usize, to_memory, Kind::Data)?;
     let file = &c.ns[ns];
-    // SAFETY: the vectors point into memory `r` keeps mapped, or into `bucket`.
-    let moved = unsafe {
-        if to_memory {
-            file.read_vectored_at(&mut iov, off)
-        } else {
-            file.write_vectored_at(&mut iov, off)
-        }
-    };
-    moved.map_err(|_| Status::INTERNAL_ERROR)?;
     let dir = if to_memory { Dir::Written } else { Dir::Read };
-    prp::count(&r, &c.stats, Kind::Data, dir);
+    r.vectored(dir, |iov| {
+        // SAFETY: the vectors point into memory `r` keeps mapped, or into
+        // its scratch bucket.
+        unsafe {
+            if to_memory {
+                file.read_vectored_at(iov, off)
+            } else {
+                file.write_vectored_at(iov, off)
+            }
+        }
+    })
+    .map_err(|_| Status::INTERNAL_ERROR)?;
     Ok(0)
 }
 
@@ -136,7 +137,7 @@ fn durable(c: &Controller, ns: usize, sqe: &Sqe, fua_dw: usize) -> Result<(), St
 
 fn compare(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
     let (off, len) = range(c, ns, sqe.slba(), sqe.nlb())?;
-    let host = prp::gather(&data(c, sqe, len as usize, false)?, &c.stats, Kind::Data);
+    let host = data(c, sqe, len as usize, false, Kind::Data)?.gather();
     // Compare counts as a host read command (SMART).
     c.reads += 1;
     let mut media = vec![0u8; len as usize];
@@ -161,7 +162,7 @@ fn write_zeroes(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
 fn dsm(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
     let nr = (sqe.cdw(10) & 0xff) as usize + 1;
     let deallocate = sqe.cdw(11) & (1 << 2) != 0;
-    let ranges = prp::gather(&data(c, sqe, nr * 16, false)?, &c.stats, Kind::Meta);
+    let ranges = data(c, sqe, nr * 16, false, Kind::Meta)?.gather();
     let mut checked = vec![];
     for r in ranges.chunks_exact(16) {
         let nlb = u32::from_le_bytes(r[4..8].try_into().unwrap()) as u64;
@@ -192,7 +193,7 @@ fn copy(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
     if nr > 16 {
         return Err(Status::CMD_SIZE_LIMIT);
     }
-    let raw = prp::gather(&data(c, sqe, nr * 32, false)?, &c.stats, Kind::Meta);
+    let raw = data(c, sqe, nr * 32, false, Kind::Meta)?.gather();
     let mut sources = vec![];
     let mut total = 0u64;
     for r in raw.chunks_exact(32) {

@@ -19,6 +19,7 @@ mod prp;
 #[cfg(test)]
 mod regressions;
 pub mod regs;
+mod route;
 mod spec;
 mod stats;
 #[cfg(any(test, feature = "test-utils"))]

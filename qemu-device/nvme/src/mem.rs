@@ -193,23 +193,23 @@ pub struct CmbWindow {
 /// All CMB windows of the process, for peer-to-peer resolution.
 pub type CmbRegistry = Arc<RwLock<Vec<CmbWindow>>>;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Target {
-    GuestRam,
-    OwnCmb,
-    PeerCmb(usize),
-}
+pub use crate::route::Target;
+use crate::route::{Dir, Kind};
+use crate::stats::Counters;
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct DmaFault;
 
-/// Resolves and performs DMA for one controller.
+/// Resolves and performs DMA for one controller, and counts every byte it
+/// moves by kind, direction and where the memory was: callers never count.
 pub struct Dma<'a> {
     pub ctrl: usize,
     pub ram: &'a GuestRam,
     pub cmbs: &'a CmbRegistry,
     /// PCI Bus Master Enable: clear, every DMA faults.
     pub bus_master: bool,
+    /// The controller's counters.
+    pub stats: &'a Counters,
 }
 
 impl<'a> Dma<'a> {
@@ -257,8 +257,14 @@ impl<'a> Dma<'a> {
     /// Resolves every piece of a transfer up front (None: a bit bucket), so
     /// data can move between a backing file and this memory in one system
     /// call, without a bounce buffer.
-    pub fn resolve(&self, segs: &[(Option<u64>, usize)]) -> Result<Resolved<'a>, DmaFault> {
+    pub fn resolve(
+        &self,
+        segs: &[(Option<u64>, usize)],
+        kind: Kind,
+    ) -> Result<Resolved<'a>, DmaFault> {
         let mut r = Resolved {
+            stats: self.stats,
+            kind,
             pieces: Vec::with_capacity(segs.len()),
             cmbs: vec![],
             _ram: PhantomData,
@@ -290,20 +296,35 @@ impl<'a> Dma<'a> {
         Ok(r)
     }
 
-    pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<Target, DmaFault> {
+    /// Reads `buf.len()` bytes of `kind` at `addr` (counted).
+    pub fn read(&self, kind: Kind, addr: u64, buf: &mut [u8]) -> Result<Target, DmaFault> {
         // SAFETY: `with` hands out a pointer to buf.len() mapped bytes.
-        self.with(addr, buf.len(), |p, _| unsafe {
+        let (t, ()) = self.with(addr, buf.len(), |p, _| unsafe {
             std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), buf.len())
-        })
-        .map(|(t, _)| t)
+        })?;
+        self.stats.add(kind, Dir::Read, t, buf.len() as u64);
+        Ok(t)
     }
 
-    pub fn write(&self, addr: u64, buf: &[u8]) -> Result<Target, DmaFault> {
+    /// Writes `buf` as `kind` at `addr` (counted).
+    pub fn write(&self, kind: Kind, addr: u64, buf: &[u8]) -> Result<Target, DmaFault> {
+        // SAFETY: as in read.
+        let (t, ()) = self.with(addr, buf.len(), |p, _| unsafe {
+            std::ptr::copy_nonoverlapping(buf.as_ptr(), p, buf.len())
+        })?;
+        self.stats.add(kind, Dir::Written, t, buf.len() as u64);
+        Ok(t)
+    }
+
+    /// A CPU store through the bus (the test host writing into a CMB, as a
+    /// guest would through BAR2): not a DMA of this controller, not counted.
+    #[cfg(any(test, feature = "test-utils"))]
+    pub fn cpu_write(&self, addr: u64, buf: &[u8]) -> Result<Target, DmaFault> {
         // SAFETY: as in read.
         self.with(addr, buf.len(), |p, _| unsafe {
             std::ptr::copy_nonoverlapping(buf.as_ptr(), p, buf.len())
         })
-        .map(|(t, _)| t)
+        .map(|(t, ())| t)
     }
 }
 
@@ -319,6 +340,8 @@ struct Piece {
 /// lives: guest RAM maps are borrowed from the controller, CMB mappings are
 /// held here.
 pub struct Resolved<'a> {
+    stats: &'a Counters,
+    kind: Kind,
     pieces: Vec<Piece>,
     cmbs: Vec<Arc<Mapping>>,
     _ram: PhantomData<&'a GuestRam>,
@@ -330,9 +353,32 @@ impl Resolved<'_> {
         self.pieces.iter().map(|p| (p.target, p.len))
     }
 
+    /// Moves the whole transfer with one vectored call `io` over the
+    /// pieces (bit buckets: scratch bytes), then counts it in direction
+    /// `dir` — the only way to reach the pieces' memory.
+    pub fn vectored(
+        &self,
+        dir: Dir,
+        io: impl FnOnce(&mut [libc::iovec]) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let mut bucket = vec![0u8; self.bucket_len()];
+        let mut iov = self.iovecs(&mut bucket);
+        io(&mut iov)?;
+        self.count(dir);
+        Ok(())
+    }
+
+    fn count(&self, dir: Dir) {
+        for p in &self.pieces {
+            if let Some(t) = p.target {
+                self.stats.add(self.kind, dir, t, p.len as u64);
+            }
+        }
+    }
+
     /// I/O vectors over the pieces; bit buckets read into or write from
     /// `bucket`, which must be as long as the longest of them.
-    pub fn iovecs(&self, bucket: &mut [u8]) -> Vec<libc::iovec> {
+    fn iovecs(&self, bucket: &mut [u8]) -> Vec<libc::iovec> {
         self.pieces
             .iter()
             .map(|p| {
@@ -351,7 +397,7 @@ impl Resolved<'_> {
     }
 
     /// The longest bit bucket (0 when there is none).
-    pub fn bucket_len(&self) -> usize {
+    fn bucket_len(&self) -> usize {
         self.pieces
             .iter()
             .filter(|p| p.target.is_none())
@@ -360,8 +406,10 @@ impl Resolved<'_> {
             .unwrap_or(0)
     }
 
-    /// Copies `data` into the pieces in order, skipping bit buckets.
+    /// Copies `data` into the pieces in order, skipping bit buckets
+    /// (counted as written).
     pub fn scatter(&self, data: &[u8]) {
+        self.count(Dir::Written);
         let mut done = 0;
         for p in &self.pieces {
             if p.target.is_some() {
@@ -374,8 +422,10 @@ impl Resolved<'_> {
         }
     }
 
-    /// Collects the pieces in order; bit buckets read as zeros.
+    /// Collects the pieces in order; bit buckets read as zeros (counted as
+    /// read).
     pub fn gather(&self) -> Vec<u8> {
+        self.count(Dir::Read);
         let mut data = vec![0u8; self.pieces.iter().map(|p| p.len).sum()];
         let mut done = 0;
         for p in &self.pieces {
@@ -443,11 +493,13 @@ mod tests {
     #[test]
     fn every_address_class() {
         let (ram, cmbs) = setup();
+        let stats = Counters::new(0, "t");
         let d = Dma {
             ctrl: 0,
             ram: &ram,
             cmbs: &cmbs,
             bus_master: true,
+            stats: &stats,
         };
         assert_eq!(d.classify(0x10_0000, 4096), Ok(Target::GuestRam));
         assert_eq!(d.classify(0xfe00_1000, 4096), Ok(Target::OwnCmb));
@@ -462,11 +514,19 @@ mod tests {
             ram: &ram,
             cmbs: &cmbs,
             bus_master: true,
+            stats: &stats,
         };
-        assert_eq!(peer.write(0xfe00_2000, b"p2p"), Ok(Target::PeerCmb(0)));
+        assert_eq!(
+            peer.write(Kind::Data, 0xfe00_2000, b"p2p"),
+            Ok(Target::PeerCmb(0))
+        );
         let mut b = [0u8; 3];
-        assert_eq!(d.read(0xfe00_2000, &mut b), Ok(Target::OwnCmb));
+        assert_eq!(d.read(Kind::Meta, 0xfe00_2000, &mut b), Ok(Target::OwnCmb));
         assert_eq!(&b, b"p2p");
+        // Each access counted itself, by kind, direction and target.
+        let s = stats.to_json();
+        assert_eq!(s["data"]["peer_cmb"]["by_peer"]["0"]["written"], 3);
+        assert_eq!(s["meta"]["own_cmb"]["read"], 3);
         // A disabled CMB falls back to whatever else maps the address.
         cmbs.write().unwrap()[0].base = None;
         assert_eq!(d.classify(0xfe00_1000, 4096), Err(DmaFault));

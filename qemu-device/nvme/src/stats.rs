@@ -2,7 +2,7 @@
 //! to memory, split into data (I/O command payload) and metadata (queue
 //! entries, PRP/SGL lists, admin payloads), and by where the memory was.
 
-use crate::mem::Target;
+pub use crate::route::{Dir, Kind, Target};
 use p2pnvme_docs::stats::{ControllerStats, PeerRoutes, ReadWritten, Routes, StatsDoc};
 use serde_json::json;
 use std::io::{BufRead, BufReader, Write};
@@ -12,20 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 pub const MAX_CTRLS: usize = 32;
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Data,
-    Meta,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Dir {
-    /// The device read memory (e.g. the payload of a Write command).
-    Read,
-    /// The device wrote memory (e.g. the payload of a Read command).
-    Written,
-}
 
 /// Counters of one controller; every field is exact.
 pub struct Counters {

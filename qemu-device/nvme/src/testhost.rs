@@ -332,7 +332,7 @@ impl TestHost {
         } else {
             // Submission queue in a CMB: write through the controller's view.
             // (A test that moved the CMB away sees the command go nowhere.)
-            let _ = self.ctrl.dma().write(addr, raw);
+            let _ = self.ctrl.dma().cpu_write(addr, raw);
         }
     }
 

@@ -267,11 +267,11 @@ fn sq_and_prp_list_in_cmb_and_cmb_data_never_touch_ram() {
     let data = cba + 0x10000;
     let list = cba + 0x8000;
     let pattern: Vec<u8> = (0..16384).map(|i| (i % 253) as u8).collect();
-    h.ctrl.dma().write(data, &pattern).unwrap();
+    h.ctrl.dma().cpu_write(data, &pattern).unwrap();
     let entries: Vec<u8> = (1..4u64)
         .flat_map(|i| (data + i * 4096).to_le_bytes())
         .collect();
-    h.ctrl.dma().write(list, &entries).unwrap();
+    h.ctrl.dma().cpu_write(list, &entries).unwrap();
     h.ctrl.stats.reset();
     assert!(h.rw(1, io::WRITE, 0, 32, data, list).ok());
     // Read it back into another part of the CMB.
@@ -324,7 +324,7 @@ fn peer_to_peer_between_controllers_of_one_process() {
     a.write_mem(list, &entries);
     assert!(a.rw(1, io::READ, 0, 128, cba_b, list).ok());
     let blist = cba_b + 0x100000;
-    b.ctrl.dma().write(blist, &entries).unwrap();
+    b.ctrl.dma().cpu_write(blist, &entries).unwrap();
     assert!(b.rw(1, io::WRITE, 64, 128, cba_b, blist).ok());
     let (sa, sb) = (stats(&a), stats(&b));
     assert_eq!(sa["data"]["peer_cmb"]["written"], 65536);

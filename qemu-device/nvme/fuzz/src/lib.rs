@@ -398,7 +398,7 @@ pub fn run(rig: &mut Rig, ops: &[Op]) -> BTreeSet<(u8, u8)> {
             }
             Op::Write { cmb, offset, bytes } => {
                 if *cmb {
-                    let _ = h.ctrl.dma().write(CMB + *offset as u64, bytes);
+                    let _ = h.ctrl.dma().cpu_write(CMB + *offset as u64, bytes);
                 } else {
                     h.write_mem(BUF + *offset as u64, bytes);
                 }
