@@ -7,26 +7,20 @@
 //! resolution: own CMB, peer CMB, guest RAM) and `backing` (namespace files);
 //! `stats` counts every byte.
 
-mod admin;
-mod backing;
-mod ctrl;
-mod dbbuf;
-mod io;
-mod mem;
+mod commands;
+mod config;
+mod controller;
+mod dma;
+mod namespace;
 mod nvme;
-mod pci;
-mod prp;
 #[cfg(test)]
 mod regressions;
-pub mod regs;
-mod route;
-mod spec;
 mod stats;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod testhost;
 #[cfg(test)]
 mod tests;
-mod transport;
+mod vfio;
 
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader, Write};
@@ -35,7 +29,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-pub use spec::{parse_size, DeviceArgs, DEFAULT_POLL_US};
+pub use config::{parse_size, DeviceArgs, DEFAULT_POLL_US};
+#[cfg(any(test, feature = "test-utils"))]
+pub use controller::regs::RegMirror;
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -53,12 +49,12 @@ pub fn run(args: DeviceArgs) -> Result<()> {
     for (id, s) in specs.into_iter().enumerate() {
         let mut namespaces = vec![];
         for ns in &s.namespaces {
-            namespaces.push(backing::Namespace::open(&ns.file, ns.size, ns.lba)?);
+            namespaces.push(namespace::Namespace::open(&ns.file, ns.size, ns.lba)?);
         }
         let counters = Arc::new(stats::Counters::new(id, &s.serial));
         all_stats.push(counters.clone());
-        let mut ctrl = ctrl::Controller::new(
-            ctrl::CtrlConfig {
+        let mut ctrl = controller::Controller::new(
+            controller::CtrlConfig {
                 id,
                 serial: s.serial.clone(),
                 cmb_bytes: s.cmb_mib << 20,
@@ -72,12 +68,12 @@ pub fn run(args: DeviceArgs) -> Result<()> {
         let server = p2pnvme_vfio_user::Server::bind(&s.socket)
             .map_err(|e| anyhow::anyhow!("cannot serve {}: {e}", s.socket.display()))?;
         sockets.push(s.socket.clone());
-        let pci = pci::PciConfig::new(
+        let pci = vfio::pci::PciConfig::new(
             ctrl.cmb_bytes(),
-            ctrl::MSIX_VECTORS as u16,
+            controller::MSIX_VECTORS as u16,
             ctrl.bus_master.clone(),
         );
-        servers.push((server, transport::Backend::new(ctrl, pci)));
+        servers.push((server, vfio::Backend::new(ctrl, pci)));
     }
     if let Some(p) = &args.stats_socket {
         claim_socket(p)?;
@@ -109,8 +105,8 @@ pub fn run(args: DeviceArgs) -> Result<()> {
 /// One CMB registry per peer group, indexed like `specs`: a controller's
 /// DMA never resolves to the CMB of a controller outside its group (another
 /// client, another VM).
-fn peer_groups(specs: &[spec::CtrlSpec]) -> Vec<mem::CmbRegistry> {
-    let mut groups: std::collections::HashMap<&str, mem::CmbRegistry> = Default::default();
+fn peer_groups(specs: &[config::CtrlSpec]) -> Vec<dma::CmbRegistry> {
+    let mut groups: std::collections::HashMap<&str, dma::CmbRegistry> = Default::default();
     specs
         .iter()
         .map(|s| groups.entry(s.group.as_str()).or_default().clone())

@@ -1,6 +1,6 @@
 //! One regression test per hole of issue 13, named after what it guards.
 
-use crate::ctrl::{reg, DOORBELLS};
+use crate::controller::{reg, DOORBELLS};
 use crate::nvme::{admin, io};
 use crate::testhost::{command, Completion, TestHost, RAM_BASE};
 use p2pnvme_vfio_user::Backend as _;
@@ -45,13 +45,13 @@ fn log_page(
 }
 
 /// A transport backend over a fresh, enabled controller with its CMB at CMB.
-fn backend(dir: &tempfile::TempDir) -> crate::transport::Backend {
+fn backend(dir: &tempfile::TempDir) -> crate::vfio::Backend {
     let mut h = host(dir);
     h.write64(reg::CMBMSC, CMB | 3);
     let TestHost { ctrl, .. } = h;
     let bme = ctrl.bus_master.clone();
-    let pci = crate::pci::PciConfig::new(ctrl.cmb_bytes(), 32, bme);
-    crate::transport::Backend::new(ctrl, pci)
+    let pci = crate::vfio::pci::PciConfig::new(ctrl.cmb_bytes(), 32, bme);
+    crate::vfio::Backend::new(ctrl, pci)
 }
 
 #[test]
@@ -85,7 +85,7 @@ fn cmb_memfd_is_sealed_against_resizing() {
 
 #[test]
 fn cmb_of_another_peer_group_never_captures_dma() {
-    let args = crate::spec::DeviceArgs {
+    let args = crate::config::DeviceArgs {
         socket: None,
         cmb_mib: 16,
         namespace: vec![],
@@ -385,9 +385,9 @@ fn set_features_write_atomicity_and_error_recovery_round_trip() {
 
 #[test]
 fn intx_is_not_advertised() {
-    let info = crate::transport::irqs();
+    let info = crate::vfio::irqs();
     assert_eq!(info[0].count, 0, "irq index 0 (INTx)");
-    let pci = crate::pci::PciConfig::new(16 << 20, 32, Default::default());
+    let pci = crate::vfio::pci::PciConfig::new(16 << 20, 32, Default::default());
     let mut pin = [0u8; 1];
     pci.read(0x3d, &mut pin);
     assert_eq!(pin, [0], "interrupt pin");
@@ -494,4 +494,25 @@ fn a_queue_drained_by_a_full_pass_publishes_its_event_index() {
     // have been published when the pass drained the queue.
     let done = h.submit(1, c).expect("the fifth command is not lost");
     assert!(done.ok());
+}
+
+#[test]
+fn entries_found_by_shadow_polling_keep_the_worker_running() {
+    let d = tempfile::tempdir().unwrap();
+    let mut h = host(&d);
+    assert!(h.enable_shadow_doorbells().ok());
+    h.create_io_queue(1, 16, None);
+    h.ctrl.poll = std::time::Duration::from_secs(3600);
+    let buf = h.alloc(4096);
+    let mut c = command(io::READ, 1);
+    with_buffer(&mut c, buf);
+    // Rings (the event index says so); the worker drains and keeps polling.
+    assert!(h.submit(1, c).expect("first read").ok());
+    // The event index is not published while polling: no doorbell.
+    let rings = h.doorbell_writes;
+    h.submit_no_reap(1, c);
+    assert_eq!(h.doorbell_writes, rings, "the driver did not ring");
+    // The worker's next look finds it, and must then run it, not sleep.
+    h.run_worker();
+    assert!(h.reap(1).expect("found by polling and run").ok());
 }

@@ -2,7 +2,7 @@
 //! to memory, split into data (I/O command payload) and metadata (queue
 //! entries, PRP/SGL lists, admin payloads), and by where the memory was.
 
-pub use crate::route::{Dir, Kind, Target};
+pub use crate::dma::route::{Dir, Kind, Target};
 use p2pnvme_docs::stats::{ControllerStats, PeerRoutes, ReadWritten, Routes, StatsDoc};
 use serde_json::json;
 use std::io::{BufRead, BufReader, Write};

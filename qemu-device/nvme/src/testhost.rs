@@ -3,9 +3,9 @@
 //! unit tests and the benchmark. Several controllers can share one CMB
 //! registry for peer-to-peer tests.
 
-use crate::backing::Namespace;
-use crate::ctrl::{reg, Controller, CtrlConfig, DOORBELLS};
-use crate::mem::{memfd, CmbRegistry, Mapping};
+use crate::controller::{reg, Controller, CtrlConfig, DOORBELLS};
+use crate::dma::{memfd, CmbRegistry, Mapping};
+use crate::namespace::Namespace;
 pub use crate::nvme::Sqe;
 use crate::stats::Counters;
 use std::fs::File;
@@ -119,7 +119,7 @@ impl TestHost {
             .unwrap();
         let ram = Mapping::new(&f, 0, ram_size as usize).unwrap();
         let irq = EventFd::new(libc::EFD_NONBLOCK).expect("eventfd");
-        for v in 0..crate::ctrl::MSIX_VECTORS {
+        for v in 0..crate::controller::MSIX_VECTORS {
             ctrl.set_irq(v, Some(irq.try_clone().expect("eventfd clone")));
         }
         TestHost {
@@ -186,7 +186,7 @@ impl TestHost {
         if self.manual {
             return;
         }
-        while self.ctrl.step() == crate::ctrl::Step::Busy {}
+        while self.ctrl.step() == crate::controller::Step::Busy {}
     }
 
     pub fn read32(&self, off: u64) -> u32 {

@@ -2,7 +2,7 @@
 //! happy path, every class of bad guest input (status, DNR, error log), the
 //! CMB, peer-to-peer DMA and the counters.
 
-use crate::ctrl::{reg, DOORBELLS};
+use crate::controller::{reg, DOORBELLS};
 use crate::nvme::{admin, io};
 use crate::testhost::{command, Completion, TestHost};
 use serde_json::Value;
@@ -521,8 +521,8 @@ fn doorbells_only_record_work_for_the_worker() {
     assert!(h.ctrl.bells.pending(), "the doorbell only records");
     assert_eq!(h.ctrl.stats.commands.load(Relaxed), before);
     assert!(h.reap(1).is_none());
-    assert_eq!(h.ctrl.step(), crate::ctrl::Step::Busy);
-    assert_ne!(h.ctrl.step(), crate::ctrl::Step::Busy);
+    assert_eq!(h.ctrl.step(), crate::controller::Step::Busy);
+    assert_ne!(h.ctrl.step(), crate::controller::Step::Busy);
     assert!(h.reap(1).expect("completed by the worker pass").ok());
 }
 
@@ -591,7 +591,7 @@ fn shadow_doorbells_are_checked_and_spare_register_writes() {
 
 #[test]
 fn a_polling_worker_finds_unrung_entries_then_publishes_event_indices() {
-    use crate::ctrl::Step as Idle;
+    use crate::controller::Step as Idle;
     use std::sync::atomic::Ordering::Relaxed;
     let d = tempfile::tempdir().unwrap();
     let mut h = host(&d);

@@ -5,11 +5,11 @@
 //! benchmark's latency and scaling numbers.
 
 use super::{Completion, HostQueue, TestHost};
-use crate::ctrl::DOORBELLS;
-use crate::mem::Mapping;
+use crate::controller::DOORBELLS;
+use crate::dma::Mapping;
 use crate::nvme::Sqe;
-use crate::regs::RegMirror;
-use crate::transport::Backend;
+use crate::vfio::Backend;
+use crate::RegMirror;
 use p2pnvme_vfio_user::Backend as _;
 use std::sync::Arc;
 
@@ -30,9 +30,9 @@ impl TestHost {
         let TestHost {
             ctrl, ram, queues, ..
         } = self;
-        let pci = crate::pci::PciConfig::new(
+        let pci = crate::vfio::pci::PciConfig::new(
             ctrl.cmb_bytes(),
-            crate::ctrl::MSIX_VECTORS as u16,
+            crate::controller::MSIX_VECTORS as u16,
             ctrl.bus_master.clone(),
         );
         let bme = ctrl.bus_master.clone();

@@ -1,15 +1,18 @@
 //! vfio-user transport: the project's vfio-user server (crate
 //! `p2pnvme-vfio-user`, which validates every request) calls this backend;
 //! it maps region accesses, DMA maps and interrupt fds onto the controller.
+//! `pci` is the configuration space.
 
-use crate::ctrl::{Controller, Step, DOORBELLS, MSIX_VECTORS};
-use crate::mem::Mapping;
-use crate::pci::{self, PciConfig};
-use crate::regs::{Doorbells, RegMirror};
+pub mod pci;
+
+use crate::controller::regs::{Doorbells, RegMirror};
+use crate::controller::{Controller, Step, DOORBELLS, MSIX_VECTORS};
+use crate::dma::Mapping;
 use crate::stats::Counters;
 use p2pnvme_vfio_user::{
     Backend as VfioBackend, DmaMap, Errno, IrqInfo, IrqSet, RegionInfo, RegionMmap,
 };
+use pci::PciConfig;
 use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -1,10 +1,10 @@
 //! I/O commands: data moves between the backing file and the memory the
 //! command points at (guest RAM, our CMB or a peer's CMB).
 
-use crate::ctrl::{Controller, MAX_TRANSFER};
-use crate::mem::{Resolved, Target};
+use crate::controller::{Controller, MAX_TRANSFER};
+use crate::dma::prp;
+use crate::dma::{Resolved, Target};
 use crate::nvme::{io as op, CmdResult, Sqe, Status};
-use crate::prp;
 use crate::stats::{Dir, Kind};
 
 pub fn execute(c: &mut Controller, sqe: &Sqe) -> CmdResult {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 /// Doorbell slots: two per queue (SQ tail, CQ head) for the admin queue and
 /// every I/O queue.
-pub const SLOTS: usize = 2 * (crate::ctrl::MAX_IO_QUEUES + 1);
+pub const SLOTS: usize = 2 * (crate::controller::MAX_IO_QUEUES + 1);
 /// A slot with no doorbell write waiting.
 const EMPTY: u32 = u32::MAX;
 

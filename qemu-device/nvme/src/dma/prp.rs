@@ -2,9 +2,9 @@
 //! the list of memory segments to transfer. List pages are read through DMA
 //! and counted as metadata.
 
-use crate::mem::{Dma, Resolved, Target};
+use crate::dma::route::Kind;
+use crate::dma::{Dma, Resolved, Target};
 use crate::nvme::{Sqe, Status};
-use crate::route::Kind;
 
 pub const PAGE: u64 = 4096;
 

@@ -4,197 +4,20 @@
 //! descriptors), or invalid — CMB windows first, because QEMU also announces
 //! directly mapped BARs as fd-less DMA maps.
 
-use std::fs::File;
+mod cmb;
+mod guest_ram;
+pub mod prp;
+pub mod route;
+
+#[cfg(any(test, feature = "test-utils"))]
+pub use cmb::memfd;
+pub use cmb::{sealed_memfd, CmbRegistry, CmbWindow, Mapping};
+pub use guest_ram::GuestRam;
 use std::marker::PhantomData;
-use std::os::unix::io::AsRawFd;
-use std::sync::{Arc, RwLock};
-use vm_memory::{
-    FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
-    GuestRegionMmap, MmapRegion,
-};
+use std::sync::Arc;
 
-/// A shared mapping of a file (guest RAM section or CMB memfd).
-pub struct Mapping {
-    ptr: *mut u8,
-    len: usize,
-}
-
-// SAFETY: the mapping is shared memory; concurrent access from the guest and
-// other threads is inherent to DMA and handled with byte copies only.
-unsafe impl Send for Mapping {}
-unsafe impl Sync for Mapping {}
-
-impl Mapping {
-    pub fn new(file: &File, offset: u64, len: usize) -> std::io::Result<Mapping> {
-        // SAFETY: mapping a file we hold; result checked below.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                offset as libc::off_t,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(Mapping {
-            ptr: ptr as *mut u8,
-            len,
-        })
-    }
-
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Pointer to `off`, when `n` bytes from there lie within the mapping
-    /// (checked arithmetic: offsets come from the guest or the socket).
-    fn at(&self, off: usize, n: usize) -> Option<*mut u8> {
-        if off.checked_add(n)? > self.len {
-            return None;
-        }
-        // SAFETY: within the mapping, checked above.
-        Some(unsafe { self.ptr.add(off) })
-    }
-
-    /// Copies out of the mapping; false (and nothing copied) when
-    /// `off + buf.len()` is not within it.
-    pub fn read(&self, off: usize, buf: &mut [u8]) -> bool {
-        let Some(p) = self.at(off, buf.len()) else {
-            return false;
-        };
-        // SAFETY: `at` checked the bounds; a byte copy of shared memory.
-        unsafe { std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), buf.len()) };
-        true
-    }
-
-    /// Copies into the mapping; false (and nothing copied) when out of it.
-    pub fn write(&self, off: usize, buf: &[u8]) -> bool {
-        let Some(p) = self.at(off, buf.len()) else {
-            return false;
-        };
-        // SAFETY: as in read.
-        unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), p, buf.len()) };
-        true
-    }
-
-    /// Zeroes the whole mapping (a CMB between two clients).
-    pub fn clear(&self) {
-        // SAFETY: the whole mapping, which we own.
-        unsafe { std::ptr::write_bytes(self.ptr, 0, self.len) };
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmapping what we mapped.
-        unsafe {
-            libc::munmap(self.ptr as *mut libc::c_void, self.len);
-        }
-    }
-}
-
-/// One DMA_MAP section: fd-backed sections are guest RAM we can reach;
-/// fd-less ones (directly mapped BARs) are only remembered for unmapping.
-struct Section {
-    iova: u64,
-    size: u64,
-    region: Option<Arc<GuestRegionMmap>>,
-}
-
-/// Guest RAM sections announced with DMA_MAP, mapped through rust-vmm's
-/// vm-memory.
-#[derive(Default)]
-pub struct GuestRam {
-    sections: Vec<Section>,
-    mem: GuestMemoryMmap,
-}
-
-impl GuestRam {
-    /// Maps a section; `file` is the fd QEMU sent and the offset in it.
-    pub fn map(&mut self, iova: u64, size: u64, file: Option<(File, u64)>) -> std::io::Result<()> {
-        let region = match file {
-            Some((f, offset)) => {
-                let bad = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
-                // The server checks this too; a mapping past the end of its
-                // file would turn our accesses into SIGBUS.
-                let end = offset
-                    .checked_add(size)
-                    .ok_or_else(|| bad(format!("DMA section at {iova:#x} wraps its file")))?;
-                if f.metadata()?.len() < end {
-                    return Err(bad(format!(
-                        "DMA section at {iova:#x} reaches past its file"
-                    )));
-                }
-                iova.checked_add(size)
-                    .ok_or_else(|| bad(format!("DMA section at {iova:#x} wraps")))?;
-                let mmap = MmapRegion::from_file(FileOffset::new(f, offset), size as usize)
-                    .map_err(|e| bad(format!("mapping DMA section at {iova:#x}: {e}")))?;
-                let r = GuestRegionMmap::new(mmap, GuestAddress(iova))
-                    .ok_or_else(|| bad(format!("DMA section at {iova:#x} wraps")))?;
-                Some(Arc::new(r))
-            }
-            None => {
-                iova.checked_add(size).ok_or_else(|| {
-                    std::io::Error::new(std::io::ErrorKind::InvalidInput, "fd-less DMA map wraps")
-                })?;
-                None
-            }
-        };
-        self.unmap(iova, size);
-        self.sections.push(Section { iova, size, region });
-        self.rebuild();
-        Ok(())
-    }
-
-    /// Forgets every section overlapping [iova, iova+size).
-    pub fn unmap(&mut self, iova: u64, size: u64) {
-        self.sections.retain(|s| {
-            s.iova.saturating_add(s.size) <= iova || iova.saturating_add(size) <= s.iova
-        });
-        self.rebuild();
-    }
-
-    pub fn clear(&mut self) {
-        self.sections.clear();
-        self.rebuild();
-    }
-
-    fn rebuild(&mut self) {
-        let mut regions: Vec<_> = self
-            .sections
-            .iter()
-            .filter_map(|s| s.region.clone())
-            .collect();
-        regions.sort_by_key(|r| r.start_addr());
-        // Sections never overlap (map unmaps first), so this cannot fail.
-        self.mem = GuestMemoryMmap::from_arc_regions(regions).unwrap_or_default();
-    }
-
-    /// Host address of [addr, addr+len) when it lies in one fd-backed section.
-    fn host(&self, addr: u64, len: u64) -> Option<*mut u8> {
-        addr.checked_add(len)?;
-        let s = self.mem.get_slice(GuestAddress(addr), len as usize).ok()?;
-        Some(s.ptr_guard_mut().as_ptr())
-    }
-}
-
-/// A controller's CMB as seen by every controller of the process.
-pub struct CmbWindow {
-    pub ctrl: usize,
-    pub mem: Arc<Mapping>,
-    /// Bus address while CMBMSC.CMSE is set.
-    pub base: Option<u64>,
-}
-
-/// All CMB windows of the process, for peer-to-peer resolution.
-pub type CmbRegistry = Arc<RwLock<Vec<CmbWindow>>>;
-
-pub use crate::route::Target;
-use crate::route::{Dir, Kind};
+pub use crate::dma::route::Target;
+use crate::dma::route::{Dir, Kind};
 use crate::stats::Counters;
 
 #[derive(Debug, PartialEq, Eq)]
@@ -439,39 +262,10 @@ impl Resolved<'_> {
     }
 }
 
-/// An anonymous shared memory file (test RAM, or a CMB before sealing).
-pub fn memfd(name: &str, size: u64) -> std::io::Result<File> {
-    use std::os::unix::io::FromRawFd;
-    let cname = std::ffi::CString::new(name)
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    // SAFETY: memfd_create with a valid C string; fd checked.
-    let fd =
-        unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh descriptor we own.
-    let f = unsafe { File::from_raw_fd(fd) };
-    f.set_len(size)?;
-    Ok(f)
-}
-
-/// A CMB's memfd: its size sealed (no shrink, no grow, no further seals),
-/// because the fd goes to the client, and a client that truncated it would
-/// make every access of ours a SIGBUS.
-pub fn sealed_memfd(name: &str, size: u64) -> std::io::Result<File> {
-    let f = memfd(name, size)?;
-    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
-    // SAFETY: fcntl on a descriptor we own.
-    if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(f)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::RwLock;
 
     fn setup() -> (GuestRam, CmbRegistry) {
         let mut ram = GuestRam::default();

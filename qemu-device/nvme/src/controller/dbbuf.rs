@@ -5,8 +5,8 @@
 //! this is the main lever on the cost per I/O. Linux uses it for I/O queues
 //! only; the admin queue keeps its MMIO doorbells.
 
-use crate::mem::Dma;
-use crate::route::Kind;
+use crate::dma::route::Kind;
+use crate::dma::Dma;
 use std::sync::atomic::{fence, Ordering};
 
 #[derive(Clone, Copy, Debug)]
