@@ -15,6 +15,12 @@ status=0
 for t in $targets; do
     mkdir -p "fuzz/corpus/$t"
     log="fuzz/$t.log"
+    if ! RUSTC_BOOTSTRAP=1 cargo fuzz build "$t" >"$log" 2>&1; then
+        echo "$t: the target does not build:"
+        grep -m5 -A5 '^error' "$log" || tail -20 "$log"
+        status=2
+        continue
+    fi
     echo "fuzzing $t for $secs s (log: qemu-device/nvme/$log)"
     if RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" "fuzz/corpus/$t" -- \
         -max_total_time="$secs" -print_final_stats=1 >"$log" 2>&1; then
