@@ -6,6 +6,7 @@ use std::path::PathBuf;
 /// Default shadow-doorbell polling after the queues drain, in µs.
 pub const DEFAULT_POLL_US: u64 = 200;
 
+/// The `p2pnvme device` command line.
 #[derive(clap::Args, Clone, Debug)]
 pub struct DeviceArgs {
     /// Socket of a single controller (with --cmb-mib and --namespace).
@@ -102,6 +103,7 @@ fn check_cmb(mib: u64) -> Result<u64> {
 }
 
 impl DeviceArgs {
+    /// Every controller the arguments describe, checked.
     pub fn controllers(&self) -> Result<Vec<CtrlSpec>> {
         let mut out = vec![];
         if let Some(sock) = &self.socket {

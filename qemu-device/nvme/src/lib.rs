@@ -7,6 +7,8 @@
 //! resolution: own CMB, peer CMB, guest RAM) and `backing` (namespace files);
 //! `stats` counts every byte.
 
+#![deny(missing_docs)]
+
 mod commands;
 mod config;
 mod controller;

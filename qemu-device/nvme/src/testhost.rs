@@ -16,20 +16,27 @@ use vmm_sys_util::eventfd::EventFd;
 mod remote;
 pub use remote::RemoteHost;
 
+/// Guest physical address of the test host's RAM.
 pub const RAM_BASE: u64 = 0x4000_0000;
 const QUEUES: usize = 65;
 
 /// A completion as the host sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Completion {
+    /// Command specific result.
     pub dw0: u32,
+    /// Command identifier.
     pub cid: u16,
+    /// Status code type.
     pub sct: u8,
+    /// Status code.
     pub sc: u8,
+    /// Do Not Retry.
     pub dnr: bool,
 }
 
 impl Completion {
+    /// Successful completion.
     pub fn ok(&self) -> bool {
         self.sct == 0 && self.sc == 0
     }
@@ -46,7 +53,9 @@ struct HostQueue {
     phase: bool,
 }
 
+/// A driver's view of one controller (see the module docs).
 pub struct TestHost {
+    /// The controller, driven directly.
     pub ctrl: Controller,
     ram: Mapping,
     ram_fd: File,
@@ -137,6 +146,7 @@ impl TestHost {
         }
     }
 
+    /// A CMB registry for one peer group.
     pub fn registry() -> CmbRegistry {
         Arc::new(RwLock::new(vec![]))
     }
@@ -149,10 +159,12 @@ impl TestHost {
         RAM_BASE + a
     }
 
+    /// The end of guest RAM.
     pub fn ram_end(&self) -> u64 {
         RAM_BASE + self.ram_size
     }
 
+    /// Writes guest RAM (as the CPU).
     pub fn write_mem(&self, addr: u64, data: &[u8]) {
         assert!(
             self.ram.write((addr - RAM_BASE) as usize, data),
@@ -160,6 +172,7 @@ impl TestHost {
         );
     }
 
+    /// Reads guest RAM (as the CPU).
     pub fn read_mem(&self, addr: u64, data: &mut [u8]) {
         assert!(
             self.ram.read((addr - RAM_BASE) as usize, data),
@@ -189,12 +202,14 @@ impl TestHost {
         while self.ctrl.step() == crate::controller::Step::Busy {}
     }
 
+    /// A 32-bit BAR0 read.
     pub fn read32(&self, off: u64) -> u32 {
         let mut b = [0u8; 4];
         self.ctrl.reg_read(off, &mut b);
         u32::from_le_bytes(b)
     }
 
+    /// A 64-bit BAR0 read.
     pub fn read64(&self, off: u64) -> u64 {
         let mut b = [0u8; 8];
         self.ctrl.reg_read(off, &mut b);
