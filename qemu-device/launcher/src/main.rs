@@ -228,7 +228,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             procs::catch_signals();
             demo::run(args)
         }
-        Cmd::Device(args) => p2pnvme_device::run(args).map(|_| 0),
+        Cmd::Device(args) => Ok(p2pnvme_device::run(args).map(|_| 0)?),
         Cmd::Shell(vm) => {
             let mut s = Session::prepare(vm.options()?)?;
             s.shell()

@@ -339,7 +339,7 @@ impl Session {
         if self.device.is_none() {
             bail!("no p2pnvme device process is running (use --nvme N)");
         }
-        p2pnvme_device::stats_query(&self.stats_socket(), "get")
+        Ok(p2pnvme_device::stats_query(&self.stats_socket(), "get")?)
     }
 
     /// A file in the run directory (where the guest's host requests write).

@@ -1,6 +1,6 @@
 //! Command line of the device server.
 
-use anyhow::{bail, Context, Result};
+use crate::error::{config_bail as bail, Error, Result};
 use std::path::PathBuf;
 
 /// Default shadow-doorbell polling after the queues drain, in µs.
@@ -75,7 +75,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 fn size(s: &str) -> Result<u64> {
-    parse_size(s).map_err(anyhow::Error::msg)
+    parse_size(s).map_err(Error::Config)
 }
 
 fn ns(file: &str, sz: &str, lba: &str) -> Result<NsSpec> {
@@ -145,7 +145,7 @@ impl DeviceArgs {
                 match kv.split_once('=') {
                     Some(("socket", v)) => spec.socket = v.into(),
                     Some(("cmb-mib", v)) => {
-                        spec.cmb_mib = check_cmb(v.parse().with_context(|| format!("bad cmb-mib '{v}'"))?)?
+                        spec.cmb_mib = check_cmb(v.parse().map_err(|_| Error::Config(format!("bad cmb-mib '{v}': use a number of MiB")))?)?
                     }
                     Some(("serial", v)) if !v.is_empty() && v.len() <= 20 => spec.serial = v.into(),
                     Some(("group", v)) if !v.is_empty() => spec.group = v.into(),

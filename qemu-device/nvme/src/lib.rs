@@ -13,6 +13,7 @@ mod commands;
 mod config;
 mod controller;
 mod dma;
+mod error;
 mod namespace;
 mod nvme;
 #[cfg(test)]
@@ -24,7 +25,7 @@ pub mod testhost;
 mod tests;
 mod vfio;
 
-use anyhow::{bail, Context, Result};
+use error::{config_bail as bail, io, Result};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,7 @@ use std::sync::Arc;
 pub use config::{parse_size, DeviceArgs, DEFAULT_POLL_US};
 #[cfg(any(test, feature = "test-utils"))]
 pub use controller::regs::RegMirror;
+pub use error::Error;
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -65,10 +67,12 @@ pub fn run(args: DeviceArgs) -> Result<()> {
             registries[id].clone(),
             counters,
         )
-        .context("creating the CMB memory")?;
+        .map_err(io("creating the CMB memory"))?;
         ctrl.poll = std::time::Duration::from_micros(args.poll_us);
-        let server = p2pnvme_vfio_user::Server::bind(&s.socket)
-            .map_err(|e| anyhow::anyhow!("cannot serve {}: {e}", s.socket.display()))?;
+        let server = p2pnvme_vfio_user::Server::bind(&s.socket).map_err(|source| Error::Serve {
+            socket: s.socket.clone(),
+            source,
+        })?;
         sockets.push(s.socket.clone());
         let pci = vfio::pci::PciConfig::new(
             ctrl.cmb_bytes(),
@@ -79,7 +83,7 @@ pub fn run(args: DeviceArgs) -> Result<()> {
     }
     if let Some(p) = &args.stats_socket {
         claim_socket(p)?;
-        stats::serve(p, all_stats).with_context(|| format!("cannot listen on {}", p.display()))?;
+        stats::serve(p, all_stats).map_err(io(format!("cannot listen on {}", p.display())))?;
         sockets.push(p.clone());
     }
     for (server, mut backend) in servers {
@@ -126,8 +130,7 @@ fn claim_socket(path: &Path) -> Result<()> {
             path.display()
         );
     }
-    std::fs::remove_file(path)
-        .with_context(|| format!("cannot remove stale socket {}", path.display()))
+    std::fs::remove_file(path).map_err(io(format!("cannot remove stale socket {}", path.display())))
 }
 
 pub use p2pnvme_docs::stats::StatsDoc;
@@ -135,16 +138,24 @@ pub use p2pnvme_docs::stats::StatsDoc;
 /// One request to a device's stats socket (`get` or `reset`): the document
 /// (for `reset`, the counters just before they were zeroed).
 pub fn stats_query(path: &Path, op: &str) -> Result<StatsDoc> {
-    let mut s = UnixStream::connect(path)
-        .with_context(|| format!("connecting to the device stats socket {}", path.display()))?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-    s.write_all(format!("{op}\n").as_bytes())?;
+    let mut s = UnixStream::connect(path).map_err(io(format!(
+        "connecting to the device stats socket {}",
+        path.display()
+    )))?;
+    let what = || format!("stats socket {}", path.display());
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .map_err(io(what()))?;
+    s.write_all(format!("{op}\n").as_bytes())
+        .map_err(io(what()))?;
     let mut line = String::new();
-    BufReader::new(s).read_line(&mut line)?;
-    let v: serde_json::Value =
-        serde_json::from_str(&line).with_context(|| format!("bad stats reply: {line}"))?;
+    BufReader::new(s).read_line(&mut line).map_err(io(what()))?;
+    let v: serde_json::Value = serde_json::from_str(&line)
+        .map_err(|e| Error::Stats(format!("bad stats reply ({e}): {line}")))?;
     if let Some(e) = v.get("error") {
-        bail!("stats socket {}: {e}", path.display());
+        return Err(Error::Stats(format!(
+            "stats socket {}: {e}",
+            path.display()
+        )));
     }
-    serde_json::from_value(v).with_context(|| format!("bad stats document: {line}"))
+    serde_json::from_value(v).map_err(|e| Error::Stats(format!("bad stats document ({e}): {line}")))
 }

@@ -16,19 +16,23 @@ pub struct Namespace {
 
 impl Namespace {
     /// Opens (or creates, sparse) a backing file of `size` bytes.
-    pub fn open(path: &Path, size: u64, lba: u32) -> anyhow::Result<Namespace> {
+    pub fn open(path: &Path, size: u64, lba: u32) -> crate::error::Result<Namespace> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(path)
-            .map_err(|e| anyhow::anyhow!("cannot open namespace file {}: {e}", path.display()))?;
-        let len = file.metadata()?.len();
+            .map_err(crate::error::io(format!(
+                "cannot open namespace file {}",
+                path.display()
+            )))?;
+        let what = || format!("namespace file {}", path.display());
+        let len = file.metadata().map_err(crate::error::io(what()))?.len();
         if len == 0 {
-            file.set_len(size)?;
+            file.set_len(size).map_err(crate::error::io(what()))?;
         } else if len < size {
-            anyhow::bail!(
+            crate::error::config_bail!(
                 "namespace file {} has {len} bytes, less than size={size}: pick a smaller size or a new file",
                 path.display()
             );
