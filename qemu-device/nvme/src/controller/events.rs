@@ -85,6 +85,12 @@ impl Controller {
     /// Adds an error-log entry (`lba`: the command's LBA; 0 for commands
     /// without one, such as admin commands).
     pub fn log_error(&mut self, sqid: u16, cid: u16, s: Status, nsid: u32, lba: u64) {
+        log::debug!(
+            "controller {}: SQ {sqid} CID {cid}: status type {:#x} code {:#x} (nsid {nsid}, lba {lba})",
+            self.id,
+            s.sct,
+            s.sc
+        );
         self.error_count += 1;
         self.stats
             .errors

@@ -90,13 +90,18 @@ impl Controller {
                 break;
             }
         }
-        // Entries left over by the per-pass budget need another pass.
-        self.work = self.sqs.iter().flatten().any(|sq| {
-            sq.head != sq.tail
-                && self.cqs[sq.cqid as usize]
-                    .as_ref()
-                    .is_some_and(|cq| cq.pending.is_empty())
-        });
+        // Entries left over by the per-pass budget need another pass. A
+        // pass that fetched nothing visited every queue and none could
+        // move (e.g. after a fatal error): another one would spin.
+        let fetched = self.budget < PASS;
+        self.work = fetched
+            && self.csts & CSTS_CFS == 0
+            && self.sqs.iter().flatten().any(|sq| {
+                sq.head != sq.tail
+                    && self.cqs[sq.cqid as usize]
+                        .as_ref()
+                        .is_some_and(|cq| cq.pending.is_empty())
+            });
     }
 
     /// The controller hit a fatal error (a queue it cannot reach): CSTS.CFS,

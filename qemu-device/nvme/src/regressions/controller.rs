@@ -112,3 +112,19 @@ fn entries_found_by_shadow_polling_keep_the_worker_running() {
     h.run_worker();
     assert!(h.reap(1).expect("found by polling and run").ok());
 }
+
+#[test]
+fn a_fatal_error_with_entries_left_does_not_keep_the_worker_spinning() {
+    let d = tempfile::tempdir().unwrap();
+    let mut h = host(&d);
+    h.create_io_queue(1, 16, None);
+    h.ctrl.ram.clear(); // the next fetch faults: CSTS.CFS
+    h.manual = true;
+    h.write32(DOORBELLS + 8, 3); // three entries the controller cannot fetch
+    let mut busy = 0;
+    while h.ctrl.step() == crate::controller::Step::Busy {
+        busy += 1;
+        assert!(busy < 10, "the worker keeps spinning after CFS");
+    }
+    assert_eq!(h.read32(reg::CSTS) & 2, 2, "CSTS.CFS");
+}

@@ -235,6 +235,7 @@ impl VfioBackend for Backend {
 
     fn set_irqs(&mut self, index: u32, set: IrqSet) -> Result<(), Errno> {
         if index != MSIX_INDEX {
+            log::debug!("SET_IRQS for irq index {index}: only MSI-X is offered");
             return Err(Errno(libc::EINVAL));
         }
         let mut c = self.lock();
