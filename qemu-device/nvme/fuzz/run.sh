@@ -1,5 +1,6 @@
 #!/bin/sh
-# Fuzzes the device for SECONDS per target and fails on a crash.
+# Fuzzes the device for SECONDS per target and fails on a crash or a hang
+# (an input running over 10 s).
 # Usage: qemu-device/nvme/fuzz/run.sh SECONDS [TARGET...]   (default: ops)
 # Targets: ops (structured op stream; seeds generated into fuzz/corpus/ops),
 # commands (raw submission entries). Needs cargo-fuzz (installed if missing)
@@ -23,7 +24,7 @@ for t in $targets; do
     fi
     echo "fuzzing $t for $secs s (log: qemu-device/nvme/$log)"
     if RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" "fuzz/corpus/$t" -- \
-        -max_total_time="$secs" -print_final_stats=1 >"$log" 2>&1; then
+        -max_total_time="$secs" -timeout=10 -print_final_stats=1 >"$log" 2>&1; then
         result=ok
     else
         result=CRASH
