@@ -2,10 +2,13 @@
 
 /// A 64-byte submission queue entry.
 #[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
 pub struct Sqe {
     /// The 16 command dwords.
     pub dw: [u32; 16],
 }
+
+const _: () = assert!(std::mem::size_of::<Sqe>() == 64);
 
 impl Sqe {
     /// An entry as fetched from a submission queue.

@@ -4,44 +4,35 @@ use crate::controller::dbbuf::{Bell, DoorbellBuffer};
 use crate::controller::{Controller, Cq, Sq, MAX_IO_QUEUES, MQES, MSIX_VECTORS};
 use crate::dma::prp;
 use crate::dma::Target;
-use crate::nvme::{admin as op, CmdResult, Sqe, Status};
+use crate::nvme::{CmdResult, Sqe, Status};
 use crate::stats::Kind;
 use std::collections::VecDeque;
 
 const AER_LIMIT: usize = 4;
 
 impl Controller {
-    /// Runs one admin command; `None` holds it (Asynchronous Event Request).
+    /// Runs one admin command through the command table; `None` holds it
+    /// (Asynchronous Event Request).
     pub fn admin(&mut self, sqe: &Sqe) -> Option<CmdResult> {
-        Some(match sqe.opcode() {
-            op::IDENTIFY => self.identify(sqe),
-            op::GET_LOG_PAGE => self.get_log_page(sqe),
-            op::CREATE_CQ => self.create_cq(sqe),
-            op::CREATE_SQ => self.create_sq(sqe),
-            op::DELETE_SQ => self.delete_sq(sqe),
-            op::DELETE_CQ => self.delete_cq(sqe),
-            op::SET_FEATURES => self.set_features(sqe),
-            op::GET_FEATURES => self.get_features(sqe),
-            op::ASYNC_EVENT => {
-                if self.aers.len() >= AER_LIMIT {
-                    Err(Status::AER_LIMIT)
-                } else {
-                    self.aers.push(sqe.cid());
-                    self.deliver_events();
-                    return None;
-                }
-            }
-            // Commands complete too fast to abort: report "not aborted".
-            op::ABORT => Ok(1),
-            op::KEEP_ALIVE => Ok(0),
-            op::DOORBELL_BUFFER_CONFIG => self.doorbell_buffer_config(sqe),
-            _ => Err(Status::INVALID_OPCODE),
-        })
+        match super::table::admin(sqe.opcode()) {
+            Some(cmd) => (cmd.run)(self, sqe),
+            None => Some(Err(Status::INVALID_OPCODE)),
+        }
+    }
+
+    /// Asynchronous Event Request: held until an event completes it.
+    pub(super) fn async_event(&mut self, sqe: &Sqe) -> Option<CmdResult> {
+        if self.aers.len() >= AER_LIMIT {
+            return Some(Err(Status::AER_LIMIT));
+        }
+        self.aers.push(sqe.cid());
+        self.deliver_events();
+        None
     }
 
     /// PRP1: shadow doorbell page, PRP2: event index page (both page
     /// aligned, in memory we can reach). Queues created later use them too.
-    fn doorbell_buffer_config(&mut self, sqe: &Sqe) -> CmdResult {
+    pub(super) fn doorbell_buffer_config(&mut self, sqe: &Sqe) -> CmdResult {
         if sqe.psdt() != 0 {
             return Err(Status::INVALID_FIELD);
         }
@@ -77,7 +68,7 @@ impl Controller {
         Ok(prp::transfer(sqe, len, &self.dma(), Kind::Meta)?.gather())
     }
 
-    fn create_cq(&mut self, sqe: &Sqe) -> CmdResult {
+    pub(super) fn create_cq(&mut self, sqe: &Sqe) -> CmdResult {
         let qid = (sqe.cdw(10) & 0xffff) as usize;
         let size = (sqe.cdw(10) >> 16) as u16;
         let pc = sqe.cdw(11) & 1 != 0;
@@ -115,7 +106,7 @@ impl Controller {
         Ok(0)
     }
 
-    fn create_sq(&mut self, sqe: &Sqe) -> CmdResult {
+    pub(super) fn create_sq(&mut self, sqe: &Sqe) -> CmdResult {
         let qid = (sqe.cdw(10) & 0xffff) as usize;
         let size = (sqe.cdw(10) >> 16) as u16;
         let pc = sqe.cdw(11) & 1 != 0;
@@ -148,7 +139,7 @@ impl Controller {
         Ok(0)
     }
 
-    fn delete_sq(&mut self, sqe: &Sqe) -> CmdResult {
+    pub(super) fn delete_sq(&mut self, sqe: &Sqe) -> CmdResult {
         let qid = (sqe.cdw(10) & 0xffff) as usize;
         if qid == 0 || qid > MAX_IO_QUEUES || self.sqs[qid].is_none() {
             return Err(Status::INVALID_QID);
@@ -158,7 +149,7 @@ impl Controller {
         Ok(0)
     }
 
-    fn delete_cq(&mut self, sqe: &Sqe) -> CmdResult {
+    pub(super) fn delete_cq(&mut self, sqe: &Sqe) -> CmdResult {
         let qid = (sqe.cdw(10) & 0xffff) as usize;
         if qid == 0 || qid > MAX_IO_QUEUES || self.cqs[qid].is_none() {
             return Err(Status::INVALID_QID);

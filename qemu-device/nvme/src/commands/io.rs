@@ -4,30 +4,28 @@
 use crate::controller::{Controller, MAX_TRANSFER};
 use crate::dma::prp;
 use crate::dma::{Resolved, Target};
-use crate::nvme::{io as op, CmdResult, Sqe, Status};
+use crate::nvme::{CmdResult, Sqe, Status};
 use crate::stats::{Dir, Kind};
 
+/// Runs one I/O command through the command table.
 pub fn execute(c: &mut Controller, sqe: &Sqe) -> CmdResult {
-    let nsid = sqe.nsid();
-    if sqe.opcode() == op::FLUSH {
-        return flush(c, nsid);
-    }
-    if nsid == 0 || nsid as usize > c.ns.len() {
-        return Err(Status::INVALID_NAMESPACE);
-    }
-    let ns = nsid as usize - 1;
-    match sqe.opcode() {
-        op::READ => read(c, ns, sqe),
-        op::WRITE => write(c, ns, sqe),
-        op::COMPARE => compare(c, ns, sqe),
-        op::WRITE_ZEROES => write_zeroes(c, ns, sqe),
-        op::DSM => dsm(c, ns, sqe),
-        op::COPY => copy(c, ns, sqe),
-        _ => Err(Status::INVALID_OPCODE),
+    match super::table::io(sqe.opcode()) {
+        Some(cmd) => (cmd.run)(c, sqe),
+        None => Err(Status::INVALID_OPCODE),
     }
 }
 
-fn flush(c: &mut Controller, nsid: u32) -> CmdResult {
+/// The namespace index of a command that needs one.
+fn namespace(c: &Controller, sqe: &Sqe) -> Result<usize, Status> {
+    let nsid = sqe.nsid();
+    if nsid == 0 || nsid as usize > c.ns.len() {
+        return Err(Status::INVALID_NAMESPACE);
+    }
+    Ok(nsid as usize - 1)
+}
+
+pub(super) fn flush(c: &mut Controller, sqe: &Sqe) -> CmdResult {
+    let nsid = sqe.nsid();
     let all = nsid == 0xffff_ffff;
     if !all && (nsid == 0 || nsid as usize > c.ns.len()) {
         return Err(Status::INVALID_NAMESPACE);
@@ -109,7 +107,8 @@ fn move_data(
     Ok(0)
 }
 
-fn read(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
+pub(super) fn read(c: &mut Controller, sqe: &Sqe) -> CmdResult {
+    let ns = namespace(c, sqe)?;
     let (off, len) = range(c, ns, sqe.slba(), sqe.nlb())?;
     move_data(c, ns, sqe, off, len, true)?;
     c.reads += 1;
@@ -117,7 +116,8 @@ fn read(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
     Ok(0)
 }
 
-fn write(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
+pub(super) fn write(c: &mut Controller, sqe: &Sqe) -> CmdResult {
+    let ns = namespace(c, sqe)?;
     let (off, len) = range(c, ns, sqe.slba(), sqe.nlb())?;
     move_data(c, ns, sqe, off, len, false)?;
     durable(c, ns, sqe, 12)?;
@@ -135,7 +135,8 @@ fn durable(c: &Controller, ns: usize, sqe: &Sqe, fua_dw: usize) -> Result<(), St
     Ok(())
 }
 
-fn compare(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
+pub(super) fn compare(c: &mut Controller, sqe: &Sqe) -> CmdResult {
+    let ns = namespace(c, sqe)?;
     let (off, len) = range(c, ns, sqe.slba(), sqe.nlb())?;
     let host = data(c, sqe, len as usize, false, Kind::Data)?.gather();
     // Compare counts as a host read command (SMART).
@@ -150,7 +151,8 @@ fn compare(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
     Ok(0)
 }
 
-fn write_zeroes(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
+pub(super) fn write_zeroes(c: &mut Controller, sqe: &Sqe) -> CmdResult {
+    let ns = namespace(c, sqe)?;
     let (off, len) = range(c, ns, sqe.slba(), sqe.nlb())?;
     c.ns[ns]
         .write_zeroes(off, len)
@@ -159,7 +161,8 @@ fn write_zeroes(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
     Ok(0)
 }
 
-fn dsm(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
+pub(super) fn dsm(c: &mut Controller, sqe: &Sqe) -> CmdResult {
+    let ns = namespace(c, sqe)?;
     let nr = (sqe.cdw(10) & 0xff) as usize + 1;
     let deallocate = sqe.cdw(11) & (1 << 2) != 0;
     let ranges = data(c, sqe, nr * 16, false, Kind::Meta)?.gather();
@@ -183,7 +186,8 @@ fn dsm(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
     Ok(0)
 }
 
-fn copy(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
+pub(super) fn copy(c: &mut Controller, sqe: &Sqe) -> CmdResult {
+    let ns = namespace(c, sqe)?;
     let sdlba = sqe.slba();
     let nr = (sqe.cdw(12) & 0xff) as usize + 1;
     let format = (sqe.cdw(12) >> 8) & 0xf;

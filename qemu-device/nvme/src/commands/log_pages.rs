@@ -3,7 +3,7 @@
 
 use super::{ascii, put};
 use crate::controller::Controller;
-use crate::nvme::{admin as op, CmdResult, Sqe, Status};
+use crate::nvme::{CmdResult, Sqe, Status};
 
 /// Vendor log page of the DMA counters.
 pub const VENDOR_LOG_STATS: u8 = 0xc0;
@@ -66,40 +66,17 @@ impl Controller {
         b
     }
 
+    /// Commands Supported and Effects, straight from the command table.
     pub(super) fn effects_log(&self) -> Vec<u8> {
         let mut b = vec![0u8; 4096];
-        let supported = 1u32;
-        let changes_content = 1u32 << 1;
-        for o in [
-            op::DELETE_SQ,
-            op::CREATE_SQ,
-            op::GET_LOG_PAGE,
-            op::DELETE_CQ,
-            op::CREATE_CQ,
-            op::IDENTIFY,
-            op::ABORT,
-            op::SET_FEATURES,
-            op::GET_FEATURES,
-            op::ASYNC_EVENT,
-            op::KEEP_ALIVE,
-            op::DOORBELL_BUFFER_CONFIG,
-        ] {
-            put(&mut b, o as usize * 4, &supported.to_le_bytes());
+        for c in super::table::ADMIN {
+            put(&mut b, c.opcode as usize * 4, &c.effects.to_le_bytes());
         }
-        use crate::nvme::io;
-        for (o, e) in [
-            (io::FLUSH, 0),
-            (io::READ, 0),
-            (io::COMPARE, 0),
-            (io::WRITE, changes_content),
-            (io::WRITE_ZEROES, changes_content),
-            (io::DSM, changes_content),
-            (io::COPY, changes_content),
-        ] {
+        for c in super::table::IO {
             put(
                 &mut b,
-                1024 + o as usize * 4,
-                &(supported | e).to_le_bytes(),
+                1024 + c.opcode as usize * 4,
+                &c.effects.to_le_bytes(),
             );
         }
         b

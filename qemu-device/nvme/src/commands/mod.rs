@@ -6,6 +6,7 @@ pub mod features;
 mod identify;
 pub mod io;
 pub mod log_pages;
+pub mod table;
 
 /// Copies `v` into `b` at `off` (wire structures built in place).
 pub(crate) fn put(b: &mut [u8], off: usize, v: &[u8]) {

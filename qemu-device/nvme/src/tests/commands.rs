@@ -284,3 +284,44 @@ fn busy_sockets_are_refused_and_stale_ones_replaced() {
     crate::claim_socket(&p).unwrap();
     assert!(!p.exists());
 }
+
+#[test]
+fn the_effects_log_and_dispatch_come_from_one_table() {
+    let d = tempfile::tempdir().unwrap();
+    let mut h = host(&d);
+    h.create_io_queue(1, 16, None);
+    let buf = h.alloc(4096);
+    let mut c = command(admin::GET_LOG_PAGE, 0);
+    c.dw[6] = buf as u32;
+    c.dw[7] = (buf >> 32) as u32;
+    c.dw[10] = 0x05 | (1024 - 1) << 16;
+    assert!(h.submit(0, c).unwrap().ok());
+    let mut log = vec![0u8; 4096];
+    h.read_mem(buf, &mut log);
+    let entry = |set: usize, op: usize| {
+        let at = set * 1024 + op * 4;
+        u32::from_le_bytes(log[at..at + 4].try_into().unwrap())
+    };
+    for op in 0..=255u8 {
+        let (a, i) = (entry(0, op as usize), entry(1, op as usize));
+        assert_eq!(
+            a & 1 == 1,
+            crate::commands::table::admin(op).is_some(),
+            "admin {op:#x}"
+        );
+        assert_eq!(
+            i & 1 == 1,
+            crate::commands::table::io(op).is_some(),
+            "I/O {op:#x}"
+        );
+        // What the log does not list is refused as an invalid opcode.
+        if i & 1 == 0 {
+            let done = h.submit(1, command(op, 1)).unwrap();
+            assert_eq!(status(done), (0, 0x01, true), "I/O {op:#x}");
+        }
+        if a & 1 == 0 {
+            let done = h.submit(0, command(op, 0)).unwrap();
+            assert_eq!(status(done), (0, 0x01, true), "admin {op:#x}");
+        }
+    }
+}
