@@ -5,87 +5,64 @@
 use std::fs::File;
 use std::os::unix::io::AsRawFd;
 use std::sync::{Arc, RwLock};
+use vm_memory::{FileOffset, MmapRegion, VolatileMemory};
 
-/// A shared mapping of a file (guest RAM section or CMB memfd).
+/// A shared mapping of a file (a CMB memfd, or the test host's RAM),
+/// through rust-vmm's vm-memory: every access is a bounds-checked volatile
+/// copy.
 pub struct Mapping {
-    ptr: *mut u8,
-    len: usize,
+    region: MmapRegion,
 }
 
-// SAFETY: the mapping is shared memory; concurrent access from the guest and
-// other threads is inherent to DMA and handled with byte copies only.
-unsafe impl Send for Mapping {}
-unsafe impl Sync for Mapping {}
-
 impl Mapping {
+    /// Maps `len` bytes of `file` from `offset`, shared and writable.
     pub fn new(file: &File, offset: u64, len: usize) -> std::io::Result<Mapping> {
-        // SAFETY: mapping a file we hold; result checked below.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                offset as libc::off_t,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(Mapping {
-            ptr: ptr as *mut u8,
-            len,
-        })
+        let region = MmapRegion::from_file(FileOffset::new(file.try_clone()?, offset), len)
+            .map_err(|e| std::io::Error::other(format!("mapping {len} bytes: {e}")))?;
+        Ok(Mapping { region })
     }
 
+    /// Length in bytes.
     pub fn len(&self) -> usize {
-        self.len
+        self.region.size()
     }
 
     /// Pointer to `off`, when `n` bytes from there lie within the mapping
-    /// (checked arithmetic: offsets come from the guest or the socket).
+    /// (vm-memory checks the arithmetic: offsets come from the guest or the
+    /// socket).
     pub(super) fn at(&self, off: usize, n: usize) -> Option<*mut u8> {
-        if off.checked_add(n)? > self.len {
-            return None;
-        }
-        // SAFETY: within the mapping, checked above.
-        Some(unsafe { self.ptr.add(off) })
+        let s = self.region.get_slice(off, n).ok()?;
+        Some(s.ptr_guard_mut().as_ptr())
     }
 
     /// Copies out of the mapping; false (and nothing copied) when
     /// `off + buf.len()` is not within it.
     pub fn read(&self, off: usize, buf: &mut [u8]) -> bool {
-        let Some(p) = self.at(off, buf.len()) else {
-            return false;
-        };
-        // SAFETY: `at` checked the bounds; a byte copy of shared memory.
-        unsafe { std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), buf.len()) };
-        true
+        match self.region.get_slice(off, buf.len()) {
+            Ok(s) => s.copy_to(buf) == buf.len(),
+            Err(_) => false,
+        }
     }
 
     /// Copies into the mapping; false (and nothing copied) when out of it.
     pub fn write(&self, off: usize, buf: &[u8]) -> bool {
-        let Some(p) = self.at(off, buf.len()) else {
-            return false;
-        };
-        // SAFETY: as in read.
-        unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), p, buf.len()) };
-        true
+        match self.region.get_slice(off, buf.len()) {
+            Ok(s) => {
+                s.copy_from(buf);
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// Zeroes the whole mapping (a CMB between two clients).
     pub fn clear(&self) {
-        // SAFETY: the whole mapping, which we own.
-        unsafe { std::ptr::write_bytes(self.ptr, 0, self.len) };
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmapping what we mapped.
-        unsafe {
-            libc::munmap(self.ptr as *mut libc::c_void, self.len);
+        let zeros = vec![0u8; 1 << 20];
+        let mut off = 0;
+        while off < self.len() {
+            let n = zeros.len().min(self.len() - off);
+            self.write(off, &zeros[..n]);
+            off += n;
         }
     }
 }
