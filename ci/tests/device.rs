@@ -16,7 +16,7 @@ fn nvme_cli_sees_a_complete_controller() {
         ),
     );
     assert!(s.contains("p2pnvme CMB controller"), "{s}");
-    assert!(s.contains("ver       : 0x10400"), "{s}");
+    assert!(s.contains("ver       : 0x20000"), "NVMe 2.0: {s}");
     assert!(s.contains("mdts      : 7"), "{s}");
     assert!(s.contains("nn        : 2"), "{s}");
     assert!(

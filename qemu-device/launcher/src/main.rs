@@ -124,7 +124,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             demo::run(args)
         }
         Cmd::Module { op } => modcmd::run(op),
-        Cmd::Device(args) => p2pnvme_device::run(args).map(|_| 0),
+        Cmd::Device(args) => Ok(p2pnvme_device::run(args).map(|_| 0)?),
         Cmd::Shell(a) => {
             let mut s = Session::prepare(a.vm)?;
             s.shell()

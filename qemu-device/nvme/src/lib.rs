@@ -7,30 +7,35 @@
 //! resolution: own CMB, peer CMB, guest RAM) and `backing` (namespace files);
 //! `stats` counts every byte.
 
-mod admin;
-mod backing;
-mod ctrl;
-mod dbbuf;
-mod io;
-mod mem;
+#![deny(missing_docs)]
+
+mod commands;
+mod config;
+mod controller;
+mod dma;
+mod error;
+mod namespace;
 mod nvme;
-mod pci;
-mod prp;
-mod spec;
+#[cfg(test)]
+mod regressions;
 mod stats;
+#[cfg(any(test, feature = "test-utils"))]
 pub mod testhost;
 #[cfg(test)]
 mod tests;
-mod transport;
+mod vfio;
 
-use anyhow::{bail, Context, Result};
+use error::{config_bail as bail, io, Result};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
-pub use spec::{parse_size, DeviceArgs, DEFAULT_POLL_US};
+pub use config::{parse_size, DeviceArgs, DEFAULT_POLL_US};
+#[cfg(any(test, feature = "test-utils"))]
+pub use controller::regs::RegMirror;
+pub use error::Error;
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -41,54 +46,53 @@ extern "C" fn on_signal(_: libc::c_int) {
 /// Serves every configured controller until SIGTERM or SIGINT.
 pub fn run(args: DeviceArgs) -> Result<()> {
     let specs = args.controllers()?;
-    let cmbs: mem::CmbRegistry = Arc::new(RwLock::new(vec![]));
+    let registries = peer_groups(&specs);
     let mut all_stats = vec![];
     let mut sockets: Vec<PathBuf> = vec![];
     let mut servers = vec![];
     for (id, s) in specs.into_iter().enumerate() {
         let mut namespaces = vec![];
         for ns in &s.namespaces {
-            namespaces.push(backing::Namespace::open(&ns.file, ns.size, ns.lba)?);
+            namespaces.push(namespace::Namespace::open(&ns.file, ns.size, ns.lba)?);
         }
         let counters = Arc::new(stats::Counters::new(id, &s.serial));
         all_stats.push(counters.clone());
-        let mut ctrl = ctrl::Controller::new(
-            ctrl::CtrlConfig {
+        let mut ctrl = controller::Controller::new(
+            controller::CtrlConfig {
                 id,
                 serial: s.serial.clone(),
                 cmb_bytes: s.cmb_mib << 20,
                 namespaces,
             },
-            cmbs.clone(),
+            registries[id].clone(),
             counters,
         )
-        .context("creating the CMB memory")?;
+        .map_err(io("creating the CMB memory"))?;
         ctrl.poll = std::time::Duration::from_micros(args.poll_us);
-        claim_socket(&s.socket)?;
-        let server = vfio_user::Server::new(
-            &s.socket,
-            true,
-            transport::irqs(),
-            transport::regions(&ctrl),
-        )
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", s.socket.display()))?;
+        let server = p2pnvme_vfio_user::Server::bind(&s.socket).map_err(|source| Error::Serve {
+            socket: s.socket.clone(),
+            source,
+        })?;
         sockets.push(s.socket.clone());
-        let pci = pci::PciConfig::new(ctrl.cmb_bytes(), ctrl::MSIX_VECTORS as u16);
-        servers.push((server, transport::Backend::new(ctrl, pci)));
+        let pci = vfio::pci::PciConfig::new(
+            ctrl.cmb_bytes(),
+            controller::MSIX_VECTORS as u16,
+            ctrl.bus_master.clone(),
+        );
+        servers.push((server, vfio::Backend::new(ctrl, pci)));
     }
     if let Some(p) = &args.stats_socket {
         claim_socket(p)?;
-        stats::serve(p, all_stats).with_context(|| format!("cannot listen on {}", p.display()))?;
+        stats::serve(p, all_stats).map_err(io(format!("cannot listen on {}", p.display())))?;
         sockets.push(p.clone());
     }
     for (server, mut backend) in servers {
         backend.worker();
-        std::thread::spawn(move || loop {
-            // One QEMU connection at a time; after it goes, start clean.
-            if let Err(e) = server.run(&mut backend) {
-                eprintln!("p2pnvme device: connection ended: {e}");
+        // One client at a time; after it goes, the backend starts clean.
+        std::thread::spawn(move || {
+            if let Err(e) = server.serve(&mut backend) {
+                log::error!("vfio-user server on {}: {e}", server.path().display());
             }
-            backend.ctrl.lock().unwrap().disconnect();
         });
     }
     for sig in [libc::SIGINT, libc::SIGTERM] {
@@ -104,6 +108,17 @@ pub fn run(args: DeviceArgs) -> Result<()> {
     Ok(())
 }
 
+/// One CMB registry per peer group, indexed like `specs`: a controller's
+/// DMA never resolves to the CMB of a controller outside its group (another
+/// client, another VM).
+fn peer_groups(specs: &[config::CtrlSpec]) -> Vec<dma::CmbRegistry> {
+    let mut groups: std::collections::HashMap<&str, dma::CmbRegistry> = Default::default();
+    specs
+        .iter()
+        .map(|s| groups.entry(s.group.as_str()).or_default().clone())
+        .collect()
+}
+
 /// Frees a stale socket path; refuses one another process still serves.
 fn claim_socket(path: &Path) -> Result<()> {
     if !path.exists() {
@@ -115,17 +130,32 @@ fn claim_socket(path: &Path) -> Result<()> {
             path.display()
         );
     }
-    std::fs::remove_file(path)
-        .with_context(|| format!("cannot remove stale socket {}", path.display()))
+    std::fs::remove_file(path).map_err(io(format!("cannot remove stale socket {}", path.display())))
 }
 
-/// One request to a device's stats socket (`get` or `reset`).
-pub fn stats_query(path: &Path, op: &str) -> Result<serde_json::Value> {
-    let mut s = UnixStream::connect(path)
-        .with_context(|| format!("connecting to the device stats socket {}", path.display()))?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-    s.write_all(format!("{op}\n").as_bytes())?;
+pub use p2pnvme_docs::stats::StatsDoc;
+
+/// One request to a device's stats socket (`get` or `reset`): the document
+/// (for `reset`, the counters just before they were zeroed).
+pub fn stats_query(path: &Path, op: &str) -> Result<StatsDoc> {
+    let mut s = UnixStream::connect(path).map_err(io(format!(
+        "connecting to the device stats socket {}",
+        path.display()
+    )))?;
+    let what = || format!("stats socket {}", path.display());
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .map_err(io(what()))?;
+    s.write_all(format!("{op}\n").as_bytes())
+        .map_err(io(what()))?;
     let mut line = String::new();
-    BufReader::new(s).read_line(&mut line)?;
-    serde_json::from_str(&line).with_context(|| format!("bad stats reply: {line}"))
+    BufReader::new(s).read_line(&mut line).map_err(io(what()))?;
+    let v: serde_json::Value = serde_json::from_str(&line)
+        .map_err(|e| Error::Stats(format!("bad stats reply ({e}): {line}")))?;
+    if let Some(e) = v.get("error") {
+        return Err(Error::Stats(format!(
+            "stats socket {}: {e}",
+            path.display()
+        )));
+    }
+    serde_json::from_value(v).map_err(|e| Error::Stats(format!("bad stats document ({e}): {line}")))
 }

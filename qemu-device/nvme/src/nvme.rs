@@ -2,11 +2,16 @@
 
 /// A 64-byte submission queue entry.
 #[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
 pub struct Sqe {
+    /// The 16 command dwords.
     pub dw: [u32; 16],
 }
 
+const _: () = assert!(std::mem::size_of::<Sqe>() == 64);
+
 impl Sqe {
+    /// An entry as fetched from a submission queue.
     pub fn from_bytes(b: &[u8; 64]) -> Sqe {
         let mut dw = [0u32; 16];
         for (i, d) in dw.iter_mut().enumerate() {
@@ -14,26 +19,33 @@ impl Sqe {
         }
         Sqe { dw }
     }
+    /// CDW0 bits 7:0.
     pub fn opcode(&self) -> u8 {
         self.dw[0] as u8
     }
     /// PRP or SGL data pointer selection (CDW0 bits 15:14).
+    /// PRP or SGL for Data Transfer (CDW0 bits 15:14).
     pub fn psdt(&self) -> u32 {
         (self.dw[0] >> 14) & 3
     }
+    /// Command identifier.
     pub fn cid(&self) -> u16 {
         (self.dw[0] >> 16) as u16
     }
+    /// Namespace identifier.
     pub fn nsid(&self) -> u32 {
         self.dw[1]
     }
+    /// Data pointer, first half (PRP1).
     pub fn dptr1(&self) -> u64 {
         self.dw[6] as u64 | (self.dw[7] as u64) << 32
     }
+    /// Data pointer, second half (PRP2).
     pub fn dptr2(&self) -> u64 {
         self.dw[8] as u64 | (self.dw[9] as u64) << 32
     }
     /// The 16-byte SGL descriptor in DPTR.
+    /// The data pointer as an SGL descriptor.
     pub fn sgl(&self) -> [u8; 16] {
         let mut b = [0u8; 16];
         for i in 0..4 {
@@ -41,9 +53,11 @@ impl Sqe {
         }
         b
     }
+    /// Command dword `n`.
     pub fn cdw(&self, n: usize) -> u32 {
         self.dw[n]
     }
+    /// Starting LBA (CDW10/11).
     pub fn slba(&self) -> u64 {
         self.dw[10] as u64 | (self.dw[11] as u64) << 32
     }

@@ -2,8 +2,9 @@
 //! to memory, split into data (I/O command payload) and metadata (queue
 //! entries, PRP/SGL lists, admin payloads), and by where the memory was.
 
-use crate::mem::Target;
-use serde_json::{json, Value};
+pub use crate::dma::route::{Dir, Kind, Target};
+use p2pnvme_docs::stats::{ControllerStats, PeerRoutes, ReadWritten, Routes, StatsDoc};
+use serde_json::json;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
@@ -11,20 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 pub const MAX_CTRLS: usize = 32;
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Data,
-    Meta,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Dir {
-    /// The device read memory (e.g. the payload of a Write command).
-    Read,
-    /// The device wrote memory (e.g. the payload of a Read command).
-    Written,
-}
 
 /// Counters of one controller; every field is exact.
 pub struct Counters {
@@ -80,38 +67,44 @@ impl Counters {
         self.doorbell_writes.store(0, Relaxed);
     }
 
-    fn routes(&self, kind: Kind) -> Value {
-        let rw = |t| json!({"read": self.get(kind, Dir::Read, t), "written": self.get(kind, Dir::Written, t)});
-        let mut by_peer = serde_json::Map::new();
-        let (mut pr, mut pw) = (0, 0);
+    fn routes(&self, kind: Kind) -> Routes {
+        let rw = |t| ReadWritten {
+            read: self.get(kind, Dir::Read, t),
+            written: self.get(kind, Dir::Written, t),
+        };
+        let mut peer = PeerRoutes::default();
         for p in 0..MAX_CTRLS {
-            let (r, w) = (
-                self.get(kind, Dir::Read, Target::PeerCmb(p)),
-                self.get(kind, Dir::Written, Target::PeerCmb(p)),
-            );
-            if r + w > 0 {
-                by_peer.insert(p.to_string(), json!({"read": r, "written": w}));
+            let v = rw(Target::PeerCmb(p));
+            if v.total() > 0 {
+                peer.by_peer.insert(p.to_string(), v);
             }
-            pr += r;
-            pw += w;
+            peer.read += v.read;
+            peer.written += v.written;
         }
-        json!({
-            "guest_ram": rw(Target::GuestRam),
-            "own_cmb": rw(Target::OwnCmb),
-            "peer_cmb": {"read": pr, "written": pw, "by_peer": by_peer},
-        })
+        Routes {
+            guest_ram: rw(Target::GuestRam),
+            own_cmb: rw(Target::OwnCmb),
+            peer_cmb: peer,
+        }
     }
 
-    pub fn to_json(&self) -> Value {
-        json!({
-            "id": self.ctrl,
-            "serial": self.serial,
-            "commands": self.commands.load(Relaxed),
-            "errors": self.errors.load(Relaxed),
-            "doorbell_writes": self.doorbell_writes.load(Relaxed),
-            "data": self.routes(Kind::Data),
-            "meta": self.routes(Kind::Meta),
-        })
+    /// This controller's entry of the stats document.
+    pub fn snapshot(&self) -> ControllerStats {
+        ControllerStats {
+            id: self.ctrl,
+            serial: self.serial.clone(),
+            commands: self.commands.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+            doorbell_writes: self.doorbell_writes.load(Relaxed),
+            data: self.routes(Kind::Data),
+            meta: self.routes(Kind::Meta),
+        }
+    }
+
+    /// The snapshot as JSON (for tests that index into it).
+    #[cfg(any(test, feature = "test-utils"))]
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self.snapshot()).unwrap_or_default()
     }
 
     /// Vendor log page 0xC0: little-endian u64s, in this order:
@@ -137,8 +130,10 @@ impl Counters {
 }
 
 /// The process-wide stats document.
-pub fn document(all: &[Arc<Counters>]) -> Value {
-    json!({"controllers": all.iter().map(|c| c.to_json()).collect::<Vec<_>>()})
+pub fn document(all: &[Arc<Counters>]) -> StatsDoc {
+    StatsDoc {
+        controllers: all.iter().map(|c| c.snapshot()).collect(),
+    }
 }
 
 /// Serves `get` / `reset` requests, one JSON line per request.
@@ -151,12 +146,13 @@ pub fn serve(path: &Path, all: Vec<Arc<Counters>>) -> std::io::Result<()> {
             if r.read_line(&mut line).is_err() {
                 continue;
             }
+            let doc = |d: StatsDoc| serde_json::to_value(d).unwrap_or_default();
             let reply = match line.trim() {
-                "get" => document(&all),
+                "get" => doc(document(&all)),
                 "reset" => {
-                    let doc = document(&all);
+                    let d = document(&all);
                     all.iter().for_each(|c| c.reset());
-                    doc
+                    doc(d)
                 }
                 other => json!({"error": format!("unknown request '{other}': use get or reset")}),
             };

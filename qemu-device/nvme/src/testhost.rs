@@ -3,31 +3,41 @@
 //! unit tests and the benchmark. Several controllers can share one CMB
 //! registry for peer-to-peer tests.
 
-use crate::backing::Namespace;
-use crate::ctrl::{reg, Controller, CtrlConfig, DOORBELLS};
-use crate::mem::{memfd, CmbRegistry, Mapping};
-use crate::nvme::Sqe;
+use crate::controller::{reg, Controller, CtrlConfig, DOORBELLS};
+use crate::dma::{memfd, CmbRegistry, Mapping};
+use crate::namespace::Namespace;
+pub use crate::nvme::Sqe;
 use crate::stats::Counters;
 use std::fs::File;
-use std::io::Read;
-use std::os::unix::io::FromRawFd;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
+use vmm_sys_util::eventfd::EventFd;
 
+mod admin;
+mod remote;
+pub use remote::RemoteHost;
+
+/// Guest physical address of the test host's RAM.
 pub const RAM_BASE: u64 = 0x4000_0000;
 const QUEUES: usize = 65;
 
 /// A completion as the host sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Completion {
+    /// Command specific result.
     pub dw0: u32,
+    /// Command identifier.
     pub cid: u16,
+    /// Status code type.
     pub sct: u8,
+    /// Status code.
     pub sc: u8,
+    /// Do Not Retry.
     pub dnr: bool,
 }
 
 impl Completion {
+    /// Successful completion.
     pub fn ok(&self) -> bool {
         self.sct == 0 && self.sc == 0
     }
@@ -44,18 +54,36 @@ struct HostQueue {
     phase: bool,
 }
 
+/// A driver's view of one controller (see the module docs).
 pub struct TestHost {
+    /// The controller, driven directly.
     pub ctrl: Controller,
     ram: Mapping,
+    ram_fd: File,
     ram_size: u64,
     next: u64,
     queues: [HostQueue; QUEUES],
-    irq: File,
+    irq: EventFd,
     cid: u16,
     /// Shadow doorbell and event index pages, once configured.
     shadow: Option<(u64, u64)>,
     /// Doorbell register writes so far (each one a vfio-user round trip).
     pub doorbell_writes: u64,
+    /// The test steps the worker itself (`ctrl.step()`); register writes
+    /// do not run it.
+    pub manual: bool,
+}
+
+/// A completion entry as the host decodes it.
+fn completion(e: &[u8; 16]) -> Completion {
+    let st = u16::from_le_bytes([e[14], e[15]]);
+    Completion {
+        dw0: u32::from_le_bytes([e[0], e[1], e[2], e[3]]),
+        cid: u16::from_le_bytes([e[12], e[13]]),
+        sct: ((st >> 9) & 7) as u8,
+        sc: (st >> 1) as u8,
+        dnr: st & 0x8000 != 0,
+    }
 }
 
 /// A submission entry under construction.
@@ -90,23 +118,24 @@ impl TestHost {
             stats,
         )
         .unwrap();
+        // The driver's pci_set_master().
+        ctrl.bus_master
+            .store(true, std::sync::atomic::Ordering::Release);
         let ram_size = ram_mib << 20;
-        let f = memfd("test-ram", ram_size).unwrap();
+        let ram_fd = memfd("test-ram", ram_size).unwrap();
+        let f = ram_fd.try_clone().unwrap();
         ctrl.ram
             .map(RAM_BASE, ram_size, Some((f.try_clone().unwrap(), 0)))
             .unwrap();
         let ram = Mapping::new(&f, 0, ram_size as usize).unwrap();
-        // SAFETY: eventfd returns a fresh fd or -1 (checked).
-        let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        assert!(efd >= 0);
-        // SAFETY: efd is ours.
-        let irq = unsafe { File::from_raw_fd(efd) };
-        for v in 0..crate::ctrl::MSIX_VECTORS {
-            ctrl.set_irq(v, Some(irq.try_clone().unwrap()));
+        let irq = EventFd::new(libc::EFD_NONBLOCK).expect("eventfd");
+        for v in 0..crate::controller::MSIX_VECTORS {
+            ctrl.set_irq(v, Some(irq.try_clone().expect("eventfd clone")));
         }
         TestHost {
             ctrl,
             ram,
+            ram_fd,
             ram_size,
             next: 0,
             queues: [HostQueue::default(); QUEUES],
@@ -114,9 +143,11 @@ impl TestHost {
             cid: 0,
             shadow: None,
             doorbell_writes: 0,
+            manual: false,
         }
     }
 
+    /// A CMB registry for one peer group.
     pub fn registry() -> CmbRegistry {
         Arc::new(RwLock::new(vec![]))
     }
@@ -129,32 +160,57 @@ impl TestHost {
         RAM_BASE + a
     }
 
+    /// The end of guest RAM.
     pub fn ram_end(&self) -> u64 {
         RAM_BASE + self.ram_size
     }
 
+    /// Writes guest RAM (as the CPU).
     pub fn write_mem(&self, addr: u64, data: &[u8]) {
-        self.ram.write((addr - RAM_BASE) as usize, data);
+        assert!(
+            self.ram.write((addr - RAM_BASE) as usize, data),
+            "outside test RAM"
+        );
     }
 
+    /// Reads guest RAM (as the CPU).
     pub fn read_mem(&self, addr: u64, data: &mut [u8]) {
-        self.ram.read((addr - RAM_BASE) as usize, data);
+        assert!(
+            self.ram.read((addr - RAM_BASE) as usize, data),
+            "outside test RAM"
+        );
     }
 
+    /// A register write, then the worker runs until it has no work left
+    /// (as the production worker thread would, right away).
     pub fn write32(&mut self, off: u64, v: u32) {
         self.ctrl.reg_write(off, &v.to_le_bytes());
+        self.run_worker();
     }
 
+    /// A 64-bit register write, then the worker runs.
     pub fn write64(&mut self, off: u64, v: u64) {
         self.ctrl.reg_write(off, &v.to_le_bytes());
+        self.run_worker();
     }
 
+    /// Runs the controller's worker step (the production worker's code)
+    /// until it is idle or only polling shadow doorbells.
+    pub fn run_worker(&mut self) {
+        if self.manual {
+            return;
+        }
+        while self.ctrl.step() == crate::controller::Step::Busy {}
+    }
+
+    /// A 32-bit BAR0 read.
     pub fn read32(&self, off: u64) -> u32 {
         let mut b = [0u8; 4];
         self.ctrl.reg_read(off, &mut b);
         u32::from_le_bytes(b)
     }
 
+    /// A 64-bit BAR0 read.
     pub fn read64(&self, off: u64) -> u64 {
         let mut b = [0u8; 8];
         self.ctrl.reg_read(off, &mut b);
@@ -163,21 +219,28 @@ impl TestHost {
 
     /// Interrupts raised since the last call.
     pub fn take_interrupts(&mut self) -> u64 {
-        let mut b = [0u8; 8];
-        match self.irq.read(&mut b) {
-            Ok(8) => u64::from_le_bytes(b),
-            _ => 0,
-        }
+        self.irq.read().unwrap_or(0)
     }
 
     /// Sets up a 32-entry admin queue and enables the controller, as Linux does.
     pub fn enable(&mut self) {
         let (asq, acq) = (self.alloc(32 * 64), self.alloc(32 * 16));
+        assert!(self.enable_at(asq, acq), "controller not ready");
+    }
+
+    /// Enables the controller with a 32-entry admin queue at `asq`/`acq`
+    /// (after CC.EN 0); false if it did not become ready.
+    pub fn enable_at(&mut self, asq: u64, acq: u64) -> bool {
+        self.write32(reg::CC, 0);
         self.write32(reg::AQA, 31 << 16 | 31);
         self.write64(reg::ASQ, asq);
         self.write64(reg::ACQ, acq);
         self.write32(reg::CC, 1 | 6 << 16 | 4 << 20);
-        assert_eq!(self.read32(reg::CSTS) & 1, 1, "controller not ready");
+        self.queues = [HostQueue::default(); QUEUES];
+        self.shadow = None;
+        if self.read32(reg::CSTS) & 1 == 0 {
+            return false;
+        }
         self.queues[0] = HostQueue {
             sq_base: asq,
             sq_size: 32,
@@ -186,6 +249,17 @@ impl TestHost {
             phase: true,
             ..Default::default()
         };
+        true
+    }
+
+    /// Whether the host has set up queue pair `qid`.
+    pub fn has_queue(&self, qid: usize) -> bool {
+        self.queues.get(qid).is_some_and(|q| q.sq_size > 0)
+    }
+
+    /// The guest RAM file, for DMA maps of parts of it.
+    pub fn ram_file(&self) -> &File {
+        &self.ram_fd
     }
 
     /// Submits on `qid` and returns the completion (None if none was posted).
@@ -196,6 +270,9 @@ impl TestHost {
 
     /// Writes the entry and rings the SQ doorbell, without reaping.
     pub fn submit_no_reap(&mut self, qid: usize, mut sqe: Sqe) {
+        if !self.has_queue(qid) {
+            return;
+        }
         self.cid = self.cid.wrapping_add(1);
         sqe.dw[0] = (sqe.dw[0] & 0xffff) | (self.cid as u32) << 16;
         let q = self.queues[qid];
@@ -209,22 +286,6 @@ impl TestHost {
         self.ring(2 * qid, q.sq_tail, tail);
     }
 
-    /// Configures shadow doorbells (Doorbell Buffer Config); from then on
-    /// I/O queue doorbells are written the way Linux writes them.
-    pub fn enable_shadow_doorbells(&mut self) -> Completion {
-        let (db, ei) = (self.alloc(4096), self.alloc(4096));
-        let mut c = command(crate::nvme::admin::DOORBELL_BUFFER_CONFIG, 0);
-        c.dw[6] = db as u32;
-        c.dw[7] = (db >> 32) as u32;
-        c.dw[8] = ei as u32;
-        c.dw[9] = (ei >> 32) as u32;
-        let done = self.submit(0, c).expect("doorbell buffer config completes");
-        if done.ok() {
-            self.shadow = Some((db, ei));
-        }
-        done
-    }
-
     /// The value of doorbell `slot` in the shadow (or event index) page.
     pub fn shadow_slot(&self, slot: usize, eventidx: bool) -> Option<u16> {
         let (db, ei) = self.shadow?;
@@ -235,7 +296,9 @@ impl TestHost {
 
     /// Writes the shadow doorbell `slot` without ringing anything.
     pub fn write_shadow(&self, slot: usize, v: u16) {
-        let (db, _) = self.shadow.expect("shadow doorbells configured");
+        let Some((db, _)) = self.shadow else {
+            return;
+        };
         self.write_mem(db + slot as u64 * 4, &(v as u32).to_le_bytes());
     }
 
@@ -261,12 +324,16 @@ impl TestHost {
             self.write_mem(addr, raw);
         } else {
             // Submission queue in a CMB: write through the controller's view.
-            self.ctrl.dma().write(addr, raw).expect("SQ address mapped");
+            // (A test that moved the CMB away sees the command go nowhere.)
+            let _ = self.ctrl.dma().cpu_write(addr, raw);
         }
     }
 
     /// Takes the next completion of `qid`'s CQ, if the phase says it is new.
     pub fn reap(&mut self, qid: usize) -> Option<Completion> {
+        if !self.has_queue(qid) {
+            return None;
+        }
         let q = self.queues[qid];
         let mut e = [0u8; 16];
         self.read_mem(q.cq_base + q.cq_head as u64 * 16, &mut e);
@@ -280,88 +347,6 @@ impl TestHost {
             self.queues[qid].phase = !q.phase;
         }
         self.ring(2 * qid + 1, q.cq_head, head);
-        Some(Completion {
-            dw0: u32::from_le_bytes(e[0..4].try_into().unwrap()),
-            cid: u16::from_le_bytes([e[12], e[13]]),
-            sct: ((st >> 9) & 7) as u8,
-            sc: (st >> 1) as u8,
-            dnr: st & 0x8000 != 0,
-        })
-    }
-
-    /// Creates I/O CQ and SQ `qid` of `size` entries; the SQ at `sq_base`
-    /// if given (e.g. in the CMB), else in RAM.
-    pub fn create_io_queue(
-        &mut self,
-        qid: u16,
-        size: u16,
-        sq_base: Option<u64>,
-    ) -> (Completion, Completion) {
-        self.create_io_queue_sized(qid, size, size, sq_base)
-    }
-
-    /// As create_io_queue, with different SQ and CQ sizes.
-    pub fn create_io_queue_sized(
-        &mut self,
-        qid: u16,
-        sq_size: u16,
-        cq_size: u16,
-        sq_base: Option<u64>,
-    ) -> (Completion, Completion) {
-        let cq_base = self.alloc(cq_size as u64 * 16);
-        let sq_base = sq_base.unwrap_or_else(|| self.alloc(sq_size as u64 * 64));
-        let mut c = command(crate::nvme::admin::CREATE_CQ, 0);
-        c.dw[6] = cq_base as u32;
-        c.dw[7] = (cq_base >> 32) as u32;
-        c.dw[10] = (cq_size as u32 - 1) << 16 | qid as u32;
-        c.dw[11] = 1 << 16 | 3; // vector 1, interrupts enabled, contiguous
-        let cq = self.submit(0, c).unwrap();
-        let mut s = command(crate::nvme::admin::CREATE_SQ, 0);
-        s.dw[6] = sq_base as u32;
-        s.dw[7] = (sq_base >> 32) as u32;
-        s.dw[10] = (sq_size as u32 - 1) << 16 | qid as u32;
-        s.dw[11] = (qid as u32) << 16 | 1;
-        let sq = self.submit(0, s).unwrap();
-        if sq.ok() {
-            self.queues[qid as usize] = HostQueue {
-                sq_base,
-                sq_size,
-                cq_base,
-                cq_size,
-                phase: true,
-                ..Default::default()
-            };
-        }
-        (cq, sq)
-    }
-
-    /// Read/Write of `nlb` blocks at `slba` with PRP1/PRP2 as given.
-    pub fn rw(
-        &mut self,
-        qid: usize,
-        opcode: u8,
-        slba: u64,
-        nlb: u32,
-        prp1: u64,
-        prp2: u64,
-    ) -> Completion {
-        let mut c = command(opcode, 1);
-        c.dw[6] = prp1 as u32;
-        c.dw[7] = (prp1 >> 32) as u32;
-        c.dw[8] = prp2 as u32;
-        c.dw[9] = (prp2 >> 32) as u32;
-        c.dw[10] = slba as u32;
-        c.dw[11] = (slba >> 32) as u32;
-        c.dw[12] = nlb - 1;
-        self.submit(qid, c).expect("completion")
-    }
-
-    /// A PRP list in guest RAM for the pages of a buffer after its first.
-    pub fn prp_list(&mut self, buf: u64, len: u64) -> u64 {
-        let pages: Vec<u64> = (1..len.div_ceil(4096)).map(|i| buf + i * 4096).collect();
-        let list = self.alloc(pages.len() as u64 * 8);
-        let raw: Vec<u8> = pages.iter().flat_map(|p| p.to_le_bytes()).collect();
-        self.write_mem(list, &raw);
-        list
+        Some(completion(&e))
     }
 }

@@ -15,8 +15,28 @@
 //!   eventfds, set O_NONBLOCK.
 //! - `disconnected` is called once when a client goes, before the next one is
 //!   accepted; the backend drops all per-client state there.
+//!
+//! Serving: [`Server::bind`] + [`Server::serve`] (one client at a time,
+//! reconnects, [`StopHandle`]), or [`serve_connection`] on a connected
+//! stream. Layout: `wire` (message structs), `conn` (framing, fds),
+//! `validate` (the checks above), `handle` (one request), `server` (socket
+//! and loop). `testing`, `build` and `fuzzing` hold the fake backend, the
+//! client side and the fuzz harness for tests and `fuzz/`.
 
 #![deny(missing_docs)]
+
+pub mod build;
+mod conn;
+pub mod fuzzing;
+mod handle;
+mod server;
+pub mod testing;
+mod validate;
+pub mod wire;
+
+pub use server::{
+    serve_connection, serve_connection_until, End, Error, Server, StopHandle, Summary,
+};
 
 use std::os::fd::RawFd;
 use vmm_sys_util::eventfd::EventFd;

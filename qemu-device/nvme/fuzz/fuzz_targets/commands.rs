@@ -18,7 +18,10 @@ fuzz_target!(|data: &[u8]| {
     let tail = &data[data.len().min(64)..];
     h.write_mem(ram, &tail[..tail.len().min(64 << 10)]);
     for chunk in data.chunks_exact(64).take(64) {
-        let mut s = command(chunk[0], u32::from_le_bytes(chunk[4..8].try_into().unwrap()));
+        let mut s = command(
+            chunk[0],
+            u32::from_le_bytes(chunk[4..8].try_into().unwrap()),
+        );
         for dw in 1..16 {
             s.dw[dw] = u32::from_le_bytes(chunk[dw * 4..dw * 4 + 4].try_into().unwrap());
         }

@@ -2,7 +2,9 @@
 //! second and throughput as a fraction of this machine's single-core memcpy
 //! bandwidth, measured in the same run. Usage: p2pnvme-device-bench [SECONDS]
 
-use p2pnvme_device::testhost::{TestHost, RAM_BASE};
+use p2pnvme_device::testhost::{command, Sqe, TestHost, RAM_BASE};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const NS: u64 = 256 << 20;
@@ -116,6 +118,35 @@ fn main() {
             (h.doorbell_writes - writes) as f64 / n as f64
         );
     }
+    {
+        // 32 commands in flight: submit a batch, then reap it.
+        let mut n = 0u64;
+        let iops = rate(secs, |i| {
+            for k in 0..32u64 {
+                let lba = ((i * 32 + k) * 8 * 7919) % (blocks - 8);
+                let mut c = command(READ, 1);
+                c.dw[6] = b4 as u32;
+                c.dw[7] = (b4 >> 32) as u32;
+                c.dw[10] = lba as u32;
+                c.dw[11] = (lba >> 32) as u32;
+                c.dw[12] = 7;
+                h.submit_no_reap(1, c);
+            }
+            let mut done = 0;
+            while done < 32 {
+                if let Some(c) = h.reap(1) {
+                    assert!(c.ok());
+                    done += 1;
+                }
+            }
+            n += 32;
+        }) * 32.0;
+        println!(
+            "4 KiB random reads, QD32, one queue: {iops:.0} commands/s ({:.2} GB/s)",
+            iops * 4096.0 / 1e9
+        );
+        let _ = n;
+    }
     for (name, op) in [("read", READ), ("write", WRITE)] {
         let r = rate(secs, |i| {
             let lba = (i * 256) % (blocks - 256);
@@ -161,4 +192,130 @@ fn main() {
         );
     }
     let _ = RAM_BASE;
+    bar0_latency_under_writes(dir.path(), secs);
+    parallel_queues(dir.path(), secs);
+}
+
+/// An I/O command of `nlb` blocks at `lba` with PRP1/PRP2.
+fn rw_cmd(op: u8, lba: u64, nlb: u32, prp1: u64, prp2: u64, fua: bool) -> Sqe {
+    let mut c = command(op, 1);
+    c.dw[6] = prp1 as u32;
+    c.dw[7] = (prp1 >> 32) as u32;
+    c.dw[8] = prp2 as u32;
+    c.dw[9] = (prp2 >> 32) as u32;
+    c.dw[10] = lba as u32;
+    c.dw[11] = (lba >> 32) as u32;
+    c.dw[12] = (nlb - 1) | (fua as u32) << 30;
+    c
+}
+
+/// A controller on its own worker thread with I/O queue 1 of 1024 entries.
+fn remote(dir: &std::path::Path, id: usize) -> (TestHost, u64, u64) {
+    let mut h = TestHost::new(dir, id, TestHost::registry(), 16, 64, NS);
+    h.enable();
+    h.create_io_queue(1, 1024, None);
+    let buf = h.alloc(64 << 10);
+    let list = h.prp_list(buf, 64 << 10);
+    (h, buf, list)
+}
+
+/// BAR0 register reads (as the vfio-user thread answers them) while the
+/// host keeps 256 FUA writes of 64 KiB in flight on the worker thread.
+fn bar0_latency_under_writes(dir: &std::path::Path, secs: f64) {
+    let (h, buf, list) = remote(dir, 10);
+    let mut r = h.into_remote(1);
+    let regs = r.registers();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut n, mut lba) = (0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                let batch: Vec<Sqe> = (0..256)
+                    .map(|i| {
+                        rw_cmd(
+                            WRITE,
+                            (lba + i * 128) % (NS / 512 - 128),
+                            128,
+                            buf,
+                            list,
+                            true,
+                        )
+                    })
+                    .collect();
+                lba += 256 * 128;
+                r.submit(&batch);
+                assert!(r.wait_all().iter().all(|c| c.ok()));
+                n += 256;
+            }
+            n
+        })
+    };
+    let mut lat = vec![];
+    let t = Instant::now();
+    while t.elapsed().as_secs_f64() < secs {
+        let s = Instant::now();
+        let mut v = [0u8; 4];
+        regs.read(0x1c, &mut v);
+        std::hint::black_box(v);
+        lat.push(s.elapsed());
+        std::thread::sleep(Duration::from_micros(20));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let writes = load.join().unwrap();
+    lat.sort();
+    let p = |q: f64| lat[((lat.len() - 1) as f64 * q) as usize];
+    println!(
+        "BAR0 read latency under saturating 64 KiB FUA writes ({:.0} writes/s, {} reads): p50 {:?}, p99.9 {:?}, max {:?}",
+        writes as f64 / t.elapsed().as_secs_f64(),
+        lat.len(),
+        p(0.5),
+        p(0.999),
+        lat[lat.len() - 1]
+    );
+}
+
+/// 4 KiB reads at QD32 on one controller's worker, then on two
+/// controllers' workers at once (one queue each): the scaling ratio.
+fn parallel_queues(dir: &std::path::Path, secs: f64) {
+    let run = |n: usize| -> f64 {
+        let hosts: Vec<_> = (0..n).map(|i| remote(dir, 20 + i)).collect();
+        let t = Instant::now();
+        let threads: Vec<_> = hosts
+            .into_iter()
+            .map(|(h, buf, _)| {
+                let mut r = h.into_remote(1);
+                std::thread::spawn(move || {
+                    let (t, mut done, mut i) = (Instant::now(), 0u64, 0u64);
+                    while t.elapsed().as_secs_f64() < secs {
+                        let batch: Vec<Sqe> = (0..32)
+                            .map(|k| {
+                                rw_cmd(
+                                    READ,
+                                    ((i + k) * 8 * 7919) % (NS / 512 - 8),
+                                    8,
+                                    buf,
+                                    0,
+                                    false,
+                                )
+                            })
+                            .collect();
+                        i += 32;
+                        r.submit(&batch);
+                        assert!(r.wait_all().iter().all(|c| c.ok()));
+                        done += 32;
+                    }
+                    done
+                })
+            })
+            .collect();
+        let total: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        total as f64 / t.elapsed().as_secs_f64()
+    };
+    let one = run(1);
+    let two = run(2);
+    println!(
+        "4 KiB reads QD32 through worker threads: 1 queue/1 worker {one:.0} commands/s, 2 queues/2 workers {two:.0} commands/s (scaling {:.2}x)",
+        two / one
+    );
 }

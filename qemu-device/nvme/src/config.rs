@@ -1,11 +1,12 @@
 //! Command line of the device server.
 
-use anyhow::{bail, Context, Result};
+use crate::error::{config_bail as bail, Error, Result};
 use std::path::PathBuf;
 
 /// Default shadow-doorbell polling after the queues drain, in µs.
 pub const DEFAULT_POLL_US: u64 = 200;
 
+/// The `p2pnvme device` command line.
 #[derive(clap::Args, Clone, Debug)]
 pub struct DeviceArgs {
     /// Socket of a single controller (with --cmb-mib and --namespace).
@@ -17,7 +18,9 @@ pub struct DeviceArgs {
     /// Namespace of the single controller: file=PATH,size=SIZE[,lba=512|4096].
     #[arg(long)]
     pub namespace: Vec<String>,
-    /// A controller: socket=PATH[,cmb-mib=M][,serial=S],ns=FILE:SIZE[:LBA][,ns=...].
+    /// A controller: socket=PATH[,cmb-mib=M][,serial=S][,group=NAME],ns=FILE:SIZE[:LBA][,ns=...].
+    /// Controllers of one group (one VM) reach each other's CMBs; the
+    /// default group is shared by every controller of the process.
     #[arg(long)]
     pub controller: Vec<String>,
     /// Unix socket serving the counters as JSON (`get`, `reset`).
@@ -39,6 +42,8 @@ pub struct CtrlSpec {
     pub socket: PathBuf,
     pub cmb_mib: u64,
     pub serial: String,
+    /// Peer group: DMA resolves only to CMBs of this group's controllers.
+    pub group: String,
     pub namespaces: Vec<NsSpec>,
 }
 
@@ -70,7 +75,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 fn size(s: &str) -> Result<u64> {
-    parse_size(s).map_err(anyhow::Error::msg)
+    parse_size(s).map_err(Error::Config)
 }
 
 fn ns(file: &str, sz: &str, lba: &str) -> Result<NsSpec> {
@@ -98,6 +103,7 @@ fn check_cmb(mib: u64) -> Result<u64> {
 }
 
 impl DeviceArgs {
+    /// Every controller the arguments describe, checked.
     pub fn controllers(&self) -> Result<Vec<CtrlSpec>> {
         let mut out = vec![];
         if let Some(sock) = &self.socket {
@@ -121,6 +127,7 @@ impl DeviceArgs {
                 socket: sock.clone(),
                 cmb_mib: check_cmb(self.cmb_mib)?,
                 serial: "p2pnvme-0".into(),
+                group: String::new(),
                 namespaces,
             });
         } else if !self.namespace.is_empty() {
@@ -131,15 +138,17 @@ impl DeviceArgs {
                 socket: PathBuf::new(),
                 cmb_mib: 16,
                 serial: format!("p2pnvme-{}", out.len()),
+                group: String::new(),
                 namespaces: vec![],
             };
             for kv in c.split(',') {
                 match kv.split_once('=') {
                     Some(("socket", v)) => spec.socket = v.into(),
                     Some(("cmb-mib", v)) => {
-                        spec.cmb_mib = check_cmb(v.parse().with_context(|| format!("bad cmb-mib '{v}'"))?)?
+                        spec.cmb_mib = check_cmb(v.parse().map_err(|_| Error::Config(format!("bad cmb-mib '{v}': use a number of MiB")))?)?
                     }
                     Some(("serial", v)) if !v.is_empty() && v.len() <= 20 => spec.serial = v.into(),
+                    Some(("group", v)) if !v.is_empty() => spec.group = v.into(),
                     Some(("ns", v)) => {
                         let p: Vec<&str> = v.rsplitn(3, ':').collect();
                         let n = match p.as_slice() {
@@ -150,7 +159,7 @@ impl DeviceArgs {
                         };
                         spec.namespaces.push(n);
                     }
-                    _ => bail!("bad --controller item '{kv}': use socket=PATH,cmb-mib=M,serial=S,ns=FILE:SIZE[:LBA]"),
+                    _ => bail!("bad --controller item '{kv}': use socket=PATH,cmb-mib=M,serial=S,group=NAME,ns=FILE:SIZE[:LBA]"),
                 }
             }
             if spec.socket.as_os_str().is_empty() {

@@ -1,6 +1,9 @@
 //! PCI configuration space of the controller: an NVMe function (class
 //! 01 08 02) with a register BAR, a CMB BAR, MSI-X and a PCIe capability.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 pub const CONFIG_SIZE: usize = 4096;
 pub const BAR0_SIZE: u64 = 0x4000;
 pub const BAR4_SIZE: u64 = 0x4000;
@@ -12,10 +15,15 @@ pub struct PciConfig {
     space: Vec<u8>,
     /// (BAR index, size, flag bits) of each 64-bit BAR.
     bars: Vec<(usize, u64, u32)>,
+    /// Mirrors the command register's Bus Master Enable for the controller.
+    bus_master: Arc<AtomicBool>,
 }
 
 impl PciConfig {
-    pub fn new(cmb_bytes: u64, msix_vectors: u16) -> PciConfig {
+    /// Power-on configuration space; Bus Master Enable (clear now) is
+    /// mirrored into `bus_master`, which the controller's DMA checks.
+    pub fn new(cmb_bytes: u64, msix_vectors: u16, bus_master: Arc<AtomicBool>) -> PciConfig {
+        bus_master.store(false, Ordering::Release);
         let mut s = vec![0u8; CONFIG_SIZE];
         let mut put = |off: usize, v: &[u8]| s[off..off + v.len()].copy_from_slice(v);
         put(0x00, &0x1b36u16.to_le_bytes()); // Red Hat, Inc. (QEMU devices)
@@ -25,8 +33,8 @@ impl PciConfig {
         put(0x2c, &0x1b36u16.to_le_bytes());
         put(0x2e, &0x00f0u16.to_le_bytes());
         put(0x34, &[MSIX_CAP as u8]);
-        put(0x3d, &[1]); // INTA
-                         // MSI-X: table at BAR4 offset 0, PBA behind it.
+        // Interrupt pin 0: no INTx (MSI-X only; the irq info says so too).
+        // MSI-X: table at BAR4 offset 0, PBA behind it.
         put(MSIX_CAP, &[0x11, PCIE_CAP as u8]);
         put(MSIX_CAP + 2, &(msix_vectors - 1).to_le_bytes());
         put(MSIX_CAP + 4, &4u32.to_le_bytes());
@@ -40,7 +48,11 @@ impl PciConfig {
         if cmb_bytes > 0 {
             bars.push((2, cmb_bytes, 0xc)); // 64-bit prefetchable
         }
-        let mut c = PciConfig { space: s, bars };
+        let mut c = PciConfig {
+            space: s,
+            bars,
+            bus_master,
+        };
         for &(i, _, flags) in &c.bars.clone() {
             c.space[0x10 + i * 4..0x14 + i * 4].copy_from_slice(&flags.to_le_bytes());
         }
@@ -49,7 +61,9 @@ impl PciConfig {
 
     pub fn read(&self, off: u64, data: &mut [u8]) {
         data.fill(0xff);
-        let off = off as usize;
+        let Ok(off) = usize::try_from(off) else {
+            return;
+        };
         if off < CONFIG_SIZE {
             let n = data.len().min(CONFIG_SIZE - off);
             data[..n].copy_from_slice(&self.space[off..off + n]);
@@ -57,13 +71,19 @@ impl PciConfig {
     }
 
     pub fn write(&mut self, off: u64, data: &[u8]) {
-        let off = off as usize;
+        let Ok(off) = usize::try_from(off) else {
+            return;
+        };
         for (i, &b) in data.iter().enumerate() {
-            let o = off + i;
+            let Some(o) = off.checked_add(i).filter(|&o| o < CONFIG_SIZE) else {
+                return;
+            };
             if let Some(v) = self.writable(o, b) {
                 self.space[o] = v;
             }
         }
+        let bme = self.space[0x04] & 0x04 != 0;
+        self.bus_master.store(bme, Ordering::Release);
     }
 
     /// The value stored for a byte write, or None for read-only bytes.
@@ -100,7 +120,7 @@ mod tests {
 
     #[test]
     fn class_and_bar_sizing() {
-        let mut c = PciConfig::new(16 << 20, 32);
+        let mut c = PciConfig::new(16 << 20, 32, Arc::default());
         let mut b = [0u8; 4];
         c.read(0x08, &mut b);
         assert_eq!(b, [0x01, 0x02, 0x08, 0x01]);

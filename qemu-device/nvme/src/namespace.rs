@@ -10,23 +10,29 @@ pub struct Namespace {
     pub file: File,
     pub lba_shift: u32,
     pub nlbas: u64,
+    /// fdatasync calls so far (durability is observable in tests).
+    pub flushes: std::sync::atomic::AtomicU64,
 }
 
 impl Namespace {
     /// Opens (or creates, sparse) a backing file of `size` bytes.
-    pub fn open(path: &Path, size: u64, lba: u32) -> anyhow::Result<Namespace> {
+    pub fn open(path: &Path, size: u64, lba: u32) -> crate::error::Result<Namespace> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(path)
-            .map_err(|e| anyhow::anyhow!("cannot open namespace file {}: {e}", path.display()))?;
-        let len = file.metadata()?.len();
+            .map_err(crate::error::io(format!(
+                "cannot open namespace file {}",
+                path.display()
+            )))?;
+        let what = || format!("namespace file {}", path.display());
+        let len = file.metadata().map_err(crate::error::io(what()))?.len();
         if len == 0 {
-            file.set_len(size)?;
+            file.set_len(size).map_err(crate::error::io(what()))?;
         } else if len < size {
-            anyhow::bail!(
+            crate::error::config_bail!(
                 "namespace file {} has {len} bytes, less than size={size}: pick a smaller size or a new file",
                 path.display()
             );
@@ -35,6 +41,7 @@ impl Namespace {
             file,
             lba_shift: lba.trailing_zeros(),
             nlbas: size >> lba.trailing_zeros(),
+            flushes: Default::default(),
         })
     }
 
@@ -67,6 +74,8 @@ impl Namespace {
     }
 
     pub fn flush(&self) -> io::Result<()> {
+        self.flushes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.file.sync_data()
     }
 

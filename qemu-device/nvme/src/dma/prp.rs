@@ -2,9 +2,9 @@
 //! the list of memory segments to transfer. List pages are read through DMA
 //! and counted as metadata.
 
-use crate::mem::{Dma, Resolved, Target};
+use crate::dma::route::Kind;
+use crate::dma::{Dma, Resolved, Target};
 use crate::nvme::{Sqe, Status};
-use crate::stats::{Counters, Dir, Kind};
 
 pub const PAGE: u64 = 4096;
 
@@ -12,24 +12,21 @@ pub const PAGE: u64 = 4096;
 /// no address (reads discard them).
 pub type Segments = Vec<(Option<u64>, usize)>;
 
-fn read_list(dma: &Dma, stats: &Counters, addr: u64, buf: &mut [u8]) -> Result<Target, Status> {
-    let t = dma
-        .read(addr, buf)
-        .map_err(|_| Status::DATA_TRANSFER_ERROR)?;
-    stats.add(Kind::Meta, Dir::Read, t, buf.len() as u64);
-    Ok(t)
+fn read_list(dma: &Dma, addr: u64, buf: &mut [u8]) -> Result<Target, Status> {
+    dma.read(Kind::Meta, addr, buf)
+        .map_err(|_| Status::DATA_TRANSFER_ERROR)
 }
 
 /// Segments for `len` bytes described by the command's data pointer.
-pub fn segments(sqe: &Sqe, len: usize, dma: &Dma, stats: &Counters) -> Result<Segments, Status> {
+pub fn segments(sqe: &Sqe, len: usize, dma: &Dma) -> Result<Segments, Status> {
     match sqe.psdt() {
-        0 => prps(sqe.dptr1(), sqe.dptr2(), len, dma, stats),
-        1 => sgl(sqe.sgl(), len, dma, stats),
+        0 => prps(sqe.dptr1(), sqe.dptr2(), len, dma),
+        1 => sgl(sqe.sgl(), len, dma),
         _ => Err(Status::INVALID_FIELD),
     }
 }
 
-fn prps(prp1: u64, prp2: u64, len: usize, dma: &Dma, stats: &Counters) -> Result<Segments, Status> {
+fn prps(prp1: u64, prp2: u64, len: usize, dma: &Dma) -> Result<Segments, Status> {
     let mut segs: Segments = vec![];
     if len == 0 {
         return Ok(segs);
@@ -62,7 +59,7 @@ fn prps(prp1: u64, prp2: u64, len: usize, dma: &Dma, stats: &Counters) -> Result
             return Err(Status::INVALID_PRP_OFFSET);
         }
         let mut raw = vec![0u8; pages.min(slots) * 8];
-        read_list(dma, stats, list, &mut raw)?;
+        read_list(dma, list, &mut raw)?;
         let entries: Vec<u64> = raw
             .chunks_exact(8)
             .map(|e| u64::from_le_bytes(e.try_into().unwrap()))
@@ -96,7 +93,7 @@ const SGL_SEGMENT: u8 = 0x2;
 const SGL_LAST_SEGMENT: u8 = 0x3;
 const MAX_SGL_DESCRIPTORS: usize = 4096;
 
-fn sgl(first: [u8; 16], len: usize, dma: &Dma, stats: &Counters) -> Result<Segments, Status> {
+fn sgl(first: [u8; 16], len: usize, dma: &Dma) -> Result<Segments, Status> {
     let mut segs: Segments = vec![];
     let mut total = 0usize;
     let mut pending: Vec<[u8; 16]> = vec![first];
@@ -129,7 +126,7 @@ fn sgl(first: [u8; 16], len: usize, dma: &Dma, stats: &Counters) -> Result<Segme
                 }
                 last_segment = t == SGL_LAST_SEGMENT;
                 let mut raw = vec![0u8; dlen];
-                read_list(dma, stats, addr, &mut raw)?;
+                read_list(dma, addr, &mut raw)?;
                 let descs: Vec<[u8; 16]> = raw
                     .chunks_exact(16)
                     .map(|c| c.try_into().unwrap())
@@ -162,30 +159,9 @@ pub fn transfer<'a>(
     sqe: &Sqe,
     len: usize,
     dma: &Dma<'a>,
-    stats: &Counters,
+    kind: Kind,
 ) -> Result<Resolved<'a>, Status> {
-    let segs = segments(sqe, len, dma, stats)?;
-    dma.resolve(&segs).map_err(|_| Status::DATA_TRANSFER_ERROR)
-}
-
-/// Counts a finished transfer, each piece by where it was.
-pub fn count(r: &Resolved, stats: &Counters, kind: Kind, dir: Dir) {
-    for (t, n) in r.targets() {
-        if let Some(t) = t {
-            stats.add(kind, dir, t, n as u64);
-        }
-    }
-}
-
-/// Copies `data` out to the transfer's memory (bit buckets skip their bytes).
-pub fn scatter(r: &Resolved, stats: &Counters, data: &[u8], kind: Kind) {
-    r.scatter(data);
-    count(r, stats, kind, Dir::Written);
-}
-
-/// Collects the transfer's bytes (bit buckets read as zeros).
-pub fn gather(r: &Resolved, stats: &Counters, kind: Kind) -> Vec<u8> {
-    let data = r.gather();
-    count(r, stats, kind, Dir::Read);
-    data
+    let segs = segments(sqe, len, dma)?;
+    dma.resolve(&segs, kind)
+        .map_err(|_| Status::DATA_TRANSFER_ERROR)
 }

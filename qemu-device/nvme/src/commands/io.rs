@@ -1,33 +1,31 @@
 //! I/O commands: data moves between the backing file and the memory the
 //! command points at (guest RAM, our CMB or a peer's CMB).
 
-use crate::ctrl::{Controller, MAX_TRANSFER};
-use crate::mem::{Resolved, Target};
-use crate::nvme::{io as op, CmdResult, Sqe, Status};
-use crate::prp;
+use crate::controller::{Controller, MAX_TRANSFER};
+use crate::dma::prp;
+use crate::dma::{Resolved, Target};
+use crate::nvme::{CmdResult, Sqe, Status};
 use crate::stats::{Dir, Kind};
 
+/// Runs one I/O command through the command table.
 pub fn execute(c: &mut Controller, sqe: &Sqe) -> CmdResult {
-    let nsid = sqe.nsid();
-    if sqe.opcode() == op::FLUSH {
-        return flush(c, nsid);
-    }
-    if nsid == 0 || nsid as usize > c.ns.len() {
-        return Err(Status::INVALID_NAMESPACE);
-    }
-    let ns = nsid as usize - 1;
-    match sqe.opcode() {
-        op::READ => read(c, ns, sqe),
-        op::WRITE => write(c, ns, sqe),
-        op::COMPARE => compare(c, ns, sqe),
-        op::WRITE_ZEROES => write_zeroes(c, ns, sqe),
-        op::DSM => dsm(c, ns, sqe),
-        op::COPY => copy(c, ns, sqe),
-        _ => Err(Status::INVALID_OPCODE),
+    match super::table::io(sqe.opcode()) {
+        Some(cmd) => (cmd.run)(c, sqe),
+        None => Err(Status::INVALID_OPCODE),
     }
 }
 
-fn flush(c: &mut Controller, nsid: u32) -> CmdResult {
+/// The namespace index of a command that needs one.
+fn namespace(c: &Controller, sqe: &Sqe) -> Result<usize, Status> {
+    let nsid = sqe.nsid();
+    if nsid == 0 || nsid as usize > c.ns.len() {
+        return Err(Status::INVALID_NAMESPACE);
+    }
+    Ok(nsid as usize - 1)
+}
+
+pub(super) fn flush(c: &mut Controller, sqe: &Sqe) -> CmdResult {
+    let nsid = sqe.nsid();
     let all = nsid == 0xffff_ffff;
     if !all && (nsid == 0 || nsid as usize > c.ns.len()) {
         return Err(Status::INVALID_NAMESPACE);
@@ -52,14 +50,27 @@ fn range(c: &Controller, ns: usize, slba: u64, nlb: u64) -> Result<(u64, u64), S
 
 /// A command's data resolved to memory, with the CMB rule: a command's data
 /// is either all in our own CMB or all outside it.
-fn data<'a>(c: &'a Controller, sqe: &Sqe, len: usize) -> Result<Resolved<'a>, Status> {
+/// Data the controller reads (`to_memory` false) may not come from a bit
+/// bucket: that is an SGL Descriptor Type Invalid.
+fn data<'a>(
+    c: &'a Controller,
+    sqe: &Sqe,
+    len: usize,
+    to_memory: bool,
+    kind: Kind,
+) -> Result<Resolved<'a>, Status> {
     if len > MAX_TRANSFER {
         return Err(Status::INVALID_FIELD);
     }
-    let r = prp::transfer(sqe, len, &c.dma(), &c.stats)?;
+    let r = prp::transfer(sqe, len, &c.dma(), kind)?;
     let mut in_cmb = None;
     for (t, _) in r.targets() {
-        let Some(t) = t else { continue };
+        let Some(t) = t else {
+            if to_memory {
+                continue;
+            }
+            return Err(Status::SGL_TYPE_INVALID);
+        };
         let own = t == Target::OwnCmb;
         if *in_cmb.get_or_insert(own) != own {
             return Err(Status::INVALID_CMB_USE);
@@ -78,47 +89,58 @@ fn move_data(
     len: u64,
     to_memory: bool,
 ) -> CmdResult {
-    let r = data(c, sqe, len as usize)?;
-    let mut bucket = vec![0u8; r.bucket_len()];
-    let mut iov = r.iovecs(&mut bucket);
+    let r = data(c, sqe, len as usize, to_memory, Kind::Data)?;
     let file = &c.ns[ns];
-    // SAFETY: the vectors point into memory `r` keeps mapped, or into `bucket`.
-    let moved = unsafe {
-        if to_memory {
-            file.read_vectored_at(&mut iov, off)
-        } else {
-            file.write_vectored_at(&mut iov, off)
-        }
-    };
-    moved.map_err(|_| Status::INTERNAL_ERROR)?;
     let dir = if to_memory { Dir::Written } else { Dir::Read };
-    prp::count(&r, &c.stats, Kind::Data, dir);
+    r.vectored(dir, |iov| {
+        // SAFETY: the vectors point into memory `r` keeps mapped, or into
+        // its scratch bucket.
+        unsafe {
+            if to_memory {
+                file.read_vectored_at(iov, off)
+            } else {
+                file.write_vectored_at(iov, off)
+            }
+        }
+    })
+    .map_err(|_| Status::INTERNAL_ERROR)?;
     Ok(0)
 }
 
-fn read(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
+pub(super) fn read(c: &mut Controller, sqe: &Sqe) -> CmdResult {
+    let ns = namespace(c, sqe)?;
     let (off, len) = range(c, ns, sqe.slba(), sqe.nlb())?;
     move_data(c, ns, sqe, off, len, true)?;
     c.reads += 1;
-    c.units_read += len.div_ceil(512_000);
+    c.bytes_read += len;
     Ok(0)
 }
 
-fn write(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
+pub(super) fn write(c: &mut Controller, sqe: &Sqe) -> CmdResult {
+    let ns = namespace(c, sqe)?;
     let (off, len) = range(c, ns, sqe.slba(), sqe.nlb())?;
     move_data(c, ns, sqe, off, len, false)?;
-    // FUA, or no volatile write cache: make it durable before completing.
-    if sqe.cdw(12) & (1 << 30) != 0 || !c.features.vwc {
-        c.ns[ns].flush().map_err(|_| Status::INTERNAL_ERROR)?;
-    }
+    durable(c, ns, sqe, 12)?;
     c.writes += 1;
-    c.units_written += len.div_ceil(512_000);
+    c.bytes_written += len;
     Ok(0)
 }
 
-fn compare(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
+/// FUA (bit 30 of `fua_dw`), or no volatile write cache: the change must be
+/// durable before the command completes.
+fn durable(c: &Controller, ns: usize, sqe: &Sqe, fua_dw: usize) -> Result<(), Status> {
+    if sqe.cdw(fua_dw) & (1 << 30) != 0 || !c.features.vwc {
+        c.ns[ns].flush().map_err(|_| Status::INTERNAL_ERROR)?;
+    }
+    Ok(())
+}
+
+pub(super) fn compare(c: &mut Controller, sqe: &Sqe) -> CmdResult {
+    let ns = namespace(c, sqe)?;
     let (off, len) = range(c, ns, sqe.slba(), sqe.nlb())?;
-    let host = prp::gather(&data(c, sqe, len as usize)?, &c.stats, Kind::Data);
+    let host = data(c, sqe, len as usize, false, Kind::Data)?.gather();
+    // Compare counts as a host read command (SMART).
+    c.reads += 1;
     let mut media = vec![0u8; len as usize];
     c.ns[ns]
         .read_at(&mut media, off)
@@ -129,18 +151,21 @@ fn compare(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
     Ok(0)
 }
 
-fn write_zeroes(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
+pub(super) fn write_zeroes(c: &mut Controller, sqe: &Sqe) -> CmdResult {
+    let ns = namespace(c, sqe)?;
     let (off, len) = range(c, ns, sqe.slba(), sqe.nlb())?;
     c.ns[ns]
         .write_zeroes(off, len)
         .map_err(|_| Status::INTERNAL_ERROR)?;
+    durable(c, ns, sqe, 12)?;
     Ok(0)
 }
 
-fn dsm(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
+pub(super) fn dsm(c: &mut Controller, sqe: &Sqe) -> CmdResult {
+    let ns = namespace(c, sqe)?;
     let nr = (sqe.cdw(10) & 0xff) as usize + 1;
     let deallocate = sqe.cdw(11) & (1 << 2) != 0;
-    let ranges = prp::gather(&data(c, sqe, nr * 16)?, &c.stats, Kind::Meta);
+    let ranges = data(c, sqe, nr * 16, false, Kind::Meta)?.gather();
     let mut checked = vec![];
     for r in ranges.chunks_exact(16) {
         let nlb = u32::from_le_bytes(r[4..8].try_into().unwrap()) as u64;
@@ -155,11 +180,14 @@ fn dsm(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
                     .map_err(|_| Status::INTERNAL_ERROR)?;
             }
         }
+        // DSM has no FUA bit; without a volatile cache it is durable now.
+        durable(c, ns, sqe, 15)?;
     }
     Ok(0)
 }
 
-fn copy(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
+pub(super) fn copy(c: &mut Controller, sqe: &Sqe) -> CmdResult {
+    let ns = namespace(c, sqe)?;
     let sdlba = sqe.slba();
     let nr = (sqe.cdw(12) & 0xff) as usize + 1;
     let format = (sqe.cdw(12) >> 8) & 0xf;
@@ -169,7 +197,7 @@ fn copy(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
     if nr > 16 {
         return Err(Status::CMD_SIZE_LIMIT);
     }
-    let raw = prp::gather(&data(c, sqe, nr * 32)?, &c.stats, Kind::Meta);
+    let raw = data(c, sqe, nr * 32, false, Kind::Meta)?.gather();
     let mut sources = vec![];
     let mut total = 0u64;
     for r in raw.chunks_exact(32) {
@@ -191,5 +219,6 @@ fn copy(c: &mut Controller, ns: usize, sqe: &Sqe) -> CmdResult {
             .map_err(|_| Status::INTERNAL_ERROR)?;
         dst += len;
     }
+    durable(c, ns, sqe, 12)?;
     Ok(0)
 }

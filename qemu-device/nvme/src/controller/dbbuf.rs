@@ -5,8 +5,8 @@
 //! this is the main lever on the cost per I/O. Linux uses it for I/O queues
 //! only; the admin queue keeps its MMIO doorbells.
 
-use crate::mem::Dma;
-use crate::stats::{Counters, Dir, Kind};
+use crate::dma::route::Kind;
+use crate::dma::Dma;
 use std::sync::atomic::{fence, Ordering};
 
 #[derive(Clone, Copy, Debug)]
@@ -34,35 +34,27 @@ impl DoorbellBuffer {
     }
 
     /// The value the driver last wrote to the shadow doorbell.
-    pub fn read(&self, dma: &Dma, stats: &Counters, qid: usize, bell: Bell) -> Option<u16> {
+    pub fn read(&self, dma: &Dma, qid: usize, bell: Bell) -> Option<u16> {
         let mut b = [0u8; 4];
-        let t = dma.read(self.shadow + Self::slot(qid, bell), &mut b).ok()?;
-        stats.add(Kind::Meta, Dir::Read, t, 4);
+        dma.read(Kind::Meta, self.shadow + Self::slot(qid, bell), &mut b)
+            .ok()?;
         Some(u32::from_le_bytes(b) as u16)
     }
 
     /// Asks for a doorbell write once the driver moves the value past `v`.
-    pub fn set_event(&self, dma: &Dma, stats: &Counters, qid: usize, bell: Bell, v: u16) {
+    pub fn set_event(&self, dma: &Dma, qid: usize, bell: Bell, v: u16) {
         let at = self.eventidx + Self::slot(qid, bell);
-        if let Ok(t) = dma.write(at, &(v as u32).to_le_bytes()) {
-            stats.add(Kind::Meta, Dir::Written, t, 4);
-        }
+        // A page the driver unmapped: the event index is simply not published.
+        let _ = dma.write(Kind::Meta, at, &(v as u32).to_le_bytes());
     }
 
     /// Publishes `seen` as the event index, then reads the shadow again: a
     /// driver that read the old index and skipped the doorbell wrote its new
     /// value before that read, so the second read here sees it (the fences
     /// on both sides pair up, as with virtio's event index).
-    pub fn settle(
-        &self,
-        dma: &Dma,
-        stats: &Counters,
-        qid: usize,
-        bell: Bell,
-        seen: u16,
-    ) -> Option<u16> {
-        self.set_event(dma, stats, qid, bell, seen);
+    pub fn settle(&self, dma: &Dma, qid: usize, bell: Bell, seen: u16) -> Option<u16> {
+        self.set_event(dma, qid, bell, seen);
         fence(Ordering::SeqCst);
-        self.read(dma, stats, qid, bell)
+        self.read(dma, qid, bell)
     }
 }

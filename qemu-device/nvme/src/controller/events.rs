@@ -1,0 +1,109 @@
+//! Asynchronous events, the error log and interrupt delivery (MSI-X
+//! vectors as eventfds, with masking).
+
+use super::*;
+
+impl Controller {
+    /// Routes MSI-X `vector` to an eventfd (None: deassigned).
+    pub fn set_irq(&mut self, vector: usize, fd: Option<EventFd>) {
+        if let Some(slot) = self.irqs.get_mut(vector) {
+            slot.fd = fd;
+        }
+    }
+
+    /// Masks or unmasks a vector; an interrupt raised while masked is
+    /// delivered on unmask.
+    pub fn mask_irq(&mut self, vector: usize, masked: bool) {
+        let Some(slot) = self.irqs.get_mut(vector) else {
+            return;
+        };
+        slot.masked = masked;
+        if !masked && std::mem::take(&mut slot.pending) {
+            self.interrupt(vector as u16);
+        }
+    }
+
+    /// Raises a vector (the client's loopback trigger).
+    pub fn trigger_irq(&mut self, vector: usize) {
+        self.interrupt(vector as u16);
+    }
+
+    pub(super) fn interrupt(&mut self, iv: u16) {
+        let Some(slot) = self.irqs.get_mut(iv as usize) else {
+            return;
+        };
+        if slot.masked {
+            slot.pending = true;
+        } else if let Some(fd) = &slot.fd {
+            // Non-blocking: a full counter already means "interrupt".
+            let _ = fd.write(1);
+        }
+    }
+
+    pub(super) fn doorbell_error(&mut self, info: u32) {
+        // Asynchronous event: error status, info, log page 01h; one of a
+        // kind outstanding, so a misbehaving guest cannot grow the queue.
+        let ev = info << 8 | 0x01 << 16;
+        if !self.events.contains(&ev) {
+            self.events.push_back(ev);
+        }
+        self.deliver_events();
+    }
+
+    /// Completes outstanding AERs with queued events whose type is not
+    /// masked; a delivered type stays masked until the host reads its log
+    /// page without RAE (see `unmask_events`).
+    pub fn deliver_events(&mut self) {
+        while !self.aers.is_empty() {
+            let Some(i) = self
+                .events
+                .iter()
+                .position(|ev| self.masked_events & (1 << (ev & 7)) == 0)
+            else {
+                return;
+            };
+            let ev = self.events.remove(i).unwrap_or_default();
+            self.masked_events |= 1 << (ev & 7);
+            let cid = self.aers.remove(0);
+            self.post(0, 0, cid, ev, Status::SUCCESS);
+        }
+    }
+
+    /// The host read log page `lid` without RAE: events of the types it
+    /// reports are delivered again.
+    pub fn unmask_events(&mut self, lid: u8) {
+        // Error information (01h) clears the error type (0); SMART (02h)
+        // the SMART/health type (1).
+        match lid {
+            0x01 => self.masked_events &= !1,
+            0x02 => self.masked_events &= !2,
+            _ => return,
+        }
+        self.deliver_events();
+    }
+
+    /// Adds an error-log entry (`lba`: the command's LBA; 0 for commands
+    /// without one, such as admin commands).
+    pub fn log_error(&mut self, sqid: u16, cid: u16, s: Status, nsid: u32, lba: u64) {
+        log::debug!(
+            "controller {}: SQ {sqid} CID {cid}: status type {:#x} code {:#x} (nsid {nsid}, lba {lba})",
+            self.id,
+            s.sct,
+            s.sc
+        );
+        self.error_count += 1;
+        self.stats
+            .errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut e = [0u8; 64];
+        e[0..8].copy_from_slice(&self.error_count.to_le_bytes());
+        e[8..10].copy_from_slice(&sqid.to_le_bytes());
+        e[10..12].copy_from_slice(&cid.to_le_bytes());
+        e[12..14].copy_from_slice(&s.field().to_le_bytes());
+        e[14..16].copy_from_slice(&0xffffu16.to_le_bytes());
+        e[16..24].copy_from_slice(&lba.to_le_bytes());
+        e[24..28].copy_from_slice(&nsid.to_le_bytes());
+        self.errlog.push_front(e);
+        self.errlog.truncate(ERROR_LOG_ENTRIES);
+    }
+}

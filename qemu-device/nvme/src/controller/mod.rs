@@ -1,0 +1,240 @@
+//! Controller state machine: registers, enable/reset/shutdown, queues,
+//! doorbells, completions and interrupts.
+
+pub mod dbbuf;
+mod events;
+mod queues;
+mod registers;
+pub mod regs;
+mod shadow;
+
+use crate::controller::dbbuf::{Bell, DoorbellBuffer};
+use crate::controller::regs::{Doorbells, RegMirror};
+use crate::dma::{CmbRegistry, Dma, GuestRam, Mapping, Target};
+use crate::namespace::Namespace;
+use crate::nvme::{cqe, Sqe, Status};
+use crate::stats::{Counters, Kind};
+use std::collections::VecDeque;
+use std::fs::File;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use vmm_sys_util::eventfd::EventFd;
+
+pub const MAX_IO_QUEUES: usize = 64;
+pub const MQES: u16 = 1023; // 0-based
+pub const MSIX_VECTORS: usize = 32;
+pub const DOORBELLS: u64 = 0x1000;
+pub const MDTS: u8 = 7; // 2^7 pages = 512 KiB
+pub const MAX_TRANSFER: usize = 4096 << MDTS;
+pub const ERROR_LOG_ENTRIES: usize = 64;
+/// NVMe 2.0 (VS register and Identify Controller VER).
+pub const NVME_VERSION: u32 = 0x0002_0000;
+
+pub mod reg {
+    pub const CAP: u64 = 0x00;
+    pub const VS: u64 = 0x08;
+    pub const INTMS: u64 = 0x0c;
+    pub const INTMC: u64 = 0x10;
+    pub const CC: u64 = 0x14;
+    pub const CSTS: u64 = 0x1c;
+    pub const NSSR: u64 = 0x20;
+    pub const AQA: u64 = 0x24;
+    pub const ASQ: u64 = 0x28;
+    pub const ACQ: u64 = 0x30;
+    pub const CMBLOC: u64 = 0x38;
+    pub const CMBSZ: u64 = 0x3c;
+    pub const CMBMSC: u64 = 0x50;
+    pub const CMBSTS: u64 = 0x58;
+}
+
+const CC_EN: u32 = 1;
+const CSTS_RDY: u32 = 1;
+const CSTS_CFS: u32 = 2;
+const CSTS_SHST_OCCURRING: u32 = 1 << 2;
+const CSTS_SHST_COMPLETE: u32 = 2 << 2;
+const CMBMSC_CRE: u64 = 1;
+const CMBMSC_CMSE: u64 = 2;
+
+pub struct Sq {
+    pub base: u64,
+    pub size: u16,
+    pub head: u16,
+    pub tail: u16,
+    pub cqid: u16,
+}
+
+pub struct Cq {
+    pub base: u64,
+    pub size: u16,
+    pub head: u16,
+    pub tail: u16,
+    pub phase: bool,
+    pub iv: u16,
+    pub ien: bool,
+    pub pending: VecDeque<[u8; 16]>,
+}
+
+/// One MSI-X vector's routing.
+#[derive(Default)]
+struct Vector {
+    fd: Option<EventFd>,
+    masked: bool,
+    pending: bool,
+}
+
+/// Per-controller settings from the command line.
+pub struct CtrlConfig {
+    pub id: usize,
+    pub serial: String,
+    pub cmb_bytes: u64,
+    pub namespaces: Vec<Namespace>,
+}
+
+pub struct Controller {
+    pub id: usize,
+    pub serial: String,
+    pub ns: Vec<Namespace>,
+    pub stats: Arc<Counters>,
+    pub ram: GuestRam,
+    pub cmbs: CmbRegistry,
+    pub cmb: Option<(Arc<Mapping>, File)>,
+    pub cc: u32,
+    pub csts: u32,
+    aqa: u32,
+    asq: u64,
+    acq: u64,
+    intms: u32,
+    cmbmsc: u64,
+    cmbsts: u32,
+    pub sqs: Vec<Option<Sq>>,
+    pub cqs: Vec<Option<Cq>>,
+    irqs: Vec<Vector>,
+    pub features: crate::commands::features::Features,
+    pub aers: Vec<u16>,
+    pub events: VecDeque<u32>,
+    pub errlog: VecDeque<[u8; 64]>,
+    pub error_count: u64,
+    pub reads: u64,
+    pub writes: u64,
+    /// Exact data bytes of host reads and writes (SMART derives its
+    /// 1000 x 512-byte data units from these).
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    /// the vfio-user reply to a doorbell write does not wait for the I/O.
+    pub work: bool,
+    /// Shadow doorbells for I/O queues, once the driver configured them.
+    pub dbbuf: Option<DoorbellBuffer>,
+    /// How long the worker keeps polling shadow SQ tails after the queues
+    /// drain before it publishes event indices (and the driver rings again).
+    pub poll: Duration,
+    /// When the queues drained with event indices left unpublished.
+    drained_at: Option<Instant>,
+    /// PCI command register's Bus Master Enable (owned by the PCI config
+    /// space): while clear, the controller performs no DMA at all.
+    pub bus_master: Arc<AtomicBool>,
+    /// Event types (bit = AER type) masked until their log page is read
+    /// without Retain Asynchronous Event.
+    pub masked_events: u8,
+    /// BAR0 as the message thread reads it, without this controller's lock.
+    pub regs: Arc<RegMirror>,
+    /// Doorbell writes the message thread recorded for the worker.
+    pub bells: Arc<Doorbells>,
+    /// CC.SHN was set: the worker flushes, then reports SHST complete.
+    shutdown_pending: bool,
+    /// Commands left in this worker pass (the worker drops the lock
+    /// between passes, so a pass is short).
+    budget: usize,
+    /// Where the next pass starts, so every queue gets its turn.
+    next_sq: usize,
+}
+
+/// Commands per worker pass; the lock is free between passes.
+const PASS: usize = 4;
+
+/// What the worker should do after a step (see `step`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Work is left: step again.
+    Busy,
+    /// Shadow tails are being polled: look again soon.
+    Polling,
+    /// Event indices are published: sleep until a doorbell.
+    Sleep,
+}
+
+impl Controller {
+    pub fn new(
+        cfg: CtrlConfig,
+        cmbs: CmbRegistry,
+        stats: Arc<Counters>,
+    ) -> std::io::Result<Controller> {
+        let cmb = if cfg.cmb_bytes > 0 {
+            let f = crate::dma::sealed_memfd(&format!("p2pnvme-cmb{}", cfg.id), cfg.cmb_bytes)?;
+            let m = Arc::new(Mapping::new(&f, 0, cfg.cmb_bytes as usize)?);
+            cmbs.write().unwrap().push(crate::dma::CmbWindow {
+                ctrl: cfg.id,
+                mem: m.clone(),
+                base: None,
+            });
+            Some((m, f))
+        } else {
+            None
+        };
+        Ok(Controller {
+            id: cfg.id,
+            serial: cfg.serial,
+            ns: cfg.namespaces,
+            stats,
+            ram: GuestRam::default(),
+            cmbs,
+            cmb,
+            cc: 0,
+            csts: 0,
+            aqa: 0,
+            asq: 0,
+            acq: 0,
+            intms: 0,
+            cmbmsc: 0,
+            cmbsts: 0,
+            sqs: (0..=MAX_IO_QUEUES).map(|_| None).collect(),
+            cqs: (0..=MAX_IO_QUEUES).map(|_| None).collect(),
+            irqs: (0..MSIX_VECTORS).map(|_| Vector::default()).collect(),
+            features: Default::default(),
+            aers: vec![],
+            events: VecDeque::new(),
+            errlog: VecDeque::new(),
+            error_count: 0,
+            reads: 0,
+            writes: 0,
+            bytes_read: 0,
+            bytes_written: 0,
+            work: false,
+            dbbuf: None,
+            poll: Duration::ZERO,
+            drained_at: None,
+            bus_master: Arc::new(AtomicBool::new(false)),
+            masked_events: 0,
+            regs: Arc::default(),
+            bells: Arc::default(),
+            shutdown_pending: false,
+            budget: 0,
+            next_sq: 0,
+        })
+        .inspect(|c| c.publish())
+    }
+
+    pub fn dma(&self) -> Dma<'_> {
+        Dma {
+            ctrl: self.id,
+            ram: &self.ram,
+            cmbs: &self.cmbs,
+            bus_master: self.bus_master.load(Ordering::Acquire),
+            stats: &self.stats,
+        }
+    }
+
+    pub fn cmb_bytes(&self) -> u64 {
+        self.cmb.as_ref().map(|(m, _)| m.len() as u64).unwrap_or(0)
+    }
+}

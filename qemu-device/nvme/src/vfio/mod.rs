@@ -1,0 +1,290 @@
+//! vfio-user transport: the project's vfio-user server (crate
+//! `p2pnvme-vfio-user`, which validates every request) calls this backend;
+//! it maps region accesses, DMA maps and interrupt fds onto the controller.
+//! `pci` is the configuration space.
+
+pub mod pci;
+
+use crate::controller::regs::{Doorbells, RegMirror};
+use crate::controller::{Controller, Step, DOORBELLS, MSIX_VECTORS};
+use crate::dma::Mapping;
+use crate::stats::Counters;
+use p2pnvme_vfio_user::{
+    Backend as VfioBackend, DmaMap, Errno, IrqInfo, IrqSet, RegionInfo, RegionMmap,
+};
+use pci::PciConfig;
+use std::os::unix::io::AsRawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// The controller is shared with its I/O worker (see `worker`). The
+/// message thread reads registers and records doorbells without its lock;
+/// the worker drops the lock between short passes.
+pub struct Backend {
+    pub ctrl: Arc<Mutex<Controller>>,
+    pub pci: PciConfig,
+    regs: Arc<RegMirror>,
+    bells: Arc<Doorbells>,
+    stats: Arc<Counters>,
+    cmb: Option<Arc<Mapping>>,
+    /// Message-thread lock requests the worker lets through first.
+    waiters: Arc<AtomicUsize>,
+    worker: Option<std::thread::Thread>,
+}
+
+impl Backend {
+    pub fn new(ctrl: Controller, pci: PciConfig) -> Backend {
+        Backend {
+            regs: ctrl.regs.clone(),
+            bells: ctrl.bells.clone(),
+            stats: ctrl.stats.clone(),
+            cmb: ctrl.cmb.as_ref().map(|(m, _)| m.clone()),
+            ctrl: Arc::new(Mutex::new(ctrl)),
+            pci,
+            waiters: Arc::default(),
+            worker: None,
+        }
+    }
+
+    /// Runs the queues whenever a doorbell recorded work, off the vfio-user
+    /// thread, so QEMU gets its reply to the doorbell write at once.
+    pub fn worker(&mut self) -> std::thread::JoinHandle<()> {
+        let (ctrl, bells, waiters) = (self.ctrl.clone(), self.bells.clone(), self.waiters.clone());
+        let h = std::thread::spawn(move || loop {
+            let step = ctrl.lock().unwrap_or_else(|e| e.into_inner()).step();
+            // The lock is free: a waiting message goes first.
+            while waiters.load(Ordering::Acquire) > 0 {
+                std::thread::yield_now();
+            }
+            match step {
+                Step::Busy => {}
+                Step::Polling => std::thread::yield_now(),
+                // An unpark after our look makes park return at once.
+                Step::Sleep if !bells.pending() => std::thread::park(),
+                Step::Sleep => {}
+            }
+        });
+        self.worker = Some(h.thread().clone());
+        h
+    }
+
+    /// The register mirror BAR0 reads are answered from.
+    #[cfg(any(test, feature = "test-utils"))]
+    pub fn registers(&self) -> Arc<RegMirror> {
+        self.regs.clone()
+    }
+
+    /// Wakes the worker (a doorbell or a register change recorded work).
+    fn kick(&self) {
+        if let Some(w) = &self.worker {
+            w.unpark();
+        }
+    }
+
+    fn lock(&self) -> Locked<'_> {
+        self.waiters.fetch_add(1, Ordering::AcqRel);
+        let guard = self.ctrl.lock().unwrap_or_else(|e| e.into_inner());
+        self.waiters.fetch_sub(1, Ordering::AcqRel);
+        Locked(guard)
+    }
+}
+
+/// The controller, locked by the message thread.
+struct Locked<'a>(std::sync::MutexGuard<'a, Controller>);
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Controller;
+    fn deref(&self) -> &Controller {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Controller {
+        &mut self.0
+    }
+}
+
+/// vfio-pci region indexes.
+const CONFIG_REGION: u32 = 7;
+const REGIONS: u32 = 9;
+/// vfio-pci irq indexes: INTx, MSI, MSI-X, error, request.
+const IRQ_INDEXES: u32 = 5;
+const MSIX_INDEX: u32 = 2;
+
+/// The regions QEMU asks about, indexed like vfio-pci's.
+pub fn regions(ctrl: &Controller) -> Vec<RegionInfo> {
+    (0..REGIONS)
+        .map(|i| {
+            let plain = |size| RegionInfo {
+                size,
+                readable: size > 0,
+                writable: size > 0,
+                mmap: None,
+            };
+            match i {
+                0 => plain(pci::BAR0_SIZE),
+                4 => plain(pci::BAR4_SIZE),
+                2 => match &ctrl.cmb {
+                    Some((m, f)) => RegionInfo {
+                        mmap: Some(RegionMmap {
+                            fd: f.as_raw_fd(),
+                            areas: vec![(0, m.len() as u64)],
+                        }),
+                        ..plain(m.len() as u64)
+                    },
+                    None => plain(0),
+                },
+                CONFIG_REGION => plain(pci::CONFIG_SIZE as u64),
+                _ => plain(0),
+            }
+        })
+        .collect()
+}
+
+/// The interrupt indexes: MSI-X only (no INTx: interrupt pin 0).
+pub fn irqs() -> Vec<IrqInfo> {
+    (0..IRQ_INDEXES)
+        .map(|index| IrqInfo {
+            count: if index == MSIX_INDEX {
+                MSIX_VECTORS as u32
+            } else {
+                0
+            },
+        })
+        .collect()
+}
+
+impl VfioBackend for Backend {
+    fn regions(&self) -> Vec<RegionInfo> {
+        regions(&self.lock())
+    }
+
+    fn irqs(&self) -> Vec<IrqInfo> {
+        irqs()
+    }
+
+    fn region_read(&mut self, region: u32, offset: u64, data: &mut [u8]) -> Result<(), Errno> {
+        match region {
+            CONFIG_REGION => self.pci.read(offset, data),
+            0 => self.regs.read(offset, data),
+            2 => {
+                let done = match (&self.cmb, usize::try_from(offset)) {
+                    (Some(m), Ok(off)) => m.read(off, data),
+                    _ => false,
+                };
+                if !done {
+                    data.fill(0xff);
+                }
+            }
+            _ => data.fill(0),
+        }
+        Ok(())
+    }
+
+    fn region_write(&mut self, region: u32, offset: u64, data: &[u8]) -> Result<(), Errno> {
+        match region {
+            CONFIG_REGION => self.pci.write(offset, data),
+            0 if offset >= DOORBELLS => {
+                // A doorbell: recorded for the worker, no lock taken.
+                let mut b = [0u8; 4];
+                let n = data.len().min(4);
+                b[..n].copy_from_slice(&data[..n]);
+                self.stats
+                    .doorbell_writes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.bells
+                    .ring((offset - DOORBELLS) / 4, u32::from_le_bytes(b));
+                self.kick();
+            }
+            0 => {
+                self.lock().reg_write(offset, data);
+                self.kick();
+            }
+            2 => {
+                if let (Some(m), Ok(off)) = (&self.cmb, usize::try_from(offset)) {
+                    // Out of the CMB (checked, wrap included): dropped.
+                    m.write(off, data);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn dma_map(&mut self, map: DmaMap) -> Result<(), Errno> {
+        // Without an fd (QEMU's own directly mapped BARs) there is nothing to
+        // map; the range is recorded so it is never mistaken for RAM.
+        self.lock()
+            .ram
+            .map(map.iova, map.size, map.fd)
+            .map_err(|e| {
+                log::debug!("DMA_MAP at {:#x}: {e}", map.iova);
+                Errno(libc::EINVAL)
+            })
+    }
+
+    fn dma_unmap(&mut self, range: Option<(u64, u64)>) -> Result<(), Errno> {
+        let mut c = self.lock();
+        match range {
+            None => c.ram.clear(),
+            Some((iova, size)) => c.ram.unmap(iova, size),
+        }
+        Ok(())
+    }
+
+    fn set_irqs(&mut self, index: u32, set: IrqSet) -> Result<(), Errno> {
+        if index != MSIX_INDEX {
+            log::debug!("SET_IRQS for irq index {index}: only MSI-X is offered");
+            return Err(Errno(libc::EINVAL));
+        }
+        let mut c = self.lock();
+        match set {
+            IrqSet::Eventfds { start, fds } => {
+                for (i, fd) in fds.into_iter().enumerate() {
+                    c.set_irq(start as usize + i, fd);
+                }
+            }
+            IrqSet::DisableAll => {
+                for v in 0..MSIX_VECTORS {
+                    c.set_irq(v, None);
+                }
+            }
+            IrqSet::Mask {
+                start,
+                count,
+                masked,
+            } => {
+                for v in start..start.saturating_add(count) {
+                    c.mask_irq(v as usize, masked);
+                }
+            }
+            IrqSet::Trigger { start, count } => {
+                for v in start..start.saturating_add(count) {
+                    c.trigger_irq(v as usize);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn reset(&mut self) -> Result<(), Errno> {
+        let (cmb, bme) = {
+            let mut c = self.lock();
+            c.device_reset();
+            (c.cmb_bytes(), c.bus_master.clone())
+        };
+        // A function reset also resets the PCI configuration space.
+        self.pci = PciConfig::new(cmb, MSIX_VECTORS as u16, bme);
+        Ok(())
+    }
+
+    fn disconnected(&mut self) {
+        let (cmb, bme) = {
+            let mut c = self.lock();
+            c.disconnect();
+            (c.cmb_bytes(), c.bus_master.clone())
+        };
+        self.pci = PciConfig::new(cmb, MSIX_VECTORS as u16, bme);
+    }
+}
