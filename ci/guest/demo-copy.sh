@@ -12,8 +12,15 @@ echo "p2pmem available before: $(avail)" >&2
 if [ "$counters" = 1 ]; then
 	p2pnvme-host stats-reset >/dev/null || exit 1
 fi
+# With p2pnvme demo --witness, the copy alone is the witness's window "copy".
+if [ -n "${P2PNVME_WITNESS:-}" ]; then
+	p2pnvme-host witness-start copy >/dev/null || exit 1
+fi
 p2pcopy copy --src "$src:$off" --dst "$dst:$off" --len "$len" --mode "$mode" --json "$@" >/tmp/copy.json
 rc=$?
+if [ -n "${P2PNVME_WITNESS:-}" ]; then
+	p2pnvme-host witness-stop >/dev/null || exit 1
+fi
 if [ "$counters" = 1 ]; then
 	p2pnvme-host stats-save stats.json >/dev/null || exit 1
 fi

@@ -63,6 +63,10 @@ pub struct DemoArgs {
     json: bool,
     #[arg(long, default_value_t = 900)]
     timeout: u64,
+    /// Watch the guest CPU during the copy with the TCG witness and write its
+    /// report here (also the `witness` object of --json).
+    #[arg(long)]
+    witness: Option<std::path::PathBuf>,
 }
 
 /// Where the copied range starts in both namespaces: clear of the sectors
@@ -106,6 +110,7 @@ pub fn run(a: DemoArgs) -> Result<i32> {
     }
     let start = Instant::now();
     let mut s = Session::prepare(opts)?;
+    crate::witness::attach(&mut s, a.witness.is_some())?;
     let (src_file, dst_file, src, dst) = if ours {
         let last = a.nvme - 1;
         let dst_ns = if same_ctrl { 2 } else { 1 };
@@ -152,6 +157,9 @@ pub fn run(a: DemoArgs) -> Result<i32> {
     if let Some(d) = a.depth {
         cmd.push_str(&format!(" --depth {d}"));
     }
+    if a.witness.is_some() {
+        cmd.insert_str(0, "P2PNVME_WITNESS=1 ");
+    }
     progress(&a, "booting the guest and copying");
     let r = s.run(&cmd, Duration::from_secs(a.timeout), Output::Capture)?;
     let stdout = String::from_utf8_lossy(&r.stdout);
@@ -169,6 +177,10 @@ pub fn run(a: DemoArgs) -> Result<i32> {
         );
     }
 
+    let witness = match &a.witness {
+        Some(file) => Some(crate::witness::save(&s, file)?),
+        None => None,
+    };
     progress(&a, "checking the destination, the counters and guest RAM");
     let copied = read_at(&dst_file, OFFSET, data.len())?;
     let checksum_match = copied == data;
@@ -235,6 +247,7 @@ pub fn run(a: DemoArgs) -> Result<i32> {
         "copy": copy,
         "verdict": verdict.ok,
         "reasons": verdict.reasons,
+        "witness": witness,
     });
     if a.json {
         println!("{}", serde_json::to_string_pretty(&doc)?);

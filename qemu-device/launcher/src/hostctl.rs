@@ -1,5 +1,6 @@
 //! Host control channel: the guest asks the host to act at exact points of a
-//! test (reset device counters, save them, dump guest RAM through QMP) over a
+//! test (reset device counters, save them, dump guest RAM through QMP, open
+//! and close a witness measurement window) over a
 //! virtio-serial port backed by a unix socket, and waits for each answer.
 //!
 //! Protocol: one request line, one reply line (`ok`, `pong`, `error MSG`).
@@ -20,6 +21,7 @@ pub struct HostCtx {
     pub stats_socket: Option<PathBuf>,
     pub qmp_socket: PathBuf,
     pub mem_bytes: u64,
+    pub witness: Option<std::sync::Arc<crate::witness::Witness>>,
 }
 
 /// Serves the guest's requests until `stop` is set.
@@ -104,6 +106,11 @@ fn handle(req: &str, ctx: &HostCtx) -> Result<String> {
             .as_deref()
             .context("no p2pnvme device in this guest")
     };
+    let witness = || {
+        ctx.witness
+            .as_deref()
+            .context("no witness in this run (p2pnvme run --witness FILE)")
+    };
     match (words.next(), words.next()) {
         (Some("ping"), None) => Ok("pong".into()),
         (Some("stats-reset"), None) => {
@@ -119,12 +126,30 @@ fn handle(req: &str, ctx: &HostCtx) -> Result<String> {
             pmemsave(&ctx.qmp_socket, ctx.mem_bytes, &run_file(ctx, name)?)?;
             Ok("ok".into())
         }
-        _ => bail!("unknown request '{req}' (ping, stats-reset, stats-save NAME, pmemsave NAME)"),
+        (Some("witness-start"), Some(name)) => {
+            witness()?.start(&ctx.qmp_socket, name)?;
+            Ok("ok".into())
+        }
+        (Some("witness-stop"), None) => {
+            witness()?.stop()?;
+            Ok("ok".into())
+        }
+        _ => bail!("unknown request '{req}' (ping, stats-reset, stats-save NAME, pmemsave NAME, witness-start NAME, witness-stop)"),
     }
 }
 
 /// Saves guest physical memory [0, len) to `file` with QMP `pmemsave`.
-pub fn pmemsave(qmp: &Path, len: u64, file: &Path) -> Result<()> {
+pub fn pmemsave(qmp_socket: &Path, len: u64, file: &Path) -> Result<()> {
+    qmp(
+        qmp_socket,
+        serde_json::json!({"execute": "pmemsave",
+            "arguments": {"val": 0, "size": len, "filename": file.display().to_string()}}),
+    )?;
+    Ok(())
+}
+
+/// Runs one QMP command on a fresh connection; returns its `return` value.
+pub fn qmp(qmp: &Path, cmd: serde_json::Value) -> Result<serde_json::Value> {
     let s =
         UnixStream::connect(qmp).with_context(|| format!("connecting to QMP {}", qmp.display()))?;
     s.set_read_timeout(Some(Duration::from_secs(120)))?;
@@ -143,16 +168,14 @@ pub fn pmemsave(qmp: &Path, len: u64, file: &Path) -> Result<()> {
         }
     };
     reply()?; // greeting
-    for cmd in [
-        serde_json::json!({"execute": "qmp_capabilities"}),
-        serde_json::json!({"execute": "pmemsave",
-            "arguments": {"val": 0, "size": len, "filename": file.display().to_string()}}),
-    ] {
+    let mut last = serde_json::Value::Null;
+    for cmd in [serde_json::json!({"execute": "qmp_capabilities"}), cmd] {
         w.write_all(format!("{cmd}\n").as_bytes())?;
-        let v = reply()?;
+        let mut v = reply()?;
         if let Some(e) = v.get("error") {
             bail!("QMP {}: {e}", cmd["execute"]);
         }
+        last = v["return"].take();
     }
-    Ok(())
+    Ok(last)
 }

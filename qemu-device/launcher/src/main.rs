@@ -11,6 +11,7 @@ mod qemu;
 mod ramscan;
 mod stats;
 mod vm;
+mod witness;
 
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
@@ -127,6 +128,10 @@ struct RunArgs {
     /// Write every controller's final counters (the device's stats document) here.
     #[arg(long)]
     stats_json: Option<PathBuf>,
+    /// Load the TCG witness plugin and write what the guest CPU touched here
+    /// (windows opened with `p2pnvme-host witness-start NAME`, then the whole run).
+    #[arg(long)]
+    witness: Option<PathBuf>,
     /// Fail if the guest has not finished after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
@@ -210,6 +215,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             }
             procs::catch_signals();
             let mut s = Session::prepare(args.vm.options()?)?;
+            witness::attach(&mut s, args.witness.is_some())?;
             let r = s.run(
                 &args.cmd.join(" "),
                 Duration::from_secs(args.timeout),
@@ -220,6 +226,9 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n").map_err(|e| {
                     anyhow::anyhow!("cannot write --stats-json {}: {e}", path.display())
                 })?;
+            }
+            if let Some(file) = &args.witness {
+                witness::save(&s, file)?;
             }
             s.stop_device();
             Ok(r.status)

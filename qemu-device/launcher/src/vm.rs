@@ -64,6 +64,8 @@ pub struct Session {
     pub nvme_backing: Vec<Vec<PathBuf>>,
     sockets: Vec<PathBuf>,
     device: Option<Guarded>,
+    /// The TCG witness plugin, when asked for (see witness.rs).
+    pub witness: Option<std::sync::Arc<crate::witness::Witness>>,
 }
 
 impl Session {
@@ -90,6 +92,7 @@ impl Session {
             nvme_backing: vec![],
             sockets: vec![],
             device: None,
+            witness: None,
             image,
             run_dir,
             opts,
@@ -226,6 +229,9 @@ impl Session {
         let args = qemu::build_args(&self.machine(command, initrd));
         let mut cmd = qemu::qemu_command(&self.image.rootfs);
         cmd.args(&args);
+        if let Some(w) = &self.witness {
+            cmd.args(w.qemu_args());
+        }
         if self.opts.verbose {
             eprintln!("p2pnvme: qemu {}", args.join(" "));
         }
@@ -268,6 +274,7 @@ impl Session {
                 stats_socket: (self.opts.nvme > 0).then(|| self.stats_socket()),
                 qmp_socket: self.qmp_socket(),
                 mem_bytes: u64::from(self.opts.mem_mib) << 20,
+                witness: self.witness.clone(),
             },
         );
         let mut out = Tail::new(out_path, output == Output::Stream, false);

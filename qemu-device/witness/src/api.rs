@@ -1,9 +1,8 @@
 //! A thin safe layer over [`crate::sys`]: handles that can only be used while
-//! QEMU hands them to a callback, userdata that lives as long as QEMU, and
-//! per-vCPU counters in QEMU's scoreboards.
+//! QEMU hands them to a callback, and userdata that lives as long as QEMU.
 
-use crate::sys::{self, Api, MemInfo, PluginId, RawHwaddr, RawInsn, RawTb, U64Entry};
-use std::ffi::{c_uint, c_void, CString};
+use crate::sys::{self, Api, MemInfo, PluginId, RawHwaddr, RawInsn, RawTb};
+use std::ffi::{c_void, CString};
 use std::sync::OnceLock;
 
 static API: OnceLock<Api> = OnceLock::new();
@@ -62,18 +61,10 @@ impl<'a> Tb<'a> {
         Insn { raw, api: self.api }
     }
 
-    /// Adds `n` to `counter`'s entry of the executing vCPU each time the
-    /// block runs (inline: no callback).
-    pub fn count_exec(&self, counter: &VcpuU64, n: u64) {
-        // SAFETY: a live block; the entry is a scoreboard QEMU made.
-        unsafe {
-            (self.api.register_vcpu_tb_exec_inline_per_vcpu)(
-                self.raw,
-                sys::INLINE_ADD_U64,
-                counter.entry,
-                n,
-            )
-        }
+    /// Calls `cb` each time the block is executed.
+    pub fn on_exec<T: Sync>(&self, cb: sys::VcpuUdataCb, ud: &'static T) {
+        // SAFETY: a live block; userdata outlives QEMU.
+        unsafe { (self.api.register_vcpu_tb_exec_cb)(self.raw, cb, sys::CB_NO_REGS, userdata(ud)) }
     }
 }
 
@@ -144,38 +135,6 @@ impl MemAccess<'_> {
                 is_io: (self.api.hwaddr_is_io)(h),
             })
         }
-    }
-}
-
-/// A per-vCPU u64 kept by QEMU (grows with vCPUs; updated inline).
-pub struct VcpuU64 {
-    entry: U64Entry,
-}
-
-// SAFETY: the scoreboard pointer is QEMU's and lives as long as the plugin;
-// QEMU's scoreboard functions may be called from any thread.
-unsafe impl Send for VcpuU64 {}
-// SAFETY: as above.
-unsafe impl Sync for VcpuU64 {}
-
-impl VcpuU64 {
-    /// A new scoreboard of one u64 per vCPU.
-    pub fn new(api: &Api) -> Option<Self> {
-        // SAFETY: QEMU allocates and zeroes the scoreboard.
-        let score = unsafe { (api.scoreboard_new)(std::mem::size_of::<u64>()) };
-        (!score.is_null()).then_some(VcpuU64 {
-            entry: U64Entry { score, offset: 0 },
-        })
-    }
-
-    /// Current value for each vCPU QEMU has.
-    pub fn per_vcpu(&self, api: &Api) -> Vec<u64> {
-        // SAFETY: no arguments.
-        let n = unsafe { (api.num_vcpus)() }.max(0) as c_uint;
-        // SAFETY: vcpu below num_vcpus, entry from scoreboard_new.
-        (0..n)
-            .map(|v| unsafe { (api.u64_get)(self.entry, v) })
-            .collect()
     }
 }
 

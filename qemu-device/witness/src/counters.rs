@@ -99,6 +99,7 @@ struct Cell {
 /// them (a load and a store, no locked instruction); others only read.
 struct VcpuCells {
     cells: [[Cell; 2]; N_CLASSES],
+    instructions: AtomicU64,
 }
 
 #[inline]
@@ -132,6 +133,7 @@ impl Counters {
             vcpus: (0..vcpus.max(1))
                 .map(|_| VcpuCells {
                     cells: std::array::from_fn(|_| Default::default()),
+                    instructions: AtomicU64::new(0),
                 })
                 .collect(),
             translations: AtomicU64::new(0),
@@ -160,6 +162,17 @@ impl Counters {
         }
     }
 
+    /// `vcpu` executed a block of `n` instructions.
+    #[inline]
+    pub fn executed(&self, vcpu: usize, n: u64) {
+        match self.vcpus.get(vcpu) {
+            Some(v) => bump(&v.instructions, n),
+            None => {
+                self.dropped.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
     /// An access QEMU could not resolve to a physical address.
     pub fn unresolved(&self) {
         self.unresolved.fetch_add(1, Relaxed);
@@ -175,8 +188,8 @@ impl Counters {
         self.translations.fetch_add(1, Relaxed);
     }
 
-    /// Current values; `instructions` from QEMU's scoreboard.
-    pub fn snapshot(&self, instructions: Vec<u64>) -> Snapshot {
+    /// Current values.
+    pub fn snapshot(&self) -> Snapshot {
         let cells = self
             .vcpus
             .iter()
@@ -194,6 +207,11 @@ impl Counters {
                     })
                     .collect()
             })
+            .collect();
+        let instructions = self
+            .vcpus
+            .iter()
+            .map(|v| v.instructions.load(Relaxed))
             .collect();
         Snapshot {
             cells,
@@ -330,13 +348,17 @@ mod tests {
         t.set(&[w("p2pnvme-0/cmb", 0x10_0000, 0x1000)]).unwrap();
         let c = Counters::new(2);
         c.record(0, t.classify(0x2000, false), false, 8, false);
-        let from = c.snapshot(vec![10, 20]);
+        c.executed(0, 10);
+        c.executed(1, 20);
+        let from = c.snapshot();
+        c.executed(0, 5);
+        c.executed(1, 30);
         c.record(1, t.classify(0x10_0010, false), true, 8, false);
         c.record(1, t.classify(0x10_0018, false), true, 4, false);
         c.record(0, t.classify(0xfee0_0000, true), true, 4, true);
         c.record(0, t.classify(0x3000, false), false, 2, false);
         c.record(7, RAM, false, 2, false); // beyond the table: dropped
-        let to = c.snapshot(vec![15, 50]);
+        let to = c.snapshot();
         let r = c.report("copy", 1.0, &t, &from, &to);
         assert_eq!(r.instructions, 35);
         assert_eq!(r.instructions_per_vcpu, vec![5, 30]);

@@ -31,21 +31,6 @@ pub struct RawInsn {
 pub struct RawHwaddr {
     _opaque: [u8; 0],
 }
-/// `struct qemu_plugin_scoreboard`: QEMU-managed per-vCPU storage.
-#[repr(C)]
-pub struct RawScoreboard {
-    _opaque: [u8; 0],
-}
-
-/// `qemu_plugin_u64`: a u64 at `offset` in each vCPU's scoreboard entry
-/// (passed by value: two integer registers).
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct U64Entry {
-    pub score: *mut RawScoreboard,
-    pub offset: usize,
-}
-
 /// `qemu_info_t` (system emulation's member of the union only).
 #[repr(C)]
 pub struct QemuInfo {
@@ -61,13 +46,13 @@ pub struct QemuInfo {
 pub const CB_NO_REGS: c_int = 0;
 /// `enum qemu_plugin_mem_rw`: loads and stores.
 pub const MEM_RW: c_int = 3;
-/// `enum qemu_plugin_op`: add an immediate to a per-vCPU u64.
-pub const INLINE_ADD_U64: c_int = 0;
 
 /// `cb(tb, userdata)` (API 7: no plugin id).
 pub type TbTransCb = unsafe extern "C" fn(*mut RawTb, *mut c_void);
 /// `cb(userdata)`.
 pub type AtexitCb = unsafe extern "C" fn(*mut c_void);
+/// `cb(vcpu_index, userdata)`.
+pub type VcpuUdataCb = unsafe extern "C" fn(c_uint, *mut c_void);
 /// `cb(vcpu_index, info, vaddr, userdata)`.
 pub type MemCb = unsafe extern "C" fn(c_uint, MemInfo, u64, *mut c_void);
 
@@ -118,7 +103,7 @@ api! {
     register_vcpu_tb_trans_cb: unsafe extern "C" fn(PluginId, TbTransCb, *mut c_void),
     register_atexit_cb: unsafe extern "C" fn(PluginId, AtexitCb, *mut c_void),
     register_vcpu_mem_cb: unsafe extern "C" fn(*mut RawInsn, MemCb, c_int, c_int, *mut c_void),
-    register_vcpu_tb_exec_inline_per_vcpu: unsafe extern "C" fn(*mut RawTb, c_int, U64Entry, u64),
+    register_vcpu_tb_exec_cb: unsafe extern "C" fn(*mut RawTb, VcpuUdataCb, c_int, *mut c_void),
     tb_n_insns: unsafe extern "C" fn(*const RawTb) -> usize,
     tb_get_insn: unsafe extern "C" fn(*const RawTb, usize) -> *mut RawInsn,
     get_hwaddr: unsafe extern "C" fn(MemInfo, u64) -> *mut RawHwaddr,
@@ -127,7 +112,4 @@ api! {
     mem_size_shift: unsafe extern "C" fn(MemInfo) -> c_uint,
     mem_is_store: unsafe extern "C" fn(MemInfo) -> bool,
     outs: unsafe extern "C" fn(*const c_char),
-    scoreboard_new: unsafe extern "C" fn(usize) -> *mut RawScoreboard,
-    u64_get: unsafe extern "C" fn(U64Entry, c_uint) -> u64,
-    num_vcpus: unsafe extern "C" fn() -> c_int,
 }
