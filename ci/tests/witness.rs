@@ -192,3 +192,38 @@ fn the_launcher_refuses_a_witness_built_for_another_api_version() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a file"));
 }
+
+#[test]
+fn our_cmb_is_mapped_while_qemus_nvme_cmb_traps() {
+    let file = tempfile_dir().join("cmb-traps.json");
+    guest_ok(
+        &[
+            "--nvme",
+            "1",
+            "--qemu-nvme",
+            "1",
+            "--witness",
+            file.to_str().unwrap(),
+        ],
+        "a=$(sh /opt/p2pnvme/ci/nvme-dev.sh p2pnvme-0 1) && b=$(sh /opt/p2pnvme/ci/nvme-dev.sh qemu-nvme-0 1) && \
+         p2pnvme-host witness-start io && \
+         dd if=$a of=/dev/null bs=4k count=256 iflag=direct 2>/dev/null && \
+         dd if=$b of=/dev/null bs=4k count=256 iflag=direct 2>/dev/null && \
+         p2pnvme-host witness-stop",
+    );
+    let r = read_report(&file);
+    let w = r.window("io").unwrap();
+    healthy(w);
+    // The stock driver writes its submission queue entries into both CMBs.
+    let ours = w.class("p2pnvme-0/cmb").unwrap().total;
+    let qemus = w.class("qemu-nvme-0/cmb").unwrap().total;
+    eprintln!("CPU accesses to the CMB: ours {ours:?}, QEMU's {qemus:?}");
+    assert!(ours.stores > 0 && ours.trapped() == 0, "{ours:?}");
+    assert!(
+        qemus.stores > 0 && qemus.trapped() == qemus.loads + qemus.stores,
+        "{qemus:?}"
+    );
+    // Doorbells trap on both.
+    assert!(w.class("p2pnvme-0/regs").unwrap().total.trapped_stores > 0);
+    assert!(w.class("qemu-nvme-0/regs").unwrap().total.trapped_stores > 0);
+}

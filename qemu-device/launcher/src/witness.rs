@@ -353,7 +353,7 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_plugin_says_how_to_build_it() {
+    fn a_plugin_that_cannot_be_loaded_is_refused() {
         let e = check_api(Path::new("/nonexistent/libp2pnvme_witness.so")).unwrap_err();
         assert!(e.to_string().contains("cannot load the witness plugin"));
     }
