@@ -227,3 +227,24 @@ fn our_cmb_is_mapped_while_qemus_nvme_cmb_traps() {
     assert!(w.class("p2pnvme-0/regs").unwrap().total.trapped_stores > 0);
     assert!(w.class("qemu-nvme-0/regs").unwrap().total.trapped_stores > 0);
 }
+
+#[test]
+fn a_launcher_without_its_witness_says_how_to_build_it() {
+    let dir = tempfile_dir().join("bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join("p2pnvme");
+    std::fs::copy(p2pnvme_bin(), &exe).unwrap();
+    let out = std::process::Command::new(&exe)
+        .env_remove("P2PNVME_WITNESS_PLUGIN")
+        .args(["run", "--witness", "/dev/null", "--", "true"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains("no witness plugin at")
+            && err.contains("cargo build --release -p p2pnvme-witness"),
+        "{err}"
+    );
+}
