@@ -151,6 +151,15 @@ impl Plugin {
         unsafe { (self.api.register_vcpu_tb_trans_cb)(self.id, cb, userdata(ud)) }
     }
 
+    /// Unregisters every callback of the plugin, flushes all translated code
+    /// (in a safe point where every vCPU is stopped) and then calls `cb`,
+    /// which registers callbacks anew. Must run on a vCPU thread: from any
+    /// other thread QEMU would skip the flush.
+    pub fn reset(&self, cb: sys::SimpleCb) {
+        // SAFETY: our id and a callback of the simple signature.
+        unsafe { (self.api.reset)(self.id, cb) }
+    }
+
     /// Calls `cb` once as QEMU exits.
     pub fn on_exit<T: Sync>(&self, cb: sys::AtexitCb, ud: &'static T) {
         // SAFETY: as above.

@@ -10,6 +10,11 @@
 //! memory access (a physical-address lookup and a range check against a
 //! handful of windows) and one per executed translation block (instructions).
 //!
+//! Memory callbacks are inserted only while a measurement window is open (or
+//! always, with `arm=always`): opening and closing a window flushes QEMU's
+//! translated code with `qemu_plugin_reset`, so code outside windows (boot,
+//! set-up) runs without them. Instructions are counted all the time.
+//!
 //! Instructions are not counted with QEMU's inline per-vCPU scoreboard ops:
 //! a guest kernel crashed early in boot (unexpected int3 while patching its
 //! text) whenever the witness registered one, and booted with callbacks.
@@ -24,8 +29,9 @@ use counters::{Counters, Snapshot, WindowTable};
 use p2pnvme_docs::witness::{AddrWindow, WitnessReport, QEMU_PLUGIN_API};
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering::*};
 use std::sync::{Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The API version QEMU checks before calling `qemu_plugin_install`.
 #[no_mangle]
@@ -35,6 +41,16 @@ pub static qemu_plugin_version: c_int = QEMU_PLUGIN_API;
 /// The plugin's state, shared by QEMU's vCPU threads and the control thread.
 pub struct Witness {
     api: &'static sys::Api,
+    id: sys::PluginId,
+    /// Memory callbacks are in the translated code (changed only in a reset,
+    /// while every vCPU is stopped).
+    armed: AtomicBool,
+    /// What the control thread asks for; a vCPU thread resets to match it.
+    want_armed: AtomicBool,
+    /// A reset has been asked of QEMU and has not finished.
+    resetting: AtomicBool,
+    /// `arm=always`: memory callbacks from the start, no resets.
+    always: bool,
     windows: WindowTable,
     counters: Counters,
     started: (Instant, Snapshot),
@@ -49,6 +65,7 @@ static WITNESS: OnceLock<Witness> = OnceLock::new();
 struct Args {
     sock: Option<PathBuf>,
     out: Option<PathBuf>,
+    always: bool,
 }
 
 fn parse_args(args: &[String]) -> Result<Args, String> {
@@ -57,9 +74,11 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         match arg.split_once('=') {
             Some(("sock", p)) if !p.is_empty() => a.sock = Some(p.into()),
             Some(("out", p)) if !p.is_empty() => a.out = Some(p.into()),
+            Some(("arm", "always")) => a.always = true,
+            Some(("arm", "windows")) => a.always = false,
             _ => {
                 return Err(format!(
-                    "unknown argument '{arg}' (use sock=PATH, out=PATH)"
+                    "unknown argument '{arg}' (use sock=PATH, out=PATH, arm=windows|always)"
                 ))
             }
         }
@@ -67,9 +86,38 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     Ok(a)
 }
 
+/// How long `start` waits for a vCPU to put memory callbacks in place.
+const ARM_TIMEOUT: Duration = Duration::from_secs(20);
+
 impl Witness {
     fn snapshot(&self) -> Snapshot {
         self.counters.snapshot()
+    }
+
+    /// Asks for memory callbacks on or off; with `wait`, returns once they
+    /// are (a vCPU thread does the reset at its next translation block).
+    fn arm(&self, on: bool, wait: bool) -> Result<(), String> {
+        if self.always {
+            return Ok(());
+        }
+        self.want_armed.store(on, SeqCst);
+        let t0 = Instant::now();
+        while wait && self.armed.load(SeqCst) != on {
+            if t0.elapsed() > ARM_TIMEOUT {
+                return Err("no vCPU ran to put the memory callbacks in place".into());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
+    fn register(&'static self) {
+        let p = Plugin {
+            id: self.id,
+            api: self.api,
+        };
+        p.on_tb_trans(on_tb_trans, self);
+        p.on_exit(on_exit, self);
     }
 
     fn since_start(&self, name: &str) -> String {
@@ -122,10 +170,13 @@ impl control::Handler for Witness {
             ("start", name) if !name.is_empty() && !name.contains(char::is_whitespace) => {
                 match open.as_ref() {
                     Some((n, _, _)) => format!("error window '{n}' is still open"),
-                    None => {
-                        *open = Some((name.to_string(), Instant::now(), self.snapshot()));
-                        "ok".into()
-                    }
+                    None => match self.arm(true, true) {
+                        Err(e) => format!("error {e}"),
+                        Ok(()) => {
+                            *open = Some((name.to_string(), Instant::now(), self.snapshot()));
+                            "ok".into()
+                        }
+                    },
                 }
             }
             ("stop", "") => match open.take() {
@@ -138,6 +189,7 @@ impl control::Handler for Witness {
                         &from,
                         &self.snapshot(),
                     );
+                    let _ = self.arm(false, false);
                     serde_json::to_string(&r).unwrap_or_else(|e| format!("error {e}"))
                 }
             },
@@ -162,8 +214,10 @@ unsafe extern "C" fn on_tb_trans(tb: *mut sys::RawTb, ud: *mut c_void) {
     let tb = unsafe { Tb::from_raw(tb, w.api) };
     let n = tb.n_insns();
     tb.on_exec(on_exec, &BLOCK_SIZES[n.min(BLOCK_SIZES.len() - 1)]);
-    for i in 0..n {
-        tb.insn(i).on_mem(on_mem, w);
+    if w.armed.load(Relaxed) {
+        for i in 0..n {
+            tb.insn(i).on_mem(on_mem, w);
+        }
     }
     w.counters.translated();
 }
@@ -189,6 +243,23 @@ unsafe extern "C" fn on_exec(vcpu: c_uint, ud: *mut c_void) {
     // SAFETY: a pointer into BLOCK_SIZES (checked above).
     w.counters
         .executed(vcpu as usize, unsafe { *(ud as *const u64) });
+    // On a vCPU thread, as qemu_plugin_reset needs to flush translated code.
+    if w.want_armed.load(Relaxed) != w.armed.load(Relaxed) && !w.resetting.swap(true, SeqCst) {
+        Plugin {
+            id: w.id,
+            api: w.api,
+        }
+        .reset(on_reset);
+    }
+}
+
+/// Every vCPU is stopped and the translated code is gone: switch modes and
+/// register the callbacks again (a reset removed them all).
+unsafe extern "C" fn on_reset(_id: sys::PluginId) {
+    let Some(w) = WITNESS.get() else { return };
+    w.armed.store(w.want_armed.load(SeqCst), SeqCst);
+    w.register();
+    w.resetting.store(false, SeqCst);
 }
 
 unsafe extern "C" fn on_mem(vcpu: c_uint, info: sys::MemInfo, vaddr: u64, ud: *mut c_void) {
@@ -254,6 +325,11 @@ fn install(id: sys::PluginId, info: &sys::QemuInfo, args: &[String]) -> Result<(
     let started = (Instant::now(), counters.snapshot());
     let w = WITNESS.get_or_init(|| Witness {
         api,
+        id,
+        armed: AtomicBool::new(args.always),
+        want_armed: AtomicBool::new(args.always),
+        resetting: AtomicBool::new(false),
+        always: args.always,
         windows: WindowTable::default(),
         counters,
         started,
@@ -263,9 +339,7 @@ fn install(id: sys::PluginId, info: &sys::QemuInfo, args: &[String]) -> Result<(
     if let Some(sock) = &args.sock {
         control::spawn(sock, w).map_err(|e| format!("cannot listen on {}: {e}", sock.display()))?;
     }
-    let p = Plugin { id, api };
-    p.on_tb_trans(on_tb_trans, w);
-    p.on_exit(on_exit, w);
+    w.register();
     Ok(())
 }
 
@@ -309,10 +383,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn args_are_sock_and_out_only() {
+    fn args_are_sock_out_and_arm_only() {
         let a = parse_args(&["sock=/t/s".into(), "out=/t/o".into()]).unwrap();
         assert_eq!(a.sock, Some("/t/s".into()));
         assert_eq!(a.out, Some("/t/o".into()));
+        assert!(!a.always);
+        assert!(parse_args(&["arm=always".into()]).unwrap().always);
+        assert!(parse_args(&["arm=sometimes".into()]).is_err());
         assert!(parse_args(&["sock=".into()]).is_err());
         assert!(parse_args(&["verbose".into()]).is_err());
     }

@@ -51,6 +51,8 @@ pub const MEM_RW: c_int = 3;
 pub type TbTransCb = unsafe extern "C" fn(*mut RawTb, *mut c_void);
 /// `cb(userdata)`.
 pub type AtexitCb = unsafe extern "C" fn(*mut c_void);
+/// `cb(id)`: `qemu_plugin_simple_cb_t`.
+pub type SimpleCb = unsafe extern "C" fn(PluginId);
 /// `cb(vcpu_index, userdata)`.
 pub type VcpuUdataCb = unsafe extern "C" fn(c_uint, *mut c_void);
 /// `cb(vcpu_index, info, vaddr, userdata)`.
@@ -112,4 +114,5 @@ api! {
     mem_size_shift: unsafe extern "C" fn(MemInfo) -> c_uint,
     mem_is_store: unsafe extern "C" fn(MemInfo) -> bool,
     outs: unsafe extern "C" fn(*const c_char),
+    reset: unsafe extern "C" fn(PluginId, SimpleCb),
 }

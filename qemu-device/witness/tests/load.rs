@@ -122,7 +122,7 @@ fn qemu_loads_the_witness_and_its_callbacks_get_their_userdata() {
     let q = qemu(
         &rootfs,
         &format!(
-            "{},sock={},out={}",
+            "{},arm=always,sock={},out={}",
             plugin().display(),
             sock.display(),
             out.display()
@@ -191,6 +191,41 @@ fn qemu_loads_the_witness_and_its_callbacks_get_their_userdata() {
         classified + run.health.unresolved + run.health.dropped,
         run.health.mem_callbacks
     );
+}
+
+#[test]
+fn memory_callbacks_are_in_place_only_while_a_window_is_open() {
+    let Some(rootfs) = rootfs() else {
+        eprintln!("SKIPPED: no root filesystem with QEMU under /var/cache/p2pnvme");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("ctl.sock");
+    let q = qemu(
+        &rootfs,
+        &format!("{},sock={}", plugin().display(), sock.display()),
+    );
+    let mut ctl = Ctl::connect(&sock);
+    std::thread::sleep(Duration::from_millis(700));
+    let before: WindowReport = serde_json::from_str(&ctl.ask("report")).unwrap();
+    assert!(before.instructions > 0, "instructions are always counted");
+    assert_eq!(
+        before.health.mem_callbacks, 0,
+        "no window yet: no memory callbacks"
+    );
+    // `start` answers once a vCPU has flushed its code and instrumented anew.
+    assert_eq!(ctl.ask("start fw"), "ok");
+    std::thread::sleep(Duration::from_millis(700));
+    let win: WindowReport = serde_json::from_str(&ctl.ask("stop")).unwrap();
+    let ram = win.class(CLASS_RAM).unwrap().total;
+    assert!(ram.loads + ram.stores > 0, "{win:?}");
+    assert_eq!(win.health.userdata_mismatches, 0);
+    // A second window arms again.
+    assert_eq!(ctl.ask("start again"), "ok");
+    let again: WindowReport = serde_json::from_str(&ctl.ask("stop")).unwrap();
+    assert_eq!(again.health.userdata_mismatches, 0);
+    drop(ctl);
+    eprintln!("{}", stop(q));
 }
 
 #[test]
