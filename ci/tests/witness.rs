@@ -248,3 +248,39 @@ fn a_launcher_without_its_witness_says_how_to_build_it() {
         "{err}"
     );
 }
+
+#[test]
+fn prove_json_carries_the_witness_of_the_whole_command() {
+    let file = tempfile_dir().join("prove.json");
+    let (code, r) = prove(
+        &[
+            "--nvme",
+            "2",
+            "--prove",
+            "nvme0n1:1M",
+            "--prove-dst",
+            "nvme1n1",
+            "--witness",
+            file.to_str().unwrap(),
+        ],
+        "b=$((P2PNVME_PROVE_OFF / 4096)); \
+         dd if=$P2PNVME_PROVE_SRC of=$P2PNVME_PROVE_DST bs=4k skip=$b seek=$b count=256 iflag=direct oflag=direct 2>/dev/null && \
+         p2pnvme-host witness-start inner && true && p2pnvme-host witness-stop",
+    );
+    assert_eq!(code, Some(0), "{r:?}");
+    assert_eq!(r.dst_match, Some(true), "{r:?}");
+    let w = r.witness.expect("the witness object of --prove --json");
+    assert_eq!(w, read_report(&file), "the same report as the file");
+    // Inner windows close first, then the command's, then the whole run.
+    let names: Vec<_> = w.windows.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(names, ["inner", "command", "run"]);
+    let (inner, command) = (&w.windows[0], &w.windows[1]);
+    healthy(inner);
+    healthy(command);
+    assert!(command.instructions > inner.instructions);
+    let ram = command.class(CLASS_RAM).unwrap().total;
+    assert!(ram.loads > 0 && ram.stores > 0, "{ram:?}");
+    // dd's O_DIRECT I/O rings the doorbells of both controllers.
+    assert!(command.sum_prefix("p2pnvme-0/").trapped() > 0);
+    assert!(command.sum_prefix("p2pnvme-1/").trapped() > 0);
+}

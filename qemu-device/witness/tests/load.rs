@@ -140,12 +140,18 @@ fn qemu_loads_the_witness_and_its_callbacks_get_their_userdata() {
         .ask(r#"windows [{"name":"a","start":0,"size":8192},{"name":"b","start":4096,"size":1}]"#)
         .starts_with("error "));
     assert_eq!(ctl.ask("start fw"), "ok");
+    // Windows nest: the inner one closes first and the outer one holds it.
+    assert_eq!(ctl.ask("start inner"), "ok");
     assert!(
-        ctl.ask("start again").starts_with("error "),
-        "one window at a time"
+        ctl.ask(r#"windows [{"name":"c","start":0,"size":4096}]"#)
+            .starts_with("error "),
+        "no new addresses while a window is open"
     );
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(300));
+    let inner: WindowReport = serde_json::from_str(&ctl.ask("stop")).expect("a window report");
+    std::thread::sleep(Duration::from_millis(1200));
     let win: WindowReport = serde_json::from_str(&ctl.ask("stop")).expect("a window report");
+    assert!(ctl.ask("stop").starts_with("error "), "all windows closed");
     drop(ctl);
     let stderr = stop(q);
     eprintln!("QEMU stderr:\n{stderr}");
@@ -153,6 +159,8 @@ fn qemu_loads_the_witness_and_its_callbacks_get_their_userdata() {
     assert_eq!(win.name, "fw");
     assert!(win.elapsed_s >= 1.0);
     assert!(win.instructions > 0);
+    assert_eq!(inner.name, "inner");
+    assert!(inner.elapsed_s < win.elapsed_s && inner.instructions <= win.instructions);
     assert_eq!(win.instructions_per_vcpu.len(), 2);
 
     let doc: WitnessReport =
