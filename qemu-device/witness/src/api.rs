@@ -75,20 +75,18 @@ pub struct Insn<'a> {
 }
 
 impl Insn<'_> {
-    /// Calls `cb` for every load and store the instruction performs.
-    pub fn on_mem<T: Sync>(&self, cb: sys::MemCb, ud: &'static T) {
+    /// Calls `load` for every load and `store` for every store the
+    /// instruction performs (QEMU picks the callback when it translates, so
+    /// neither has to ask which direction it is).
+    pub fn on_mem<T: Sync>(&self, load: sys::MemCb, store: sys::MemCb, ud: &'static T) {
         if self.raw.is_null() {
             return;
         }
-        // SAFETY: a live instruction; userdata outlives QEMU.
-        unsafe {
-            (self.api.register_vcpu_mem_cb)(
-                self.raw,
-                cb,
-                sys::CB_NO_REGS,
-                sys::MEM_RW,
-                userdata(ud),
-            )
+        for (cb, rw) in [(load, sys::MEM_R), (store, sys::MEM_W)] {
+            // SAFETY: a live instruction; userdata outlives QEMU.
+            unsafe {
+                (self.api.register_vcpu_mem_cb)(self.raw, cb, sys::CB_NO_REGS, rw, userdata(ud))
+            }
         }
     }
 }
@@ -113,12 +111,6 @@ impl MemAccess<'_> {
     pub fn size(&self) -> u64 {
         // SAFETY: pure decoding of the info word.
         1u64 << unsafe { (self.api.mem_size_shift)(self.info) }.min(6)
-    }
-
-    /// A store (else a load).
-    pub fn is_store(&self) -> bool {
-        // SAFETY: pure decoding of the info word.
-        unsafe { (self.api.mem_is_store)(self.info) }
     }
 
     /// The guest physical address, if QEMU can tell.

@@ -21,6 +21,9 @@ const N_CLASSES: usize = FIRST_WINDOW + MAX_WINDOWS;
 /// before it opens a measurement window, so no measured access is affected.
 pub struct WindowTable {
     n: AtomicUsize,
+    /// Lowest window start: every address below it (guest RAM, mostly)
+    /// needs no search.
+    lowest: AtomicU64,
     start: [AtomicU64; MAX_WINDOWS],
     end: [AtomicU64; MAX_WINDOWS],
     names: Mutex<Vec<AddrWindow>>,
@@ -30,6 +33,7 @@ impl Default for WindowTable {
     fn default() -> Self {
         WindowTable {
             n: AtomicUsize::new(0),
+            lowest: AtomicU64::new(u64::MAX),
             start: std::array::from_fn(|_| AtomicU64::new(0)),
             end: std::array::from_fn(|_| AtomicU64::new(0)),
             names: Mutex::new(vec![]),
@@ -42,6 +46,11 @@ impl WindowTable {
     #[inline]
     pub fn classify(&self, addr: u64, is_io: bool) -> usize {
         let n = self.n.load(Acquire);
+        let n = if addr < self.lowest.load(Relaxed) {
+            0
+        } else {
+            n
+        };
         for i in 0..n {
             if addr >= self.start[i].load(Relaxed) && addr < self.end[i].load(Relaxed) {
                 return FIRST_WINDOW + i;
@@ -77,6 +86,8 @@ impl WindowTable {
             self.start[i].store(*s, Relaxed);
             self.end[i].store(*e, Relaxed);
         }
+        let lowest = ranges.iter().map(|r| r.0).min().unwrap_or(u64::MAX);
+        self.lowest.store(lowest, Relaxed);
         self.n.store(ranges.len(), Release);
         *names = windows.to_vec();
         Ok(())
@@ -124,6 +135,17 @@ pub struct Counters {
 pub struct Snapshot {
     cells: Vec<CellValues>,
     instructions: Vec<u64>,
+}
+
+impl Snapshot {
+    /// The same snapshot with instruction counts kept elsewhere (QEMU's
+    /// inline per-vCPU counters), one per vCPU; missing vCPUs count 0.
+    pub fn with_instructions(mut self, per_vcpu: &[u64]) -> Snapshot {
+        for (v, n) in self.instructions.iter_mut().enumerate() {
+            *n = per_vcpu.get(v).copied().unwrap_or(0);
+        }
+        self
+    }
 }
 
 impl Counters {
@@ -326,6 +348,29 @@ mod tests {
             FIRST_WINDOW + 1
         );
         assert_eq!(t.classify(0x1000, false), RAM);
+    }
+
+    #[test]
+    fn the_fast_path_below_every_window_follows_the_table() {
+        let t = WindowTable::default();
+        // No windows: everything is RAM or other MMIO.
+        assert_eq!(t.classify(0x8_0000_0000, false), RAM);
+        assert_eq!(t.classify(0xfee0_0000, true), OTHER_MMIO);
+        t.set(&[w("a/cmb", 0x8_0000_0000, 1 << 20)]).unwrap();
+        assert_eq!(t.classify(0xfee0_0000, true), OTHER_MMIO);
+        assert_eq!(t.classify(0x7_ffff_ffff, false), RAM);
+        assert_eq!(t.classify(0x8_0000_0000, false), FIRST_WINDOW);
+        // A lower window: the bound moves down with it.
+        t.set(&[
+            w("a/cmb", 0x8_0000_0000, 1 << 20),
+            w("a/regs", 0x1000, 0x1000),
+        ])
+        .unwrap();
+        assert_eq!(t.classify(0x1000, true), FIRST_WINDOW + 1);
+        assert_eq!(t.classify(0xfff, false), RAM);
+        // And back up when the windows go.
+        t.set(&[]).unwrap();
+        assert_eq!(t.classify(0x1000, true), OTHER_MMIO);
     }
 
     #[test]

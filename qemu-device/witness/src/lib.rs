@@ -223,7 +223,7 @@ unsafe extern "C" fn on_tb_trans(tb: *mut sys::RawTb, ud: *mut c_void) {
     tb.on_exec(on_exec, &BLOCK_SIZES[n.min(BLOCK_SIZES.len() - 1)]);
     if w.armed.load(Relaxed) {
         for i in 0..n {
-            tb.insn(i).on_mem(on_mem, w);
+            tb.insn(i).on_mem(on_load, on_store, w);
         }
     }
     w.counters.translated();
@@ -269,7 +269,17 @@ unsafe extern "C" fn on_reset(_id: sys::PluginId) {
     w.resetting.store(false, SeqCst);
 }
 
-unsafe extern "C" fn on_mem(vcpu: c_uint, info: sys::MemInfo, vaddr: u64, ud: *mut c_void) {
+unsafe extern "C" fn on_load(vcpu: c_uint, info: sys::MemInfo, vaddr: u64, ud: *mut c_void) {
+    on_mem(vcpu, info, vaddr, ud, false);
+}
+
+unsafe extern "C" fn on_store(vcpu: c_uint, info: sys::MemInfo, vaddr: u64, ud: *mut c_void) {
+    on_mem(vcpu, info, vaddr, ud, true);
+}
+
+/// One access: its class by physical address, counted on this vCPU.
+#[inline(always)]
+fn on_mem(vcpu: c_uint, info: sys::MemInfo, vaddr: u64, ud: *mut c_void, store: bool) {
     let Some(w) = WITNESS.get() else { return };
     if !is_ours(w, ud) {
         w.counters.mismatch();
@@ -283,7 +293,7 @@ unsafe extern "C" fn on_mem(vcpu: c_uint, info: sys::MemInfo, vaddr: u64, ud: *m
         Some(p) => w.counters.record(
             vcpu as usize,
             w.windows.classify(p.addr, p.is_io),
-            access.is_store(),
+            store,
             access.size(),
             p.is_io,
         ),

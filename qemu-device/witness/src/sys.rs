@@ -44,8 +44,10 @@ pub struct QemuInfo {
 
 /// `enum qemu_plugin_cb_flags`: the callback reads no guest registers.
 pub const CB_NO_REGS: c_int = 0;
-/// `enum qemu_plugin_mem_rw`: loads and stores.
-pub const MEM_RW: c_int = 3;
+/// `enum qemu_plugin_mem_rw`: loads only.
+pub const MEM_R: c_int = 1;
+/// `enum qemu_plugin_mem_rw`: stores only.
+pub const MEM_W: c_int = 2;
 
 /// `cb(tb, userdata)` (API 7: no plugin id).
 pub type TbTransCb = unsafe extern "C" fn(*mut RawTb, *mut c_void);
@@ -112,7 +114,6 @@ api! {
     hwaddr_is_io: unsafe extern "C" fn(*const RawHwaddr) -> bool,
     hwaddr_phys_addr: unsafe extern "C" fn(*const RawHwaddr) -> u64,
     mem_size_shift: unsafe extern "C" fn(MemInfo) -> c_uint,
-    mem_is_store: unsafe extern "C" fn(MemInfo) -> bool,
     outs: unsafe extern "C" fn(*const c_char),
     reset: unsafe extern "C" fn(PluginId, SimpleCb),
 }
