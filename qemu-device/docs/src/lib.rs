@@ -1,8 +1,10 @@
 //! Documents that cross a process boundary, as typed serde structs shared by
 //! the side that writes them and the side that reads them: the device's stats
-//! document (stats socket), and the launcher's reports.
+//! document (stats socket), the launcher's reports, and the TCG witness's
+//! windows and reports.
 
 #![deny(missing_docs)]
 
 pub mod report;
 pub mod stats;
+pub mod witness;

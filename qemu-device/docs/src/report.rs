@@ -2,6 +2,7 @@
 //! ([`ProveReport`]) and `p2pnvme demo --json` ([`DemoReport`]), read back by
 //! ci/ and by users' CI.
 
+use crate::witness::WitnessReport;
 use serde::{Deserialize, Serialize};
 
 /// Where the data of a proved command went, and whether it bypassed guest
@@ -33,6 +34,9 @@ pub struct ProveReport {
     pub verdict: bool,
     /// One line per failed check.
     pub reasons: Vec<String>,
+    /// What the guest CPU touched (with `--witness FILE`; the same report).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witness: Option<WitnessReport>,
 }
 
 /// The result of `p2pnvme demo`: one verified copy with the guest module.
@@ -80,6 +84,9 @@ pub struct DemoReport {
     pub verdict: bool,
     /// One line per failed check.
     pub reasons: Vec<String>,
+    /// What the guest CPU touched (with `--witness FILE`; the same report).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witness: Option<WitnessReport>,
 }
 
 /// A byte count in the largest binary unit that divides it (`64 MiB`).
@@ -197,6 +204,27 @@ mod tests {
         assert!(line.contains("bypassed system memory: yes"), "{line}");
         let back: ProveReport = serde_json::from_value(v).unwrap();
         assert_eq!(back, r);
+    }
+
+    #[test]
+    fn the_witness_object_is_there_only_with_a_witness() {
+        let mut r = ProveReport::default();
+        let v = serde_json::to_value(&r).unwrap();
+        assert!(v.get("witness").is_none(), "{v}");
+        r.witness = Some(WitnessReport {
+            plugin: "libp2pnvme_witness.so".into(),
+            api_version: crate::witness::QEMU_PLUGIN_API,
+            windows: vec![],
+        });
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["witness"]["api_version"], crate::witness::QEMU_PLUGIN_API);
+        assert_eq!(serde_json::from_value::<ProveReport>(v).unwrap(), r);
+        let d = DemoReport {
+            witness: r.witness.clone(),
+            ..Default::default()
+        };
+        let back: DemoReport = serde_json::from_value(serde_json::to_value(&d).unwrap()).unwrap();
+        assert_eq!(back.witness, r.witness);
     }
 
     #[test]

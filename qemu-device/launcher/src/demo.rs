@@ -56,6 +56,10 @@ pub struct DemoArgs {
     json: bool,
     #[arg(long, default_value_t = 900)]
     timeout: u64,
+    /// Watch the guest CPU during the copy with the TCG witness and write its
+    /// report here (also the `witness` object of --json).
+    #[arg(long, value_name = "FILE")]
+    witness: Option<std::path::PathBuf>,
 }
 
 /// Where the copied range starts in both namespaces.
@@ -109,6 +113,7 @@ pub fn run(a: DemoArgs) -> Result<i32> {
     };
     let start = Instant::now();
     let mut s = Session::prepare(vm)?;
+    crate::witness::attach(&mut s, a.witness.is_some())?;
     progress(
         &a,
         &format!(
@@ -125,6 +130,9 @@ pub fn run(a: DemoArgs) -> Result<i32> {
     }
     if let Some(d) = a.depth {
         cmd.push_str(&format!(" --depth {d}"));
+    }
+    if a.witness.is_some() {
+        cmd.insert_str(0, "P2PNVME_WITNESS=1 ");
     }
     progress(&a, "booting the guest and copying");
     let r = s.run(&cmd, Duration::from_secs(a.timeout), Output::Capture)?;
@@ -143,6 +151,10 @@ pub fn run(a: DemoArgs) -> Result<i32> {
         );
     }
 
+    let witness = match &a.witness {
+        Some(file) => Some(crate::witness::save(&s, file)?),
+        None => None,
+    };
     progress(&a, "checking the destination, the counters and guest RAM");
     let ev = proof.evidence(&s)?;
     let used_mode = copy
@@ -204,6 +216,7 @@ pub fn run(a: DemoArgs) -> Result<i32> {
         copy,
         verdict: verdict.ok,
         reasons: verdict.reasons.clone(),
+        witness,
     };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&doc)?);

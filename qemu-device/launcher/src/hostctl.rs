@@ -1,9 +1,11 @@
 //! Host control channel: the guest asks the host to act at exact points of a
-//! test (reset device counters, save them, dump guest RAM through QMP) over a
-//! virtio-serial port backed by a unix socket, and waits for each answer.
+//! test (reset device counters, save them, dump guest RAM through QMP, open
+//! and close a witness measurement window) over a virtio-serial port backed
+//! by a unix socket, and waits for each answer.
 //!
 //! Protocol: one request line, one reply line (`ok`, `pong`, `error MSG`).
 
+use crate::witness::Witness;
 use crate::{qmp, stats};
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader, Write};
@@ -26,6 +28,7 @@ pub struct HostCtx {
     pub stats_socket: Option<PathBuf>,
     pub qmp_socket: PathBuf,
     pub mem_bytes: u64,
+    pub witness: Option<Arc<Witness>>,
 }
 
 /// Serves the guest's requests until `stop` is set.
@@ -110,6 +113,11 @@ fn handle(req: &str, ctx: &HostCtx) -> Result<String> {
             .as_deref()
             .context("no p2pnvme device in this guest")
     };
+    let witness = || {
+        ctx.witness
+            .as_deref()
+            .context("no witness in this run (p2pnvme run --witness FILE)")
+    };
     match (words.next(), words.next()) {
         (Some("ping"), None) => Ok("pong".into()),
         (Some("stats-reset"), None) => {
@@ -140,6 +148,14 @@ fn handle(req: &str, ctx: &HostCtx) -> Result<String> {
             qmp::pmemsave(&ctx.qmp_socket, ctx.mem_bytes, &ctx.run_dir.join(PROVE_RAM))?;
             Ok("ok".into())
         }
-        _ => bail!("unknown request '{req}' (ping, stats-reset, stats-save NAME, pmemsave NAME, prove-start, prove-end)"),
+        (Some("witness-start"), Some(name)) => {
+            witness()?.start(&ctx.qmp_socket, name)?;
+            Ok("ok".into())
+        }
+        (Some("witness-stop"), None) => {
+            witness()?.stop()?;
+            Ok("ok".into())
+        }
+        _ => bail!("unknown request '{req}' (ping, stats-reset, stats-save NAME, pmemsave NAME, prove-start, prove-end, witness-start NAME, witness-stop)"),
     }
 }

@@ -23,6 +23,7 @@ mod ramscan;
 mod session;
 mod stats;
 mod virtiofs;
+mod witness;
 
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
@@ -93,6 +94,11 @@ struct RunArgs {
     /// Write every controller's final counters (the device's stats document) here.
     #[arg(long)]
     stats_json: Option<PathBuf>,
+    /// Load the TCG witness plugin and write what the guest CPU touched here:
+    /// the window `command` around the guest command, the windows the command
+    /// opens itself (`p2pnvme-host witness-start NAME`), then the whole run.
+    #[arg(long, value_name = "FILE")]
+    witness: Option<PathBuf>,
     /// Fail if the guest has not finished after this many seconds (exit 124).
     #[arg(long, default_value_t = 600)]
     timeout: u64,
@@ -139,25 +145,35 @@ fn run(args: RunArgs) -> Result<i32> {
     procs::catch_signals();
     let start = Instant::now();
     let mut s = Session::prepare(args.vm)?;
+    witness::attach(&mut s, args.witness.is_some())?;
     let proof = prove::Proof::arm(&mut s, &args.prove)?;
     let out = if args.prove.json {
         Output::Capture
     } else {
         Output::Stream
     };
-    let r = s.run(&args.cmd.join(" "), Duration::from_secs(args.timeout), out)?;
+    let mut cmd = args.cmd.join(" ");
+    if args.witness.is_some() {
+        cmd = witness::wrap_command(&cmd);
+    }
+    let r = s.run(&cmd, Duration::from_secs(args.timeout), out)?;
     if let Some(path) = &args.stats_json {
         let doc = s.stats()?;
         std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
             .map_err(|e| anyhow::anyhow!("cannot write --stats-json {}: {e}", path.display()))?;
     }
+    let witness = match &args.witness {
+        Some(file) => Some(witness::save(&s, file)?),
+        None => None,
+    };
     s.stop_helpers();
     let Some(proof) = proof else {
         return Ok(r.status);
     };
-    let report = proof
+    let mut report = proof
         .evidence(&s)?
         .report(r.status, start.elapsed().as_secs_f64());
+    report.witness = witness;
     if args.prove.json {
         // The command's own output would not be JSON: keep it on stderr.
         let mut e = std::io::stderr();

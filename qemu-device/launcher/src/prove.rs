@@ -278,6 +278,7 @@ impl Evidence {
             elapsed_s,
             verdict: reasons.is_empty(),
             reasons,
+            witness: None,
         }
     }
 }

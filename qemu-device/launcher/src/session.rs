@@ -13,11 +13,13 @@ use crate::overlay;
 use crate::procs::{self, Guarded, Helper};
 use crate::qemu::{self, Accel, GuestPorts, MachineConfig, PciDevice};
 use crate::virtiofs::{self, FsDevice};
+use crate::witness::Witness;
 use anyhow::{bail, Context, Result};
 use p2pnvme_docs::stats::StatsDoc;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What the guest command produced.
@@ -52,6 +54,8 @@ pub struct Session {
     pub preamble: String,
     /// Extra kernel arguments the launcher itself adds (e.g. `p2pnvme.prove=1`).
     pub kernel_args: Vec<String>,
+    /// The TCG witness plugin, when asked for (see witness.rs).
+    pub witness: Option<Arc<Witness>>,
 }
 
 impl Session {
@@ -102,6 +106,7 @@ impl Session {
             helpers: vec![],
             preamble: String::new(),
             kernel_args: vec![],
+            witness: None,
             image,
             kernel,
             run_dir,
@@ -219,6 +224,9 @@ impl Session {
         let args = qemu::build_args(&self.machine(command, initrd)?);
         let mut cmd = qemu::qemu_command(&self.image.rootfs);
         cmd.args(&args);
+        if let Some(w) = &self.witness {
+            cmd.args(w.qemu_args());
+        }
         if self.opts.verbose {
             log::info!("qemu {}", args.join(" "));
         }
@@ -263,6 +271,7 @@ impl Session {
                 stats_socket: (!self.controllers.is_empty()).then(|| self.stats_socket()),
                 qmp_socket: self.qmp_socket(),
                 mem_bytes: u64::from(self.opts.mem_mib) << 20,
+                witness: self.witness.clone(),
             },
         );
         let mut out = Tail::new(out_path, output == Output::Stream, false);
