@@ -31,21 +31,38 @@ pub const ERROR_LOG_ENTRIES: usize = 64;
 /// NVMe 2.0 (VS register and Identify Controller VER).
 pub const NVME_VERSION: u32 = 0x0002_0000;
 
+/// BAR0 register offsets, taken from the typed register layout.
 pub mod reg {
-    pub const CAP: u64 = 0x00;
-    pub const VS: u64 = 0x08;
-    pub const INTMS: u64 = 0x0c;
-    pub const INTMC: u64 = 0x10;
-    pub const CC: u64 = 0x14;
-    pub const CSTS: u64 = 0x1c;
-    pub const NSSR: u64 = 0x20;
-    pub const AQA: u64 = 0x24;
-    pub const ASQ: u64 = 0x28;
-    pub const ACQ: u64 = 0x30;
-    pub const CMBLOC: u64 = 0x38;
-    pub const CMBSZ: u64 = 0x3c;
-    pub const CMBMSC: u64 = 0x50;
-    pub const CMBSTS: u64 = 0x58;
+    use crate::wire::ControllerRegisters as R;
+    use std::mem::offset_of;
+    /// CAP.
+    pub const CAP: u64 = offset_of!(R, cap) as u64;
+    /// VS.
+    pub const VS: u64 = offset_of!(R, vs) as u64;
+    /// INTMS.
+    pub const INTMS: u64 = offset_of!(R, intms) as u64;
+    /// INTMC.
+    pub const INTMC: u64 = offset_of!(R, intmc) as u64;
+    /// CC.
+    pub const CC: u64 = offset_of!(R, cc) as u64;
+    /// CSTS.
+    pub const CSTS: u64 = offset_of!(R, csts) as u64;
+    /// NSSR.
+    pub const NSSR: u64 = offset_of!(R, nssr) as u64;
+    /// AQA.
+    pub const AQA: u64 = offset_of!(R, aqa) as u64;
+    /// ASQ.
+    pub const ASQ: u64 = offset_of!(R, asq) as u64;
+    /// ACQ.
+    pub const ACQ: u64 = offset_of!(R, acq) as u64;
+    /// CMBLOC.
+    pub const CMBLOC: u64 = offset_of!(R, cmbloc) as u64;
+    /// CMBSZ.
+    pub const CMBSZ: u64 = offset_of!(R, cmbsz) as u64;
+    /// CMBMSC.
+    pub const CMBMSC: u64 = offset_of!(R, cmbmsc) as u64;
+    /// CMBSTS.
+    pub const CMBSTS: u64 = offset_of!(R, cmbsts) as u64;
 }
 
 const CC_EN: u32 = 1;
@@ -72,7 +89,7 @@ pub struct Cq {
     pub phase: bool,
     pub iv: u16,
     pub ien: bool,
-    pub pending: VecDeque<[u8; 16]>,
+    pub pending: VecDeque<crate::wire::Cqe>,
 }
 
 /// One MSI-X vector's routing.
@@ -113,7 +130,7 @@ pub struct Controller {
     pub features: crate::commands::features::Features,
     pub aers: Vec<u16>,
     pub events: VecDeque<u32>,
-    pub errlog: VecDeque<[u8; 64]>,
+    pub errlog: VecDeque<crate::wire::ErrorLogEntry>,
     pub error_count: u64,
     pub reads: u64,
     pub writes: u64,
