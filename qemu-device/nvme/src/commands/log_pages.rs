@@ -62,10 +62,10 @@ impl Controller {
         // Data units: thousands of 512-byte units, rounded up, from the exact
         // byte totals.
         let units = |bytes: u64| U128::new((bytes as u128).div_ceil(512_000));
-        s.data_units_read = units(self.bytes_read);
-        s.data_units_written = units(self.bytes_written);
-        s.host_reads = U128::new(self.reads as u128);
-        s.host_writes = U128::new(self.writes as u128);
+        s.data_units_read = units(self.host.bytes_read);
+        s.data_units_written = units(self.host.bytes_written);
+        s.host_reads = U128::new(self.host.reads as u128);
+        s.host_writes = U128::new(self.host.writes as u128);
         s.error_log_entries = U128::new(self.error_count as u128);
         s
     }

@@ -25,8 +25,7 @@ pub const MAX_IO_QUEUES: usize = 64;
 pub const MQES: u16 = 1023; // 0-based
 pub const MSIX_VECTORS: usize = 32;
 pub const DOORBELLS: u64 = 0x1000;
-pub const MDTS: u8 = 7; // 2^7 pages = 512 KiB
-pub const MAX_TRANSFER: usize = 4096 << MDTS;
+pub use crate::commands::io::{MAX_TRANSFER, MDTS};
 pub const ERROR_LOG_ENTRIES: usize = 64;
 /// NVMe 2.0 (VS register and Identify Controller VER).
 pub const NVME_VERSION: u32 = 0x0002_0000;
@@ -132,12 +131,7 @@ pub struct Controller {
     pub events: VecDeque<u32>,
     pub errlog: VecDeque<crate::wire::ErrorLogEntry>,
     pub error_count: u64,
-    pub reads: u64,
-    pub writes: u64,
-    /// Exact data bytes of host reads and writes (SMART derives its
-    /// 1000 x 512-byte data units from these).
-    pub bytes_read: u64,
-    pub bytes_written: u64,
+    pub host: crate::commands::io::HostCounters,
     /// the vfio-user reply to a doorbell write does not wait for the I/O.
     pub work: bool,
     /// Shadow doorbells for I/O queues, once the driver configured them.
@@ -222,10 +216,7 @@ impl Controller {
             events: VecDeque::new(),
             errlog: VecDeque::new(),
             error_count: 0,
-            reads: 0,
-            writes: 0,
-            bytes_read: 0,
-            bytes_written: 0,
+            host: Default::default(),
             work: false,
             dbbuf: None,
             poll: Duration::ZERO,
@@ -239,6 +230,22 @@ impl Controller {
             next_sq: 0,
         })
         .inspect(|c| c.publish())
+    }
+
+    /// The narrow view an I/O command gets of this controller.
+    pub fn io_ctx(&mut self) -> crate::commands::io::IoCtx<'_> {
+        crate::commands::io::IoCtx {
+            ns: &self.ns,
+            dma: Dma {
+                ctrl: self.id,
+                ram: &self.ram,
+                cmbs: &self.cmbs,
+                bus_master: self.bus_master.load(Ordering::Acquire),
+                stats: &self.stats,
+            },
+            vwc: self.features.vwc,
+            counters: &mut self.host,
+        }
     }
 
     pub fn dma(&self) -> Dma<'_> {

@@ -166,7 +166,7 @@ impl Controller {
             } else if qid == 0 {
                 self.admin(&sqe)
             } else {
-                Some(crate::commands::io::execute(self, &sqe))
+                Some(crate::commands::io::execute(&mut self.io_ctx(), &sqe))
             };
             let Some(res) = res else { continue }; // held (AER)
             let (dw0, status) = match res {
