@@ -24,6 +24,7 @@ pub mod testhost;
 #[cfg(test)]
 mod tests;
 mod vfio;
+pub mod wire;
 
 use error::{config_bail as bail, io, Result};
 use std::io::{BufRead, BufReader, Write};

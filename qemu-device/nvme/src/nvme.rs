@@ -1,5 +1,7 @@
 //! NVMe wire formats: submission entries, status codes, completion entries.
 
+use crate::wire::{Cqe, U16, U32};
+
 /// A 64-byte submission queue entry.
 #[derive(Clone, Copy, Debug, Default)]
 #[repr(C)]
@@ -113,14 +115,15 @@ impl Status {
 pub type CmdResult = Result<u32, Status>;
 
 /// Builds a 16-byte completion queue entry.
-pub fn cqe(result: u32, sq_head: u16, sqid: u16, cid: u16, status: u16, phase: bool) -> [u8; 16] {
-    let mut b = [0u8; 16];
-    b[0..4].copy_from_slice(&result.to_le_bytes());
-    b[8..10].copy_from_slice(&sq_head.to_le_bytes());
-    b[10..12].copy_from_slice(&sqid.to_le_bytes());
-    b[12..14].copy_from_slice(&cid.to_le_bytes());
-    b[14..16].copy_from_slice(&(status | phase as u16).to_le_bytes());
-    b
+pub fn cqe(result: u32, sq_head: u16, sqid: u16, cid: u16, status: u16, phase: bool) -> Cqe {
+    Cqe {
+        result: U32::new(result),
+        dw1: U32::new(0),
+        sq_head: U16::new(sq_head),
+        sqid: U16::new(sqid),
+        cid: U16::new(cid),
+        status_phase: U16::new(status | phase as u16),
+    }
 }
 
 pub mod admin {
@@ -136,6 +139,21 @@ pub mod admin {
     pub const ASYNC_EVENT: u8 = 0x0c;
     pub const KEEP_ALIVE: u8 = 0x18;
     pub const DOORBELL_BUFFER_CONFIG: u8 = 0x7c;
+}
+
+/// Feature identifiers (Get / Set Features CDW10 bits 7:0).
+pub mod fid {
+    pub const ARBITRATION: u8 = 0x01;
+    pub const POWER_MANAGEMENT: u8 = 0x02;
+    pub const TEMPERATURE_THRESHOLD: u8 = 0x04;
+    pub const ERROR_RECOVERY: u8 = 0x05;
+    pub const VOLATILE_WRITE_CACHE: u8 = 0x06;
+    pub const NUMBER_OF_QUEUES: u8 = 0x07;
+    pub const INTERRUPT_COALESCING: u8 = 0x08;
+    pub const INTERRUPT_VECTOR_CONFIG: u8 = 0x09;
+    pub const WRITE_ATOMICITY: u8 = 0x0a;
+    pub const ASYNC_EVENT_CONFIG: u8 = 0x0b;
+    pub const TIMESTAMP: u8 = 0x0e;
 }
 
 pub mod io {
@@ -157,6 +175,7 @@ mod tests {
         assert_eq!(Status::INVALID_OPCODE.field(), 0x8000 | 0x01 << 1);
         assert_eq!(Status::INVALID_QID.field(), 0x8000 | 1 << 9 | 0x01 << 1);
         let e = cqe(7, 3, 1, 0x1234, Status::LBA_OUT_OF_RANGE.field(), true);
+        let e = zerocopy::IntoBytes::as_bytes(&e);
         assert_eq!(u16::from_le_bytes([e[14], e[15]]), 0x8000 | 0x80 << 1 | 1);
         assert_eq!(u16::from_le_bytes([e[12], e[13]]), 0x1234);
     }

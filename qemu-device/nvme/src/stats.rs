@@ -3,6 +3,7 @@
 //! entries, PRP/SGL lists, admin payloads), and by where the memory was.
 
 pub use crate::dma::route::{Dir, Kind, Target};
+use crate::wire::{DmaCountersLog, DmaKindCounters, U64};
 use p2pnvme_docs::stats::{ControllerStats, PeerRoutes, ReadWritten, Routes, StatsDoc};
 use serde_json::json;
 use std::io::{BufRead, BufReader, Write};
@@ -107,25 +108,29 @@ impl Counters {
         serde_json::to_value(self.snapshot()).unwrap_or_default()
     }
 
-    /// Vendor log page 0xC0: little-endian u64s, in this order:
-    /// commands, errors, then for data and meta: guest RAM read/written,
-    /// own CMB read/written, peer CMBs read/written.
-    pub fn log_page(&self) -> Vec<u8> {
-        let mut v = vec![self.commands.load(Relaxed), self.errors.load(Relaxed)];
-        for kind in [Kind::Data, Kind::Meta] {
-            for t in [Target::GuestRam, Target::OwnCmb] {
-                v.push(self.get(kind, Dir::Read, t));
-                v.push(self.get(kind, Dir::Written, t));
-            }
+    /// Vendor log page 0xC0 (peer CMBs summed over all peers).
+    pub fn log_page(&self) -> DmaCountersLog {
+        let kind = |kind| {
             let peers = |d| {
                 (0..MAX_CTRLS)
                     .map(|p| self.get(kind, d, Target::PeerCmb(p)))
                     .sum::<u64>()
             };
-            v.push(peers(Dir::Read));
-            v.push(peers(Dir::Written));
+            DmaKindCounters {
+                guest_ram_read: U64::new(self.get(kind, Dir::Read, Target::GuestRam)),
+                guest_ram_written: U64::new(self.get(kind, Dir::Written, Target::GuestRam)),
+                own_cmb_read: U64::new(self.get(kind, Dir::Read, Target::OwnCmb)),
+                own_cmb_written: U64::new(self.get(kind, Dir::Written, Target::OwnCmb)),
+                peer_cmb_read: U64::new(peers(Dir::Read)),
+                peer_cmb_written: U64::new(peers(Dir::Written)),
+            }
+        };
+        DmaCountersLog {
+            commands: U64::new(self.commands.load(Relaxed)),
+            errors: U64::new(self.errors.load(Relaxed)),
+            data: kind(Kind::Data),
+            meta: kind(Kind::Meta),
         }
-        v.iter().flat_map(|x| x.to_le_bytes()).collect()
     }
 }
 
@@ -179,8 +184,12 @@ mod tests {
         assert_eq!(j["data"]["guest_ram"]["read"], 0);
         assert_eq!(j["meta"]["guest_ram"]["read"], 64);
         let page = c.log_page();
-        assert_eq!(page.len(), 14 * 8);
-        assert_eq!(u64::from_le_bytes(page[32..40].try_into().unwrap()), 512); // data own read
+        assert_eq!(page.data.own_cmb_read.get(), 512);
+        assert_eq!(page.data.peer_cmb_written.get(), 4096);
+        assert_eq!(page.meta.guest_ram_read.get(), 64);
+        let bytes = zerocopy::IntoBytes::as_bytes(&page);
+        assert_eq!(bytes.len(), 14 * 8);
+        assert_eq!(u64::from_le_bytes(bytes[32..40].try_into().unwrap()), 512); // data own read
         c.reset();
         assert_eq!(c.to_json()["data"]["own_cmb"]["read"], 0);
     }

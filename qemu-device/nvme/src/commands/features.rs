@@ -1,7 +1,7 @@
 //! Get and Set Features, and the values the host can change.
 
 use crate::controller::{Controller, MAX_IO_QUEUES, MSIX_VECTORS};
-use crate::nvme::{CmdResult, Sqe, Status};
+use crate::nvme::{fid, CmdResult, Sqe, Status};
 
 /// Feature values the host can change.
 pub struct Features {
@@ -44,38 +44,46 @@ impl Default for Features {
 
 impl Controller {
     pub(super) fn get_features(&mut self, sqe: &Sqe) -> CmdResult {
-        let fid = sqe.cdw(10) & 0xff;
+        let id = (sqe.cdw(10) & 0xff) as u8;
         let sel = (sqe.cdw(10) >> 8) & 7;
         let f = &self.features;
         if sel == 3 {
             // Supported capabilities: changeable, not saveable.
-            return match fid {
-                0x01 | 0x02 | 0x04 | 0x05 | 0x06 | 0x07 | 0x08 | 0x09 | 0x0a | 0x0b | 0x0e => {
-                    Ok(0x4)
-                }
+            return match id {
+                fid::ARBITRATION
+                | fid::POWER_MANAGEMENT
+                | fid::TEMPERATURE_THRESHOLD
+                | fid::ERROR_RECOVERY
+                | fid::VOLATILE_WRITE_CACHE
+                | fid::NUMBER_OF_QUEUES
+                | fid::INTERRUPT_COALESCING
+                | fid::INTERRUPT_VECTOR_CONFIG
+                | fid::WRITE_ATOMICITY
+                | fid::ASYNC_EVENT_CONFIG
+                | fid::TIMESTAMP => Ok(0x4),
                 _ => Err(Status::INVALID_FIELD),
             };
         }
         let d = Features::default();
         let f = if sel == 1 { &d } else { f };
-        match fid {
-            0x01 => Ok(f.arbitration),
-            0x02 => Ok(f.power_state),
-            0x04 => Ok(f.temp_threshold),
-            0x06 => Ok(f.vwc as u32),
-            0x07 => Ok(((f.ncqa as u32 - 1) << 16) | (f.nsqa as u32 - 1)),
-            0x08 => Ok(f.int_coalescing),
-            0x09 => {
+        match id {
+            fid::ARBITRATION => Ok(f.arbitration),
+            fid::POWER_MANAGEMENT => Ok(f.power_state),
+            fid::TEMPERATURE_THRESHOLD => Ok(f.temp_threshold),
+            fid::VOLATILE_WRITE_CACHE => Ok(f.vwc as u32),
+            fid::NUMBER_OF_QUEUES => Ok(((f.ncqa as u32 - 1) << 16) | (f.nsqa as u32 - 1)),
+            fid::INTERRUPT_COALESCING => Ok(f.int_coalescing),
+            fid::INTERRUPT_VECTOR_CONFIG => {
                 let iv = sqe.cdw(11) & 0xffff;
                 if iv as usize >= MSIX_VECTORS {
                     return Err(Status::INVALID_FIELD);
                 }
                 Ok(iv)
             }
-            0x05 => Ok(f.error_recovery),
-            0x0a => Ok(f.write_atomicity),
-            0x0b => Ok(f.async_config),
-            0x0e => {
+            fid::ERROR_RECOVERY => Ok(f.error_recovery),
+            fid::WRITE_ATOMICITY => Ok(f.write_atomicity),
+            fid::ASYNC_EVENT_CONFIG => Ok(f.async_config),
+            fid::TIMESTAMP => {
                 let now = f.timestamp_ms + f.timestamp_at.elapsed().as_millis() as u64;
                 let mut b = [0u8; 8];
                 b[..6].copy_from_slice(&now.to_le_bytes()[..6]);
@@ -87,22 +95,22 @@ impl Controller {
     }
 
     pub(super) fn set_features(&mut self, sqe: &Sqe) -> CmdResult {
-        let fid = sqe.cdw(10) & 0xff;
+        let id = (sqe.cdw(10) & 0xff) as u8;
         if sqe.cdw(10) >> 31 != 0 {
             return Err(Status::FEATURE_NOT_SAVEABLE);
         }
         let v = sqe.cdw(11);
-        match fid {
-            0x01 => self.features.arbitration = v,
-            0x02 => {
+        match id {
+            fid::ARBITRATION => self.features.arbitration = v,
+            fid::POWER_MANAGEMENT => {
                 if v & 0x1f != 0 {
                     return Err(Status::INVALID_FIELD); // one power state
                 }
                 self.features.power_state = v;
             }
-            0x04 => self.features.temp_threshold = v & 0xffff,
-            0x06 => self.features.vwc = v & 1 != 0,
-            0x07 => {
+            fid::TEMPERATURE_THRESHOLD => self.features.temp_threshold = v & 0xffff,
+            fid::VOLATILE_WRITE_CACHE => self.features.vwc = v & 1 != 0,
+            fid::NUMBER_OF_QUEUES => {
                 let (nsqr, ncqr) = (v & 0xffff, v >> 16);
                 if nsqr == 0xffff || ncqr == 0xffff {
                     return Err(Status::INVALID_FIELD);
@@ -115,13 +123,13 @@ impl Controller {
                 let f = &self.features;
                 return Ok(((f.ncqa as u32 - 1) << 16) | (f.nsqa as u32 - 1));
             }
-            0x08 => self.features.int_coalescing = v & 0xffff,
-            0x09 => {
+            fid::INTERRUPT_COALESCING => self.features.int_coalescing = v & 0xffff,
+            fid::INTERRUPT_VECTOR_CONFIG => {
                 if (v & 0xffff) as usize >= MSIX_VECTORS {
                     return Err(Status::INVALID_FIELD);
                 }
             }
-            0x05 => {
+            fid::ERROR_RECOVERY => {
                 // DULBE needs deallocated-block errors, which we do not
                 // report; TLER is accepted and kept.
                 if v & (1 << 16) != 0 {
@@ -129,9 +137,9 @@ impl Controller {
                 }
                 self.features.error_recovery = v & 0xffff;
             }
-            0x0a => self.features.write_atomicity = v & 1,
-            0x0b => self.features.async_config = v,
-            0x0e => {
+            fid::WRITE_ATOMICITY => self.features.write_atomicity = v & 1,
+            fid::ASYNC_EVENT_CONFIG => self.features.async_config = v,
+            fid::TIMESTAMP => {
                 let b = self.receive_from_host(sqe, 8)?;
                 let mut t = [0u8; 8];
                 t[..6].copy_from_slice(&b[..6]);

@@ -1,55 +1,77 @@
 //! Identify: controller, namespace, namespace lists and descriptors, and
 //! the I/O Command Set structures (CNS 05h, 06h, 1Ch).
 
-use super::{ascii, put};
 use crate::controller::{Controller, MDTS, MQES};
 use crate::nvme::{CmdResult, Sqe, Status};
+use crate::wire::{
+    ascii, cns, nul_padded, FromZeros, IdentifyController, IdentifyControllerNvm,
+    IdentifyNamespace, IdentifyNamespaceNvm, IntoBytes, IoCommandSetCombinations,
+    NsIdDescriptorList, NsList, NIDT_CSI, NIDT_NGUID, U16, U32, U64,
+};
 
 /// Command Set Identifier of the NVM command set.
-const CSI_NVM: u32 = 0;
+const CSI_NVM: u8 = 0;
 
 impl Controller {
     pub(super) fn identify(&mut self, sqe: &Sqe) -> CmdResult {
-        let cns = sqe.cdw(10) & 0xff;
+        let cns = (sqe.cdw(10) & 0xff) as u8;
         let nsid = sqe.nsid();
-        let mut b = vec![0u8; 4096];
+        // CDW11 bits 31:24: command set identifier.
+        let csi = (sqe.cdw(11) >> 24) as u8;
         match cns {
-            0x00 => self.identify_ns(nsid, &mut b)?,
-            0x01 => self.identify_ctrl(&mut b),
-            0x02 => {
-                let list: Vec<u32> = (1..=self.ns.len() as u32).filter(|&n| n > nsid).collect();
+            cns::NAMESPACE => {
+                let id = self.identify_ns(nsid)?;
+                self.send_to_host(sqe, id.as_bytes())
+            }
+            cns::CONTROLLER => {
+                let id = self.identify_ctrl();
+                self.send_to_host(sqe, id.as_bytes())
+            }
+            cns::ACTIVE_NS_LIST => {
                 if nsid >= 0xffff_fffe {
                     return Err(Status::INVALID_NAMESPACE);
                 }
-                for (i, n) in list.iter().take(1024).enumerate() {
-                    put(&mut b, i * 4, &n.to_le_bytes());
+                let mut list = NsList::new_zeroed();
+                let ids = (1..=self.ns.len() as u32).filter(|&n| n > nsid);
+                for (slot, n) in list.ids.iter_mut().zip(ids) {
+                    *slot = U32::new(n);
                 }
+                self.send_to_host(sqe, list.as_bytes())
             }
-            0x03 => {
+            cns::NS_ID_DESCRIPTORS => {
                 self.ns_index(nsid)?;
-                // NGUID descriptor, then command set identifier (NVM).
-                put(&mut b, 0, &[2, 16, 0, 0]);
-                put(&mut b, 4, &self.nguid(nsid));
-                put(&mut b, 20, &[4, 1, 0, 0, 0]);
+                let mut d = NsIdDescriptorList::new_zeroed();
+                d.nguid_hdr.nidt = NIDT_NGUID;
+                d.nguid_hdr.nidl = 16;
+                d.nguid = self.nguid(nsid);
+                d.csi_hdr.nidt = NIDT_CSI;
+                d.csi_hdr.nidl = 1;
+                d.csi = CSI_NVM;
+                self.send_to_host(sqe, d.as_bytes())
             }
-            // I/O Command Set specific structures, NVM command set (CSI 0)
-            // only: no extended LBA formats, no further NVM limits.
-            0x05 => {
+            // I/O Command Set specific structures, NVM command set only: no
+            // extended LBA formats, no further NVM limits (all zero).
+            cns::NAMESPACE_IOCS => {
                 self.ns_index(nsid)?;
-                if sqe.cdw(11) >> 24 != CSI_NVM {
+                if csi != CSI_NVM {
                     return Err(Status::INVALID_FIELD);
                 }
+                self.send_to_host(sqe, IdentifyNamespaceNvm::new_zeroed().as_bytes())
             }
-            0x06 => {
-                if sqe.cdw(11) >> 24 != CSI_NVM {
+            cns::CONTROLLER_IOCS => {
+                if csi != CSI_NVM {
                     return Err(Status::INVALID_FIELD);
                 }
+                self.send_to_host(sqe, IdentifyControllerNvm::new_zeroed().as_bytes())
             }
             // I/O Command Set combinations: one, the NVM command set.
-            0x1c => put(&mut b, 0, &1u64.to_le_bytes()),
-            _ => return Err(Status::INVALID_FIELD),
+            cns::IOCS_COMBINATIONS => {
+                let mut c = IoCommandSetCombinations::new_zeroed();
+                c.combinations[0] = U64::new(1 << CSI_NVM);
+                self.send_to_host(sqe, c.as_bytes())
+            }
+            _ => Err(Status::INVALID_FIELD),
         }
-        self.send_to_host(sqe, &b)
     }
 
     pub(super) fn ns_index(&self, nsid: u32) -> Result<usize, Status> {
@@ -72,54 +94,52 @@ impl Controller {
         g
     }
 
-    pub(super) fn identify_ns(&self, nsid: u32, b: &mut [u8]) -> Result<(), Status> {
+    pub(super) fn identify_ns(&self, nsid: u32) -> Result<IdentifyNamespace, Status> {
         let ns = &self.ns[self.ns_index(nsid)?];
-        for off in [0, 8, 16] {
-            put(b, off, &ns.nlbas.to_le_bytes()); // NSZE, NCAP, NUSE
-        }
-        b[33] = 0x01; // DLFEAT: deallocated blocks read as zeros
-        put(b, 74, &1024u16.to_le_bytes()); // MSSRL
-        put(b, 76, &8192u32.to_le_bytes()); // MCL
-        b[80] = 15; // MSRC: 16 source ranges (0-based)
-        put(b, 104, &self.nguid(nsid));
-        put(b, 128, &(ns.lba_shift << 16).to_le_bytes()); // LBAF0
-        Ok(())
+        let mut id = IdentifyNamespace::new_zeroed();
+        id.nsze = U64::new(ns.nlbas);
+        id.ncap = U64::new(ns.nlbas);
+        id.nuse = U64::new(ns.nlbas);
+        id.dlfeat = 0x01; // deallocated blocks read as zeros
+        id.mssrl = U16::new(1024);
+        id.mcl = U32::new(8192);
+        id.msrc = 15; // 16 source ranges (0-based)
+        id.nguid = self.nguid(nsid);
+        id.lbaf[0].lbads = ns.lba_shift as u8;
+        Ok(id)
     }
 
-    pub(super) fn identify_ctrl(&self, b: &mut [u8]) {
-        put(b, 0, &0x1b36u16.to_le_bytes()); // VID
-        put(b, 2, &0x1af4u16.to_le_bytes()); // SSVID
-        ascii(b, 4, 20, &self.serial);
-        ascii(b, 24, 40, "p2pnvme CMB controller");
-        ascii(b, 64, 8, env!("CARGO_PKG_VERSION"));
-        b[72] = 6; // RAB
-        b[77] = MDTS;
-        put(b, 78, &(self.id as u16 + 1).to_le_bytes()); // CNTLID
-        put(b, 80, &crate::controller::NVME_VERSION.to_le_bytes()); // VER
-        b[111] = 1; // CNTRLTYPE: I/O controller
-        put(b, 256, &(1u16 << 8).to_le_bytes()); // OACS: doorbell buffer config
-        b[258] = 3; // ACL
-        b[259] = 3; // AERL
-        b[260] = 0x03; // FRMW: one read-only slot
-        b[261] = 0x02; // LPA: commands supported and effects
-        b[262] = (crate::controller::ERROR_LOG_ENTRIES - 1) as u8; // ELPE
-        put(b, 266, &343u16.to_le_bytes()); // WCTEMP
-        put(b, 268, &373u16.to_le_bytes()); // CCTEMP
-        b[512] = 0x66; // SQES
-        b[513] = 0x44; // CQES
-        put(b, 514, &(MQES + 1).to_le_bytes()); // MAXCMD
-        put(b, 516, &(self.ns.len() as u32).to_le_bytes()); // NN
-                                                            // ONCS: compare, DSM, write zeroes, timestamp, copy.
-        put(
-            b,
-            520,
-            &(1u16 | 1 << 2 | 1 << 3 | 1 << 6 | 1 << 8).to_le_bytes(),
-        );
-        b[525] = 0x07; // VWC present, flush of all namespaces supported
-        put(b, 534, &1u16.to_le_bytes()); // OCFS: copy format 0
-        put(b, 536, &(1u32 | 1 << 16).to_le_bytes()); // SGLS: SGLs, bit bucket
-        let nqn = format!("nqn.2026-11.io.p2pnvme:{}", self.serial);
-        put(b, 768, nqn.as_bytes());
-        put(b, 2048, &2500u16.to_le_bytes()); // PSD0: 25 W
+    pub(super) fn identify_ctrl(&self) -> IdentifyController {
+        let mut id = IdentifyController::new_zeroed();
+        id.vid = U16::new(0x1b36);
+        id.ssvid = U16::new(0x1af4);
+        id.sn = ascii(&self.serial);
+        id.mn = ascii("p2pnvme CMB controller");
+        id.fr = ascii(env!("CARGO_PKG_VERSION"));
+        id.rab = 6;
+        id.mdts = MDTS;
+        id.cntlid = U16::new(self.id as u16 + 1);
+        id.ver = U32::new(crate::controller::NVME_VERSION);
+        id.cntrltype = 1; // I/O controller
+        id.oacs = U16::new(1 << 8); // doorbell buffer config
+        id.acl = 3;
+        id.aerl = 3;
+        id.frmw = 0x03; // one read-only slot
+        id.lpa = 0x02; // commands supported and effects
+        id.elpe = (crate::controller::ERROR_LOG_ENTRIES - 1) as u8;
+        id.wctemp = U16::new(343);
+        id.cctemp = U16::new(373);
+        id.sqes = 0x66;
+        id.cqes = 0x44;
+        id.maxcmd = U16::new(MQES + 1);
+        id.nn = U32::new(self.ns.len() as u32);
+        // ONCS: compare, DSM, write zeroes, timestamp, copy.
+        id.oncs = U16::new(1 | 1 << 2 | 1 << 3 | 1 << 6 | 1 << 8);
+        id.vwc = 0x07; // present, flush of all namespaces supported
+        id.ocfs = U16::new(1); // copy format 0
+        id.sgls = U32::new(1 | 1 << 16); // SGLs, bit bucket
+        id.subnqn = nul_padded(&format!("nqn.2026-11.io.p2pnvme:{}", self.serial));
+        id.psd[0].mp = U16::new(2500); // 25 W
+        id
     }
 }

@@ -1,14 +1,46 @@
 //! I/O commands: data moves between the backing file and the memory the
-//! command points at (guest RAM, our CMB or a peer's CMB).
+//! command points at (guest RAM, our CMB or a peer's CMB). They see the
+//! controller only through [`IoCtx`].
 
-use crate::controller::{Controller, MAX_TRANSFER};
 use crate::dma::prp;
-use crate::dma::{Resolved, Target};
+use crate::dma::{Dma, Resolved, Target};
+use crate::namespace::Namespace;
 use crate::nvme::{CmdResult, Sqe, Status};
 use crate::stats::{Dir, Kind};
 
+/// Maximum data transfer size: 2^7 4 KiB pages = 512 KiB.
+pub const MDTS: u8 = 7;
+/// Largest data transfer of one command, in bytes.
+pub const MAX_TRANSFER: usize = 4096 << MDTS;
+
+/// The host read and write counters SMART reports.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HostCounters {
+    /// Read (and Compare) commands completed.
+    pub reads: u64,
+    /// Write commands completed.
+    pub writes: u64,
+    /// Exact data bytes read (SMART derives its rounded units from these).
+    pub bytes_read: u64,
+    /// Exact data bytes written.
+    pub bytes_written: u64,
+}
+
+/// What an I/O command needs from its controller, and nothing more.
+pub struct IoCtx<'a> {
+    /// The namespaces (NSID n is index n - 1).
+    pub ns: &'a [Namespace],
+    /// DMA to and from the command's memory.
+    pub dma: Dma<'a>,
+    /// Volatile write cache enabled (Set Features 06h): when clear, every
+    /// change is durable before completion.
+    pub vwc: bool,
+    /// Counters the commands advance.
+    pub counters: &'a mut HostCounters,
+}
+
 /// Runs one I/O command through the command table.
-pub fn execute(c: &mut Controller, sqe: &Sqe) -> CmdResult {
+pub fn execute(c: &mut IoCtx<'_>, sqe: &Sqe) -> CmdResult {
     match super::table::io(sqe.opcode()) {
         Some(cmd) => (cmd.run)(c, sqe),
         None => Err(Status::INVALID_OPCODE),
@@ -16,7 +48,7 @@ pub fn execute(c: &mut Controller, sqe: &Sqe) -> CmdResult {
 }
 
 /// The namespace index of a command that needs one.
-fn namespace(c: &Controller, sqe: &Sqe) -> Result<usize, Status> {
+fn namespace(c: &IoCtx<'_>, sqe: &Sqe) -> Result<usize, Status> {
     let nsid = sqe.nsid();
     if nsid == 0 || nsid as usize > c.ns.len() {
         return Err(Status::INVALID_NAMESPACE);
@@ -24,7 +56,7 @@ fn namespace(c: &Controller, sqe: &Sqe) -> Result<usize, Status> {
     Ok(nsid as usize - 1)
 }
 
-pub(super) fn flush(c: &mut Controller, sqe: &Sqe) -> CmdResult {
+pub(super) fn flush(c: &mut IoCtx<'_>, sqe: &Sqe) -> CmdResult {
     let nsid = sqe.nsid();
     let all = nsid == 0xffff_ffff;
     if !all && (nsid == 0 || nsid as usize > c.ns.len()) {
@@ -39,7 +71,7 @@ pub(super) fn flush(c: &mut Controller, sqe: &Sqe) -> CmdResult {
 }
 
 /// Byte range of an LBA range, checked against the namespace.
-fn range(c: &Controller, ns: usize, slba: u64, nlb: u64) -> Result<(u64, u64), Status> {
+fn range(c: &IoCtx<'_>, ns: usize, slba: u64, nlb: u64) -> Result<(u64, u64), Status> {
     let n = &c.ns[ns];
     let end = slba.checked_add(nlb).ok_or(Status::LBA_OUT_OF_RANGE)?;
     if end > n.nlbas {
@@ -53,7 +85,7 @@ fn range(c: &Controller, ns: usize, slba: u64, nlb: u64) -> Result<(u64, u64), S
 /// Data the controller reads (`to_memory` false) may not come from a bit
 /// bucket: that is an SGL Descriptor Type Invalid.
 fn data<'a>(
-    c: &'a Controller,
+    c: &IoCtx<'a>,
     sqe: &Sqe,
     len: usize,
     to_memory: bool,
@@ -62,7 +94,7 @@ fn data<'a>(
     if len > MAX_TRANSFER {
         return Err(Status::INVALID_FIELD);
     }
-    let r = prp::transfer(sqe, len, &c.dma(), kind)?;
+    let r = prp::transfer(sqe, len, &c.dma, kind)?;
     let mut in_cmb = None;
     for (t, _) in r.targets() {
         let Some(t) = t else {
@@ -82,7 +114,7 @@ fn data<'a>(
 /// Moves a command's data between the backing file and memory in one
 /// vectored call, without a bounce buffer (bit buckets: scratch bytes).
 fn move_data(
-    c: &Controller,
+    c: &IoCtx<'_>,
     ns: usize,
     sqe: &Sqe,
     off: u64,
@@ -107,40 +139,40 @@ fn move_data(
     Ok(0)
 }
 
-pub(super) fn read(c: &mut Controller, sqe: &Sqe) -> CmdResult {
+pub(super) fn read(c: &mut IoCtx<'_>, sqe: &Sqe) -> CmdResult {
     let ns = namespace(c, sqe)?;
     let (off, len) = range(c, ns, sqe.slba(), sqe.nlb())?;
     move_data(c, ns, sqe, off, len, true)?;
-    c.reads += 1;
-    c.bytes_read += len;
+    c.counters.reads += 1;
+    c.counters.bytes_read += len;
     Ok(0)
 }
 
-pub(super) fn write(c: &mut Controller, sqe: &Sqe) -> CmdResult {
+pub(super) fn write(c: &mut IoCtx<'_>, sqe: &Sqe) -> CmdResult {
     let ns = namespace(c, sqe)?;
     let (off, len) = range(c, ns, sqe.slba(), sqe.nlb())?;
     move_data(c, ns, sqe, off, len, false)?;
     durable(c, ns, sqe, 12)?;
-    c.writes += 1;
-    c.bytes_written += len;
+    c.counters.writes += 1;
+    c.counters.bytes_written += len;
     Ok(0)
 }
 
 /// FUA (bit 30 of `fua_dw`), or no volatile write cache: the change must be
 /// durable before the command completes.
-fn durable(c: &Controller, ns: usize, sqe: &Sqe, fua_dw: usize) -> Result<(), Status> {
-    if sqe.cdw(fua_dw) & (1 << 30) != 0 || !c.features.vwc {
+fn durable(c: &IoCtx<'_>, ns: usize, sqe: &Sqe, fua_dw: usize) -> Result<(), Status> {
+    if sqe.cdw(fua_dw) & (1 << 30) != 0 || !c.vwc {
         c.ns[ns].flush().map_err(|_| Status::INTERNAL_ERROR)?;
     }
     Ok(())
 }
 
-pub(super) fn compare(c: &mut Controller, sqe: &Sqe) -> CmdResult {
+pub(super) fn compare(c: &mut IoCtx<'_>, sqe: &Sqe) -> CmdResult {
     let ns = namespace(c, sqe)?;
     let (off, len) = range(c, ns, sqe.slba(), sqe.nlb())?;
     let host = data(c, sqe, len as usize, false, Kind::Data)?.gather();
     // Compare counts as a host read command (SMART).
-    c.reads += 1;
+    c.counters.reads += 1;
     let mut media = vec![0u8; len as usize];
     c.ns[ns]
         .read_at(&mut media, off)
@@ -151,7 +183,7 @@ pub(super) fn compare(c: &mut Controller, sqe: &Sqe) -> CmdResult {
     Ok(0)
 }
 
-pub(super) fn write_zeroes(c: &mut Controller, sqe: &Sqe) -> CmdResult {
+pub(super) fn write_zeroes(c: &mut IoCtx<'_>, sqe: &Sqe) -> CmdResult {
     let ns = namespace(c, sqe)?;
     let (off, len) = range(c, ns, sqe.slba(), sqe.nlb())?;
     c.ns[ns]
@@ -161,7 +193,7 @@ pub(super) fn write_zeroes(c: &mut Controller, sqe: &Sqe) -> CmdResult {
     Ok(0)
 }
 
-pub(super) fn dsm(c: &mut Controller, sqe: &Sqe) -> CmdResult {
+pub(super) fn dsm(c: &mut IoCtx<'_>, sqe: &Sqe) -> CmdResult {
     let ns = namespace(c, sqe)?;
     let nr = (sqe.cdw(10) & 0xff) as usize + 1;
     let deallocate = sqe.cdw(11) & (1 << 2) != 0;
@@ -186,7 +218,7 @@ pub(super) fn dsm(c: &mut Controller, sqe: &Sqe) -> CmdResult {
     Ok(0)
 }
 
-pub(super) fn copy(c: &mut Controller, sqe: &Sqe) -> CmdResult {
+pub(super) fn copy(c: &mut IoCtx<'_>, sqe: &Sqe) -> CmdResult {
     let ns = namespace(c, sqe)?;
     let sdlba = sqe.slba();
     let nr = (sqe.cdw(12) & 0xff) as usize + 1;

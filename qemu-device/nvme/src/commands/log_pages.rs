@@ -1,12 +1,11 @@
 //! Get Log Page: error information, SMART, firmware slot, commands
 //! supported and effects, and the vendor DMA counters (0xC0).
 
-use super::{ascii, put};
 use crate::controller::Controller;
 use crate::nvme::{CmdResult, Sqe, Status};
-
-/// Vendor log page of the DMA counters.
-pub const VENDOR_LOG_STATS: u8 = 0xc0;
+use crate::wire::{
+    ascii, lid, CommandsEffectsLog, FirmwareSlotLog, FromZeros, IntoBytes, SmartLog, U128, U16, U32,
+};
 
 impl Controller {
     pub(super) fn get_log_page(&mut self, sqe: &Sqe) -> CmdResult {
@@ -19,20 +18,25 @@ impl Controller {
         }
         let page: Vec<u8> = match lid {
             // The full log: ELPE + 1 entries, unused ones zero.
-            0x01 => {
-                let mut b: Vec<u8> = self.errlog.iter().flatten().copied().collect();
+            lid::ERROR => {
+                let mut b: Vec<u8> = self
+                    .errlog
+                    .iter()
+                    .flat_map(|e| e.as_bytes())
+                    .copied()
+                    .collect();
                 b.resize(crate::controller::ERROR_LOG_ENTRIES * 64, 0);
                 b
             }
-            0x02 => self.smart_log(),
-            0x03 => {
-                let mut b = vec![0u8; 512];
-                b[0] = 1; // slot 1 active
-                ascii(&mut b, 8, 8, env!("CARGO_PKG_VERSION"));
-                b
+            lid::SMART => self.smart_log().as_bytes().to_vec(),
+            lid::FIRMWARE_SLOT => {
+                let mut f = FirmwareSlotLog::new_zeroed();
+                f.afi = 1; // slot 1 active
+                f.frs[0] = ascii(env!("CARGO_PKG_VERSION"));
+                f.as_bytes().to_vec()
             }
-            0x05 => self.effects_log(),
-            VENDOR_LOG_STATS => self.stats.log_page(),
+            lid::COMMANDS_EFFECTS => self.effects_log().as_bytes().to_vec(),
+            lid::VENDOR_DMA_COUNTERS => self.stats.log_page().as_bytes().to_vec(),
             _ => return Err(Status::INVALID_LOG_PAGE),
         };
         if !offset.is_multiple_of(4) || offset > page.len() as u64 {
@@ -50,35 +54,31 @@ impl Controller {
         Ok(0)
     }
 
-    pub(super) fn smart_log(&self) -> Vec<u8> {
-        let mut b = vec![0u8; 512];
-        put(&mut b, 1, &300u16.to_le_bytes()); // composite temperature, K
-        b[3] = 100; // available spare
-        b[4] = 10; // threshold
-                   // Data units: thousands of 512-byte units, rounded up, from the
-                   // exact byte totals.
-        let units = |bytes: u64| (bytes as u128).div_ceil(512_000);
-        put(&mut b, 32, &units(self.bytes_read).to_le_bytes());
-        put(&mut b, 48, &units(self.bytes_written).to_le_bytes());
-        put(&mut b, 64, &(self.reads as u128).to_le_bytes());
-        put(&mut b, 80, &(self.writes as u128).to_le_bytes());
-        put(&mut b, 176, &(self.error_count as u128).to_le_bytes());
-        b
+    pub(super) fn smart_log(&self) -> SmartLog {
+        let mut s = SmartLog::new_zeroed();
+        s.temperature = U16::new(300); // K
+        s.available_spare = 100;
+        s.spare_threshold = 10;
+        // Data units: thousands of 512-byte units, rounded up, from the exact
+        // byte totals.
+        let units = |bytes: u64| U128::new((bytes as u128).div_ceil(512_000));
+        s.data_units_read = units(self.host.bytes_read);
+        s.data_units_written = units(self.host.bytes_written);
+        s.host_reads = U128::new(self.host.reads as u128);
+        s.host_writes = U128::new(self.host.writes as u128);
+        s.error_log_entries = U128::new(self.error_count as u128);
+        s
     }
 
     /// Commands Supported and Effects, straight from the command table.
-    pub(super) fn effects_log(&self) -> Vec<u8> {
-        let mut b = vec![0u8; 4096];
+    pub(super) fn effects_log(&self) -> CommandsEffectsLog {
+        let mut log = CommandsEffectsLog::new_zeroed();
         for c in super::table::ADMIN {
-            put(&mut b, c.opcode as usize * 4, &c.effects.to_le_bytes());
+            log.acs[c.opcode as usize] = U32::new(c.effects);
         }
         for c in super::table::IO {
-            put(
-                &mut b,
-                1024 + c.opcode as usize * 4,
-                &c.effects.to_le_bytes(),
-            );
+            log.iocs[c.opcode as usize] = U32::new(c.effects);
         }
-        b
+        log
     }
 }

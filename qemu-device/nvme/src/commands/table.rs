@@ -2,7 +2,7 @@
 //! and the Commands Supported and Effects log page, so a command cannot be
 //! run without being reported, nor reported without being run.
 
-use super::io;
+use super::io::{self, IoCtx};
 use crate::controller::Controller;
 use crate::nvme::{admin as aop, io as iop, CmdResult, Sqe};
 
@@ -28,7 +28,7 @@ pub struct IoCommand {
     /// Commands Supported and Effects entry.
     pub effects: u32,
     /// The handler.
-    pub run: fn(&mut Controller, &Sqe) -> CmdResult,
+    pub run: fn(&mut IoCtx<'_>, &Sqe) -> CmdResult,
 }
 
 /// Every admin command the controller runs.

@@ -2,6 +2,7 @@
 //! vectors as eventfds, with masking).
 
 use super::*;
+use crate::wire::{ErrorLogEntry, FromZeros, U16, U32, U64};
 
 impl Controller {
     /// Routes MSI-X `vector` to an eventfd (None: deassigned).
@@ -75,8 +76,8 @@ impl Controller {
         // Error information (01h) clears the error type (0); SMART (02h)
         // the SMART/health type (1).
         match lid {
-            0x01 => self.masked_events &= !1,
-            0x02 => self.masked_events &= !2,
+            crate::wire::lid::ERROR => self.masked_events &= !1,
+            crate::wire::lid::SMART => self.masked_events &= !2,
             _ => return,
         }
         self.deliver_events();
@@ -95,14 +96,14 @@ impl Controller {
         self.stats
             .errors
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut e = [0u8; 64];
-        e[0..8].copy_from_slice(&self.error_count.to_le_bytes());
-        e[8..10].copy_from_slice(&sqid.to_le_bytes());
-        e[10..12].copy_from_slice(&cid.to_le_bytes());
-        e[12..14].copy_from_slice(&s.field().to_le_bytes());
-        e[14..16].copy_from_slice(&0xffffu16.to_le_bytes());
-        e[16..24].copy_from_slice(&lba.to_le_bytes());
-        e[24..28].copy_from_slice(&nsid.to_le_bytes());
+        let mut e = ErrorLogEntry::new_zeroed();
+        e.error_count = U64::new(self.error_count);
+        e.sqid = U16::new(sqid);
+        e.cid = U16::new(cid);
+        e.status = U16::new(s.field());
+        e.param_error_location = U16::new(0xffff); // not specific to a field
+        e.lba = U64::new(lba);
+        e.nsid = U32::new(nsid);
         self.errlog.push_front(e);
         self.errlog.truncate(ERROR_LOG_ENTRIES);
     }

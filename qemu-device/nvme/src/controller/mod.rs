@@ -25,27 +25,43 @@ pub const MAX_IO_QUEUES: usize = 64;
 pub const MQES: u16 = 1023; // 0-based
 pub const MSIX_VECTORS: usize = 32;
 pub const DOORBELLS: u64 = 0x1000;
-pub const MDTS: u8 = 7; // 2^7 pages = 512 KiB
-pub const MAX_TRANSFER: usize = 4096 << MDTS;
+pub use crate::commands::io::{MAX_TRANSFER, MDTS};
 pub const ERROR_LOG_ENTRIES: usize = 64;
 /// NVMe 2.0 (VS register and Identify Controller VER).
 pub const NVME_VERSION: u32 = 0x0002_0000;
 
+/// BAR0 register offsets, taken from the typed register layout.
 pub mod reg {
-    pub const CAP: u64 = 0x00;
-    pub const VS: u64 = 0x08;
-    pub const INTMS: u64 = 0x0c;
-    pub const INTMC: u64 = 0x10;
-    pub const CC: u64 = 0x14;
-    pub const CSTS: u64 = 0x1c;
-    pub const NSSR: u64 = 0x20;
-    pub const AQA: u64 = 0x24;
-    pub const ASQ: u64 = 0x28;
-    pub const ACQ: u64 = 0x30;
-    pub const CMBLOC: u64 = 0x38;
-    pub const CMBSZ: u64 = 0x3c;
-    pub const CMBMSC: u64 = 0x50;
-    pub const CMBSTS: u64 = 0x58;
+    use crate::wire::ControllerRegisters as R;
+    use std::mem::offset_of;
+    /// CAP.
+    pub const CAP: u64 = offset_of!(R, cap) as u64;
+    /// VS.
+    pub const VS: u64 = offset_of!(R, vs) as u64;
+    /// INTMS.
+    pub const INTMS: u64 = offset_of!(R, intms) as u64;
+    /// INTMC.
+    pub const INTMC: u64 = offset_of!(R, intmc) as u64;
+    /// CC.
+    pub const CC: u64 = offset_of!(R, cc) as u64;
+    /// CSTS.
+    pub const CSTS: u64 = offset_of!(R, csts) as u64;
+    /// NSSR.
+    pub const NSSR: u64 = offset_of!(R, nssr) as u64;
+    /// AQA.
+    pub const AQA: u64 = offset_of!(R, aqa) as u64;
+    /// ASQ.
+    pub const ASQ: u64 = offset_of!(R, asq) as u64;
+    /// ACQ.
+    pub const ACQ: u64 = offset_of!(R, acq) as u64;
+    /// CMBLOC.
+    pub const CMBLOC: u64 = offset_of!(R, cmbloc) as u64;
+    /// CMBSZ.
+    pub const CMBSZ: u64 = offset_of!(R, cmbsz) as u64;
+    /// CMBMSC.
+    pub const CMBMSC: u64 = offset_of!(R, cmbmsc) as u64;
+    /// CMBSTS.
+    pub const CMBSTS: u64 = offset_of!(R, cmbsts) as u64;
 }
 
 const CC_EN: u32 = 1;
@@ -72,7 +88,7 @@ pub struct Cq {
     pub phase: bool,
     pub iv: u16,
     pub ien: bool,
-    pub pending: VecDeque<[u8; 16]>,
+    pub pending: VecDeque<crate::wire::Cqe>,
 }
 
 /// One MSI-X vector's routing.
@@ -113,14 +129,9 @@ pub struct Controller {
     pub features: crate::commands::features::Features,
     pub aers: Vec<u16>,
     pub events: VecDeque<u32>,
-    pub errlog: VecDeque<[u8; 64]>,
+    pub errlog: VecDeque<crate::wire::ErrorLogEntry>,
     pub error_count: u64,
-    pub reads: u64,
-    pub writes: u64,
-    /// Exact data bytes of host reads and writes (SMART derives its
-    /// 1000 x 512-byte data units from these).
-    pub bytes_read: u64,
-    pub bytes_written: u64,
+    pub host: crate::commands::io::HostCounters,
     /// the vfio-user reply to a doorbell write does not wait for the I/O.
     pub work: bool,
     /// Shadow doorbells for I/O queues, once the driver configured them.
@@ -205,10 +216,7 @@ impl Controller {
             events: VecDeque::new(),
             errlog: VecDeque::new(),
             error_count: 0,
-            reads: 0,
-            writes: 0,
-            bytes_read: 0,
-            bytes_written: 0,
+            host: Default::default(),
             work: false,
             dbbuf: None,
             poll: Duration::ZERO,
@@ -222,6 +230,22 @@ impl Controller {
             next_sq: 0,
         })
         .inspect(|c| c.publish())
+    }
+
+    /// The narrow view an I/O command gets of this controller.
+    pub fn io_ctx(&mut self) -> crate::commands::io::IoCtx<'_> {
+        crate::commands::io::IoCtx {
+            ns: &self.ns,
+            dma: Dma {
+                ctrl: self.id,
+                ram: &self.ram,
+                cmbs: &self.cmbs,
+                bus_master: self.bus_master.load(Ordering::Acquire),
+                stats: &self.stats,
+            },
+            vwc: self.features.vwc,
+            counters: &mut self.host,
+        }
     }
 
     pub fn dma(&self) -> Dma<'_> {

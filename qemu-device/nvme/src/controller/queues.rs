@@ -2,6 +2,7 @@
 //! completions posted; queue faults are fatal (CSTS.CFS).
 
 use super::*;
+use crate::wire::{IntoBytes, U16};
 
 impl Controller {
     /// One step of the worker, the only place commands run (production
@@ -165,7 +166,7 @@ impl Controller {
             } else if qid == 0 {
                 self.admin(&sqe)
             } else {
-                Some(crate::commands::io::execute(self, &sqe))
+                Some(crate::commands::io::execute(&mut self.io_ctx(), &sqe))
             };
             let Some(res) = res else { continue }; // held (AER)
             let (dw0, status) = match res {
@@ -219,13 +220,13 @@ impl Controller {
             let Some(mut e) = cq.pending.pop_front() else {
                 break;
             };
-            e[14] |= cq.phase as u8;
+            e.status_phase = U16::new(e.status_phase.get() | cq.phase as u16);
             let addr = cq.base.checked_add(cq.tail as u64 * 16);
             cq.tail = (cq.tail + 1) % cq.size;
             if cq.tail == 0 {
                 cq.phase = !cq.phase;
             }
-            match addr.map(|a| (a, self.dma().write(Kind::Meta, a, &e))) {
+            match addr.map(|a| (a, self.dma().write(Kind::Meta, a, e.as_bytes()))) {
                 Some((_, Ok(_))) => {}
                 Some((a, Err(_))) => return self.fatal("CQ entry write fault", a),
                 None => return self.fatal("CQ entry beyond the address space", u64::MAX),
