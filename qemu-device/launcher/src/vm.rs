@@ -192,8 +192,11 @@ impl Session {
                 .iter()
                 .map(|s| PciDevice::VfioUser { socket: s.clone() }),
         );
+        // no_timer_check: a TCG vCPU starved by a busy host fails the IO-APIC
+        // timer check and panics; tsc=reliable: TCG's TSC is the host's, so
+        // skip the clocksource watchdog and its wait (ci/bench/boot).
         let mut append = format!(
-            "console=ttyS0 panic=-1 quiet p2pnvme.nvme={}",
+            "console=ttyS0 panic=-1 quiet no_timer_check tsc=reliable p2pnvme.nvme={}",
             self.opts.qemu_nvme + self.opts.nvme
         );
         if let Some(extra) = &self.opts.append {
