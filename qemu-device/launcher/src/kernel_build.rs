@@ -28,8 +28,8 @@ pub struct KernelFlavor {
 /// filesystem's dpkg database (no chroot, no root needed on a cache hit).
 pub fn source_version(rootfs: &Path) -> Result<String> {
     let status = rootfs.join("var/lib/dpkg/status");
-    let text = fs::read_to_string(&status)
-        .with_context(|| format!("reading {}", status.display()))?;
+    let text =
+        fs::read_to_string(&status).with_context(|| format!("reading {}", status.display()))?;
     linux_source_version(&text).with_context(|| {
         format!(
             "the root filesystem {} has no linux-source package installed: rebuild it with 'p2pnvme image build --force'",
@@ -180,7 +180,10 @@ Package: linux-source-7.3\nStatus: install ok installed\nPriority: optional\nVer
 
     #[test]
     fn missing_linux_source_is_reported() {
-        assert_eq!(linux_source_version(&STATUS[..STATUS.find("\n\n").unwrap()]), None);
+        assert_eq!(
+            linux_source_version(&STATUS[..STATUS.find("\n\n").unwrap()]),
+            None
+        );
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir_all(dir.path().join("var/lib/dpkg")).unwrap();
         fs::write(dir.path().join("var/lib/dpkg/status"), "Package: x\n").unwrap();
@@ -192,7 +195,11 @@ Package: linux-source-7.3\nStatus: install ok installed\nPriority: optional\nVer
     fn failed_build_is_one_line_naming_the_log() {
         let root = tempfile::tempdir().unwrap();
         fs::create_dir_all(root.path().join("usr/src")).unwrap();
-        fs::write(root.path().join("usr/src/linux-source-7.3.tar.xz"), b"not xz").unwrap();
+        fs::write(
+            root.path().join("usr/src/linux-source-7.3.tar.xz"),
+            b"not xz",
+        )
+        .unwrap();
         let tree = root.path().join("kernel-x");
         let mut lines = vec![];
         let e = run_build(
