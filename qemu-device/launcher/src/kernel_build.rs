@@ -146,10 +146,11 @@ fn run_build(
         let last = errors.lines().rev().find(|l| !l.trim().is_empty());
         bail!(
             "{}",
-            last.map(str::to_string).unwrap_or_else(|| format!(
-                "kernel build exited with {status}; see {}.log",
-                tree.display()
-            ))
+            last.map(|l| l.trim_start_matches("error: ").to_string())
+                .unwrap_or_else(|| format!(
+                    "kernel build exited with {status}; see {}.log",
+                    tree.display()
+                ))
         );
     }
     if !is_complete(tree) {
