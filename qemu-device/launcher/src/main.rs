@@ -10,6 +10,7 @@ mod hostctl;
 mod image;
 mod kbuild;
 mod kernel;
+mod kernel_build;
 mod logger;
 mod modcmd;
 mod options;
@@ -74,6 +75,9 @@ enum ImageOp {
         /// Rebuild even if the cache is current.
         #[arg(long)]
         force: bool,
+        /// Also build the minimal guest kernel (images/kernel) and print its build tree.
+        #[arg(long)]
+        minimal_kernel: bool,
     },
     /// Print where the cached image lives and what it contains.
     Info,
@@ -196,11 +200,20 @@ fn run(args: RunArgs) -> Result<i32> {
 
 fn image_cmd(op: ImageOp) -> Result<i32> {
     let t = Instant::now();
-    let img = image::ensure(matches!(op, ImageOp::Build { force: true }))?;
+    let img = image::ensure(matches!(op, ImageOp::Build { force: true, .. }))?;
     println!("rootfs:   {}", img.rootfs.display());
     println!("image:    {}", img.dir.display());
     println!("kernel:   {}", img.kernel_version);
     println!("manifest: {}", img.dir.join("manifest.txt").display());
+    if let ImageOp::Build {
+        minimal_kernel: true,
+        ..
+    } = op
+    {
+        let flavor = kernel_build::KernelFlavor { debug: false };
+        let tree = kernel_build::ensure_minimal(&img.rootfs, flavor, &mut |l| log::info!("{l}"))?;
+        println!("minimal kernel: {}", tree.display());
+    }
     if let ImageOp::Build { .. } = op {
         println!("ready in {:.1} s", t.elapsed().as_secs_f64());
     }

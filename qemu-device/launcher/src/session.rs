@@ -172,8 +172,11 @@ impl Session {
         devices.extend(self.controllers.iter().map(|c| PciDevice::VfioUser {
             socket: c.socket.clone(),
         }));
+        // no_timer_check: a TCG vCPU starved by a busy host fails the IO-APIC
+        // timer check and panics; tsc=reliable: TCG's TSC is the host's, so
+        // skip the clocksource watchdog and its wait (ci/bench/boot).
         let mut append = format!(
-            "console=ttyS0 panic=-1 quiet p2pnvme.nvme={}",
+            "console=ttyS0 panic=-1 quiet no_timer_check tsc=reliable p2pnvme.nvme={}",
             self.opts.qemu_nvme + self.opts.nvme
         );
         for a in self.kernel_args.iter().chain(&self.opts.append) {
