@@ -9,6 +9,7 @@
 //! the build script: a changed input rebuilds, an unchanged one is a no-op.
 
 use crate::image::key_of;
+use crate::options::{GuestKernelChoice, VmOptions};
 use crate::paths;
 use anyhow::{bail, Context, Result};
 use std::fs;
@@ -91,7 +92,7 @@ pub fn ensure_minimal(
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        bail!("building the minimal kernel needs root (it runs chroot): run 'sudo p2pnvme image build --minimal-kernel' once");
+        bail!("building the minimal kernel needs root (it runs chroot): run 'sudo p2pnvme image build --guest-kernel minimal' once");
     }
     if tree.exists() {
         fs::remove_dir_all(&tree).with_context(|| format!("removing {}", tree.display()))?;
@@ -104,6 +105,23 @@ pub fn ensure_minimal(
         tree.display()
     ));
     Ok(tree)
+}
+
+/// `--guest-kernel minimal` becomes `--kernel <the cached minimal tree>`
+/// (built first, with progress, when missing), so it boots through the same
+/// checks, module staging and p2pcopy build as any `--kernel` tree.
+pub fn pick(mut opts: VmOptions, rootfs: &Path) -> Result<VmOptions> {
+    if opts.guest_kernel == Some(GuestKernelChoice::Minimal) {
+        let flavor = KernelFlavor { debug: false };
+        opts.kernel = Some(ensure_minimal(rootfs, flavor, &mut |l| log::info!("{l}"))?);
+    }
+    Ok(opts)
+}
+
+/// The minimal kernel's tree if it is built (no build, no lock).
+pub fn built_tree(rootfs: &Path, flavor: KernelFlavor) -> Result<Option<PathBuf>> {
+    let tree = tree_dir(rootfs, flavor)?;
+    Ok(is_complete(&tree).then_some(tree))
 }
 
 /// Exclusive lock on one kernel tree's build (`<tree>.lock` beside it).

@@ -8,6 +8,7 @@ use crate::exit;
 use crate::hostctl;
 use crate::image::{self, Image};
 use crate::kernel::GuestKernel;
+use crate::kernel_build;
 use crate::options::VmOptions;
 use crate::overlay;
 use crate::procs::{self, Guarded, Helper};
@@ -64,6 +65,7 @@ impl Session {
     pub fn prepare(opts: VmOptions) -> Result<Session> {
         opts.validate()?;
         let image = image::ensure(false)?;
+        let opts = kernel_build::pick(opts, &image.rootfs)?;
         let kernel = GuestKernel::resolve(&opts, &image)?;
         let run_dir = tempfile::Builder::new()
             .prefix("p2pnvme-")
