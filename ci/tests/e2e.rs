@@ -43,15 +43,21 @@ enum Kernel {
 }
 
 impl Kernel {
-    /// The scenario's demo arguments with this kernel picked, and its report name.
-    fn demo(self, name: &str, args: &[&str]) -> DemoReport {
+    /// The launcher arguments that pick this kernel.
+    fn args(self) -> &'static [&'static str] {
         match self {
-            Kernel::Debian => demo(name, args),
-            Kernel::Minimal => {
-                let mut a = vec!["--guest-kernel", "minimal"];
-                a.extend_from_slice(args);
-                demo(&format!("{name}-minimal-kernel"), &a)
-            }
+            Kernel::Debian => &[],
+            Kernel::Minimal => &["--guest-kernel", "minimal"],
+        }
+    }
+
+    /// Runs the demo scenario on this kernel; the report name says which.
+    fn demo(self, name: &str, args: &[&str]) -> DemoReport {
+        let mut a = self.args().to_vec();
+        a.extend_from_slice(args);
+        match self {
+            Kernel::Debian => demo(name, &a),
+            Kernel::Minimal => demo(&format!("{name}-minimal-kernel"), &a),
         }
     }
 }
@@ -114,9 +120,8 @@ fn minimal_kernel_bounce_is_the_counterfactual_and_shows_in_ram() {
     bounce_counterfactual(Kernel::Minimal);
 }
 
-#[test]
-fn p2p_with_submission_queues_out_of_the_cmb() {
-    let d = demo(
+fn sqes_out_of_the_cmb(k: Kernel) {
+    let d = k.demo(
         "peer-switch-no-cmb-sqes",
         &[
             "--nvme",
@@ -131,9 +136,9 @@ fn p2p_with_submission_queues_out_of_the_cmb() {
     assert_eq!(d.guest_ram_data_bytes.unwrap(), 0);
 }
 
-#[test]
-fn root_ports_on_intel_refuse_p2p_and_auto_falls_back() {
+fn intel_root_ports(k: Kernel) {
     let mut a = vec!["demo", "--json", "--size", SIZE, "--nvme", "2"];
+    a.extend_from_slice(k.args());
     a.extend_from_slice(&[
         "--topology",
         "root-ports",
@@ -150,7 +155,7 @@ fn root_ports_on_intel_refuse_p2p_and_auto_falls_back() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.to_lowercase().contains("p2p"), "{err}");
-    let d = demo(
+    let d = k.demo(
         "root-ports-intel-auto",
         &[
             "--nvme",
@@ -168,9 +173,8 @@ fn root_ports_on_intel_refuse_p2p_and_auto_falls_back() {
     assert!(d.verdict);
 }
 
-#[test]
-fn root_ports_on_amd_go_through_the_host_bridge() {
-    let d = demo(
+fn amd_root_ports(k: Kernel) {
+    let d = k.demo(
         "root-ports-amd",
         &[
             "--nvme",
@@ -188,18 +192,57 @@ fn root_ports_on_amd_go_through_the_host_bridge() {
     assert!(map.contains("host"), "{d:?}");
 }
 
-#[test]
-fn reference_qemu_nvme_copies_p2p_without_touching_ram() {
-    let d = demo(
+fn reference_qemu_nvme(k: Kernel) {
+    let d = k.demo(
         "qemu-nvme-p2p",
         &["--device", "qemu", "--nvme", "2", "--mode", "p2p"],
     );
     assert_p2p(&d);
-    let b = demo(
+    let b = k.demo(
         "qemu-nvme-bounce",
         &["--device", "qemu", "--nvme", "2", "--mode", "bounce"],
     );
     assert!(b.checksum_match);
     assert!(b.ram_dump_hits > 0);
     assert!(!b.bypassed_system_memory);
+}
+
+#[test]
+fn p2p_with_submission_queues_out_of_the_cmb() {
+    sqes_out_of_the_cmb(Kernel::Debian);
+}
+
+#[test]
+fn root_ports_on_intel_refuse_p2p_and_auto_falls_back() {
+    intel_root_ports(Kernel::Debian);
+}
+
+#[test]
+fn root_ports_on_amd_go_through_the_host_bridge() {
+    amd_root_ports(Kernel::Debian);
+}
+
+#[test]
+fn reference_qemu_nvme_copies_p2p_without_touching_ram() {
+    reference_qemu_nvme(Kernel::Debian);
+}
+
+#[test]
+fn minimal_kernel_p2p_with_submission_queues_out_of_the_cmb() {
+    sqes_out_of_the_cmb(Kernel::Minimal);
+}
+
+#[test]
+fn minimal_kernel_root_ports_on_intel_refuse_p2p_and_auto_falls_back() {
+    intel_root_ports(Kernel::Minimal);
+}
+
+#[test]
+fn minimal_kernel_root_ports_on_amd_go_through_the_host_bridge() {
+    amd_root_ports(Kernel::Minimal);
+}
+
+#[test]
+fn minimal_kernel_reference_qemu_nvme_copies_p2p_without_touching_ram() {
+    reference_qemu_nvme(Kernel::Minimal);
 }
