@@ -32,18 +32,46 @@ fn assert_p2p(doc: &DemoReport) {
     assert!(doc.verdict, "{doc:?}");
 }
 
-#[test]
-fn p2p_within_one_controller_through_its_own_cmb() {
-    let d = demo("own-cmb", &["--nvme", "1", "--mode", "p2p"]);
+/// The guest kernel a scenario boots (`--guest-kernel`); the same
+/// scenario and the same checks run on each.
+#[derive(Clone, Copy)]
+enum Kernel {
+    /// The image's Debian kernel (the launcher's default).
+    Debian,
+    /// images/kernel: everything built in (issue 14).
+    Minimal,
+}
+
+impl Kernel {
+    /// The launcher arguments that pick this kernel.
+    fn args(self) -> &'static [&'static str] {
+        match self {
+            Kernel::Debian => &[],
+            Kernel::Minimal => &["--guest-kernel", "minimal"],
+        }
+    }
+
+    /// Runs the demo scenario on this kernel; the report name says which.
+    fn demo(self, name: &str, args: &[&str]) -> DemoReport {
+        let mut a = self.args().to_vec();
+        a.extend_from_slice(args);
+        match self {
+            Kernel::Debian => demo(name, &a),
+            Kernel::Minimal => demo(&format!("{name}-minimal-kernel"), &a),
+        }
+    }
+}
+
+fn own_cmb(k: Kernel) {
+    let d = k.demo("own-cmb", &["--nvme", "1", "--mode", "p2p"]);
     assert_p2p(&d);
     assert_eq!(d.guest_ram_data_bytes.unwrap(), 0);
     assert_eq!(d.cmb_data_bytes.unwrap(), 2 * BYTES);
     assert_eq!(d.peer_data_bytes.unwrap(), 0);
 }
 
-#[test]
-fn p2p_between_controllers_below_one_switch() {
-    let d = demo("peer-switch", &["--nvme", "2", "--mode", "p2p"]);
+fn peer_below_one_switch(k: Kernel) {
+    let d = k.demo("peer-switch", &["--nvme", "2", "--mode", "p2p"]);
     assert_p2p(&d);
     assert_eq!(d.guest_ram_data_bytes.unwrap(), 0);
     // The source controller writes into the peer's CMB, the peer reads its own.
@@ -51,9 +79,49 @@ fn p2p_between_controllers_below_one_switch() {
     assert_eq!(d.cmb_data_bytes.unwrap(), BYTES);
 }
 
+fn bounce_counterfactual(k: Kernel) {
+    let d = k.demo("bounce-switch", &["--nvme", "2", "--mode", "bounce"]);
+    assert_eq!(d.mode, "bounce");
+    assert!(d.checksum_match);
+    assert_eq!(d.guest_ram_data_bytes.unwrap(), 2 * BYTES);
+    assert!(d.ram_dump_hits > 0, "{d:?}");
+    // The same check that passes p2p copies fails here: it can fail.
+    assert!(!d.bypassed_system_memory, "{d:?}");
+    assert!(d.verdict);
+}
+
 #[test]
-fn p2p_with_submission_queues_out_of_the_cmb() {
-    let d = demo(
+fn p2p_within_one_controller_through_its_own_cmb() {
+    own_cmb(Kernel::Debian);
+}
+
+#[test]
+fn p2p_between_controllers_below_one_switch() {
+    peer_below_one_switch(Kernel::Debian);
+}
+
+#[test]
+fn bounce_is_the_counterfactual_and_shows_in_ram() {
+    bounce_counterfactual(Kernel::Debian);
+}
+
+#[test]
+fn minimal_kernel_p2p_within_one_controller_through_its_own_cmb() {
+    own_cmb(Kernel::Minimal);
+}
+
+#[test]
+fn minimal_kernel_p2p_between_controllers_below_one_switch() {
+    peer_below_one_switch(Kernel::Minimal);
+}
+
+#[test]
+fn minimal_kernel_bounce_is_the_counterfactual_and_shows_in_ram() {
+    bounce_counterfactual(Kernel::Minimal);
+}
+
+fn sqes_out_of_the_cmb(k: Kernel) {
+    let d = k.demo(
         "peer-switch-no-cmb-sqes",
         &[
             "--nvme",
@@ -68,21 +136,9 @@ fn p2p_with_submission_queues_out_of_the_cmb() {
     assert_eq!(d.guest_ram_data_bytes.unwrap(), 0);
 }
 
-#[test]
-fn bounce_is_the_counterfactual_and_shows_in_ram() {
-    let d = demo("bounce-switch", &["--nvme", "2", "--mode", "bounce"]);
-    assert_eq!(d.mode, "bounce");
-    assert!(d.checksum_match);
-    assert_eq!(d.guest_ram_data_bytes.unwrap(), 2 * BYTES);
-    assert!(d.ram_dump_hits > 0, "{d:?}");
-    // The same check that passes p2p copies fails here: it can fail.
-    assert!(!d.bypassed_system_memory, "{d:?}");
-    assert!(d.verdict);
-}
-
-#[test]
-fn root_ports_on_intel_refuse_p2p_and_auto_falls_back() {
+fn intel_root_ports(k: Kernel) {
     let mut a = vec!["demo", "--json", "--size", SIZE, "--nvme", "2"];
+    a.extend_from_slice(k.args());
     a.extend_from_slice(&[
         "--topology",
         "root-ports",
@@ -99,7 +155,7 @@ fn root_ports_on_intel_refuse_p2p_and_auto_falls_back() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.to_lowercase().contains("p2p"), "{err}");
-    let d = demo(
+    let d = k.demo(
         "root-ports-intel-auto",
         &[
             "--nvme",
@@ -117,9 +173,8 @@ fn root_ports_on_intel_refuse_p2p_and_auto_falls_back() {
     assert!(d.verdict);
 }
 
-#[test]
-fn root_ports_on_amd_go_through_the_host_bridge() {
-    let d = demo(
+fn amd_root_ports(k: Kernel) {
+    let d = k.demo(
         "root-ports-amd",
         &[
             "--nvme",
@@ -137,18 +192,57 @@ fn root_ports_on_amd_go_through_the_host_bridge() {
     assert!(map.contains("host"), "{d:?}");
 }
 
-#[test]
-fn reference_qemu_nvme_copies_p2p_without_touching_ram() {
-    let d = demo(
+fn reference_qemu_nvme(k: Kernel) {
+    let d = k.demo(
         "qemu-nvme-p2p",
         &["--device", "qemu", "--nvme", "2", "--mode", "p2p"],
     );
     assert_p2p(&d);
-    let b = demo(
+    let b = k.demo(
         "qemu-nvme-bounce",
         &["--device", "qemu", "--nvme", "2", "--mode", "bounce"],
     );
     assert!(b.checksum_match);
     assert!(b.ram_dump_hits > 0);
     assert!(!b.bypassed_system_memory);
+}
+
+#[test]
+fn p2p_with_submission_queues_out_of_the_cmb() {
+    sqes_out_of_the_cmb(Kernel::Debian);
+}
+
+#[test]
+fn root_ports_on_intel_refuse_p2p_and_auto_falls_back() {
+    intel_root_ports(Kernel::Debian);
+}
+
+#[test]
+fn root_ports_on_amd_go_through_the_host_bridge() {
+    amd_root_ports(Kernel::Debian);
+}
+
+#[test]
+fn reference_qemu_nvme_copies_p2p_without_touching_ram() {
+    reference_qemu_nvme(Kernel::Debian);
+}
+
+#[test]
+fn minimal_kernel_p2p_with_submission_queues_out_of_the_cmb() {
+    sqes_out_of_the_cmb(Kernel::Minimal);
+}
+
+#[test]
+fn minimal_kernel_root_ports_on_intel_refuse_p2p_and_auto_falls_back() {
+    intel_root_ports(Kernel::Minimal);
+}
+
+#[test]
+fn minimal_kernel_root_ports_on_amd_go_through_the_host_bridge() {
+    amd_root_ports(Kernel::Minimal);
+}
+
+#[test]
+fn minimal_kernel_reference_qemu_nvme_copies_p2p_without_touching_ram() {
+    reference_qemu_nvme(Kernel::Minimal);
 }

@@ -145,6 +145,18 @@ fn bad_options_get_one_line_errors() {
         (vec!["run", "--ns-size", "12Q", "--", "true"], "bad size"),
         (vec!["run", "--lba", "1000", "--", "true"], "512 or 4096"),
         (vec!["run", "--mem", "64", "--", "true"], "too small"),
+        (
+            vec![
+                "run",
+                "--kernel",
+                "/tmp",
+                "--guest-kernel",
+                "minimal",
+                "--",
+                "true",
+            ],
+            "give one of them",
+        ),
     ] {
         let out = p2pnvme(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");

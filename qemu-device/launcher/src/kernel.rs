@@ -40,7 +40,7 @@ pub const REQUIRED: &[(&str, bool)] = &[
     ("FW_CFG_SYSFS", false),
     ("DEVTMPFS", true),
     ("BLK_DEV_INITRD", true),
-    ("RD_ZSTD", true),
+    ("RD_LZ4", true), // images/initramfs.sh packs the image with lz4
     ("SERIAL_8250_CONSOLE", true),
     ("BINFMT_ELF", true),
     ("BINFMT_SCRIPT", true),
@@ -242,6 +242,26 @@ fn bzimage_release(p: &Path) -> Result<String> {
         return Err(not_kernel());
     }
     Ok(release)
+}
+
+/// One line for `image info`: a configuration's P2PDMA setting and what
+/// else the launcher needs that it lacks.
+pub fn p2pdma_state(config: &Path) -> String {
+    let Ok(text) = fs::read_to_string(config) else {
+        return format!("no configuration at {}", config.display());
+    };
+    let cfg = parse_config(&text);
+    let p2pdma = cfg.get("PCI_P2PDMA").map_or("not set", String::as_str);
+    let missing = missing_options(&cfg);
+    let verdict = if missing.is_empty() {
+        "usable".to_string()
+    } else {
+        format!("lacks {}", missing.join(", "))
+    };
+    format!(
+        "CONFIG_PCI_P2PDMA={p2pdma} ({verdict}; {})",
+        config.display()
+    )
 }
 
 /// `.config` lines as option name (without CONFIG_) → value.

@@ -10,6 +10,7 @@ mod hostctl;
 mod image;
 mod kbuild;
 mod kernel;
+mod kernel_build;
 mod logger;
 mod modcmd;
 mod options;
@@ -27,7 +28,7 @@ mod witness;
 
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
-use options::VmOptions;
+use options::{GuestKernelChoice, VmOptions};
 use session::{Output, Session};
 use std::io::Write;
 use std::path::PathBuf;
@@ -74,6 +75,13 @@ enum ImageOp {
         /// Rebuild even if the cache is current.
         #[arg(long)]
         force: bool,
+        /// Also build this guest kernel: minimal (images/kernel, cached) or
+        /// debian (the image's own, always there).
+        #[arg(long, value_enum, value_name = "minimal|debian")]
+        guest_kernel: Option<GuestKernelChoice>,
+        /// Same as --guest-kernel minimal (older spelling).
+        #[arg(long, hide = true, conflicts_with = "guest_kernel")]
+        minimal_kernel: bool,
     },
     /// Print where the cached image lives and what it contains.
     Info,
@@ -204,11 +212,52 @@ fn run(args: RunArgs) -> Result<i32> {
 
 fn image_cmd(op: ImageOp) -> Result<i32> {
     let t = Instant::now();
-    let img = image::ensure(matches!(op, ImageOp::Build { force: true }))?;
+    let img = image::ensure(matches!(op, ImageOp::Build { force: true, .. }))?;
     println!("rootfs:   {}", img.rootfs.display());
     println!("image:    {}", img.dir.display());
     println!("kernel:   {}", img.kernel_version);
     println!("manifest: {}", img.dir.join("manifest.txt").display());
+    let flavor = kernel_build::KernelFlavor { debug: false };
+    let minimal = match op {
+        ImageOp::Build {
+            guest_kernel: Some(GuestKernelChoice::Minimal),
+            ..
+        }
+        | ImageOp::Build {
+            minimal_kernel: true,
+            ..
+        } => Some(kernel_build::ensure_minimal(
+            &img.rootfs,
+            flavor,
+            &mut |l| log::info!("{l}"),
+        )?),
+        // Info only: a root filesystem without linux-source still has its
+        // Debian kernel to show.
+        _ => kernel_build::built_tree(&img.rootfs, flavor).unwrap_or_else(|e| {
+            log::warn!("minimal kernel: {e:#}");
+            None
+        }),
+    };
+    let debian_config = img
+        .rootfs
+        .join(format!("boot/config-{}", img.kernel_version));
+    println!(
+        "debian kernel:  {} (the default), {}",
+        img.kernel_version,
+        kernel::p2pdma_state(&debian_config)
+    );
+    match minimal {
+        Some(tree) => {
+            println!("minimal kernel: {}", tree.display());
+            println!(
+                "minimal config: {}",
+                kernel::p2pdma_state(&tree.join(".config"))
+            );
+        }
+        None => println!(
+            "minimal kernel: not built ('p2pnvme image build --guest-kernel minimal' builds it, ~15 min)"
+        ),
+    }
     if let ImageOp::Build { .. } = op {
         println!("ready in {:.1} s", t.elapsed().as_secs_f64());
     }

@@ -68,6 +68,10 @@ pub struct VmOptions {
     /// Boot this kernel: a bzImage, or a kernel build tree (arch/x86/boot/bzImage, .config, built modules).
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
+    /// Which packaged guest kernel to boot: debian (the image's, the default)
+    /// or minimal (images/kernel, built and cached on first use). Not with --kernel.
+    #[arg(long, value_enum, value_name = "minimal|debian")]
+    pub guest_kernel: Option<GuestKernelChoice>,
     /// Extra modules of the --kernel tree to put in the guest (comma-separated names).
     #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
     pub modules: Vec<String>,
@@ -94,6 +98,15 @@ fn parse_lba(s: &str) -> Result<u32, String> {
         "4096" => Ok(4096),
         _ => Err(format!("bad LBA size '{s}': use 512 or 4096")),
     }
+}
+
+/// The guest kernels the project builds or ships (`--guest-kernel`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuestKernelChoice {
+    /// images/kernel: everything built in, booted as `--kernel <its cached tree>`.
+    Minimal,
+    /// The image's Debian kernel and its modules.
+    Debian,
 }
 
 /// A host folder the guest mounts through virtiofs.
@@ -180,6 +193,13 @@ impl VmOptions {
                 );
             }
         }
+        if let (Some(k), Some(g)) = (&self.kernel, self.guest_kernel) {
+            bail!(
+                "--kernel {} and --guest-kernel {} both pick the kernel: give one of them",
+                k.display(),
+                format!("{g:?}").to_lowercase()
+            );
+        }
         if !self.modules.is_empty() && self.kernel.is_none() {
             bail!("--modules names modules of a --kernel tree: add --kernel PATH");
         }
@@ -214,6 +234,26 @@ mod tests {
         assert!(Share::parse(f.to_str().unwrap())
             .unwrap_err()
             .contains("not a folder"));
+    }
+
+    #[test]
+    fn kernel_and_guest_kernel_together_are_refused_in_one_line() {
+        let o = VmOptions {
+            kernel: Some("/tmp/tree".into()),
+            guest_kernel: Some(GuestKernelChoice::Minimal),
+            ..VmOptions::default()
+        };
+        let e = o.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("--kernel /tmp/tree and --guest-kernel minimal"),
+            "{e}"
+        );
+        assert_eq!(e.lines().count(), 1, "{e}");
+        assert_eq!(
+            VmOptions::default().guest_kernel,
+            None,
+            "debian stays the default"
+        );
     }
 
     #[test]

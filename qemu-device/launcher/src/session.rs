@@ -8,6 +8,7 @@ use crate::exit;
 use crate::hostctl;
 use crate::image::{self, Image};
 use crate::kernel::GuestKernel;
+use crate::kernel_build;
 use crate::options::VmOptions;
 use crate::overlay;
 use crate::procs::{self, Guarded, Helper};
@@ -64,6 +65,7 @@ impl Session {
     pub fn prepare(opts: VmOptions) -> Result<Session> {
         opts.validate()?;
         let image = image::ensure(false)?;
+        let opts = kernel_build::pick(opts, &image.rootfs)?;
         let kernel = GuestKernel::resolve(&opts, &image)?;
         let run_dir = tempfile::Builder::new()
             .prefix("p2pnvme-")
@@ -172,8 +174,11 @@ impl Session {
         devices.extend(self.controllers.iter().map(|c| PciDevice::VfioUser {
             socket: c.socket.clone(),
         }));
+        // no_timer_check: a TCG vCPU starved by a busy host fails the IO-APIC
+        // timer check and panics; tsc=reliable: TCG's TSC is the host's, so
+        // skip the clocksource watchdog and its wait (ci/bench/boot).
         let mut append = format!(
-            "console=ttyS0 panic=-1 quiet p2pnvme.nvme={}",
+            "console=ttyS0 panic=-1 quiet no_timer_check tsc=reliable p2pnvme.nvme={}",
             self.opts.qemu_nvme + self.opts.nvme
         );
         for a in self.kernel_args.iter().chain(&self.opts.append) {

@@ -1,0 +1,279 @@
+//! Builds and caches the minimal guest kernel: Debian's linux-source (the
+//! same version as the packaged guest kernel) configured with the project's
+//! fragment (images/kernel/p2pnvme.config on tinyconfig), built in the root
+//! filesystem by images/kernel/build.sh.
+//!
+//! The result is a kernel build tree (arch/x86/boot/bzImage, .config,
+//! include/config/kernel.release, Module.symvers, what external modules build
+//! against) under the cache, keyed by the source version, the fragments and
+//! the build script: a changed input rebuilds, an unchanged one is a no-op.
+
+use crate::image::key_of;
+use crate::options::{GuestKernelChoice, VmOptions};
+use crate::paths;
+use anyhow::{bail, Context, Result};
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+/// Which configuration to build.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelFlavor {
+    /// Adds images/kernel/p2pnvme-debug.config (kprobes, ftrace, debug info).
+    pub debug: bool,
+}
+
+/// The installed linux-source package's version, read from the root
+/// filesystem's dpkg database (no chroot, no root needed on a cache hit).
+pub fn source_version(rootfs: &Path) -> Result<String> {
+    let status = rootfs.join("var/lib/dpkg/status");
+    let text =
+        fs::read_to_string(&status).with_context(|| format!("reading {}", status.display()))?;
+    linux_source_version(&text).with_context(|| {
+        format!(
+            "the root filesystem {} has no linux-source package installed: rebuild it with 'p2pnvme image build --force'",
+            rootfs.display()
+        )
+    })
+}
+
+/// `Package: linux-source-X.Y` stanza's version, if installed.
+fn linux_source_version(dpkg_status: &str) -> Option<String> {
+    dpkg_status.split("\n\n").find_map(|stanza| {
+        let field = |name: &str| {
+            stanza
+                .lines()
+                .find_map(|l| l.strip_prefix(name).map(str::trim))
+        };
+        let pkg = field("Package:")?;
+        let installed = field("Status:")? == "install ok installed";
+        (pkg.starts_with("linux-source-") && installed)
+            .then(|| format!("{pkg} {}", field("Version:").unwrap_or("?")))
+    })
+}
+
+/// The cache directory the tree for `flavor` lives in (built or not).
+pub fn tree_dir(rootfs: &Path, flavor: KernelFlavor) -> Result<PathBuf> {
+    let src = paths::source_root().join("images/kernel");
+    let read = |name: &str| {
+        let p = src.join(name);
+        fs::read(&p).with_context(|| format!("reading {}", p.display()))
+    };
+    let mut parts: Vec<(&str, Vec<u8>)> = vec![
+        ("linux-source", source_version(rootfs)?.into_bytes()),
+        ("build.sh", read("build.sh")?),
+        ("p2pnvme.config", read("p2pnvme.config")?),
+    ];
+    if flavor.debug {
+        parts.push(("p2pnvme-debug.config", read("p2pnvme-debug.config")?));
+    }
+    let borrowed: Vec<(&str, &[u8])> = parts.iter().map(|(l, d)| (*l, d.as_slice())).collect();
+    Ok(paths::cache_root().join(format!("kernel-{}", key_of(&borrowed))))
+}
+
+/// Returns the minimal kernel's build tree, building it first when its inputs
+/// changed. `progress` receives the build's condensed progress lines.
+pub fn ensure_minimal(
+    rootfs: &Path,
+    flavor: KernelFlavor,
+    progress: &mut dyn FnMut(&str),
+) -> Result<PathBuf> {
+    let tree = tree_dir(rootfs, flavor)?;
+    if is_complete(&tree) {
+        return Ok(tree);
+    }
+    // Its own lock: image builds and runs need not wait for a kernel build.
+    let _lock = KernelLock::take(&tree)?;
+    if is_complete(&tree) {
+        return Ok(tree); // another launcher built it while we waited
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("building the minimal kernel needs root (it runs chroot): run 'sudo p2pnvme image build --guest-kernel minimal' once");
+    }
+    if tree.exists() {
+        fs::remove_dir_all(&tree).with_context(|| format!("removing {}", tree.display()))?;
+    }
+    let t = Instant::now();
+    run_build(rootfs, &tree, flavor, progress)?;
+    progress(&format!(
+        "[kernel] built in {:.0} s: {}",
+        t.elapsed().as_secs_f64(),
+        tree.display()
+    ));
+    Ok(tree)
+}
+
+/// `--guest-kernel minimal` becomes `--kernel <the cached minimal tree>`
+/// (built first, with progress, when missing), so it boots through the same
+/// checks, module staging and p2pcopy build as any `--kernel` tree.
+pub fn pick(mut opts: VmOptions, rootfs: &Path) -> Result<VmOptions> {
+    if opts.guest_kernel == Some(GuestKernelChoice::Minimal) {
+        let flavor = KernelFlavor { debug: false };
+        opts.kernel = Some(ensure_minimal(rootfs, flavor, &mut |l| log::info!("{l}"))?);
+    }
+    Ok(opts)
+}
+
+/// The minimal kernel's tree if it is built (no build, no lock).
+pub fn built_tree(rootfs: &Path, flavor: KernelFlavor) -> Result<Option<PathBuf>> {
+    let tree = tree_dir(rootfs, flavor)?;
+    Ok(is_complete(&tree).then_some(tree))
+}
+
+/// Exclusive lock on one kernel tree's build (`<tree>.lock` beside it).
+struct KernelLock(#[allow(dead_code)] fs::File);
+
+impl KernelLock {
+    fn take(tree: &Path) -> Result<Self> {
+        let cache = tree.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(cache).with_context(|| {
+            format!(
+                "cannot create the cache {}: run as root or set P2PNVME_CACHE to a writable directory",
+                cache.display()
+            )
+        })?;
+        let path = tree.with_extension("lock");
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            bail!("cannot lock {}", path.display());
+        }
+        Ok(KernelLock(f))
+    }
+}
+
+/// build.sh moves the tree into place only after a successful build.
+fn is_complete(tree: &Path) -> bool {
+    tree.join("arch/x86/boot/bzImage").is_file() && tree.join("Module.symvers").is_file()
+}
+
+fn run_build(
+    rootfs: &Path,
+    tree: &Path,
+    flavor: KernelFlavor,
+    progress: &mut dyn FnMut(&str),
+) -> Result<()> {
+    let script = paths::source_root().join("images/kernel/build.sh");
+    let mut cmd = Command::new("bash");
+    cmd.arg(&script);
+    if flavor.debug {
+        cmd.arg("--debug");
+    }
+    let mut child = cmd
+        .arg(rootfs)
+        .arg(tree)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", script.display()))?;
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    // Drain stderr on its own thread so a chatty failure cannot block stdout.
+    let errors = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    for line in BufReader::new(child.stdout.take().expect("piped stdout")).lines() {
+        progress(&line?);
+    }
+    let status = child.wait()?;
+    let errors = errors.join().unwrap_or_default();
+    if !status.success() {
+        // build.sh's last line is the one-line error naming its log file.
+        let last = errors.lines().rev().find(|l| !l.trim().is_empty());
+        bail!(
+            "{}",
+            last.map(|l| l.trim_start_matches("error: ").to_string())
+                .unwrap_or_else(|| format!(
+                    "kernel build exited with {status}; see {}.log",
+                    tree.display()
+                ))
+        );
+    }
+    if !is_complete(tree) {
+        bail!(
+            "kernel build finished without {}/arch/x86/boot/bzImage; see {}.log",
+            tree.display(),
+            tree.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STATUS: &str = "Package: linux-headers-7.3.4+deb13-amd64\nStatus: install ok installed\nVersion: 7.3.4-1~bpo13+1\n\n\
+Package: linux-source-7.3\nStatus: deinstall ok config-files\nVersion: 7.3.1-1\n\n\
+Package: linux-source-7.3\nStatus: install ok installed\nPriority: optional\nVersion: 7.3.4-1~bpo13+1\n";
+
+    #[test]
+    fn source_version_is_the_installed_linux_source_stanza() {
+        assert_eq!(
+            linux_source_version(STATUS).as_deref(),
+            Some("linux-source-7.3 7.3.4-1~bpo13+1")
+        );
+    }
+
+    #[test]
+    fn missing_linux_source_is_reported() {
+        assert_eq!(
+            linux_source_version(&STATUS[..STATUS.find("\n\n").unwrap()]),
+            None
+        );
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("var/lib/dpkg")).unwrap();
+        fs::write(dir.path().join("var/lib/dpkg/status"), "Package: x\n").unwrap();
+        let e = source_version(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("no linux-source package"), "{e}");
+    }
+
+    #[test]
+    fn failed_build_is_one_line_naming_the_log() {
+        let root = tempfile::tempdir().unwrap();
+        fs::create_dir_all(root.path().join("usr/src")).unwrap();
+        fs::write(
+            root.path().join("usr/src/linux-source-7.3.tar.xz"),
+            b"not xz",
+        )
+        .unwrap();
+        let tree = root.path().join("kernel-x");
+        let mut lines = vec![];
+        let e = run_build(
+            root.path(),
+            &tree,
+            KernelFlavor { debug: false },
+            &mut |l| lines.push(l.to_string()),
+        )
+        .unwrap_err()
+        .to_string();
+        let log = format!("{}.log", tree.display());
+        assert!(e.contains(&log) && e.contains("unpack"), "{e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+        assert!(Path::new(&log).is_file());
+        assert!(!tree.exists());
+        assert_eq!(lines[0], "[kernel] unpacking linux-source-7.3.tar.xz");
+    }
+
+    #[test]
+    fn incomplete_tree_is_not_a_cache_hit() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!is_complete(dir.path()));
+        fs::create_dir_all(dir.path().join("arch/x86/boot")).unwrap();
+        fs::write(dir.path().join("arch/x86/boot/bzImage"), b"x").unwrap();
+        assert!(!is_complete(dir.path()));
+        fs::write(dir.path().join("Module.symvers"), b"").unwrap();
+        assert!(is_complete(dir.path()));
+    }
+}
