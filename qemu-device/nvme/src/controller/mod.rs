@@ -107,7 +107,9 @@ pub struct Controller {
     pub serial: String,
     pub ns: Vec<Namespace>,
     pub stats: Arc<Counters>,
-    pub ram: GuestRam,
+    /// Guest RAM maps, shared with the message thread so DMA_MAP/UNMAP
+    /// need not wait for the worker's pass.
+    pub ram: Arc<GuestRam>,
     pub cmbs: CmbRegistry,
     pub cmb: Option<(Arc<Mapping>, File)>,
     pub cc: u32,
@@ -192,7 +194,7 @@ impl Controller {
             serial: cfg.serial,
             ns: cfg.namespaces,
             stats,
-            ram: GuestRam::default(),
+            ram: Arc::default(),
             cmbs,
             cmb,
             cc: 0,
