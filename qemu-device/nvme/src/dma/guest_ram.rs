@@ -134,4 +134,7 @@ fn wait_unused(removed: Vec<Section>) {
         }
         std::thread::sleep(Duration::from_micros(50));
     }
+    // strong_count reads relaxed: order the users' accesses (their drop
+    // released them) before whatever the caller does next.
+    std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
 }
