@@ -14,6 +14,7 @@ mod config;
 mod controller;
 mod dma;
 mod error;
+mod limits;
 mod namespace;
 mod nvme;
 #[cfg(test)]

@@ -1,163 +1,59 @@
-//! Admin commands.
+//! What identify, features and log pages see of their controller: the
+//! narrow [`AdminCtx`]. The admin commands that operate the controller
+//! itself (queues, doorbell buffer, asynchronous events) live in
+//! `controller`.
 
-use crate::controller::dbbuf::{Bell, DoorbellBuffer};
-use crate::controller::{Controller, Cq, Sq, MAX_IO_QUEUES, MQES, MSIX_VECTORS};
-use crate::dma::prp;
-use crate::dma::Target;
+use super::features::Features;
+use super::io::HostCounters;
+use crate::dma::{prp, Dma};
+use crate::namespace::Namespace;
 use crate::nvme::{CmdResult, Sqe, Status};
-use crate::stats::Kind;
+use crate::stats::{Counters, Kind};
+use crate::wire::ErrorLogEntry;
 use std::collections::VecDeque;
 
-const AER_LIMIT: usize = 4;
+/// Borrowed parts of a controller an admin command may read or change.
+pub struct AdminCtx<'a> {
+    /// Controller index (CNTLID is this + 1).
+    pub id: usize,
+    /// Serial number.
+    pub serial: &'a str,
+    /// The namespaces (NSID n is index n - 1).
+    pub ns: &'a [Namespace],
+    /// DMA to and from the command's buffer.
+    pub dma: Dma<'a>,
+    /// The feature values the host can change.
+    pub features: &'a mut Features,
+    /// The error log, newest first.
+    pub errlog: &'a VecDeque<ErrorLogEntry>,
+    /// Errors logged since the controller started.
+    pub error_count: u64,
+    /// SMART's host counters.
+    pub host: &'a HostCounters,
+    /// The DMA counters (vendor log page 0xC0).
+    pub stats: &'a Counters,
+    /// Asynchronous event types masked until their log page is read; the
+    /// controller delivers newly unmasked events after the command.
+    pub masked_events: &'a mut u8,
+}
 
-impl Controller {
-    /// Runs one admin command through the command table; `None` holds it
-    /// (Asynchronous Event Request).
-    pub fn admin(&mut self, sqe: &Sqe) -> Option<CmdResult> {
-        match super::table::admin(sqe.opcode()) {
-            Some(cmd) => (cmd.run)(self, sqe),
-            None => Some(Err(Status::INVALID_OPCODE)),
-        }
-    }
-
-    /// Asynchronous Event Request: held until an event completes it.
-    pub(super) fn async_event(&mut self, sqe: &Sqe) -> Option<CmdResult> {
-        if self.aers.len() >= AER_LIMIT {
-            return Some(Err(Status::AER_LIMIT));
-        }
-        self.aers.push(sqe.cid());
-        self.deliver_events();
-        None
-    }
-
-    /// PRP1: shadow doorbell page, PRP2: event index page (both page
-    /// aligned, in memory we can reach). Queues created later use them too.
-    pub(super) fn doorbell_buffer_config(&mut self, sqe: &Sqe) -> CmdResult {
-        if sqe.psdt() != 0 {
-            return Err(Status::INVALID_FIELD);
-        }
-        let db = DoorbellBuffer::new(sqe.dptr1(), sqe.dptr2(), &self.dma())
-            .ok_or(Status::INVALID_FIELD)?;
-        self.dbbuf = Some(db);
-        for qid in 1..self.sqs.len() {
-            self.arm_shadow_doorbells(qid);
-        }
-        Ok(0)
-    }
-
-    /// Event indices for a new I/O queue: the first submission rings, head
-    /// updates stay silent until the completion queue fills.
-    fn arm_shadow_doorbells(&mut self, qid: usize) {
-        let Some(db) = self.dbbuf else { return };
-        if let Some(sq) = &self.sqs[qid] {
-            db.set_event(&self.dma(), qid, Bell::SqTail, sq.tail);
-        }
-        if let Some(cq) = &self.cqs[qid] {
-            let quiet = cq.head.wrapping_sub(1);
-            db.set_event(&self.dma(), qid, Bell::CqHead, quiet);
-        }
-    }
-
+impl AdminCtx<'_> {
     /// Sends `data` to the host buffer of an admin command (metadata).
-    pub(super) fn send_to_host(&mut self, sqe: &Sqe, data: &[u8]) -> CmdResult {
-        prp::transfer(sqe, data.len(), &self.dma(), Kind::Meta)?.scatter(data);
+    pub fn send_to_host(&self, sqe: &Sqe, data: &[u8]) -> CmdResult {
+        prp::transfer(sqe, data.len(), &self.dma, Kind::Meta)?.scatter(data);
         Ok(0)
     }
 
-    pub(super) fn receive_from_host(&mut self, sqe: &Sqe, len: usize) -> Result<Vec<u8>, Status> {
-        Ok(prp::transfer(sqe, len, &self.dma(), Kind::Meta)?.gather())
+    /// Reads `len` bytes from the host buffer of an admin command.
+    pub fn receive_from_host(&self, sqe: &Sqe, len: usize) -> Result<Vec<u8>, Status> {
+        Ok(prp::transfer(sqe, len, &self.dma, Kind::Meta)?.gather())
     }
 
-    pub(super) fn create_cq(&mut self, sqe: &Sqe) -> CmdResult {
-        let qid = (sqe.cdw(10) & 0xffff) as usize;
-        let size = (sqe.cdw(10) >> 16) as u16;
-        let pc = sqe.cdw(11) & 1 != 0;
-        let ien = sqe.cdw(11) & 2 != 0;
-        let iv = (sqe.cdw(11) >> 16) as u16;
-        if qid == 0 || qid > self.features.ncqa as usize || self.cqs[qid].is_some() {
-            return Err(Status::INVALID_QID);
+    /// The namespace index of `nsid`.
+    pub fn ns_index(&self, nsid: u32) -> Result<usize, Status> {
+        if nsid == 0 || nsid as usize > self.ns.len() {
+            return Err(Status::INVALID_NAMESPACE);
         }
-        if size == 0 || size > MQES {
-            return Err(Status::INVALID_QSIZE);
-        }
-        if iv as usize >= MSIX_VECTORS {
-            return Err(Status::INVALID_VECTOR);
-        }
-        if !pc || sqe.dptr1() & 0xfff != 0 {
-            return Err(Status::INVALID_FIELD);
-        }
-        let base = sqe.dptr1();
-        // CMBSZ.CQS is clear: completion queues may not live in the CMB.
-        match self.queue_target(base, (size as u64 + 1) * 16)? {
-            Target::GuestRam => {}
-            _ => return Err(Status::INVALID_CMB_USE),
-        }
-        self.cqs[qid] = Some(Cq {
-            base,
-            size: size + 1,
-            head: 0,
-            tail: 0,
-            phase: true,
-            iv,
-            ien,
-            pending: VecDeque::new(),
-        });
-        self.arm_shadow_doorbells(qid);
-        Ok(0)
-    }
-
-    pub(super) fn create_sq(&mut self, sqe: &Sqe) -> CmdResult {
-        let qid = (sqe.cdw(10) & 0xffff) as usize;
-        let size = (sqe.cdw(10) >> 16) as u16;
-        let pc = sqe.cdw(11) & 1 != 0;
-        let cqid = (sqe.cdw(11) >> 16) as usize;
-        if qid == 0 || qid > self.features.nsqa as usize || self.sqs[qid].is_some() {
-            return Err(Status::INVALID_QID);
-        }
-        if cqid == 0 || cqid > MAX_IO_QUEUES || self.cqs[cqid].is_none() {
-            return Err(Status::INVALID_CQ);
-        }
-        if size == 0 || size > MQES {
-            return Err(Status::INVALID_QSIZE);
-        }
-        if !pc || sqe.dptr1() & 0xfff != 0 {
-            return Err(Status::INVALID_FIELD);
-        }
-        // Submission queues may live in guest RAM or in our own CMB (SQS).
-        match self.queue_target(sqe.dptr1(), (size as u64 + 1) * 64)? {
-            Target::GuestRam | Target::OwnCmb => {}
-            Target::PeerCmb(_) => return Err(Status::INVALID_CMB_USE),
-        }
-        self.sqs[qid] = Some(Sq {
-            base: sqe.dptr1(),
-            size: size + 1,
-            head: 0,
-            tail: 0,
-            cqid: cqid as u16,
-        });
-        self.arm_shadow_doorbells(qid);
-        Ok(0)
-    }
-
-    pub(super) fn delete_sq(&mut self, sqe: &Sqe) -> CmdResult {
-        let qid = (sqe.cdw(10) & 0xffff) as usize;
-        if qid == 0 || qid > MAX_IO_QUEUES || self.sqs[qid].is_none() {
-            return Err(Status::INVALID_QID);
-        }
-        // Commands complete synchronously, so none are left to abort.
-        self.sqs[qid] = None;
-        Ok(0)
-    }
-
-    pub(super) fn delete_cq(&mut self, sqe: &Sqe) -> CmdResult {
-        let qid = (sqe.cdw(10) & 0xffff) as usize;
-        if qid == 0 || qid > MAX_IO_QUEUES || self.cqs[qid].is_none() {
-            return Err(Status::INVALID_QID);
-        }
-        if self.sqs.iter().flatten().any(|sq| sq.cqid as usize == qid) {
-            return Err(Status::INVALID_QUEUE_DELETION);
-        }
-        self.cqs[qid] = None;
-        Ok(0)
+        Ok(nsid as usize - 1)
     }
 }

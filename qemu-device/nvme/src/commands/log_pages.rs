@@ -1,84 +1,97 @@
 //! Get Log Page: error information, SMART, firmware slot, commands
 //! supported and effects, and the vendor DMA counters (0xC0).
 
-use crate::controller::Controller;
+use super::admin::AdminCtx;
+use super::io::MAX_TRANSFER;
+use crate::limits::ERROR_LOG_ENTRIES;
 use crate::nvme::{CmdResult, Sqe, Status};
 use crate::wire::{
     ascii, lid, CommandsEffectsLog, FirmwareSlotLog, FromZeros, IntoBytes, SmartLog, U128, U16, U32,
 };
 
-impl Controller {
-    pub(super) fn get_log_page(&mut self, sqe: &Sqe) -> CmdResult {
-        let lid = (sqe.cdw(10) & 0xff) as u8;
-        let numd = ((sqe.cdw(11) & 0xffff) << 16 | sqe.cdw(10) >> 16) as usize + 1;
-        let offset = sqe.cdw(12) as u64 | (sqe.cdw(13) as u64) << 32;
-        let len = numd * 4;
-        if len > crate::controller::MAX_TRANSFER {
-            return Err(Status::INVALID_FIELD);
-        }
-        let page: Vec<u8> = match lid {
-            // The full log: ELPE + 1 entries, unused ones zero.
-            lid::ERROR => {
-                let mut b: Vec<u8> = self
-                    .errlog
-                    .iter()
-                    .flat_map(|e| e.as_bytes())
-                    .copied()
-                    .collect();
-                b.resize(crate::controller::ERROR_LOG_ENTRIES * 64, 0);
-                b
-            }
-            lid::SMART => self.smart_log().as_bytes().to_vec(),
-            lid::FIRMWARE_SLOT => {
-                let mut f = FirmwareSlotLog::new_zeroed();
-                f.afi = 1; // slot 1 active
-                f.frs[0] = ascii(env!("CARGO_PKG_VERSION"));
-                f.as_bytes().to_vec()
-            }
-            lid::COMMANDS_EFFECTS => self.effects_log().as_bytes().to_vec(),
-            lid::VENDOR_DMA_COUNTERS => self.stats.log_page().as_bytes().to_vec(),
-            _ => return Err(Status::INVALID_LOG_PAGE),
-        };
-        if !offset.is_multiple_of(4) || offset > page.len() as u64 {
-            return Err(Status::INVALID_FIELD);
-        }
-        let mut out = vec![0u8; len];
-        let avail = &page[offset as usize..];
-        let n = avail.len().min(len);
-        out[..n].copy_from_slice(&avail[..n]);
-        self.send_to_host(sqe, &out)?;
-        // Retain Asynchronous Event clear: the host consumed the event.
-        if sqe.cdw(10) & (1 << 15) == 0 {
-            self.unmask_events(lid);
-        }
-        Ok(0)
+/// Get Log Page: the page LID names, from the dword offset in CDW12/13.
+pub(super) fn get_log_page(c: &mut AdminCtx<'_>, sqe: &Sqe) -> CmdResult {
+    let lid = (sqe.cdw(10) & 0xff) as u8;
+    let numd = ((sqe.cdw(11) & 0xffff) << 16 | sqe.cdw(10) >> 16) as usize + 1;
+    let offset = sqe.cdw(12) as u64 | (sqe.cdw(13) as u64) << 32;
+    let len = numd * 4;
+    if len > MAX_TRANSFER {
+        return Err(Status::INVALID_FIELD);
     }
-
-    pub(super) fn smart_log(&self) -> SmartLog {
-        let mut s = SmartLog::new_zeroed();
-        s.temperature = U16::new(300); // K
-        s.available_spare = 100;
-        s.spare_threshold = 10;
-        // Data units: thousands of 512-byte units, rounded up, from the exact
-        // byte totals.
-        let units = |bytes: u64| U128::new((bytes as u128).div_ceil(512_000));
-        s.data_units_read = units(self.host.bytes_read);
-        s.data_units_written = units(self.host.bytes_written);
-        s.host_reads = U128::new(self.host.reads as u128);
-        s.host_writes = U128::new(self.host.writes as u128);
-        s.error_log_entries = U128::new(self.error_count as u128);
-        s
+    let page: Vec<u8> = match lid {
+        // The full log: ELPE + 1 entries, unused ones zero.
+        lid::ERROR => {
+            let mut b: Vec<u8> = c
+                .errlog
+                .iter()
+                .flat_map(|e| e.as_bytes())
+                .copied()
+                .collect();
+            b.resize(ERROR_LOG_ENTRIES * 64, 0);
+            b
+        }
+        lid::SMART => smart_log(c).as_bytes().to_vec(),
+        lid::FIRMWARE_SLOT => {
+            let mut f = FirmwareSlotLog::new_zeroed();
+            f.afi = 1; // slot 1 active
+            f.frs[0] = ascii(env!("CARGO_PKG_VERSION"));
+            f.as_bytes().to_vec()
+        }
+        lid::COMMANDS_EFFECTS => effects_log().as_bytes().to_vec(),
+        lid::VENDOR_DMA_COUNTERS => c.stats.log_page().as_bytes().to_vec(),
+        _ => return Err(Status::INVALID_LOG_PAGE),
+    };
+    if !offset.is_multiple_of(4) || offset > page.len() as u64 {
+        return Err(Status::INVALID_FIELD);
     }
+    let mut out = vec![0u8; len];
+    let avail = &page[offset as usize..];
+    let n = avail.len().min(len);
+    out[..n].copy_from_slice(&avail[..n]);
+    c.send_to_host(sqe, &out)?;
+    // Retain Asynchronous Event clear: the host consumed the event.
+    if sqe.cdw(10) & (1 << 15) == 0 {
+        unmask_events(c, lid);
+    }
+    Ok(0)
+}
 
-    /// Commands Supported and Effects, straight from the command table.
-    pub(super) fn effects_log(&self) -> CommandsEffectsLog {
-        let mut log = CommandsEffectsLog::new_zeroed();
-        for c in super::table::ADMIN {
-            log.acs[c.opcode as usize] = U32::new(c.effects);
-        }
-        for c in super::table::IO {
-            log.iocs[c.opcode as usize] = U32::new(c.effects);
-        }
-        log
+fn smart_log(c: &AdminCtx<'_>) -> SmartLog {
+    let mut s = SmartLog::new_zeroed();
+    s.temperature = U16::new(300); // K
+    s.available_spare = 100;
+    s.spare_threshold = 10;
+    // Data units: thousands of 512-byte units, rounded up, from the exact
+    // byte totals.
+    let units = |bytes: u64| U128::new((bytes as u128).div_ceil(512_000));
+    s.data_units_read = units(c.host.bytes_read);
+    s.data_units_written = units(c.host.bytes_written);
+    s.host_reads = U128::new(c.host.reads as u128);
+    s.host_writes = U128::new(c.host.writes as u128);
+    s.error_log_entries = U128::new(c.error_count as u128);
+    s
+}
+
+/// Commands Supported and Effects, straight from the command table.
+fn effects_log() -> CommandsEffectsLog {
+    let mut log = CommandsEffectsLog::new_zeroed();
+    for c in super::table::ADMIN {
+        log.acs[c.opcode as usize] = U32::new(c.effects);
+    }
+    for c in super::table::IO {
+        log.iocs[c.opcode as usize] = U32::new(c.effects);
+    }
+    log
+}
+
+/// The host read log page `lid` without RAE: the event types it reports
+/// are unmasked (the controller then delivers them again).
+fn unmask_events(c: &mut AdminCtx<'_>, lid: u8) {
+    // Error information (01h) clears the error type (0); SMART (02h) the
+    // SMART/health type (1).
+    match lid {
+        lid::ERROR => *c.masked_events &= !1,
+        lid::SMART => *c.masked_events &= !2,
+        _ => {}
     }
 }

@@ -1,5 +1,7 @@
-//! Command execution: admin commands (queues, identify, features, log
-//! pages) and I/O commands, as methods of the controller.
+//! Command execution through narrow contexts: identify, features and log
+//! pages on `AdminCtx`, I/O commands on `IoCtx`. This module does not
+//! depend on `controller`; the admin commands that operate the controller
+//! itself (queues, doorbell buffer, events) live there.
 
 pub mod admin;
 pub mod features;

@@ -2,8 +2,9 @@
 //! and the Commands Supported and Effects log page, so a command cannot be
 //! run without being reported, nor reported without being run.
 
+use super::admin::AdminCtx;
 use super::io::{self, IoCtx};
-use crate::controller::Controller;
+use super::{features, identify, log_pages};
 use crate::nvme::{admin as aop, io as iop, CmdResult, Sqe};
 
 /// Commands Supported and Effects: the command is supported (CSUPP).
@@ -11,14 +12,40 @@ pub const SUPPORTED: u32 = 1;
 /// It may change logical block content (LBCC).
 pub const CHANGES_CONTENT: u32 = 1 << 1;
 
-/// An admin command: `run` returns `None` to hold the command.
+/// An admin command.
 pub struct AdminCommand {
     /// Opcode.
     pub opcode: u8,
     /// Commands Supported and Effects entry.
     pub effects: u32,
     /// The handler.
-    pub run: fn(&mut Controller, &Sqe) -> Option<CmdResult>,
+    pub run: AdminRun,
+}
+
+/// Who runs an admin command.
+#[derive(Clone, Copy)]
+pub enum AdminRun {
+    /// A command on the narrow admin context (identify, features, log pages).
+    Ctx(fn(&mut AdminCtx<'_>, &Sqe) -> CmdResult),
+    /// An operation on the controller itself, which runs it.
+    Controller(ControllerOp),
+}
+
+/// The admin commands that operate the controller's queues and events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ControllerOp {
+    /// Create I/O Submission Queue.
+    CreateSq,
+    /// Delete I/O Submission Queue.
+    DeleteSq,
+    /// Create I/O Completion Queue.
+    CreateCq,
+    /// Delete I/O Completion Queue.
+    DeleteCq,
+    /// Doorbell Buffer Config (shadow doorbells).
+    DoorbellBufferConfig,
+    /// Asynchronous Event Request: held until an event completes it.
+    AsyncEvent,
 }
 
 /// An I/O command of the NVM command set.
@@ -36,63 +63,63 @@ pub static ADMIN: &[AdminCommand] = &[
     AdminCommand {
         opcode: aop::DELETE_SQ,
         effects: SUPPORTED,
-        run: |c, s| Some(c.delete_sq(s)),
+        run: AdminRun::Controller(ControllerOp::DeleteSq),
     },
     AdminCommand {
         opcode: aop::CREATE_SQ,
         effects: SUPPORTED,
-        run: |c, s| Some(c.create_sq(s)),
+        run: AdminRun::Controller(ControllerOp::CreateSq),
     },
     AdminCommand {
         opcode: aop::GET_LOG_PAGE,
         effects: SUPPORTED,
-        run: |c, s| Some(c.get_log_page(s)),
+        run: AdminRun::Ctx(log_pages::get_log_page),
     },
     AdminCommand {
         opcode: aop::DELETE_CQ,
         effects: SUPPORTED,
-        run: |c, s| Some(c.delete_cq(s)),
+        run: AdminRun::Controller(ControllerOp::DeleteCq),
     },
     AdminCommand {
         opcode: aop::CREATE_CQ,
         effects: SUPPORTED,
-        run: |c, s| Some(c.create_cq(s)),
+        run: AdminRun::Controller(ControllerOp::CreateCq),
     },
     AdminCommand {
         opcode: aop::IDENTIFY,
         effects: SUPPORTED,
-        run: |c, s| Some(c.identify(s)),
+        run: AdminRun::Ctx(identify::identify),
     },
     // Commands complete too fast to abort: "not aborted".
     AdminCommand {
         opcode: aop::ABORT,
         effects: SUPPORTED,
-        run: |_, _| Some(Ok(1)),
+        run: AdminRun::Ctx(|_, _| Ok(1)),
     },
     AdminCommand {
         opcode: aop::SET_FEATURES,
         effects: SUPPORTED,
-        run: |c, s| Some(c.set_features(s)),
+        run: AdminRun::Ctx(features::set_features),
     },
     AdminCommand {
         opcode: aop::GET_FEATURES,
         effects: SUPPORTED,
-        run: |c, s| Some(c.get_features(s)),
+        run: AdminRun::Ctx(features::get_features),
     },
     AdminCommand {
         opcode: aop::ASYNC_EVENT,
         effects: SUPPORTED,
-        run: |c, s| c.async_event(s),
+        run: AdminRun::Controller(ControllerOp::AsyncEvent),
     },
     AdminCommand {
         opcode: aop::KEEP_ALIVE,
         effects: SUPPORTED,
-        run: |_, _| Some(Ok(0)),
+        run: AdminRun::Ctx(|_, _| Ok(0)),
     },
     AdminCommand {
         opcode: aop::DOORBELL_BUFFER_CONFIG,
         effects: SUPPORTED,
-        run: |c, s| Some(c.doorbell_buffer_config(s)),
+        run: AdminRun::Controller(ControllerOp::DoorbellBufferConfig),
     },
 ];
 

@@ -53,7 +53,7 @@ impl Controller {
 
     /// Completes outstanding AERs with queued events whose type is not
     /// masked; a delivered type stays masked until the host reads its log
-    /// page without RAE (see `unmask_events`).
+    /// page without RAE (see `commands::log_pages`).
     pub fn deliver_events(&mut self) {
         while !self.aers.is_empty() {
             let Some(i) = self
@@ -68,19 +68,6 @@ impl Controller {
             let cid = self.aers.remove(0);
             self.post(0, 0, cid, ev, Status::SUCCESS);
         }
-    }
-
-    /// The host read log page `lid` without RAE: events of the types it
-    /// reports are delivered again.
-    pub fn unmask_events(&mut self, lid: u8) {
-        // Error information (01h) clears the error type (0); SMART (02h)
-        // the SMART/health type (1).
-        match lid {
-            crate::wire::lid::ERROR => self.masked_events &= !1,
-            crate::wire::lid::SMART => self.masked_events &= !2,
-            _ => return,
-        }
-        self.deliver_events();
     }
 
     /// Adds an error-log entry (`lba`: the command's LBA; 0 for commands

@@ -1,6 +1,7 @@
 //! Controller state machine: registers, enable/reset/shutdown, queues,
 //! doorbells, completions and interrupts.
 
+mod admin;
 pub mod dbbuf;
 mod events;
 mod queues;
@@ -21,14 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vmm_sys_util::eventfd::EventFd;
 
-pub const MAX_IO_QUEUES: usize = 64;
-pub const MQES: u16 = 1023; // 0-based
-pub const MSIX_VECTORS: usize = 32;
 pub const DOORBELLS: u64 = 0x1000;
-pub use crate::commands::io::{MAX_TRANSFER, MDTS};
-pub const ERROR_LOG_ENTRIES: usize = 64;
-/// NVMe 2.0 (VS register and Identify Controller VER).
-pub const NVME_VERSION: u32 = 0x0002_0000;
+pub use crate::limits::{ERROR_LOG_ENTRIES, MAX_IO_QUEUES, MQES, MSIX_VECTORS, NVME_VERSION};
 
 /// BAR0 register offsets, taken from the typed register layout.
 pub mod reg {
@@ -112,7 +107,9 @@ pub struct Controller {
     pub serial: String,
     pub ns: Vec<Namespace>,
     pub stats: Arc<Counters>,
-    pub ram: GuestRam,
+    /// Guest RAM maps, shared with the message thread so DMA_MAP/UNMAP
+    /// need not wait for the worker's pass.
+    pub ram: Arc<GuestRam>,
     pub cmbs: CmbRegistry,
     pub cmb: Option<(Arc<Mapping>, File)>,
     pub cc: u32,
@@ -197,7 +194,7 @@ impl Controller {
             serial: cfg.serial,
             ns: cfg.namespaces,
             stats,
-            ram: GuestRam::default(),
+            ram: Arc::default(),
             cmbs,
             cmb,
             cc: 0,
@@ -245,6 +242,28 @@ impl Controller {
             },
             vwc: self.features.vwc,
             counters: &mut self.host,
+        }
+    }
+
+    /// The narrow view identify, features and log pages get.
+    pub fn admin_ctx(&mut self) -> crate::commands::admin::AdminCtx<'_> {
+        crate::commands::admin::AdminCtx {
+            id: self.id,
+            serial: &self.serial,
+            ns: &self.ns,
+            dma: Dma {
+                ctrl: self.id,
+                ram: &self.ram,
+                cmbs: &self.cmbs,
+                bus_master: self.bus_master.load(Ordering::Acquire),
+                stats: &self.stats,
+            },
+            features: &mut self.features,
+            errlog: &self.errlog,
+            error_count: self.error_count,
+            host: &self.host,
+            stats: &self.stats,
+            masked_events: &mut self.masked_events,
         }
     }
 

@@ -13,8 +13,8 @@ pub mod route;
 pub use cmb::memfd;
 pub use cmb::{sealed_memfd, CmbRegistry, CmbWindow, Mapping};
 pub use guest_ram::GuestRam;
-use std::marker::PhantomData;
 use std::sync::Arc;
+use vm_memory::GuestRegionMmap;
 
 pub use crate::dma::route::Target;
 use crate::dma::route::{Dir, Kind};
@@ -44,12 +44,13 @@ impl<'a> Dma<'a> {
     }
 
     /// Finds [addr, addr+len) (CMB windows first) and runs `f` on its host
-    /// address; for a CMB, also on the shared handle that keeps it mapped.
+    /// address and the shared handle that keeps that memory mapped (holding
+    /// a guest RAM handle makes an unmap of it wait).
     fn with<R>(
         &self,
         addr: u64,
         len: usize,
-        f: impl FnOnce(*mut u8, Option<&Arc<Mapping>>) -> R,
+        f: impl FnOnce(*mut u8, Holder<'_>) -> R,
     ) -> Result<(Target, R), DmaFault> {
         if !self.bus_master {
             return Err(DmaFault);
@@ -70,11 +71,14 @@ impl<'a> Dma<'a> {
                     Target::PeerCmb(w.ctrl)
                 };
                 let p = w.mem.at((addr - base) as usize, len).ok_or(DmaFault)?;
-                return Ok((t, f(p, Some(&w.mem))));
+                return Ok((t, f(p, Holder::Cmb(&w.mem))));
             }
         }
-        let p = self.ram.host(addr, len as u64).ok_or(DmaFault)?;
-        Ok((Target::GuestRam, f(p, None)))
+        let r = self
+            .ram
+            .with(addr, len as u64, |p, region| f(p, Holder::Ram(region)))
+            .ok_or(DmaFault)?;
+        Ok((Target::GuestRam, r))
     }
 
     /// Resolves every piece of a transfer up front (None: a bit bucket), so
@@ -90,7 +94,7 @@ impl<'a> Dma<'a> {
             kind,
             pieces: Vec::with_capacity(segs.len()),
             cmbs: vec![],
-            _ram: PhantomData,
+            ram: vec![],
         };
         for &(addr, len) in segs {
             let Some(addr) = addr else {
@@ -101,12 +105,14 @@ impl<'a> Dma<'a> {
                 });
                 continue;
             };
-            let cmbs = &mut r.cmbs;
-            let (target, ptr) = self.with(addr, len, |p, shared| {
-                if let Some(shared) = shared {
-                    if !cmbs.iter().any(|c| Arc::ptr_eq(c, shared)) {
-                        cmbs.push(shared.clone());
+            let (cmbs, ram) = (&mut r.cmbs, &mut r.ram);
+            let (target, ptr) = self.with(addr, len, |p, held| {
+                match held {
+                    Holder::Cmb(m) if !cmbs.iter().any(|c| Arc::ptr_eq(c, m)) => {
+                        cmbs.push(m.clone())
                     }
+                    Holder::Ram(g) if !ram.iter().any(|c| Arc::ptr_eq(c, g)) => ram.push(g.clone()),
+                    _ => {}
                 }
                 p
             })?;
@@ -151,6 +157,14 @@ impl<'a> Dma<'a> {
     }
 }
 
+/// What keeps the memory a DMA uses mapped.
+enum Holder<'h> {
+    /// A CMB mapping.
+    Cmb(&'h Arc<Mapping>),
+    /// A guest RAM section: while a clone lives, unmapping it waits.
+    Ram(&'h Arc<GuestRegionMmap>),
+}
+
 /// One piece of a resolved transfer.
 struct Piece {
     /// None: a bit bucket (no memory behind it).
@@ -160,14 +174,14 @@ struct Piece {
 }
 
 /// A transfer resolved to process memory. The pointers stay valid while it
-/// lives: guest RAM maps are borrowed from the controller, CMB mappings are
-/// held here.
+/// lives: the guest RAM sections and CMB mappings it uses are held here (an
+/// unmap of those sections waits for it to drop).
 pub struct Resolved<'a> {
     stats: &'a Counters,
     kind: Kind,
     pieces: Vec<Piece>,
     cmbs: Vec<Arc<Mapping>>,
-    _ram: PhantomData<&'a GuestRam>,
+    ram: Vec<Arc<GuestRegionMmap>>,
 }
 
 impl Resolved<'_> {
@@ -268,7 +282,7 @@ mod tests {
     use std::sync::RwLock;
 
     fn setup() -> (GuestRam, CmbRegistry) {
-        let mut ram = GuestRam::default();
+        let ram = GuestRam::default();
         let f = memfd("ram", 1 << 20).unwrap();
         ram.map(0x10_0000, 1 << 20, Some((f, 0))).unwrap();
         ram.map(0xfe00_0000, 1 << 20, None).unwrap(); // a directly mapped BAR, no fd

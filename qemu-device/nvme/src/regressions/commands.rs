@@ -200,3 +200,20 @@ fn identify_io_command_set_structures_answer_as_nvme_2_0() {
     let (_, log) = log_page(&mut h, 0x01, 64, 0, false);
     assert_eq!(log, vec![0; 64], "no error-log entries");
 }
+
+/// Issue 13's module circle: commands reach the controller only through
+/// their narrow contexts (`IoCtx`, `AdminCtx`), never by importing it.
+#[test]
+fn commands_do_not_import_the_controller() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/commands");
+    let mut files = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        files += 1;
+        for bad in ["crate::controller", "super::super::controller"] {
+            assert!(!text.contains(bad), "{} mentions {bad}", path.display());
+        }
+    }
+    assert!(files >= 6, "read the command modules ({files})");
+}

@@ -154,3 +154,61 @@ fn intx_is_not_advertised() {
     pci.read(0x3d, &mut pin);
     assert_eq!(pin, [0], "interrupt pin");
 }
+
+/// DMA_UNMAP waits only for the DMAs using the sections it removes, not
+/// for the worker's pass: with the controller locked (a pass in progress)
+/// and a transfer holding section A, unmapping section B returns; unmapping
+/// A returns only once that transfer is done, and A is then unreachable.
+#[test]
+fn dma_unmap_waits_only_for_users_of_its_own_mapping() {
+    use std::time::{Duration, Instant};
+    const A: u64 = 0x1_0000_0000;
+    const B: u64 = 0x2_0000_0000;
+    const SIZE: u64 = 1 << 20;
+    let d = tempfile::tempdir().unwrap();
+    let b = backend(&d);
+    let ctrl = b.ctrl.clone();
+    let pass = ctrl.lock().unwrap(); // the worker is mid-pass
+    pass.bus_master.store(true, Ordering::Release);
+    for iova in [A, B] {
+        let f = crate::dma::memfd("ram", SIZE).unwrap();
+        pass.ram.map(iova, SIZE, Some((f, 0))).unwrap();
+    }
+    let dma = pass.dma();
+    let in_flight = dma
+        .resolve(&[(Some(A + 4096), 8192)], crate::stats::Kind::Data)
+        .unwrap();
+    // Unmaps on the message thread; the backend comes back when it is done
+    // (a failing check leaves a blocked thread behind rather than hanging).
+    let unmap = |mut b: crate::vfio::Backend, iova: u64| {
+        std::thread::spawn(move || {
+            let r = b.dma_unmap(Some((iova, SIZE)));
+            (b, r)
+        })
+    };
+    let finished_within = |t: &std::thread::JoinHandle<_>, limit| {
+        let start = Instant::now();
+        while !t.is_finished() && start.elapsed() < limit {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        t.is_finished()
+    };
+    let unmap_b = unmap(b, B);
+    assert!(
+        finished_within(&unmap_b, Duration::from_secs(5)),
+        "unmapping B waited for the pass or for A's user"
+    );
+    let (b, r) = unmap_b.join().unwrap();
+    r.unwrap();
+    assert!(dma.classify(B, 4096).is_err(), "B is gone");
+    assert!(dma.classify(A, 4096).is_ok(), "A is untouched");
+    let unmap_a = unmap(b, A);
+    assert!(
+        !finished_within(&unmap_a, Duration::from_millis(200)),
+        "unmapping A must wait for the transfer using it"
+    );
+    assert!(dma.classify(A, 4096).is_err(), "no new DMA finds A");
+    drop(in_flight);
+    assert!(finished_within(&unmap_a, Duration::from_secs(5)));
+    unmap_a.join().unwrap().1.unwrap();
+}

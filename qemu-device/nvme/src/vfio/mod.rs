@@ -7,7 +7,7 @@ pub mod pci;
 
 use crate::controller::regs::{Doorbells, RegMirror};
 use crate::controller::{Controller, Step, DOORBELLS, MSIX_VECTORS};
-use crate::dma::Mapping;
+use crate::dma::{GuestRam, Mapping};
 use crate::stats::Counters;
 use p2pnvme_vfio_user::{
     Backend as VfioBackend, DmaMap, Errno, IrqInfo, IrqSet, RegionInfo, RegionMmap,
@@ -27,6 +27,9 @@ pub struct Backend {
     bells: Arc<Doorbells>,
     stats: Arc<Counters>,
     cmb: Option<Arc<Mapping>>,
+    /// Guest RAM maps: DMA_MAP/UNMAP change them without the controller
+    /// lock and wait only for the DMAs using the sections they remove.
+    ram: Arc<GuestRam>,
     /// Message-thread lock requests the worker lets through first.
     waiters: Arc<AtomicUsize>,
     worker: Option<std::thread::Thread>,
@@ -39,6 +42,7 @@ impl Backend {
             bells: ctrl.bells.clone(),
             stats: ctrl.stats.clone(),
             cmb: ctrl.cmb.as_ref().map(|(m, _)| m.clone()),
+            ram: ctrl.ram.clone(),
             ctrl: Arc::new(Mutex::new(ctrl)),
             pci,
             waiters: Arc::default(),
@@ -215,20 +219,16 @@ impl VfioBackend for Backend {
     fn dma_map(&mut self, map: DmaMap) -> Result<(), Errno> {
         // Without an fd (QEMU's own directly mapped BARs) there is nothing to
         // map; the range is recorded so it is never mistaken for RAM.
-        self.lock()
-            .ram
-            .map(map.iova, map.size, map.fd)
-            .map_err(|e| {
-                log::debug!("DMA_MAP at {:#x}: {e}", map.iova);
-                Errno(libc::EINVAL)
-            })
+        self.ram.map(map.iova, map.size, map.fd).map_err(|e| {
+            log::debug!("DMA_MAP at {:#x}: {e}", map.iova);
+            Errno(libc::EINVAL)
+        })
     }
 
     fn dma_unmap(&mut self, range: Option<(u64, u64)>) -> Result<(), Errno> {
-        let mut c = self.lock();
         match range {
-            None => c.ram.clear(),
-            Some((iova, size)) => c.ram.unmap(iova, size),
+            None => self.ram.clear(),
+            Some((iova, size)) => self.ram.unmap(iova, size),
         }
         Ok(())
     }
@@ -280,6 +280,9 @@ impl VfioBackend for Backend {
     }
 
     fn disconnected(&mut self) {
+        // The worker's DMAs stop finding guest RAM at once; the in-flight
+        // ones finish before the lock is ours.
+        self.ram.clear();
         let (cmb, bme) = {
             let mut c = self.lock();
             c.disconnect();
