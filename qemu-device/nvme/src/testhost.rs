@@ -94,6 +94,20 @@ pub fn command(opcode: u8, nsid: u32) -> Sqe {
     s
 }
 
+/// A Read or Write of `nlb` blocks at `slba` on namespace 1 with PRP1/PRP2
+/// as given, FUA if asked.
+pub fn rw_command(opcode: u8, slba: u64, nlb: u32, prp1: u64, prp2: u64, fua: bool) -> Sqe {
+    let mut c = command(opcode, 1);
+    c.dw[6] = prp1 as u32;
+    c.dw[7] = (prp1 >> 32) as u32;
+    c.dw[8] = prp2 as u32;
+    c.dw[9] = (prp2 >> 32) as u32;
+    c.dw[10] = slba as u32;
+    c.dw[11] = (slba >> 32) as u32;
+    c.dw[12] = (nlb - 1) | (fua as u32) << 30;
+    c
+}
+
 impl TestHost {
     /// A controller with `namespaces` files of `ns_bytes` in `dir` and a CMB
     /// of `cmb_mib`; guest RAM of `ram_mib` at RAM_BASE.

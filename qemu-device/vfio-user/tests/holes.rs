@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use p2pnvme_vfio_user::build::{message, Client};
-use p2pnvme_vfio_user::testing::{Call, FakeBackend, BAR2_SIZE};
+use p2pnvme_vfio_user::testing::{Call, BAR2_SIZE};
 use p2pnvme_vfio_user::wire::*;
 use p2pnvme_vfio_user::{End, Server, MAX_DATA_XFER};
 use std::io::Write;
@@ -283,13 +283,7 @@ fn truncated_message_then_disconnect_calls_disconnected() {
 fn client_can_reconnect_after_disconnect_and_state_is_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dev.sock");
-    let server = Server::bind(&path).unwrap();
-    let stop = server.stop_handle();
-    let t = std::thread::spawn(move || {
-        let mut be = FakeBackend::new();
-        server.serve(&mut be).unwrap();
-        be
-    });
+    let (stop, t) = serve_socket(&path);
     for round in 0..2u64 {
         let mut c = Client::new(UnixStream::connect(&path).unwrap());
         let mem = memfd(0x1000);
@@ -352,13 +346,7 @@ fn bind_refuses_a_live_socket_and_replaces_a_stale_one() {
 fn stop_handle_ends_a_connection_blocked_on_a_silent_client() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dev.sock");
-    let server = Server::bind(&path).unwrap();
-    let stop = server.stop_handle();
-    let t = std::thread::spawn(move || {
-        let mut be = FakeBackend::new();
-        server.serve(&mut be).unwrap();
-        be
-    });
+    let (stop, t) = serve_socket(&path);
     let _silent = UnixStream::connect(&path).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     stop.stop();

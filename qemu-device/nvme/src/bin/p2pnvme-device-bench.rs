@@ -2,7 +2,7 @@
 //! second and throughput as a fraction of this machine's single-core memcpy
 //! bandwidth, measured in the same run. Usage: p2pnvme-device-bench [SECONDS]
 
-use p2pnvme_device::testhost::{command, Sqe, TestHost, RAM_BASE};
+use p2pnvme_device::testhost::{command, rw_command, Sqe, TestHost, RAM_BASE};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -196,19 +196,6 @@ fn main() {
     parallel_queues(dir.path(), secs);
 }
 
-/// An I/O command of `nlb` blocks at `lba` with PRP1/PRP2.
-fn rw_cmd(op: u8, lba: u64, nlb: u32, prp1: u64, prp2: u64, fua: bool) -> Sqe {
-    let mut c = command(op, 1);
-    c.dw[6] = prp1 as u32;
-    c.dw[7] = (prp1 >> 32) as u32;
-    c.dw[8] = prp2 as u32;
-    c.dw[9] = (prp2 >> 32) as u32;
-    c.dw[10] = lba as u32;
-    c.dw[11] = (lba >> 32) as u32;
-    c.dw[12] = (nlb - 1) | (fua as u32) << 30;
-    c
-}
-
 /// A controller on its own worker thread with I/O queue 1 of 1024 entries.
 fn remote(dir: &std::path::Path, id: usize) -> (TestHost, u64, u64) {
     let mut h = TestHost::new(dir, id, TestHost::registry(), 16, 64, NS);
@@ -233,7 +220,7 @@ fn bar0_latency_under_writes(dir: &std::path::Path, secs: f64) {
             while !stop.load(Ordering::Relaxed) {
                 let batch: Vec<Sqe> = (0..256)
                     .map(|i| {
-                        rw_cmd(
+                        rw_command(
                             WRITE,
                             (lba + i * 128) % (NS / 512 - 128),
                             128,
@@ -290,7 +277,7 @@ fn parallel_queues(dir: &std::path::Path, secs: f64) {
                     while t.elapsed().as_secs_f64() < secs {
                         let batch: Vec<Sqe> = (0..32)
                             .map(|k| {
-                                rw_cmd(
+                                rw_command(
                                     READ,
                                     ((i + k) * 8 * 7919) % (NS / 512 - 8),
                                     8,

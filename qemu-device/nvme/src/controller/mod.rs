@@ -233,13 +233,13 @@ impl Controller {
     pub fn io_ctx(&mut self) -> crate::commands::io::IoCtx<'_> {
         crate::commands::io::IoCtx {
             ns: &self.ns,
-            dma: Dma {
-                ctrl: self.id,
-                ram: &self.ram,
-                cmbs: &self.cmbs,
-                bus_master: self.bus_master.load(Ordering::Acquire),
-                stats: &self.stats,
-            },
+            dma: dma_over(
+                self.id,
+                &self.ram,
+                &self.cmbs,
+                &self.bus_master,
+                &self.stats,
+            ),
             vwc: self.features.vwc,
             counters: &mut self.host,
         }
@@ -251,13 +251,13 @@ impl Controller {
             id: self.id,
             serial: &self.serial,
             ns: &self.ns,
-            dma: Dma {
-                ctrl: self.id,
-                ram: &self.ram,
-                cmbs: &self.cmbs,
-                bus_master: self.bus_master.load(Ordering::Acquire),
-                stats: &self.stats,
-            },
+            dma: dma_over(
+                self.id,
+                &self.ram,
+                &self.cmbs,
+                &self.bus_master,
+                &self.stats,
+            ),
             features: &mut self.features,
             errlog: &self.errlog,
             error_count: self.error_count,
@@ -268,16 +268,34 @@ impl Controller {
     }
 
     pub fn dma(&self) -> Dma<'_> {
-        Dma {
-            ctrl: self.id,
-            ram: &self.ram,
-            cmbs: &self.cmbs,
-            bus_master: self.bus_master.load(Ordering::Acquire),
-            stats: &self.stats,
-        }
+        dma_over(
+            self.id,
+            &self.ram,
+            &self.cmbs,
+            &self.bus_master,
+            &self.stats,
+        )
     }
 
     pub fn cmb_bytes(&self) -> u64 {
         self.cmb.as_ref().map(|(m, _)| m.len() as u64).unwrap_or(0)
+    }
+}
+
+/// The DMA engine over these fields of a controller; a free function so the
+/// command contexts can borrow other fields mutably beside it.
+fn dma_over<'a>(
+    ctrl: usize,
+    ram: &'a GuestRam,
+    cmbs: &'a CmbRegistry,
+    bus_master: &AtomicBool,
+    stats: &'a Counters,
+) -> Dma<'a> {
+    Dma {
+        ctrl,
+        ram,
+        cmbs,
+        bus_master: bus_master.load(Ordering::Acquire),
+        stats,
     }
 }

@@ -1,7 +1,7 @@
 //! The test host's admin and I/O helpers: queue pairs, shadow doorbells,
 //! reads and writes with PRPs.
 
-use super::{command, Completion, HostQueue, TestHost, QUEUES};
+use super::{command, rw_command, Completion, HostQueue, TestHost, QUEUES};
 
 impl TestHost {
     /// Configures shadow doorbells (Doorbell Buffer Config); from then on
@@ -107,14 +107,7 @@ impl TestHost {
         prp1: u64,
         prp2: u64,
     ) -> Completion {
-        let mut c = command(opcode, 1);
-        c.dw[6] = prp1 as u32;
-        c.dw[7] = (prp1 >> 32) as u32;
-        c.dw[8] = prp2 as u32;
-        c.dw[9] = (prp2 >> 32) as u32;
-        c.dw[10] = slba as u32;
-        c.dw[11] = (slba >> 32) as u32;
-        c.dw[12] = nlb - 1;
+        let c = rw_command(opcode, slba, nlb, prp1, prp2, false);
         self.submit(qid, c).expect("completion")
     }
 

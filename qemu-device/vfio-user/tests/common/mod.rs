@@ -61,3 +61,18 @@ pub fn eventfd() -> OwnedFd {
 pub fn raw(fds: &[&dyn AsRawFd]) -> Vec<i32> {
     fds.iter().map(|f| f.as_raw_fd()).collect()
 }
+
+/// A socket at `path` served on a thread by a fresh fake backend, which the
+/// thread returns once the returned handle stops the server.
+pub fn serve_socket(
+    path: &std::path::Path,
+) -> (p2pnvme_vfio_user::StopHandle, JoinHandle<FakeBackend>) {
+    let server = p2pnvme_vfio_user::Server::bind(path).unwrap();
+    let stop = server.stop_handle();
+    let t = std::thread::spawn(move || {
+        let mut be = FakeBackend::new();
+        server.serve(&mut be).unwrap();
+        be
+    });
+    (stop, t)
+}
