@@ -6,13 +6,11 @@
 //! command and judges by the mode the copy used.
 
 use crate::options::VmOptions;
-use crate::prove::{Proof, ProveArgs, Range};
-use crate::ramscan;
+use crate::prove::{Evidence, Proof, ProveArgs, Range};
 use crate::session::{Output, Session};
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use p2pnvme_docs::report::{human, DemoReport};
-use p2pnvme_docs::stats::DataTotals;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -175,13 +173,7 @@ pub fn run(a: DemoArgs) -> Result<i32> {
     );
     let p2pmem_returned = before.is_some() && before == after;
     let checksum_match = ev.dst_match == Some(true);
-    let mut verdict = Verdict::judge(
-        &used_mode,
-        a.size,
-        checksum_match,
-        ev.ram_dump_hits,
-        ev.counters.as_ref(),
-    );
+    let mut verdict = Verdict::judge(&used_mode, &ev);
     if !p2pmem_returned {
         verdict.ok = false;
         verdict.reasons.push(format!(
@@ -236,29 +228,19 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    pub fn judge(
-        mode: &str,
-        size: u64,
-        checksum_match: bool,
-        ram_hits: u64,
-        counters: Option<&DataTotals>,
-    ) -> Verdict {
+    /// Judges a copy of `ev.bytes` in `mode`: the destination must match, a
+    /// p2p copy must bypass guest RAM and move each byte through a CMB twice,
+    /// a bounce copy must show its data in guest RAM.
+    pub fn judge(mode: &str, ev: &Evidence) -> Verdict {
+        let size = ev.bytes;
         let mut reasons = vec![];
-        if !checksum_match {
+        if ev.dst_match != Some(true) {
             reasons.push("destination differs from the source data".to_string());
         }
-        let blocks = size / ramscan::BLOCK as u64;
         match mode {
             "p2p" => {
-                if ram_hits != 0 {
-                    reasons.push(format!(
-                        "{ram_hits} of {blocks} data blocks found in guest RAM"
-                    ));
-                }
-                if let Some(c) = counters {
-                    if c.guest_ram != 0 {
-                        reasons.push(format!("{} data bytes went through guest RAM", c.guest_ram));
-                    }
+                reasons.extend(ev.ram_reasons());
+                if let Some(c) = &ev.counters {
                     // Each byte is written into a CMB by one controller and read
                     // back out of it by the other (or the same) controller.
                     if c.own_cmb + c.peer_cmb != 2 * size {
@@ -270,10 +252,10 @@ impl Verdict {
                 }
             }
             "bounce" => {
-                if ram_hits == 0 {
+                if ev.ram_dump_hits == 0 {
                     reasons.push("bounce copy left no data blocks in guest RAM".into());
                 }
-                if let Some(c) = counters {
+                if let Some(c) = &ev.counters {
                     if c.guest_ram != 2 * size {
                         reasons.push(format!(
                             "guest RAM data bytes {} != 2 x {size} (read into RAM, written out of it)",
@@ -300,32 +282,39 @@ fn progress(a: &DemoArgs, msg: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use p2pnvme_docs::stats::DataTotals;
 
     const MB: u64 = 1 << 20;
 
-    fn routes(ram: u64, own: u64, peer: u64) -> DataTotals {
-        DataTotals {
-            guest_ram: ram,
-            own_cmb: own,
-            peer_cmb: peer,
+    /// Evidence of a 1 MiB copy: dump hits, destination match, counters.
+    fn ev(hits: u64, matched: bool, counters: Option<(u64, u64, u64)>) -> Evidence {
+        Evidence {
+            bytes: MB,
+            ram_dump_hits: hits,
+            counters: counters.map(|(ram, own, peer)| DataTotals {
+                guest_ram: ram,
+                own_cmb: own,
+                peer_cmb: peer,
+            }),
+            dst_match: Some(matched),
         }
     }
 
     #[test]
     fn p2p_passes_only_without_ram_traffic() {
-        assert!(Verdict::judge("p2p", MB, true, 0, Some(&routes(0, MB, MB))).ok);
-        assert!(!Verdict::judge("p2p", MB, true, 3, Some(&routes(0, MB, MB))).ok);
-        assert!(!Verdict::judge("p2p", MB, true, 0, Some(&routes(4096, MB, MB))).ok);
-        assert!(!Verdict::judge("p2p", MB, false, 0, Some(&routes(0, MB, MB))).ok);
-        assert!(!Verdict::judge("p2p", MB, true, 0, Some(&routes(0, MB, 0))).ok);
+        assert!(Verdict::judge("p2p", &ev(0, true, Some((0, MB, MB)))).ok);
+        assert!(!Verdict::judge("p2p", &ev(3, true, Some((0, MB, MB)))).ok);
+        assert!(!Verdict::judge("p2p", &ev(0, true, Some((4096, MB, MB)))).ok);
+        assert!(!Verdict::judge("p2p", &ev(0, false, Some((0, MB, MB)))).ok);
+        assert!(!Verdict::judge("p2p", &ev(0, true, Some((0, MB, 0)))).ok);
         // Reference device: no counters, RAM dump and data only.
-        assert!(Verdict::judge("p2p", MB, true, 0, None).ok);
+        assert!(Verdict::judge("p2p", &ev(0, true, None)).ok);
     }
 
     #[test]
     fn bounce_must_show_the_data_in_ram() {
-        assert!(Verdict::judge("bounce", MB, true, 256, Some(&routes(2 * MB, 0, 0))).ok);
-        assert!(!Verdict::judge("bounce", MB, true, 0, Some(&routes(2 * MB, 0, 0))).ok);
-        assert!(!Verdict::judge("bounce", MB, true, 256, Some(&routes(0, 0, 0))).ok);
+        assert!(Verdict::judge("bounce", &ev(256, true, Some((2 * MB, 0, 0)))).ok);
+        assert!(!Verdict::judge("bounce", &ev(0, true, Some((2 * MB, 0, 0)))).ok);
+        assert!(!Verdict::judge("bounce", &ev(256, true, Some((0, 0, 0)))).ok);
     }
 }

@@ -244,8 +244,9 @@ impl Evidence {
         self.bytes / ramscan::BLOCK as u64
     }
 
-    /// `run --prove`'s verdict: bypassed, and the destination (if checked) matches.
-    pub fn report(&self, status: i32, elapsed_s: f64) -> ProveReport {
+    /// Why the data did not bypass system memory (empty when it did): data
+    /// bytes the device counted through guest RAM, data blocks in the dump.
+    pub fn ram_reasons(&self) -> Vec<String> {
         let mut reasons = vec![];
         if let Some(c) = self.counters {
             if c.guest_ram != 0 {
@@ -259,6 +260,12 @@ impl Evidence {
                 self.blocks()
             ));
         }
+        reasons
+    }
+
+    /// `run --prove`'s verdict: bypassed, and the destination (if checked) matches.
+    pub fn report(&self, status: i32, elapsed_s: f64) -> ProveReport {
+        let mut reasons = self.ram_reasons();
         if self.dst_match == Some(false) {
             reasons.push("destination differs from the source data".into());
         }
