@@ -47,7 +47,9 @@ struct p2pcopy_ctx {
 	unsigned int nbufs, chunk, nr_pages;
 	atomic_t pending;
 	wait_queue_head_t wait;
-	int error;
+	int error;		/* first failed bio's errno */
+	struct block_device *failed;	/* and its device and direction */
+	bool failed_write;
 };
 
 static struct pci_dev *bdev_pci_dev(struct block_device *bdev)
@@ -95,8 +97,11 @@ static void p2pcopy_end_io(struct bio *bio)
 {
 	struct p2pcopy_ctx *ctx = bio->bi_private;
 
-	if (bio->bi_status)
-		cmpxchg(&ctx->error, 0, blk_status_to_errno(bio->bi_status));
+	if (bio->bi_status &&
+	    !cmpxchg(&ctx->error, 0, blk_status_to_errno(bio->bi_status))) {
+		ctx->failed = bio->bi_bdev;
+		ctx->failed_write = op_is_write(bio_op(bio));
+	}
 	bio_put(bio);
 	if (atomic_dec_and_test(&ctx->pending))
 		wake_up(&ctx->wait);
@@ -133,6 +138,20 @@ static int p2pcopy_submit(struct p2pcopy_ctx *ctx, struct block_device *bdev,
 	return 0;
 }
 
+/* Names the device whose bio failed, and the P2P memory it used. */
+static void p2pcopy_log_failure(struct p2pcopy_ctx *ctx, u64 pos)
+{
+	if (ctx->bufs[0].p2p)
+		pr_warn("%s of %pg failed with error %d after %llu bytes of the copy %pg -> %pg (P2P memory of %s)\n",
+			ctx->failed_write ? "write" : "read", ctx->failed,
+			ctx->error, pos, ctx->src, ctx->dst,
+			pci_name(ctx->provider));
+	else
+		pr_warn("%s of %pg failed with error %d after %llu bytes of the copy %pg -> %pg (bounce buffers)\n",
+			ctx->failed_write ? "write" : "read", ctx->failed,
+			ctx->error, pos, ctx->src, ctx->dst);
+}
+
 /* Reads a wave of chunks into the buffers, then writes them all out. */
 static int p2pcopy_run(struct p2pcopy_ctx *ctx, struct p2pcopy_req *req)
 {
@@ -162,8 +181,11 @@ static int p2pcopy_run(struct p2pcopy_ctx *ctx, struct p2pcopy_req *req)
 			}
 			/* Buffers may be reused or freed only when idle. */
 			wait_event(ctx->wait, atomic_read(&ctx->pending) == 0);
-			if (!ret)
-				ret = ctx->error;
+			if (!ret && ctx->error) {
+				p2pcopy_log_failure(ctx, pos);
+				/* Any device error is EIO (the ioctl's ABI). */
+				return -EIO;
+			}
 			if (ret) {
 				pr_warn("I/O error %d at byte %llu (%pg -> %pg)\n",
 					ret, pos, ctx->src, ctx->dst);

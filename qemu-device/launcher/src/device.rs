@@ -28,6 +28,10 @@ pub struct DeviceConfig<'a> {
     pub lba: u32,
     pub poll_us: u64,
     pub stats_socket: &'a Path,
+    /// Fault rules installed before the guest boots (already checked).
+    pub faults: &'a [String],
+    /// Where the device writes its command trace.
+    pub trace: Option<&'a Path>,
 }
 
 /// Starts the device process and waits for its sockets.
@@ -49,6 +53,12 @@ pub fn start(cfg: &DeviceConfig, log: PathBuf) -> Result<Helper> {
     }
     cmd.arg("--stats-socket").arg(cfg.stats_socket);
     cmd.arg("--poll-us").arg(cfg.poll_us.to_string());
+    for rule in cfg.faults {
+        cmd.arg("--fault").arg(rule);
+    }
+    if let Some(t) = cfg.trace {
+        cmd.arg("--trace").arg(t);
+    }
     let ready: Vec<PathBuf> = cfg.controllers.iter().map(|c| c.socket.clone()).collect();
     Helper::start(
         "the device process",

@@ -75,6 +75,14 @@ pub struct VmOptions {
     /// Extra modules of the --kernel tree to put in the guest (comma-separated names).
     #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
     pub modules: Vec<String>,
+    /// Fault rule for the project's controllers, installed before boot
+    /// (repeatable; grammar in qemu-device/nvme/README.md), e.g.
+    /// `op=read,nth=10,status=0x281`.
+    #[arg(long = "fault", value_name = "RULE")]
+    pub faults: Vec<String>,
+    /// Write one JSON line per command the project's controllers run here.
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
     /// Print the QEMU command line.
     #[arg(long, short)]
     pub verbose: bool,
@@ -202,6 +210,10 @@ impl VmOptions {
         }
         if !self.modules.is_empty() && self.kernel.is_none() {
             bail!("--modules names modules of a --kernel tree: add --kernel PATH");
+        }
+        crate::faults::check(&self.faults, self.nvme)?;
+        if self.trace.is_some() && self.nvme == 0 {
+            bail!("--trace records the project's controllers: add --nvme N");
         }
         Ok(())
     }

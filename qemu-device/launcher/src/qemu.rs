@@ -3,6 +3,7 @@
 use crate::image::Image;
 pub use crate::virtiofs::FsDevice;
 use clap::ValueEnum;
+use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -116,6 +117,31 @@ fn path(p: &Path) -> String {
     p.display().to_string()
 }
 
+/// The hotplug-capable port (a switch's downstream port or a root port)
+/// of PCI slot `i`.
+fn bus_name(topology: Topology, i: usize) -> String {
+    match topology {
+        Topology::Switch => format!("p2p_dn{i}"),
+        Topology::RootPorts => format!("p2p_rp{i}"),
+    }
+}
+
+/// QEMU's id of the project's controller `ctrl` (what QMP device_del names).
+pub fn vfio_user_id(ctrl: usize) -> String {
+    format!("p2p_nvme{ctrl}")
+}
+
+/// The `-device` (and QMP `device_add`) properties of the project's
+/// controller `ctrl` in PCI slot `slot`.
+pub fn vfio_user_device(topology: Topology, slot: usize, ctrl: usize, socket: &Path) -> Value {
+    json!({
+        "driver": "vfio-user-pci",
+        "id": vfio_user_id(ctrl),
+        "socket": {"path": path(socket), "type": "unix"},
+        "bus": bus_name(topology, slot),
+    })
+}
+
 /// Arguments for the PCIe topology; returns the bus each device goes on.
 fn topology_args(topology: Topology, n: usize, args: &mut Vec<String>) -> Vec<String> {
     let mut dev = |s: String| {
@@ -131,21 +157,20 @@ fn topology_args(topology: Topology, n: usize, args: &mut Vec<String>) -> Vec<St
             dev("x3130-upstream,id=p2p_up,bus=p2p_rp".into());
             (0..n)
                 .map(|i| {
+                    let bus = bus_name(topology, i);
                     dev(format!(
-                        "xio3130-downstream,id=p2p_dn{i},bus=p2p_up,chassis={},slot=0",
+                        "xio3130-downstream,id={bus},bus=p2p_up,chassis={},slot=0",
                         i + 2
                     ));
-                    format!("p2p_dn{i}")
+                    bus
                 })
                 .collect()
         }
         Topology::RootPorts => (0..n)
             .map(|i| {
-                dev(format!(
-                    "pcie-root-port,id=p2p_rp{i},chassis={},slot=0",
-                    i + 2
-                ));
-                format!("p2p_rp{i}")
+                let bus = bus_name(topology, i);
+                dev(format!("pcie-root-port,id={bus},chassis={},slot=0", i + 2));
+                bus
             })
             .collect(),
     }
@@ -264,6 +289,7 @@ pub fn build_args(cfg: &MachineConfig) -> Vec<String> {
         ]);
     }
     let buses = topology_args(cfg.topology, cfg.devices.len(), &mut a);
+    let mut ctrl = 0;
     for (i, (dev, bus)) in cfg.devices.iter().zip(buses).enumerate() {
         match dev {
             PciDevice::QemuNvme { backing, cmb_mib } => {
@@ -279,14 +305,8 @@ pub fn build_args(cfg: &MachineConfig) -> Vec<String> {
             }
             PciDevice::VfioUser { socket } => {
                 a.push("-device".into());
-                a.push(
-                    serde_json::json!({
-                        "driver": "vfio-user-pci",
-                        "socket": {"path": path(socket), "type": "unix"},
-                        "bus": bus,
-                    })
-                    .to_string(),
-                );
+                a.push(vfio_user_device(cfg.topology, i, ctrl, socket).to_string());
+                ctrl += 1;
             }
         }
     }
@@ -348,6 +368,10 @@ mod tests {
         assert!(a.contains("xio3130-downstream,id=p2p_dn1,bus=p2p_up"));
         assert!(a.contains("cmb_size_mb=16,bus=p2p_dn0"));
         assert!(a.contains(r#""bus":"p2p_dn1""#));
+        assert!(
+            a.contains(r#""id":"p2p_nvme0""#),
+            "the project's controllers are numbered from 0 for device_del: {a}"
+        );
         assert!(a.contains("memory-backend-memfd,id=mem,size=1024M,share=on"));
         assert!(a.contains("-cpu EPYC"));
         assert!(a.contains("-accel tcg,thread=single"));

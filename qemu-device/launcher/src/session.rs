@@ -5,7 +5,9 @@
 use crate::console::{self, Tail};
 use crate::device::{self, Controller};
 use crate::exit;
+use crate::faults;
 use crate::hostctl;
+use crate::hotplug;
 use crate::image::{self, Image};
 use crate::kernel::GuestKernel;
 use crate::kernel_build;
@@ -142,6 +144,8 @@ impl Session {
                 lba: self.opts.lba,
                 poll_us: self.opts.poll_us,
                 stats_socket: &self.stats_socket(),
+                faults: &self.opts.faults,
+                trace: self.opts.trace.as_deref(),
             };
             let h = device::start(&cfg, self.run_file("device.log"))?;
             self.helpers.push(h);
@@ -279,6 +283,7 @@ impl Session {
                 witness: self.witness.clone(),
             },
         );
+        let _removals = self.watch_removals();
         let mut out = Tail::new(out_path, output == Output::Stream, false);
         let mut err = Tail::new(err_path, output == Output::Stream, true);
         let console = dir.join("console.log");
@@ -373,7 +378,27 @@ impl Session {
             libc::signal(libc::SIGINT, libc::SIG_IGN);
         }
         let mut qemu = self.boot(None)?;
+        let _removals = self.watch_removals();
         Ok(qemu.child.wait().map(|s| s.code().unwrap_or(1))?)
+    }
+
+    /// The surprise-removal watch, when a fault rule may ask for one.
+    fn watch_removals(&self) -> Option<hotplug::Watch> {
+        if !faults::wants_removal(&self.opts.faults) {
+            return None;
+        }
+        let slot0 = self.qemu_backing.len();
+        let devices = self
+            .controllers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| qemu::vfio_user_device(self.opts.topology, slot0 + i, i, &c.socket))
+            .collect();
+        Some(hotplug::Watch::start(hotplug::Plan {
+            stats_socket: self.stats_socket(),
+            qmp_socket: self.qmp_socket(),
+            devices,
+        }))
     }
 
     /// Every controller's counters from the device process, while it runs.

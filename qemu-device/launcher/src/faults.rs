@@ -1,0 +1,81 @@
+//! `--fault RULE`: rules are checked before boot (the device crate's parser
+//! decides what is valid; the launcher adds what only it knows, how many
+//! controllers there are), and a rule with `remove` makes the launcher
+//! carry out the surprise removal the device asks for (see hotplug.rs).
+
+use anyhow::{bail, Result};
+use p2pnvme_device::faults::Rule;
+
+/// Parses every rule; the first bad one is refused in one line.
+pub fn check(rules: &[String], controllers: usize) -> Result<()> {
+    if !rules.is_empty() && controllers == 0 {
+        bail!("--fault injects faults into the project's controllers: add --nvme N");
+    }
+    for text in rules {
+        let rule = Rule::parse(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if let Some(c) = rule_ctrl(&rule) {
+            if usize::from(c) >= controllers {
+                bail!(
+                    "fault rule '{text}': ctrl={c} does not exist (this run has {controllers} project controller{}, ctrl=0..{}); raise --nvme or fix ctrl",
+                    if controllers == 1 { "" } else { "s" },
+                    controllers - 1
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether any rule may ask for a surprise removal.
+pub fn wants_removal(rules: &[String]) -> bool {
+    rules
+        .iter()
+        .filter_map(|r| Rule::parse(r).ok())
+        .any(|r| rule_removes(&r))
+}
+
+fn rule_ctrl(rule: &Rule) -> Option<u16> {
+    rule.ctrl
+}
+
+fn rule_removes(rule: &Rule) -> bool {
+    rule.is_remove()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(rules: &[&str], controllers: usize) -> String {
+        let rules: Vec<String> = rules.iter().map(|r| r.to_string()).collect();
+        let e = check(&rules, controllers).unwrap_err().to_string();
+        assert_eq!(e.lines().count(), 1, "one line: {e}");
+        e
+    }
+
+    #[test]
+    fn a_bad_rule_is_refused_naming_the_bad_key() {
+        let e = refusal(&["op=read,nth=10,status=0x281", "op=read,foo=1,never"], 2);
+        assert!(e.contains("foo"), "{e}");
+        let e = refusal(&["op=bogus,never"], 1);
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn a_rule_on_a_missing_controller_is_refused() {
+        let e = refusal(&["ctrl=2,op=read,never"], 2);
+        assert!(e.contains("ctrl=2 does not exist"), "{e}");
+        let rules = vec!["ctrl=1,op=read,never".to_string()];
+        check(&rules, 2).unwrap();
+        let e = refusal(&["op=read,never"], 0);
+        assert!(e.contains("--nvme"), "{e}");
+    }
+
+    #[test]
+    fn only_remove_rules_start_the_removal_watch() {
+        let r = |s: &str| vec![s.to_string()];
+        assert!(wants_removal(&r("op=read,nth=10,remove,replug-ms=2000")));
+        assert!(!wants_removal(&r("op=read,nth=10,status=0x281")));
+        assert!(!wants_removal(&[]));
+    }
+}
