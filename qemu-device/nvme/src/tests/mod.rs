@@ -5,6 +5,7 @@
 mod cmb;
 mod commands;
 mod doorbells;
+mod faults;
 
 use crate::controller::{reg, DOORBELLS};
 use crate::nvme::{admin, io};
