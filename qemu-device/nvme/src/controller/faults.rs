@@ -351,4 +351,21 @@ impl Controller {
             }
         }
     }
+
+    /// SQ `sqid` was deleted: its held completions go with it (a later
+    /// queue with the same id must not receive them).
+    pub(super) fn drop_held_of(&mut self, sqid: u16) {
+        if self.held.is_empty() {
+            return;
+        }
+        let (gone, kept) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|h| h.sqid == sqid);
+        self.held = kept;
+        for h in gone {
+            if let Some(t) = h.trace {
+                self.trace_end(t, h.status, true);
+            }
+        }
+    }
 }

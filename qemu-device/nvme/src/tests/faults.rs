@@ -417,3 +417,41 @@ fn empty_table_costs_one_load_and_changes_nothing() {
     assert!(h.ctrl.faults.is_empty());
     assert!(read(&mut h, buf, 8).unwrap().ok());
 }
+
+#[test]
+fn deleted_queue_takes_its_held_completions_along() {
+    let d = tempfile::tempdir().unwrap();
+    let (mut h, buf, _) = io_host(&d);
+    h.fault("op=read,first=1,delay-ms=1");
+    h.submit_no_reap(
+        1,
+        crate::testhost::rw_command(io::READ, 0, 8, buf, 0, false),
+    );
+    assert_eq!(h.ctrl.held(), 1);
+    let mut ds = command(admin::DELETE_SQ, 0);
+    ds.dw[10] = 1;
+    assert!(h.submit(0, ds).unwrap().ok());
+    assert_eq!(h.ctrl.held(), 0);
+}
+
+#[test]
+fn start_up_refuses_bad_rules_naming_the_key() {
+    let args = |rule: &str| crate::config::DeviceArgs {
+        socket: None,
+        cmb_mib: 16,
+        namespace: vec![],
+        controller: vec!["socket=/nonexistent/a,ns=/nonexistent/a.img:1M".into()],
+        stats_socket: None,
+        poll_us: 0,
+        fault: vec![rule.into()],
+        trace: None,
+    };
+    let e = crate::run(args("ctrl=1,op=read,never"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("ctrl=1: no such controller"), "{e}");
+    let e = crate::run(args("op=read,foo=2,never"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown key 'foo'"), "{e}");
+}

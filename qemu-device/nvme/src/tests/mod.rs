@@ -6,6 +6,7 @@ mod cmb;
 mod commands;
 mod doorbells;
 mod faults;
+mod trace;
 
 use crate::controller::{reg, DOORBELLS};
 use crate::nvme::{admin, io};
