@@ -1,10 +1,13 @@
 //! Documents that cross a process boundary, as typed serde structs shared by
 //! the side that writes them and the side that reads them: the device's stats
-//! document (stats socket), the launcher's reports, and the TCG witness's
+//! document and control requests (stats socket), its command trace, the
+//! launcher's reports, and the TCG witness's
 //! windows and reports.
 
 #![deny(missing_docs)]
 
+pub mod control;
 pub mod report;
 pub mod stats;
+pub mod trace;
 pub mod witness;

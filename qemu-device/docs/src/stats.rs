@@ -28,6 +28,22 @@ pub struct ControllerStats {
     pub data: Routes,
     /// Queue entries, PRP/SGL lists, admin and DSM/Copy payloads.
     pub meta: Routes,
+    /// Fault rules that can match this controller, with their counts on it.
+    #[serde(default)]
+    pub faults: Vec<FaultCounts>,
+}
+
+/// One fault rule and how often it matched and fired.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultCounts {
+    /// Rule id.
+    pub id: u64,
+    /// The rule as given.
+    pub rule: String,
+    /// Commands that matched its keys.
+    pub matched: u64,
+    /// Commands its action hit.
+    pub fired: u64,
 }
 
 /// Bytes by where the memory was.

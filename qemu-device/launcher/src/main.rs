@@ -3,6 +3,7 @@
 mod accel;
 mod console;
 mod cpio;
+mod ctl;
 mod demo;
 mod device;
 mod exit;
@@ -25,6 +26,7 @@ mod qmp;
 mod ramscan;
 mod session;
 mod stats;
+mod trace_summary;
 mod virtiofs;
 mod witness;
 
@@ -67,7 +69,21 @@ enum Cmd {
         op: modcmd::ModuleOp,
     },
     /// Serve the project's NVMe controllers over vfio-user (QEMU attaches with vfio-user-pci).
-    Device(p2pnvme_device::DeviceArgs),
+    Device(DeviceCmd),
+    /// Read a device command trace (`--trace FILE`).
+    Trace {
+        #[command(subcommand)]
+        op: trace_summary::TraceOp,
+    },
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct DeviceCmd {
+    #[command(subcommand)]
+    op: Option<ctl::DeviceOp>,
+    #[command(flatten)]
+    args: p2pnvme_device::DeviceArgs,
 }
 
 #[derive(Subcommand)]
@@ -148,7 +164,9 @@ fn dispatch(cli: Cli) -> Result<i32> {
             demo::run(args)
         }
         Cmd::Module { op } => modcmd::run(op),
-        Cmd::Device(args) => Ok(p2pnvme_device::run(args).map(|_| 0)?),
+        Cmd::Device(DeviceCmd { op: Some(op), .. }) => ctl::run(op),
+        Cmd::Device(DeviceCmd { args, .. }) => Ok(p2pnvme_device::run(args).map(|_| 0)?),
+        Cmd::Trace { op } => trace_summary::run(op),
         Cmd::Shell(a) => {
             let mut s = Session::prepare(a.vm)?;
             s.shell()

@@ -30,6 +30,13 @@ pub struct DeviceArgs {
     /// (0: publish event indices at once, so the driver rings every time).
     #[arg(long, default_value_t = DEFAULT_POLL_US, value_parser = clap::value_parser!(u64).range(0..=100_000))]
     pub poll_us: u64,
+    /// A fault rule, e.g. `op=read,ns=1,nth=10,status=0x281` (repeatable;
+    /// grammar in the device README).
+    #[arg(long, value_name = "RULE")]
+    pub fault: Vec<String>,
+    /// Write one JSON line per command here (the command trace).
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
 }
 
 pub struct NsSpec {

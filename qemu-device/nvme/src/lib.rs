@@ -11,9 +11,11 @@
 
 mod commands;
 mod config;
+mod control;
 mod controller;
 mod dma;
 mod error;
+pub mod faults;
 mod limits;
 mod namespace;
 mod nvme;
@@ -24,6 +26,7 @@ mod stats;
 pub mod testhost;
 #[cfg(test)]
 mod tests;
+mod trace;
 mod vfio;
 pub mod wire;
 
@@ -48,6 +51,16 @@ extern "C" fn on_signal(_: libc::c_int) {
 /// Serves every configured controller until SIGTERM or SIGINT.
 pub fn run(args: DeviceArgs) -> Result<()> {
     let specs = args.controllers()?;
+    let faults = Arc::new(faults::FaultTable::new(specs.len()));
+    for rule in &args.fault {
+        faults.add(rule).map_err(|e| Error::Config(e.to_string()))?;
+    }
+    let tracer = Arc::new(trace::Tracer::default());
+    if let Some(f) = &args.trace {
+        tracer
+            .start(Some(f))
+            .map_err(io(format!("cannot write --trace {}", f.display())))?;
+    }
     let registries = peer_groups(&specs);
     let mut all_stats = vec![];
     let mut sockets: Vec<PathBuf> = vec![];
@@ -71,6 +84,8 @@ pub fn run(args: DeviceArgs) -> Result<()> {
         )
         .map_err(io("creating the CMB memory"))?;
         ctrl.poll = std::time::Duration::from_micros(args.poll_us);
+        ctrl.faults = faults.clone();
+        ctrl.trace = tracer.clone();
         let server = p2pnvme_vfio_user::Server::bind(&s.socket).map_err(|source| Error::Serve {
             socket: s.socket.clone(),
             source,
@@ -85,7 +100,12 @@ pub fn run(args: DeviceArgs) -> Result<()> {
     }
     if let Some(p) = &args.stats_socket {
         claim_socket(p)?;
-        stats::serve(p, all_stats).map_err(io(format!("cannot listen on {}", p.display())))?;
+        let c = control::Control {
+            stats: all_stats,
+            faults: faults.clone(),
+            trace: tracer.clone(),
+        };
+        control::serve(p, c).map_err(io(format!("cannot listen on {}", p.display())))?;
         sockets.push(p.clone());
     }
     for (server, mut backend) in servers {
@@ -101,9 +121,15 @@ pub fn run(args: DeviceArgs) -> Result<()> {
         // SAFETY: the handler only stores to an atomic.
         unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
     }
+    let mut ticks = 0u32;
     while !STOP.load(Ordering::SeqCst) {
         std::thread::sleep(std::time::Duration::from_millis(50));
+        ticks = ticks.wrapping_add(1);
+        if ticks.is_multiple_of(20) && tracer.on() {
+            tracer.flush(); // a live trace file stays at most ~1 s behind
+        }
     }
+    tracer.stop();
     for s in sockets {
         let _ = std::fs::remove_file(s);
     }
@@ -136,6 +162,36 @@ fn claim_socket(path: &Path) -> Result<()> {
 }
 
 pub use p2pnvme_docs::stats::StatsDoc;
+
+/// One JSON request to a device's control endpoint (its stats socket) and
+/// the reply (`ok` false is a reply, not an error).
+pub fn control_request(
+    path: &Path,
+    req: &p2pnvme_docs::control::Request,
+) -> Result<p2pnvme_docs::control::Reply> {
+    let line = serde_json::to_string(req).map_err(|e| Error::Stats(e.to_string()))?;
+    let reply = socket_line(path, &line)?;
+    serde_json::from_str(&reply)
+        .map_err(|e| Error::Stats(format!("bad control reply ({e}): {reply}")))
+}
+
+/// Sends one line to the stats socket and returns the reply line.
+pub fn socket_line(path: &Path, line: &str) -> Result<String> {
+    let mut s = UnixStream::connect(path).map_err(io(format!(
+        "connecting to the device stats socket {}",
+        path.display()
+    )))?;
+    let what = || format!("stats socket {}", path.display());
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .map_err(io(what()))?;
+    s.write_all(format!("{}\n", line.trim()).as_bytes())
+        .map_err(io(what()))?;
+    let mut reply = String::new();
+    BufReader::new(s)
+        .read_line(&mut reply)
+        .map_err(io(what()))?;
+    Ok(reply)
+}
 
 /// One request to a device's stats socket (`get` or `reset`): the document
 /// (for `reset`, the counters just before they were zeroed).

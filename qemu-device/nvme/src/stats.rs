@@ -5,10 +5,6 @@
 pub use crate::dma::route::{Dir, Kind, Target};
 use crate::wire::{DmaCountersLog, DmaKindCounters, U64};
 use p2pnvme_docs::stats::{ControllerStats, PeerRoutes, ReadWritten, Routes, StatsDoc};
-use serde_json::json;
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixListener;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
@@ -55,6 +51,20 @@ impl Counters {
         self.bytes[slot(kind, dir, t)].fetch_add(n, Relaxed);
     }
 
+    /// Data bytes (both directions) per target: guest RAM, own CMB, then
+    /// peer p at 2 + p (the trace diffs these around a command).
+    pub fn data_by_target(&self) -> Vec<u64> {
+        let base = |d: Dir| slot(Kind::Data, d, Target::GuestRam);
+        let (r, w) = (base(Dir::Read), base(Dir::Written));
+        (0..MAX_CTRLS + 2)
+            .map(|t| {
+                self.bytes[r + t]
+                    .load(Relaxed)
+                    .wrapping_add(self.bytes[w + t].load(Relaxed))
+            })
+            .collect()
+    }
+
     fn get(&self, kind: Kind, dir: Dir, t: Target) -> u64 {
         self.bytes[slot(kind, dir, t)].load(Relaxed)
     }
@@ -99,6 +109,7 @@ impl Counters {
             doorbell_writes: self.doorbell_writes.load(Relaxed),
             data: self.routes(Kind::Data),
             meta: self.routes(Kind::Meta),
+            faults: vec![],
         }
     }
 
@@ -134,37 +145,17 @@ impl Counters {
     }
 }
 
-/// The process-wide stats document.
-pub fn document(all: &[Arc<Counters>]) -> StatsDoc {
+/// The process-wide stats document, with each controller's fault rules.
+pub fn document(all: &[Arc<Counters>], faults: &crate::faults::FaultTable) -> StatsDoc {
     StatsDoc {
-        controllers: all.iter().map(|c| c.snapshot()).collect(),
+        controllers: all
+            .iter()
+            .map(|c| ControllerStats {
+                faults: faults.counts_of(c.ctrl),
+                ..c.snapshot()
+            })
+            .collect(),
     }
-}
-
-/// Serves `get` / `reset` requests, one JSON line per request.
-pub fn serve(path: &Path, all: Vec<Arc<Counters>>) -> std::io::Result<()> {
-    let listener = UnixListener::bind(path)?;
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let mut line = String::new();
-            let mut r = BufReader::new(&conn);
-            if r.read_line(&mut line).is_err() {
-                continue;
-            }
-            let doc = |d: StatsDoc| serde_json::to_value(d).unwrap_or_default();
-            let reply = match line.trim() {
-                "get" => doc(document(&all)),
-                "reset" => {
-                    let d = document(&all);
-                    all.iter().for_each(|c| c.reset());
-                    doc(d)
-                }
-                other => json!({"error": format!("unknown request '{other}': use get or reset")}),
-            };
-            let _ = (&conn).write_all(format!("{reply}\n").as_bytes());
-        }
-    });
-    Ok(())
 }
 
 #[cfg(test)]

@@ -132,6 +132,7 @@ impl TestHost {
             stats,
         )
         .unwrap();
+        ctrl.faults = Arc::new(crate::faults::FaultTable::new(id + 1));
         // The driver's pci_set_master().
         ctrl.bus_master
             .store(true, std::sync::atomic::Ordering::Release);
@@ -159,6 +160,11 @@ impl TestHost {
             doorbell_writes: 0,
             manual: false,
         }
+    }
+
+    /// Installs a fault rule on this controller's table; its id.
+    pub fn fault(&self, rule: &str) -> u64 {
+        self.ctrl.faults.add(rule).expect("a valid fault rule")
     }
 
     /// A CMB registry for one peer group.

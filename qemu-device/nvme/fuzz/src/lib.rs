@@ -96,6 +96,53 @@ pub enum Op {
         offset: u16,
         bytes: [u8; 16],
     },
+    /// Installs the fault rule `fault_rule` builds from these bytes.
+    Fault { keys: u8, action: u8, value: u16 },
+}
+
+/// A valid fault rule from three fuzz values: match keys from `keys`, one
+/// action from `action`, numbers from `value`.
+pub fn fault_rule(keys: u8, action: u8, value: u16) -> String {
+    let mut parts = vec![];
+    let n = value % 8 + 1;
+    match keys & 3 {
+        1 => parts.push(format!("nth={n}")),
+        2 => parts.push(format!("every={n}")),
+        3 => parts.push(format!("first={n}")),
+        _ => {}
+    }
+    if keys & 4 != 0 {
+        parts.push(format!("q={}", keys >> 3 & 1));
+    }
+    if keys & 16 != 0 {
+        parts.push("op=read".into());
+    }
+    if keys & 32 != 0 {
+        parts.push(format!(
+            "target={}",
+            ["ram", "cmb", "peer"][value as usize % 3]
+        ));
+    }
+    if keys & 64 != 0 {
+        parts.push(format!("prob=0.5,seed={value}"));
+    }
+    if keys & 128 != 0 {
+        parts.push(format!("lba=0-{value}"));
+    }
+    parts.push(match action % 11 {
+        0 => format!("status={:#x}", value % 0x7ff + 1),
+        1 => format!("delay-ms={}", value % 4),
+        2 => "never".into(),
+        3 => format!("dma-fail={value}"),
+        4 => "no-irq".into(),
+        5 => "cfs".into(),
+        6 => "aen=smart".into(),
+        7 => "aen=ns-changed".into(),
+        8 => "cmb-revoke=disable".into(),
+        9 => "cmb-revoke=unmap".into(),
+        _ => "remove,replug-ms=1".into(),
+    });
+    parts.join(",")
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -137,7 +184,7 @@ pub fn decode(data: &[u8]) -> Vec<Op> {
 }
 
 fn decode_one(r: &mut Reader) -> Option<Op> {
-    Some(match r.u8()? % 14 {
+    Some(match r.u8()? % 15 {
         0 => Op::Reg {
             which: r.u8()?,
             value: u64::from_le_bytes(r.bytes()?),
@@ -177,6 +224,11 @@ fn decode_one(r: &mut Reader) -> Option<Op> {
         10 => Op::ShadowConfig,
         11 => Op::Step,
         12 => Op::Reap { qid: r.u8()? },
+        14 => Op::Fault {
+            keys: r.u8()?,
+            action: r.u8()?,
+            value: r.u16()?,
+        },
         _ => Op::Write {
             cmb: r.u8()? & 1 != 0,
             offset: r.u16()?,
@@ -241,6 +293,14 @@ pub fn encode(ops: &[Op]) -> Vec<u8> {
                 b.extend([13, *cmb as u8]);
                 b.extend(offset.to_le_bytes());
                 b.extend(bytes);
+            }
+            Op::Fault {
+                keys,
+                action,
+                value,
+            } => {
+                b.extend([14, *keys, *action]);
+                b.extend(value.to_le_bytes());
             }
         }
     }
@@ -402,6 +462,17 @@ pub fn run(rig: &mut Rig, ops: &[Op]) -> BTreeSet<(u8, u8)> {
                 } else {
                     h.write_mem(BUF + *offset as u64, bytes);
                 }
+            }
+            Op::Fault {
+                keys,
+                action,
+                value,
+            } => {
+                // A few rules at a time; the removal events go unread.
+                if h.ctrl.faults.list().len() < 8 {
+                    h.fault(&fault_rule(*keys, *action, *value));
+                }
+                h.ctrl.faults.take_events();
             }
         }
     }

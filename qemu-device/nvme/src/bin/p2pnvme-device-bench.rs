@@ -1,6 +1,8 @@
 //! Host-side device benchmark through the in-process test host: commands per
 //! second and throughput as a fraction of this machine's single-core memcpy
 //! bandwidth, measured in the same run. Usage: p2pnvme-device-bench [SECONDS]
+//! [trace] (`trace`: only the cost of the command trace and of fault rules,
+//! as ratios of one run).
 
 use p2pnvme_device::testhost::{command, rw_command, Sqe, TestHost, RAM_BASE};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -68,6 +70,9 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(2.0);
     let dir = tempfile::tempdir().unwrap();
+    if std::env::args().any(|a| a == "trace") {
+        return trace_and_fault_cost(dir.path(), secs);
+    }
     let reg = TestHost::registry();
     let mut h = TestHost::new(dir.path(), 0, reg.clone(), 64, 64, NS);
     let mut peer = TestHost::new(dir.path(), 1, reg, 64, 16, NS);
@@ -304,5 +309,48 @@ fn parallel_queues(dir: &std::path::Path, secs: f64) {
     println!(
         "4 KiB reads QD32 through worker threads: 1 queue/1 worker {one:.0} commands/s, 2 queues/2 workers {two:.0} commands/s (scaling {:.2}x)",
         two / one
+    );
+}
+
+/// QD1 4 KiB reads (the hottest path per command) with the trace off and
+/// on, and with no fault rule and one that never matches: rounds of each
+/// interleaved, so the ratios compare the same minutes of this machine.
+fn trace_and_fault_cost(dir: &std::path::Path, secs: f64) {
+    let mut h = TestHost::new(dir, 0, TestHost::registry(), 16, 64, NS);
+    h.enable();
+    h.create_io_queue(1, 1024, None);
+    let b4 = h.alloc(4096);
+    let blocks = NS / 512;
+    let trace = dir.join("bench-trace.jsonl");
+    const ROUNDS: usize = 5;
+    let slice = secs / ROUNDS as f64;
+    let (mut base, mut traced, mut ruled) = (0.0, 0.0, 0.0);
+    let measure = |h: &mut TestHost| {
+        rate(slice, |i| {
+            let lba = (i * 8 * 7919) % (blocks - 8);
+            assert!(h.rw(1, READ, lba, 8, b4, 0).ok());
+        })
+    };
+    for _ in 0..ROUNDS {
+        base += measure(&mut h);
+        h.ctrl.trace.start(Some(&trace)).unwrap();
+        traced += measure(&mut h);
+        h.ctrl.trace.stop();
+        let id = h.fault("op=write,status=0x281"); // never matches a read
+        ruled += measure(&mut h);
+        h.ctrl.faults.remove(id);
+    }
+    let n = ROUNDS as f64;
+    let (base, traced, ruled) = (base / n, traced / n, ruled / n);
+    let lines = std::fs::read_to_string(&trace)
+        .map(|t| t.lines().count())
+        .unwrap_or(0);
+    println!(
+        "4 KiB random reads, QD1: trace off {base:.0} commands/s, trace on {traced:.0} commands/s: on/off = {:.3} ({lines} records in the last round)",
+        traced / base
+    );
+    println!(
+        "4 KiB random reads, QD1: no fault rule {base:.0} commands/s, one non-matching rule {ruled:.0} commands/s: rule/none = {:.3}",
+        ruled / base
     );
 }

@@ -35,6 +35,10 @@ pub struct AdminCtx<'a> {
     /// Asynchronous event types masked until their log page is read; the
     /// controller delivers newly unmasked events after the command.
     pub masked_events: &'a mut u8,
+    /// SMART critical warning bits.
+    pub critical_warning: u8,
+    /// Changed Namespace List (log page 04h), cleared when read.
+    pub changed_ns: &'a mut Vec<u32>,
 }
 
 impl AdminCtx<'_> {

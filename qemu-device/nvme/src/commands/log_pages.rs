@@ -38,6 +38,14 @@ pub(super) fn get_log_page(c: &mut AdminCtx<'_>, sqe: &Sqe) -> CmdResult {
             f.as_bytes().to_vec()
         }
         lid::COMMANDS_EFFECTS => effects_log().as_bytes().to_vec(),
+        // Up to 1024 NSIDs, zero-filled (cleared when read without RAE).
+        lid::CHANGED_NS => {
+            let mut b = vec![0u8; 4096];
+            for (i, ns) in c.changed_ns.iter().take(1024).enumerate() {
+                b[i * 4..i * 4 + 4].copy_from_slice(&ns.to_le_bytes());
+            }
+            b
+        }
         lid::VENDOR_DMA_COUNTERS => c.stats.log_page().as_bytes().to_vec(),
         _ => return Err(Status::INVALID_LOG_PAGE),
     };
@@ -58,6 +66,7 @@ pub(super) fn get_log_page(c: &mut AdminCtx<'_>, sqe: &Sqe) -> CmdResult {
 
 fn smart_log(c: &AdminCtx<'_>) -> SmartLog {
     let mut s = SmartLog::new_zeroed();
+    s.critical_warning = c.critical_warning;
     s.temperature = U16::new(300); // K
     s.available_spare = 100;
     s.spare_threshold = 10;
@@ -92,6 +101,11 @@ fn unmask_events(c: &mut AdminCtx<'_>, lid: u8) {
     match lid {
         lid::ERROR => *c.masked_events &= !1,
         lid::SMART => *c.masked_events &= !2,
+        // Changed namespace list (04h): the notice type (2); the list restarts.
+        lid::CHANGED_NS => {
+            *c.masked_events &= !4;
+            c.changed_ns.clear();
+        }
         _ => {}
     }
 }

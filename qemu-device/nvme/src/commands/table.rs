@@ -16,6 +16,8 @@ pub const CHANGES_CONTENT: u32 = 1 << 1;
 pub struct AdminCommand {
     /// Opcode.
     pub opcode: u8,
+    /// Name (fault rules, the trace).
+    pub name: &'static str,
     /// Commands Supported and Effects entry.
     pub effects: u32,
     /// The handler.
@@ -52,6 +54,8 @@ pub enum ControllerOp {
 pub struct IoCommand {
     /// Opcode.
     pub opcode: u8,
+    /// Name (fault rules, the trace).
+    pub name: &'static str,
     /// Commands Supported and Effects entry.
     pub effects: u32,
     /// The handler.
@@ -62,62 +66,74 @@ pub struct IoCommand {
 pub static ADMIN: &[AdminCommand] = &[
     AdminCommand {
         opcode: aop::DELETE_SQ,
+        name: "delete-sq",
         effects: SUPPORTED,
         run: AdminRun::Controller(ControllerOp::DeleteSq),
     },
     AdminCommand {
         opcode: aop::CREATE_SQ,
+        name: "create-sq",
         effects: SUPPORTED,
         run: AdminRun::Controller(ControllerOp::CreateSq),
     },
     AdminCommand {
         opcode: aop::GET_LOG_PAGE,
+        name: "get-log-page",
         effects: SUPPORTED,
         run: AdminRun::Ctx(log_pages::get_log_page),
     },
     AdminCommand {
         opcode: aop::DELETE_CQ,
+        name: "delete-cq",
         effects: SUPPORTED,
         run: AdminRun::Controller(ControllerOp::DeleteCq),
     },
     AdminCommand {
         opcode: aop::CREATE_CQ,
+        name: "create-cq",
         effects: SUPPORTED,
         run: AdminRun::Controller(ControllerOp::CreateCq),
     },
     AdminCommand {
         opcode: aop::IDENTIFY,
+        name: "identify",
         effects: SUPPORTED,
         run: AdminRun::Ctx(identify::identify),
     },
     // Commands complete too fast to abort: "not aborted".
     AdminCommand {
         opcode: aop::ABORT,
+        name: "abort",
         effects: SUPPORTED,
         run: AdminRun::Ctx(|_, _| Ok(1)),
     },
     AdminCommand {
         opcode: aop::SET_FEATURES,
+        name: "set-features",
         effects: SUPPORTED,
         run: AdminRun::Ctx(features::set_features),
     },
     AdminCommand {
         opcode: aop::GET_FEATURES,
+        name: "get-features",
         effects: SUPPORTED,
         run: AdminRun::Ctx(features::get_features),
     },
     AdminCommand {
         opcode: aop::ASYNC_EVENT,
+        name: "async-event",
         effects: SUPPORTED,
         run: AdminRun::Controller(ControllerOp::AsyncEvent),
     },
     AdminCommand {
         opcode: aop::KEEP_ALIVE,
+        name: "keep-alive",
         effects: SUPPORTED,
         run: AdminRun::Ctx(|_, _| Ok(0)),
     },
     AdminCommand {
         opcode: aop::DOORBELL_BUFFER_CONFIG,
+        name: "doorbell-buffer-config",
         effects: SUPPORTED,
         run: AdminRun::Controller(ControllerOp::DoorbellBufferConfig),
     },
@@ -127,36 +143,43 @@ pub static ADMIN: &[AdminCommand] = &[
 pub static IO: &[IoCommand] = &[
     IoCommand {
         opcode: iop::FLUSH,
+        name: "flush",
         effects: SUPPORTED,
         run: io::flush,
     },
     IoCommand {
         opcode: iop::WRITE,
+        name: "write",
         effects: SUPPORTED | CHANGES_CONTENT,
         run: io::write,
     },
     IoCommand {
         opcode: iop::READ,
+        name: "read",
         effects: SUPPORTED,
         run: io::read,
     },
     IoCommand {
         opcode: iop::COMPARE,
+        name: "compare",
         effects: SUPPORTED,
         run: io::compare,
     },
     IoCommand {
         opcode: iop::WRITE_ZEROES,
+        name: "write-zeroes",
         effects: SUPPORTED | CHANGES_CONTENT,
         run: io::write_zeroes,
     },
     IoCommand {
         opcode: iop::DSM,
+        name: "dsm",
         effects: SUPPORTED | CHANGES_CONTENT,
         run: io::dsm,
     },
     IoCommand {
         opcode: iop::COPY,
+        name: "copy",
         effects: SUPPORTED | CHANGES_CONTENT,
         run: io::copy,
     },

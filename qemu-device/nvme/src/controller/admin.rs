@@ -154,8 +154,10 @@ impl Controller {
         if qid == 0 || qid > MAX_IO_QUEUES || self.sqs[qid].is_none() {
             return Err(Status::INVALID_QID);
         }
-        // Commands complete synchronously, so none are left to abort.
+        // Commands complete synchronously, so none are left to abort
+        // (but those fault rules hold back go with their queue).
         self.sqs[qid] = None;
+        self.drop_held_of(qid as u16);
         Ok(0)
     }
 

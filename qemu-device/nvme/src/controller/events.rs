@@ -30,6 +30,9 @@ impl Controller {
     }
 
     pub(super) fn interrupt(&mut self, iv: u16) {
+        if std::mem::take(&mut self.withhold_irq) {
+            return; // a `no-irq` fault rule
+        }
         let Some(slot) = self.irqs.get_mut(iv as usize) else {
             return;
         };

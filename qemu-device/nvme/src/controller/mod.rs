@@ -4,6 +4,7 @@
 mod admin;
 pub mod dbbuf;
 mod events;
+mod faults;
 mod queues;
 mod registers;
 pub mod regs;
@@ -155,6 +156,20 @@ pub struct Controller {
     budget: usize,
     /// Where the next pass starts, so every queue gets its turn.
     next_sq: usize,
+    /// Fault rules of the process (empty: no cost).
+    pub faults: Arc<crate::faults::FaultTable>,
+    /// The command trace of the process (off: no cost).
+    pub trace: Arc<crate::trace::Tracer>,
+    /// Completions fault rules hold back (delayed, or never posted).
+    held: Vec<faults::Held>,
+    /// A `no-irq` fault: the next interrupt is not sent.
+    withhold_irq: bool,
+    /// SMART critical warning bits (a `aen=smart` fault sets them).
+    pub critical_warning: u8,
+    /// Changed Namespace List (log page 04h) since it was last read.
+    pub changed_ns: Vec<u32>,
+    /// A `cmb-revoke=unmap` fault: CPU reads of the CMB return all ones.
+    pub cmb_unreachable: Arc<AtomicBool>,
 }
 
 /// Commands per worker pass; the lock is free between passes.
@@ -184,6 +199,7 @@ impl Controller {
                 ctrl: cfg.id,
                 mem: m.clone(),
                 base: None,
+                unreachable: false,
             });
             Some((m, f))
         } else {
@@ -225,6 +241,13 @@ impl Controller {
             shutdown_pending: false,
             budget: 0,
             next_sq: 0,
+            faults: Arc::new(crate::faults::FaultTable::new(0)),
+            trace: Arc::default(),
+            held: vec![],
+            withhold_irq: false,
+            critical_warning: 0,
+            changed_ns: vec![],
+            cmb_unreachable: Arc::default(),
         })
         .inspect(|c| c.publish())
     }
@@ -264,6 +287,8 @@ impl Controller {
             host: &self.host,
             stats: &self.stats,
             masked_events: &mut self.masked_events,
+            critical_warning: self.critical_warning,
+            changed_ns: &mut self.changed_ns,
         }
     }
 
@@ -297,5 +322,6 @@ fn dma_over<'a>(
         cmbs,
         bus_master: bus_master.load(Ordering::Acquire),
         stats,
+        cut: None,
     }
 }

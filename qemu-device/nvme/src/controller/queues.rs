@@ -10,6 +10,9 @@ impl Controller {
     /// doorbells, then runs a short pass or polls the shadow doorbells.
     pub fn step(&mut self) -> Step {
         self.apply_doorbells();
+        if !self.held.is_empty() {
+            self.post_due(); // fault rules' delayed completions
+        }
         if self.work {
             self.run_pending();
             return Step::Busy;
@@ -156,7 +159,15 @@ impl Controller {
                 None => return self.fatal("SQ entry beyond the address space", u64::MAX),
             }
             let sqe = Sqe::from_bytes(&raw);
-            let res = if sqe.dw[0] & 0x300 != 0 {
+            // Fault rules and the trace: None (no cost) when both are off.
+            let hook = self.hook_fetch(qid, cqid, &sqe);
+            if hook.as_ref().is_some_and(|h| h.swallowed) {
+                continue; // held or dropped by a fault rule
+            }
+            let cut = hook.as_ref().and_then(|h| h.cut.as_ref());
+            let res = if let Some(s) = hook.as_ref().and_then(|h| h.status()) {
+                Some(Err(s))
+            } else if sqe.dw[0] & 0x300 != 0 {
                 // Fused operations (FUSE bits) are not supported (ONCS bit 0
                 // of FUSES is clear): refuse both halves.
                 Some(Err(Status::INVALID_FIELD))
@@ -166,9 +177,15 @@ impl Controller {
             } else if qid == 0 {
                 self.admin(&sqe)
             } else {
-                Some(crate::commands::io::execute(&mut self.io_ctx(), &sqe))
+                let mut ctx = self.io_ctx();
+                ctx.dma.cut = cut;
+                Some(crate::commands::io::execute(&mut ctx, &sqe))
             };
             let Some(res) = res else { continue }; // held (AER)
+            let res = match &hook {
+                Some(h) => h.result(res),
+                None => res,
+            };
             let (dw0, status) = match res {
                 Ok(v) => (v, Status::SUCCESS),
                 Err(s) => {
@@ -181,7 +198,10 @@ impl Controller {
             self.stats
                 .commands
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.post(cqid, qid as u16, sqe.cid(), dw0, status);
+            match hook {
+                Some(h) => self.hook_complete(h, cqid, qid as u16, sqe.cid(), dw0, status),
+                None => self.post(cqid, qid as u16, sqe.cid(), dw0, status),
+            }
         }
     }
 

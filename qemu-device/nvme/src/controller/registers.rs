@@ -206,6 +206,7 @@ impl Controller {
     /// Controller reset (CC.EN 1 -> 0, or a vfio-user reset): queues go, the
     /// CMB configuration (CMBMSC) stays, as Linux expects across resets.
     pub fn reset(&mut self) {
+        self.drop_held(); // fault rules' held completions go with the queues
         self.sqs.iter_mut().for_each(|q| *q = None);
         self.cqs.iter_mut().for_each(|q| *q = None);
         self.aers.clear();
@@ -228,6 +229,7 @@ impl Controller {
         self.intms = 0;
         self.set_cmbmsc(0);
         self.masked_events = 0;
+        self.restore_cmb(); // a `cmb-revoke=unmap` fault ends with a function reset
         self.errlog.clear();
         self.error_count = 0;
         self.shutdown_pending = false;

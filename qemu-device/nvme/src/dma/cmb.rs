@@ -73,6 +73,8 @@ pub struct CmbWindow {
     pub mem: Arc<Mapping>,
     /// Bus address while CMBMSC.CMSE is set.
     pub base: Option<u64>,
+    /// A `cmb-revoke=unmap` fault: nothing answers in the window.
+    pub unreachable: bool,
 }
 
 /// All CMB windows of the process, for peer-to-peer resolution.

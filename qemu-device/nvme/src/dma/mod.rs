@@ -17,8 +17,9 @@ use std::sync::Arc;
 use vm_memory::GuestRegionMmap;
 
 pub use crate::dma::route::Target;
-use crate::dma::route::{Dir, Kind};
+use crate::dma::route::{Dir, Kind, TargetClass};
 use crate::stats::Counters;
+use std::cell::Cell;
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct DmaFault;
@@ -33,6 +34,44 @@ pub struct Dma<'a> {
     pub bus_master: bool,
     /// The controller's counters.
     pub stats: &'a Counters,
+    /// A `dma-fail` fault rule's cut of this command's data transfer.
+    pub cut: Option<&'a DmaCut>,
+}
+
+/// A data transfer cut short by a `dma-fail` fault rule: the first `after`
+/// bytes to memory of the class (any, without one) move, nothing after.
+pub struct DmaCut {
+    class: Option<TargetClass>,
+    budget: Cell<u64>,
+    tripped: Cell<bool>,
+}
+
+impl DmaCut {
+    /// A cut after `after` bytes to `class`.
+    pub fn new(class: Option<TargetClass>, after: u64) -> DmaCut {
+        DmaCut {
+            class,
+            budget: Cell::new(after),
+            tripped: Cell::new(false),
+        }
+    }
+
+    /// How much of a `len`-byte piece at `t` (None: bit bucket) moves.
+    fn allow(&self, t: Option<Target>, len: usize) -> usize {
+        if self.tripped.get() {
+            return 0;
+        }
+        if !t.is_some_and(|t| self.class.is_none_or(|c| c.holds(t))) {
+            return len; // another class, or a bit bucket
+        }
+        let left = self.budget.get();
+        let n = u64::try_from(len).unwrap_or(u64::MAX).min(left);
+        self.budget.set(left - n);
+        if n < len as u64 {
+            self.tripped.set(true);
+        }
+        n as usize
+    }
 }
 
 impl<'a> Dma<'a> {
@@ -62,7 +101,7 @@ impl<'a> Dma<'a> {
                 continue;
             };
             if addr < wend && end > base {
-                if addr < base || end > wend {
+                if addr < base || end > wend || w.unreachable {
                     return Err(DmaFault);
                 }
                 let t = if w.ctrl == self.ctrl {
@@ -91,6 +130,7 @@ impl<'a> Dma<'a> {
     ) -> Result<Resolved<'a>, DmaFault> {
         let mut r = Resolved {
             stats: self.stats,
+            cut: self.cut.filter(|_| kind == Kind::Data),
             kind,
             pieces: Vec::with_capacity(segs.len()),
             cmbs: vec![],
@@ -178,6 +218,8 @@ struct Piece {
 /// unmap of those sections waits for it to drop).
 pub struct Resolved<'a> {
     stats: &'a Counters,
+    /// A fault rule's cut (data transfers only).
+    cut: Option<&'a DmaCut>,
     kind: Kind,
     pieces: Vec<Piece>,
     cmbs: Vec<Arc<Mapping>>,
@@ -199,26 +241,39 @@ impl Resolved<'_> {
         io: impl FnOnce(&mut [libc::iovec]) -> std::io::Result<()>,
     ) -> std::io::Result<()> {
         let mut bucket = vec![0u8; self.bucket_len()];
-        let mut iov = self.iovecs(&mut bucket);
+        let lens = self.lens();
+        let mut iov = self.iovecs(&mut bucket, &lens);
         io(&mut iov)?;
-        self.count(dir);
+        self.count(dir, &lens);
         Ok(())
     }
 
-    fn count(&self, dir: Dir) {
-        for p in &self.pieces {
+    /// How many bytes of each piece move (all, unless a fault cuts them).
+    fn lens(&self) -> Vec<usize> {
+        self.pieces
+            .iter()
+            .map(|p| match self.cut {
+                Some(c) => c.allow(p.target, p.len),
+                None => p.len,
+            })
+            .collect()
+    }
+
+    fn count(&self, dir: Dir, lens: &[usize]) {
+        for (p, n) in self.pieces.iter().zip(lens) {
             if let Some(t) = p.target {
-                self.stats.add(self.kind, dir, t, p.len as u64);
+                self.stats.add(self.kind, dir, t, *n as u64);
             }
         }
     }
 
     /// I/O vectors over the pieces; bit buckets read into or write from
     /// `bucket`, which must be as long as the longest of them.
-    fn iovecs(&self, bucket: &mut [u8]) -> Vec<libc::iovec> {
+    fn iovecs(&self, bucket: &mut [u8], lens: &[usize]) -> Vec<libc::iovec> {
         self.pieces
             .iter()
-            .map(|p| {
+            .zip(lens)
+            .map(|(p, n)| {
                 let base = if p.target.is_some() {
                     p.ptr
                 } else {
@@ -227,7 +282,7 @@ impl Resolved<'_> {
                 };
                 libc::iovec {
                     iov_base: base.cast(),
-                    iov_len: p.len,
+                    iov_len: *n,
                 }
             })
             .collect()
@@ -246,14 +301,13 @@ impl Resolved<'_> {
     /// Copies `data` into the pieces in order, skipping bit buckets
     /// (counted as written).
     pub fn scatter(&self, data: &[u8]) {
-        self.count(Dir::Written);
+        let lens = self.lens();
+        self.count(Dir::Written, &lens);
         let mut done = 0;
-        for p in &self.pieces {
+        for (p, n) in self.pieces.iter().zip(&lens) {
             if p.target.is_some() {
-                // SAFETY: p.ptr..+len is inside a mapping this value keeps alive.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(data[done..done + p.len].as_ptr(), p.ptr, p.len)
-                }
+                // SAFETY: p.ptr..+n is inside a mapping this value keeps alive.
+                unsafe { std::ptr::copy_nonoverlapping(data[done..done + n].as_ptr(), p.ptr, *n) }
             }
             done += p.len;
         }
@@ -262,13 +316,14 @@ impl Resolved<'_> {
     /// Collects the pieces in order; bit buckets read as zeros (counted as
     /// read).
     pub fn gather(&self) -> Vec<u8> {
-        self.count(Dir::Read);
+        let lens = self.lens();
+        self.count(Dir::Read, &lens);
         let mut data = vec![0u8; self.pieces.iter().map(|p| p.len).sum()];
         let mut done = 0;
-        for p in &self.pieces {
+        for (p, n) in self.pieces.iter().zip(&lens) {
             if p.target.is_some() {
                 // SAFETY: as in scatter.
-                unsafe { std::ptr::copy_nonoverlapping(p.ptr, data[done..].as_mut_ptr(), p.len) }
+                unsafe { std::ptr::copy_nonoverlapping(p.ptr, data[done..].as_mut_ptr(), *n) }
             }
             done += p.len;
         }
@@ -293,6 +348,7 @@ mod tests {
                 ctrl,
                 mem: Arc::new(Mapping::new(&f, 0, 2 << 20).unwrap()),
                 base: Some(base),
+                unreachable: false,
             });
         }
         (ram, Arc::new(RwLock::new(v)))
@@ -308,6 +364,7 @@ mod tests {
             cmbs: &cmbs,
             bus_master: true,
             stats: &stats,
+            cut: None,
         };
         assert_eq!(d.classify(0x10_0000, 4096), Ok(Target::GuestRam));
         assert_eq!(d.classify(0xfe00_1000, 4096), Ok(Target::OwnCmb));
@@ -323,6 +380,7 @@ mod tests {
             cmbs: &cmbs,
             bus_master: true,
             stats: &stats,
+            cut: None,
         };
         assert_eq!(
             peer.write(Kind::Data, 0xfe00_2000, b"p2p"),

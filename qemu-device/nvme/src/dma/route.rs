@@ -30,3 +30,26 @@ pub enum Dir {
     /// The device wrote memory (e.g. the payload of a Read command).
     Written,
 }
+
+/// A class of DMA targets, as fault rules name them (`ram`, `cmb`, `peer`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetClass {
+    /// Guest RAM.
+    Ram,
+    /// The controller's own CMB.
+    Cmb,
+    /// Any peer controller's CMB.
+    Peer,
+}
+
+impl TargetClass {
+    /// Whether `t` is of this class.
+    pub fn holds(self, t: Target) -> bool {
+        matches!(
+            (self, t),
+            (TargetClass::Ram, Target::GuestRam)
+                | (TargetClass::Cmb, Target::OwnCmb)
+                | (TargetClass::Peer, Target::PeerCmb(_))
+        )
+    }
+}

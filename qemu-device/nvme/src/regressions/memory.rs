@@ -44,6 +44,8 @@ fn cmb_of_another_peer_group_never_captures_dma() {
         ],
         stats_socket: None,
         poll_us: 0,
+        fault: vec![],
+        trace: None,
     };
     let specs = args.controllers().unwrap();
     let r = crate::peer_groups(&specs);

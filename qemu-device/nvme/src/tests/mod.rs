@@ -5,6 +5,8 @@
 mod cmb;
 mod commands;
 mod doorbells;
+mod faults;
+mod trace;
 
 use crate::controller::{reg, DOORBELLS};
 use crate::nvme::{admin, io};

@@ -27,6 +27,8 @@ pub struct Backend {
     bells: Arc<Doorbells>,
     stats: Arc<Counters>,
     cmb: Option<Arc<Mapping>>,
+    /// A `cmb-revoke=unmap` fault: CMB reads return all ones.
+    cmb_unreachable: Arc<std::sync::atomic::AtomicBool>,
     /// Guest RAM maps: DMA_MAP/UNMAP change them without the controller
     /// lock and wait only for the DMAs using the sections they remove.
     ram: Arc<GuestRam>,
@@ -42,6 +44,7 @@ impl Backend {
             bells: ctrl.bells.clone(),
             stats: ctrl.stats.clone(),
             cmb: ctrl.cmb.as_ref().map(|(m, _)| m.clone()),
+            cmb_unreachable: ctrl.cmb_unreachable.clone(),
             ram: ctrl.ram.clone(),
             ctrl: Arc::new(Mutex::new(ctrl)),
             pci,
@@ -55,7 +58,10 @@ impl Backend {
     pub fn worker(&mut self) -> std::thread::JoinHandle<()> {
         let (ctrl, bells, waiters) = (self.ctrl.clone(), self.bells.clone(), self.waiters.clone());
         let h = std::thread::spawn(move || loop {
-            let step = ctrl.lock().unwrap_or_else(|e| e.into_inner()).step();
+            let (step, due) = {
+                let mut c = ctrl.lock().unwrap_or_else(|e| e.into_inner());
+                (c.step(), c.next_due()) // due: a fault rule's delayed completion
+            };
             // The lock is free: a waiting message goes first.
             while waiters.load(Ordering::Acquire) > 0 {
                 std::thread::yield_now();
@@ -64,7 +70,10 @@ impl Backend {
                 Step::Busy => {}
                 Step::Polling => std::thread::yield_now(),
                 // An unpark after our look makes park return at once.
-                Step::Sleep if !bells.pending() => std::thread::park(),
+                Step::Sleep if !bells.pending() => match due {
+                    Some(d) => std::thread::park_timeout(d),
+                    None => std::thread::park(),
+                },
                 Step::Sleep => {}
             }
         });
@@ -174,6 +183,7 @@ impl VfioBackend for Backend {
             0 => self.regs.read(offset, data),
             2 => {
                 let done = match (&self.cmb, usize::try_from(offset)) {
+                    _ if self.cmb_unreachable.load(Ordering::Acquire) => false,
                     (Some(m), Ok(off)) => m.read(off, data),
                     _ => false,
                 };

@@ -12,6 +12,8 @@ pub mod lid {
     pub const SMART: u8 = 0x02;
     /// Firmware slot information.
     pub const FIRMWARE_SLOT: u8 = 0x03;
+    /// Changed namespace list.
+    pub const CHANGED_NS: u8 = 0x04;
     /// Commands supported and effects.
     pub const COMMANDS_EFFECTS: u8 = 0x05;
     /// Vendor page: the DMA counters ([`super::DmaCountersLog`]).

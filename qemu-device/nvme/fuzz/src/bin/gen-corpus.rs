@@ -141,6 +141,23 @@ fn main() {
             (1, WRITE),
         ),
         (
+            "fault-rule-then-read",
+            [
+                up.clone(),
+                vec![
+                    Op::Fault {
+                        keys: 16 | 1,
+                        action: 0,
+                        value: 0x280,
+                    },
+                    cmd(1, READ, 1, ram, rw),
+                    cmd(1, READ, 1, ram, rw),
+                ],
+            ]
+            .concat(),
+            (1, READ),
+        ),
+        (
             "shadow-doorbells-read",
             [up.clone(), vec![Op::ShadowConfig, cmd(1, READ, 1, ram, rw)]].concat(),
             (1, READ),

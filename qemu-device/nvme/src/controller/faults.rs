@@ -1,0 +1,371 @@
+//! The controller's side of fault rules and the trace: what a fired rule
+//! does to a fetched command, and completions held back (delayed ones the
+//! worker posts when due, never-completed ones a reset drops).
+
+use super::*;
+use crate::dma::DmaCut;
+use crate::faults::{op_name, Action, AenKind, Class, Fired, Probe, Revoke};
+use p2pnvme_docs::control::EventKind;
+use p2pnvme_docs::trace::{Segment, SegmentTarget, TraceRecord};
+
+/// Fault and trace state of one fetched command.
+pub(crate) struct Hook {
+    fired: Option<Fired>,
+    /// The command is held or dropped by the rule: it does not run.
+    pub swallowed: bool,
+    /// A `dma-fail` cut of its data transfer.
+    pub cut: Option<DmaCut>,
+    trace: Option<Traced>,
+}
+
+/// A command being traced: what is known at fetch.
+struct Traced {
+    start: Instant,
+    /// Data bytes per target slot before it ran (see `Counters::data_by_target`).
+    before: Vec<u64>,
+    record: TraceRecord,
+}
+
+/// A completion a fault rule holds back.
+pub(crate) struct Held {
+    /// When to post it (None: never; a reset drops it).
+    due: Option<Instant>,
+    cqid: usize,
+    sqid: u16,
+    cid: u16,
+    dw0: u32,
+    status: Status,
+    trace: Option<Traced>,
+}
+
+impl Hook {
+    /// The status a `status` rule completes the command with.
+    pub fn status(&self) -> Option<Status> {
+        match self.fired? {
+            Fired {
+                action: Action::Status(v),
+                dnr,
+                ..
+            } => Some(Status::new(((v >> 8) & 7) as u8, v as u8, dnr)),
+            _ => None,
+        }
+    }
+
+    /// The command's result after the rule: a `dma-fail` command completes
+    /// with Data Transfer Error whatever it moved.
+    pub fn result(&self, res: crate::nvme::CmdResult) -> crate::nvme::CmdResult {
+        match self.fired {
+            Some(Fired {
+                action: Action::DmaFail(_),
+                dnr,
+                ..
+            }) => Err(Status::new(0, 0x04, dnr)),
+            _ => res,
+        }
+    }
+}
+
+/// Inclusive LBA range of an I/O command that has one.
+fn lba_range(sqe: &Sqe) -> Option<(u64, u64)> {
+    use crate::nvme::io as op;
+    matches!(
+        sqe.opcode(),
+        op::READ | op::WRITE | op::COMPARE | op::WRITE_ZEROES
+    )
+    .then(|| (sqe.slba(), sqe.slba().saturating_add(sqe.nlb() - 1)))
+}
+
+impl Controller {
+    /// Matches a fetched command against the fault rules and starts its
+    /// trace record; None when there are no rules and no trace.
+    pub(super) fn hook_fetch(&mut self, qid: usize, cqid: usize, sqe: &Sqe) -> Option<Hook> {
+        let tracing = self.trace.on();
+        if !tracing && self.faults.is_empty() {
+            return None;
+        }
+        let lba = if qid == 0 { None } else { lba_range(sqe) };
+        let fired = if self.faults.is_empty() {
+            None
+        } else {
+            let dma = self.dma();
+            // Where the first data segment is (PRP1, or the SGL's address).
+            let target = || dma.classify(sqe.dptr1(), 1).ok();
+            self.faults.check(&Probe {
+                ctrl: self.id,
+                q: qid as u16,
+                opcode: sqe.opcode(),
+                nsid: sqe.nsid(),
+                lba,
+                target: &target,
+            })
+        };
+        let trace = tracing.then(|| self.trace_start(qid, sqe, lba, fired.map(|f| f.id)));
+        let mut hook = Hook {
+            fired,
+            swallowed: false,
+            cut: None,
+            trace,
+        };
+        if let Some(f) = fired {
+            self.fire(f, qid, cqid, sqe, &mut hook);
+        }
+        Some(hook)
+    }
+
+    fn trace_start(
+        &self,
+        qid: usize,
+        sqe: &Sqe,
+        lba: Option<(u64, u64)>,
+        fault: Option<u64>,
+    ) -> Traced {
+        let class = if qid == 0 { Class::Admin } else { Class::Io };
+        let op = match op_name(class, sqe.opcode()) {
+            Some(n) => n.to_string(),
+            None if qid == 0 => format!("admin-{:#04x}", sqe.opcode()),
+            None => format!("io-{:#04x}", sqe.opcode()),
+        };
+        Traced {
+            start: Instant::now(),
+            before: self.stats.data_by_target(),
+            record: TraceRecord {
+                t_us: 0,
+                ctrl: self.id,
+                q: qid as u16,
+                cid: sqe.cid(),
+                op,
+                nsid: sqe.nsid(),
+                slba: lba.map(|(s, _)| s),
+                nlb: lba.map(|_| sqe.nlb()),
+                bytes: 0,
+                segments: vec![],
+                status: 0,
+                latency_us: 0,
+                fault,
+                dropped: false,
+            },
+        }
+    }
+
+    /// What a fired rule does before the command would run.
+    fn fire(&mut self, f: Fired, qid: usize, cqid: usize, sqe: &Sqe, hook: &mut Hook) {
+        log::debug!(
+            "controller {}: fault rule {} fires on SQ {qid} CID {}: {:?}",
+            self.id,
+            f.id,
+            sqe.cid(),
+            f.action
+        );
+        let mut hold = false;
+        match f.action {
+            Action::Status(_) | Action::DelayMs(_) | Action::NoIrq => {}
+            Action::DmaFail(k) => hook.cut = Some(DmaCut::new(f.target, k)),
+            Action::Never => hold = true,
+            Action::Cfs => {
+                self.fatal("fault rule", 0);
+                hold = true;
+            }
+            Action::Aen(kind) => self.raise_event(kind, f.ns.unwrap_or(sqe.nsid())),
+            Action::CmbRevoke(how) => self.revoke_cmb(how),
+            Action::Remove { replug_ms } => {
+                self.faults
+                    .push_event(EventKind::Remove, self.id, f.id, replug_ms);
+                hold = true;
+            }
+        }
+        if hold {
+            hook.swallowed = true;
+            self.held.push(Held {
+                due: None,
+                cqid,
+                sqid: qid as u16,
+                cid: sqe.cid(),
+                dw0: 0,
+                status: Status::SUCCESS,
+                trace: hook.trace.take(),
+            });
+        }
+    }
+
+    /// An `aen` rule: the event, and the log page that reports it.
+    fn raise_event(&mut self, kind: AenKind, nsid: u32) {
+        let ev = match kind {
+            AenKind::Smart => {
+                self.critical_warning |= 1 << 2; // reliability degraded
+                0x01 | 0x02 << 16 // SMART/health, info 0, log page 02h
+            }
+            AenKind::NsChanged => {
+                let nsid = if nsid == 0 || nsid as usize > self.ns.len() {
+                    1
+                } else {
+                    nsid
+                };
+                if !self.changed_ns.contains(&nsid) {
+                    self.changed_ns.push(nsid);
+                }
+                0x02 | 0x04 << 16 // notice: attribute changed, log page 04h
+            }
+        };
+        if !self.events.contains(&ev) {
+            self.events.push_back(ev);
+        }
+        self.deliver_events();
+    }
+
+    /// A `cmb-revoke` rule.
+    fn revoke_cmb(&mut self, how: Revoke) {
+        match how {
+            Revoke::Disable => self.set_cmbmsc(self.cmbmsc & !(CMBMSC_CRE | CMBMSC_CMSE)),
+            Revoke::Unmap => {
+                self.cmb_unreachable.store(true, Ordering::Release);
+                for w in self.cmbs.write().unwrap().iter_mut() {
+                    if w.ctrl == self.id {
+                        w.unreachable = true;
+                    }
+                }
+            }
+        }
+        self.publish();
+    }
+
+    /// The CMB answers again (function reset, new client).
+    pub(super) fn restore_cmb(&mut self) {
+        if !self.cmb_unreachable.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        for w in self.cmbs.write().unwrap().iter_mut() {
+            if w.ctrl == self.id {
+                w.unreachable = false;
+            }
+        }
+    }
+
+    /// Posts a command's completion as its rule says (delayed, or without
+    /// its interrupt) and traces it.
+    pub(super) fn hook_complete(
+        &mut self,
+        mut hook: Hook,
+        cqid: usize,
+        sqid: u16,
+        cid: u16,
+        dw0: u32,
+        status: Status,
+    ) {
+        if let Some(t) = hook.trace.as_mut() {
+            self.trace_data(t);
+        }
+        match hook.fired.map(|f| f.action) {
+            Some(Action::DelayMs(ms)) => {
+                self.held.push(Held {
+                    due: Some(Instant::now() + Duration::from_millis(ms)),
+                    cqid,
+                    sqid,
+                    cid,
+                    dw0,
+                    status,
+                    trace: hook.trace,
+                });
+                return;
+            }
+            Some(Action::NoIrq) => {
+                self.withhold_irq = true;
+                self.post(cqid, sqid, cid, dw0, status);
+                self.withhold_irq = false;
+            }
+            _ => self.post(cqid, sqid, cid, dw0, status),
+        }
+        if let Some(t) = hook.trace {
+            self.trace_end(t, status, false);
+        }
+    }
+
+    /// The data the command moved, by target, from the counters' change.
+    fn trace_data(&self, t: &mut Traced) {
+        let after = self.stats.data_by_target();
+        for (slot, (a, b)) in after.iter().zip(&t.before).enumerate() {
+            let bytes = a.saturating_sub(*b);
+            if bytes == 0 {
+                continue;
+            }
+            let (target, peer) = match slot {
+                0 => (SegmentTarget::Ram, None),
+                1 => (SegmentTarget::Cmb, None),
+                p => (SegmentTarget::Peer, Some(p - 2)),
+            };
+            t.record.bytes = t.record.bytes.saturating_add(bytes);
+            t.record.segments.push(Segment {
+                target,
+                peer,
+                bytes,
+            });
+        }
+    }
+
+    fn trace_end(&self, mut t: Traced, status: Status, dropped: bool) {
+        let r = &mut t.record;
+        r.t_us = self.trace.now_us();
+        r.latency_us = u64::try_from(t.start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        r.status = (status.sct as u16 & 7) << 8 | status.sc as u16;
+        r.dropped = dropped;
+        self.trace.record(r);
+    }
+
+    /// Posts the held completions that are due.
+    pub(super) fn post_due(&mut self) {
+        let now = Instant::now();
+        let mut i = 0;
+        while i < self.held.len() {
+            if self.held[i].due.is_some_and(|d| d <= now) {
+                let h = self.held.swap_remove(i);
+                self.post(h.cqid, h.sqid, h.cid, h.dw0, h.status);
+                if let Some(t) = h.trace {
+                    self.trace_end(t, h.status, false);
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Completions fault rules hold back (delayed or never posted).
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// How long until the next held completion is due (the worker sleeps
+    /// no longer than this).
+    pub fn next_due(&self) -> Option<Duration> {
+        let now = Instant::now();
+        self.held
+            .iter()
+            .filter_map(|h| h.due)
+            .min()
+            .map(|d| d.saturating_duration_since(now))
+    }
+
+    /// A controller reset: held completions are dropped (traced as such).
+    pub(super) fn drop_held(&mut self) {
+        for h in std::mem::take(&mut self.held) {
+            if let Some(t) = h.trace {
+                self.trace_end(t, h.status, true);
+            }
+        }
+    }
+
+    /// SQ `sqid` was deleted: its held completions go with it (a later
+    /// queue with the same id must not receive them).
+    pub(super) fn drop_held_of(&mut self, sqid: u16) {
+        if self.held.is_empty() {
+            return;
+        }
+        let (gone, kept) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|h| h.sqid == sqid);
+        self.held = kept;
+        for h in gone {
+            if let Some(t) = h.trace {
+                self.trace_end(t, h.status, true);
+            }
+        }
+    }
+}
