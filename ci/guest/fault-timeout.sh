@@ -19,6 +19,6 @@ dd if="$A" of=/dev/null bs=4096 count=1 skip=$((off / 4096 + 1)) iflag=direct 2>
 rc=$?
 mark "second-read-done rc=$rc"
 echo "second_read_rc=$rc"
-echo "state=$(cat /sys/class/nvme/"$(basename "$(dirname "$(readlink -f /sys/block/${A#/dev/}/device)")")"/state 2>/dev/null)"
+echo "state=$(cat "/sys/block/${A#/dev/}/device/state")"
 verify "$A" "$off" 4M
 dmesg | grep -E 'p2pnvme-fault: |nvme' | sed 's/^/dmesg=/'

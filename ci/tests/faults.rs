@@ -5,6 +5,7 @@
 //! ci/guest/fault-*.sh; they print `key=value` lines.
 
 use p2pnvme_ci::*;
+use p2pnvme_docs::trace::{SegmentTarget, TraceRecord};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -87,18 +88,22 @@ enum Kernel {
     Minimal,
 }
 
-/// Boots `--nvme 2` with `rules`, runs `script`; returns the launcher's
-/// exit status, what the script printed and the device's final counters.
-fn scenario(
-    k: Kernel,
-    rules: &[String],
-    extra: &[&str],
-    script: &str,
-) -> (Option<i32>, Kv, StatsDoc, String) {
+/// What one scenario left: the launcher's exit status and stderr, what the
+/// guest script printed, the device's final counters and its trace.
+struct Run {
+    code: Option<i32>,
+    kv: Kv,
+    stats: StatsDoc,
+    stderr: String,
+    trace: Vec<TraceRecord>,
+}
+
+/// Boots `--nvme 2` with `rules` (and `--trace`), runs `script`.
+fn scenario(k: Kernel, rules: &[String], extra: &[&str], script: &str) -> Run {
     let dir = std::env::temp_dir().join(format!("p2pnvme-faults-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let stats = dir.join("stats.json");
-    let stats_arg = stats.display().to_string();
+    let (stats, trace) = (dir.join("stats.json"), dir.join("trace.jsonl"));
+    let (stats_arg, trace_arg) = (stats.display().to_string(), trace.display().to_string());
     let mut a = vec!["run", "--nvme", "2", "--timeout", "900"];
     if let Kernel::Minimal = k {
         a.extend_from_slice(&["--guest-kernel", "minimal"]);
@@ -107,17 +112,25 @@ fn scenario(
         a.extend_from_slice(&["--fault", r]);
     }
     a.extend_from_slice(extra);
-    a.extend_from_slice(&["--stats-json", &stats_arg, "--", script]);
+    a.extend_from_slice(&["--trace", &trace_arg, "--stats-json", &stats_arg, "--", script]);
     let out = p2pnvme(&a);
-    let kv = Kv::parse(&String::from_utf8_lossy(&out.stdout));
-    let doc = read_stats(&stats);
+    let run = Run {
+        code: out.status.code(),
+        kv: Kv::parse(&String::from_utf8_lossy(&out.stdout)),
+        stats: read_stats(&stats),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        trace: read_trace(&trace),
+    };
     let _ = std::fs::remove_dir_all(&dir);
-    (
-        out.status.code(),
-        kv,
-        doc,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run
+}
+
+fn read_trace(p: &Path) -> Vec<TraceRecord> {
+    std::fs::read_to_string(p)
+        .expect("the trace file")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
 }
 
 fn read_stats(p: &Path) -> StatsDoc {
@@ -138,15 +151,16 @@ fn fired(doc: &StatsDoc, ctrl: usize, text: &str) -> u64 {
 /// A p2p copy that `rule` breaks part-way: the copy fails with EIO after
 /// some whole waves, P2P memory comes back, the control copy and the same
 /// copy again succeed, and the module unloads.
-fn broken_copy(k: Kernel, rule: &str) -> Kv {
+fn broken_copy(k: Kernel, rule: &str, status: u16) -> Run {
     let rules = vec![rule.to_string()];
-    let (code, kv, doc, _) = scenario(
+    let run = scenario(
         k,
         &rules,
         &[],
         &format!("sh /opt/p2pnvme/ci/fault-copy.sh {OFF} {CONTROL} {LEN}"),
     );
-    assert_eq!(code, Some(0), "the guest script ran to its end");
+    let (kv, doc) = (&run.kv, &run.stats);
+    assert_eq!(run.code, Some(0), "the guest script ran to its end");
     // The control: the same copy elsewhere, and the same range once the
     // rule has fired, succeed in full.
     assert_eq!(kv.num("control_rc"), 0);
@@ -172,7 +186,11 @@ fn broken_copy(k: Kernel, rule: &str) -> Kv {
     assert_eq!(line.len(), 1, "one p2pcopy line naming {src}: {:?}", kv.dmesg);
     assert!(line[0].contains(kv.get("provider")), "{}", line[0]);
     assert!(line[0].contains(&format!("after {done} bytes")), "{}", line[0]);
-    kv
+    // The device's trace: one faulted command, a read with that status.
+    let hit: Vec<_> = run.trace.iter().filter(|r| r.fault.is_some()).collect();
+    assert_eq!(hit.len(), 1, "{hit:?}");
+    assert_eq!((hit[0].op.as_str(), hit[0].status), ("read", status), "{hit:?}");
+    run
 }
 
 #[test]
@@ -181,11 +199,15 @@ fn media_error_mid_copy_fails_with_eio_and_frees_p2p_memory() {
         "ctrl=0,op=read,{},nth=10,status=0x281",
         lbas(OFF, LEN)
     );
-    let kv = broken_copy(Kernel::Debian, &rule);
-    // The nvme driver reports the media error (no retry: DNR).
+    let run = broken_copy(Kernel::Debian, &rule, 0x281);
+    let kv = &run.kv;
+    // The nvme driver reports the media error (SCT 2h SC 81h, no retry:
+    // DNR) on the source's read (opcode 2); the block layer calls it
+    // ENODATA, p2pcopy returns EIO (its ABI; the errno check above guards it).
     let src = kv.get("src");
     assert!(
-        !kv.log(&[&format!("{src}: Read"), "sc 0x81", "DNR"]).is_empty(),
+        !kv.log(&[&format!("{src}: I/O Cmd(0x2)"), "sct 0x2 / sc 0x81", "DNR"])
+            .is_empty(),
         "{:?}",
         kv.dmesg
     );
@@ -196,12 +218,22 @@ fn peer_dma_fault(k: Kernel) {
         "ctrl=0,target=peer,op=read,{},nth=10,dma-fail=65536",
         lbas(OFF, LEN)
     );
-    let kv = broken_copy(k, &rule);
+    let run = broken_copy(k, &rule, 0x004);
+    let kv = &run.kv;
     let (src, dst) = (kv.get("src"), kv.get("dst"));
+    // The failed read's data was going to the peer's CMB (controller 1).
+    let hit = run.trace.iter().find(|r| r.fault.is_some()).unwrap();
+    assert!(
+        hit.segments
+            .iter()
+            .any(|s| s.target == SegmentTarget::Peer && s.peer == Some(1)),
+        "{hit:?}"
+    );
     // The driver's line names the source controller's namespace and the
     // Data Transfer Error; nothing blames the destination.
     assert!(
-        !kv.log(&[&format!("{src}: Read"), "sc 0x4 "]).is_empty(),
+        !kv.log(&[&format!("{src}: I/O Cmd(0x2)"), "sct 0x0 / sc 0x4)", "DNR"])
+            .is_empty(),
         "{:?}",
         kv.dmesg
     );
@@ -223,23 +255,24 @@ const IO_TIMEOUT: &str = "nvme_core.io_timeout=5";
 
 /// A read the controller never finishes: the driver times out, resets,
 /// and I/O and a verify pass afterwards. Returns what the guest printed.
-fn stuck_read(action: &str) -> (Kv, StatsDoc) {
+fn stuck_read(action: &str) -> Run {
     let rule = format!("ctrl=0,op=read,{},nth=1,{action}", lbas(OFF, 4096));
-    let (code, kv, doc, _) = scenario(
+    let run = scenario(
         Kernel::Debian,
         std::slice::from_ref(&rule),
         &["--append", IO_TIMEOUT],
         &format!("sh /opt/p2pnvme/ci/fault-timeout.sh {OFF}"),
     );
-    assert_eq!(code, Some(0), "the guest script ran to its end");
+    let (kv, doc) = (&run.kv, &run.stats);
+    assert_eq!(run.code, Some(0), "the guest script ran to its end");
     assert_eq!(kv.num("io_timeout"), 5, "the short timeout took effect");
-    assert_eq!(fired(&doc, 0, &rule), 1, "the rule fired once");
+    assert_eq!(fired(doc, 0, &rule), 1, "the rule fired once");
     // The stuck read comes back: the driver retried it after the reset.
     assert_eq!(kv.num("read_rc"), 0, "{:?}", kv.dmesg);
     assert_eq!(kv.num("second_read_rc"), 0);
     assert_eq!(kv.get("state"), "live");
     assert_eq!(kv.num("verify_rc"), 0, "fio verify after the reset");
-    (kv, doc)
+    run
 }
 
 /// Seconds from the stuck read to `what` in the kernel log.
@@ -251,34 +284,65 @@ fn since_start(kv: &Kv, what: &str) -> f64 {
     t - t0
 }
 
+/// Device clock: (injected command fetched, dropped by the reset, first
+/// successful I/O completed after that), in seconds from the injection.
+fn device_times(trace: &[TraceRecord]) -> (f64, f64) {
+    let stuck = trace
+        .iter()
+        .find(|r| r.fault.is_some())
+        .expect("the injected command is in the trace");
+    assert!(stuck.dropped, "the reset dropped it: {stuck:?}");
+    let fetched = stuck.t_us - stuck.latency_us;
+    let good = trace
+        .iter()
+        .filter(|r| r.q > 0 && r.status == 0 && !r.dropped && r.t_us > stuck.t_us)
+        .map(|r| r.t_us)
+        .min()
+        .expect("a successful I/O after the reset");
+    let s = |t: u64| (t - fetched) as f64 / 1e6;
+    (s(stuck.t_us), s(good))
+}
+
 #[test]
 fn a_completion_that_never_comes_times_out_aborts_resets_and_io_resumes() {
-    let (kv, _) = stuck_read("never");
+    let run = stuck_read("never");
+    let kv = &run.kv;
     let dev = kv.get("dev");
     let ctrl = &dev[..dev.rfind('n').expect("a namespace name")];
-    let abort = since_start(&kv, "timeout, aborting");
-    let reset = since_start(&kv, "timeout, reset controller");
-    let back = since_start(&kv, "p2pnvme-fault: read-done rc=0");
+    let abort = since_start(kv, "timeout, aborting");
+    let reset = since_start(kv, "timeout, reset controller");
+    let back = since_start(kv, "p2pnvme-fault: read-done rc=0");
     assert!(
-        !kv.log(&[&format!("{ctrl}: "), "timeout, reset controller"]).is_empty(),
+        !kv.log(&[&format!("{ctrl}: "), "timeout, reset controller"])
+            .is_empty(),
         "the reset names the controller {ctrl}: {:?}",
         kv.dmesg
     );
+    // One timeout to the Abort, a second one (the command is still not
+    // back) to the reset.
     assert!(abort >= 4.0 && abort < reset && reset <= back, "{abort} {reset} {back}");
+    assert!(!kv.log(&[&format!("{ctrl}: Abort status")]).is_empty());
+    let (dropped, good) = device_times(&run.trace);
+    assert!(dropped >= 2.0 * 4.0 && dropped <= good, "{dropped} {good}");
     println!(
-        "never-completing read: timeout+abort after {abort:.2} s, controller reset after {reset:.2} s, \
-         first successful I/O (the retried read) after {back:.2} s (guest clock, io_timeout=5)"
+        "never-completing read, io_timeout=5: guest clock: timeout and Abort after {abort:.2} s, \
+         controller reset after {reset:.2} s, the read back (retried) after {back:.2} s; \
+         device clock: command dropped by the reset after {dropped:.2} s, first successful I/O after {good:.2} s"
     );
 }
 
 #[test]
 fn controller_fatal_status_resets_the_controller_and_io_resumes() {
-    let (kv, _) = stuck_read("cfs");
-    // The timeout handler reads CSTS, sees CFS (bit 1) with RDY, resets.
-    let reset = since_start(&kv, "controller is down; will reset: CSTS=0x3");
-    let back = since_start(&kv, "p2pnvme-fault: read-done rc=0");
+    let run = stuck_read("cfs");
+    let kv = &run.kv;
+    // The timeout handler reads CSTS, sees CFS (bit 1) with RDY, resets at
+    // once (no Abort first).
+    let reset = since_start(kv, "controller is down; will reset: CSTS=0x3");
+    let back = since_start(kv, "p2pnvme-fault: read-done rc=0");
     assert!(reset >= 4.0 && reset <= back, "{reset} {back}");
-    assert!(kv.log(&["timeout, aborting"]).is_empty(), "CFS resets at once");
+    assert!(kv.log(&["timeout, aborting"]).is_empty(), "{:?}", kv.dmesg);
+    let (dropped, good) = device_times(&run.trace);
+    assert!(dropped >= 4.0 && dropped <= good, "{dropped} {good}");
 }
 
 #[test]
@@ -287,14 +351,15 @@ fn surprise_removal_during_a_copy_fails_it_cleanly_and_replug_works() {
         "ctrl=0,op=read,{},nth=10,remove,replug-ms=2000",
         lbas(OFF, LEN)
     );
-    let (code, kv, _, stderr) = scenario(
+    let run = scenario(
         Kernel::Debian,
         std::slice::from_ref(&rule),
         &["--append", IO_TIMEOUT],
         &format!("sh /opt/p2pnvme/ci/fault-remove.sh {OFF} {LEN}"),
     );
+    let (kv, stderr) = (&run.kv, &run.stderr);
     // 255 would be a guest kernel oops under the command.
-    assert_eq!(code, Some(0), "the guest script ran to its end");
+    assert_eq!(run.code, Some(0), "the guest script ran to its end");
     assert!(stderr.contains("controller 0 (p2p_nvme0) removed"), "{stderr}");
     assert!(stderr.contains("plugged back"), "{stderr}");
     let f = kv.json("fault_json");
@@ -329,43 +394,23 @@ fn trace_of_a_fio_read_has_its_reads_and_bytes() {
     );
     let s = guest_ok(&["--nvme", "1", "--trace", &t], &cmd);
     let _ = s;
-    let text = std::fs::read_to_string(&trace).expect("the trace file");
+    let records = read_trace(&trace);
     let _ = std::fs::remove_dir_all(&dir);
-    let records: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
     let (first, last) = (OFF / 512, (OFF + (1 << 20)) / 512);
-    let reads: Vec<_> = records
-        .iter()
-        .filter(|r| r["op"] == "read" && r["q"].as_u64().unwrap() > 0)
-        .filter(|r| (first..last).contains(&r["slba"].as_u64().unwrap()))
-        .collect();
-    // fio's 1 MiB in 64 KiB reads: 16 commands of 128 blocks each.
+    let here = |r: &&TraceRecord| r.q > 0 && r.slba.is_some_and(|l| (first..last).contains(&l));
+    let reads: Vec<_> = records.iter().filter(here).filter(|r| r.op == "read").collect();
+    // fio's 1 MiB in 64 KiB reads: 16 commands of 128 blocks each, into RAM.
     assert_eq!(reads.len(), 16, "{reads:?}");
     for r in &reads {
-        assert_eq!(r["nlb"], 128, "{r}");
-        assert_eq!(r["bytes"], 65536, "{r}");
-        assert_eq!(r["status"], 0, "{r}");
-        assert_eq!(r["ctrl"], 0, "{r}");
-        assert!(r["fault"].is_null(), "{r}");
-        let seg: u64 = r["segments"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| {
-                assert_eq!(s["target"], "ram", "{r}");
-                s["bytes"].as_u64().unwrap()
-            })
-            .sum();
-        assert_eq!(seg, 65536, "{r}");
+        assert_eq!((r.nlb, r.bytes, r.status, r.ctrl), (Some(128), 65536, 0, 0), "{r:?}");
+        assert!(r.fault.is_none() && !r.dropped, "{r:?}");
+        assert!(r.segments.iter().all(|s| s.target == SegmentTarget::Ram), "{r:?}");
+        assert_eq!(r.segments.iter().map(|s| s.bytes).sum::<u64>(), 65536, "{r:?}");
     }
-    let total: u64 = reads.iter().map(|r| r["bytes"].as_u64().unwrap()).sum();
+    let total: u64 = reads.iter().map(|r| r.bytes).sum();
     assert_eq!(total, 1 << 20);
     // fio only read there.
-    assert!(!records
-        .iter()
-        .any(|r| r["op"] == "write" && (first..last).contains(&r["slba"].as_u64().unwrap())));
+    assert_eq!(records.iter().filter(here).count(), 16);
 }
 
 #[test]
@@ -374,7 +419,7 @@ fn bad_fault_rules_are_refused_before_boot_in_one_line() {
         ("op=read,foo=1,never", "foo"),
         ("op=bogus,never", "bogus"),
         ("op=read,nth=10", "no action"),
-        ("ctrl=2,op=read,never", "ctrl=2 does not exist"),
+        ("ctrl=2,op=read,never", "ctrl=2: no such controller"),
     ] {
         let out = p2pnvme(&["run", "--nvme", "2", "--fault", rule, "--", "true"]);
         assert_eq!(out.status.code(), Some(2), "{rule}");

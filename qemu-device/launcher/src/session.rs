@@ -387,6 +387,10 @@ impl Session {
         if !faults::wants_removal(&self.opts.faults) {
             return None;
         }
+        log::warn!(
+            "a fault rule removes a controller: QEMU 11.1 aborts when it frees an unplugged \
+             vfio-user-pci device (vfio_user_msix_teardown), so the run may end there (README: Fault injection)"
+        );
         let slot0 = self.qemu_backing.len();
         let devices = self
             .controllers
