@@ -92,8 +92,12 @@ fn remove(
     // The guest's PCIe hotplug driver lets go of the slot, then QEMU frees
     // the device; stop waiting only when the session ends.
     loop {
-        if q.wait_event("DEVICE_DELETED", &json!({ "device": id }), Duration::from_secs(1))?
-            .is_some()
+        if q.wait_event(
+            "DEVICE_DELETED",
+            &json!({ "device": id }),
+            Duration::from_secs(1),
+        )?
+        .is_some()
         {
             break;
         }
@@ -119,4 +123,94 @@ fn remove(
     Qmp::connect(&plan.qmp_socket)?.execute("device_add", props.clone())?;
     log::info!("fault: controller {ctrl} ({id}) plugged back after {ms} ms");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixListener;
+    use std::sync::Mutex;
+
+    /// A stand-in for QEMU's QMP: answers every command, records it, and
+    /// after `device_del` sends DEVICE_DELETED for each id in `deleted`.
+    fn fake_qmp(path: &std::path::Path, deleted: Vec<&'static str>) -> Arc<Mutex<Vec<Value>>> {
+        let seen = Arc::new(Mutex::new(vec![]));
+        let l = UnixListener::bind(path).unwrap();
+        let s = seen.clone();
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                let Ok(mut w) = conn else { return };
+                let r = BufReader::new(w.try_clone().unwrap());
+                writeln!(w, r#"{{"QMP":{{"version":{{}}}}}}"#).unwrap();
+                for line in r.lines() {
+                    let Ok(line) = line else { break };
+                    let v: Value = serde_json::from_str(&line).unwrap();
+                    writeln!(w, r#"{{"return":{{}}}}"#).unwrap();
+                    if v["execute"] == "device_del" {
+                        for id in &deleted {
+                            let e = json!({"event": "DEVICE_DELETED", "data": {"device": id}});
+                            writeln!(w, "{e}").unwrap();
+                        }
+                    }
+                    s.lock().unwrap().push(v);
+                }
+            }
+        });
+        seen
+    }
+
+    fn plan(dir: &std::path::Path) -> (Plan, Value) {
+        let props = json!({"driver": "vfio-user-pci", "id": "p2p_nvme0",
+            "socket": {"path": "/s0", "type": "unix"}, "bus": "p2p_dn0"});
+        let plan = Plan {
+            stats_socket: dir.join("stats.sock"),
+            qmp_socket: dir.join("qmp.sock"),
+            devices: vec![props.clone()],
+        };
+        (plan, props)
+    }
+
+    #[test]
+    fn removal_deletes_waits_for_the_guest_and_plugs_back_the_same_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let (plan, props) = plan(dir.path());
+        let seen = fake_qmp(&plan.qmp_socket, vec!["p2p_nvme0"]);
+        remove(&plan, 0, &props, Some(20), &AtomicBool::new(false)).unwrap();
+        let seen = seen.lock().unwrap();
+        let cmds: Vec<_> = seen.iter().map(|v| v["execute"].clone()).collect();
+        assert_eq!(
+            cmds,
+            [
+                "qmp_capabilities",
+                "device_del",
+                "qmp_capabilities",
+                "device_add"
+            ]
+        );
+        assert_eq!(seen[1]["arguments"], json!({"id": "p2p_nvme0"}));
+        assert_eq!(seen[3]["arguments"], props, "the same properties go back");
+    }
+
+    #[test]
+    fn another_devices_deletion_does_not_end_the_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let (plan, props) = plan(dir.path());
+        let seen = fake_qmp(&plan.qmp_socket, vec!["p2p_nvme1"]);
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(1500));
+            s.store(true, Ordering::SeqCst);
+        });
+        remove(&plan, 0, &props, Some(0), &stop).unwrap();
+        t.join().unwrap();
+        let cmds: Vec<_> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|v| v["execute"].clone())
+            .collect();
+        assert_eq!(cmds, ["qmp_capabilities", "device_del"], "no device_add");
+    }
 }

@@ -384,6 +384,17 @@ mod tests {
     }
 
     #[test]
+    fn replug_properties_are_the_ones_the_device_booted_with() {
+        let img = image();
+        for t in [Topology::Switch, Topology::RootPorts] {
+            let a = build_args(&cfg(&img, t));
+            // Slot 1 holds the first project controller (after QEMU's nvme).
+            let props = vfio_user_device(t, 1, 0, Path::new("/s1")).to_string();
+            assert!(a.contains(&props), "{props} in {a:?}");
+        }
+    }
+
+    #[test]
     fn qboot_is_the_firmware_only_when_the_root_filesystem_has_it() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(firmware(dir.path()), "bios-256k.bin");

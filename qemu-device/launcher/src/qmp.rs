@@ -56,7 +56,12 @@ impl Qmp {
     /// Waits up to `limit` for the event `name` whose `data` has every
     /// field of `data` (events that came with earlier replies count too);
     /// None when it did not come in time.
-    pub fn wait_event(&mut self, name: &str, data: &Value, limit: Duration) -> Result<Option<Value>> {
+    pub fn wait_event(
+        &mut self,
+        name: &str,
+        data: &Value,
+        limit: Duration,
+    ) -> Result<Option<Value>> {
         let matches = |v: &Value| {
             v["event"] == name
                 && data

@@ -335,17 +335,11 @@ impl Session {
         let status = fs::read_to_string(&status_path).unwrap_or_default();
         let Ok(status) = status.trim().parse::<i32>() else {
             let saved = console::save_log(&console);
-            // Kernel output means the guest booted and died; none means QEMU
-            // refused to start (bad --qemu-arg, say).
-            let code = if text.trim().is_empty() {
-                exit::REFUSED
-            } else {
-                exit::KERNEL_DIED
-            };
+            let (code, who) = stop_cause(qemu_exit, &text);
             return Err(exit::with(
                 code,
                 format!(
-                    "the guest stopped without reporting an exit status (QEMU exit {qemu_exit}; console log {}):\n{}{}",
+                    "{who} stopped without reporting an exit status (QEMU exit {qemu_exit}; console log {}):\n{}{}",
                     saved.display(),
                     console::tail(&dir.join("qemu.log"), 10),
                     console::report(&console)
@@ -433,6 +427,23 @@ impl Drop for Session {
     }
 }
 
+/// Why a guest ended without an exit status, as (launcher exit status,
+/// who stopped): QEMU killed by a signal (an abort in QEMU itself) is not
+/// the guest kernel dying; kernel output otherwise means the guest booted
+/// and died; none means QEMU refused to start (bad --qemu-arg, say).
+fn stop_cause(qemu_exit: i32, console: &str) -> (u8, &'static str) {
+    if qemu_exit > 128 {
+        (
+            exit::REFUSED,
+            "QEMU died (killed by a signal) and the guest",
+        )
+    } else if console.trim().is_empty() {
+        (exit::REFUSED, "the guest")
+    } else {
+        (exit::KERNEL_DIED, "the guest")
+    }
+}
+
 /// Creates a sparse backing file, or checks an existing one is big enough.
 fn backing_file(path: &Path, size: u64) -> Result<()> {
     let f = fs::OpenOptions::new()
@@ -447,4 +458,18 @@ fn backing_file(path: &Path, size: u64) -> Result<()> {
         f.set_len(size)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_qemu_abort_is_not_reported_as_a_guest_kernel_death() {
+        let booted = "p2pnvme-init: up\n[ 1.0] nvme nvme0: ...";
+        assert_eq!(stop_cause(134, booted).0, exit::REFUSED);
+        assert!(stop_cause(134, booted).1.starts_with("QEMU died"));
+        assert_eq!(stop_cause(0, booted).0, exit::KERNEL_DIED);
+        assert_eq!(stop_cause(1, "").0, exit::REFUSED);
+    }
 }
