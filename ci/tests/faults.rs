@@ -82,7 +82,7 @@ impl Kv {
 }
 
 /// The guest kernel a scenario boots.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 enum Kernel {
     Debian,
     Minimal,
@@ -272,10 +272,10 @@ const IO_TIMEOUT: &str = "nvme_core.io_timeout=5";
 
 /// A read the controller never finishes: the driver times out, resets,
 /// and I/O and a verify pass afterwards. Returns what the guest printed.
-fn stuck_read(action: &str) -> Run {
+fn stuck_read(k: Kernel, action: &str) -> Run {
     let rule = format!("ctrl=0,op=read,{},nth=1,{action}", lbas(OFF, 4096));
     let run = scenario(
-        Kernel::Debian,
+        k,
         std::slice::from_ref(&rule),
         &["--append", IO_TIMEOUT],
         &format!("sh /opt/p2pnvme/ci/fault-timeout.sh {OFF}"),
@@ -322,7 +322,17 @@ fn device_times(trace: &[TraceRecord]) -> (f64, f64) {
 
 #[test]
 fn a_completion_that_never_comes_times_out_aborts_resets_and_io_resumes() {
-    let run = stuck_read("never");
+    never_completes(Kernel::Debian);
+}
+
+/// Also checks that `nvme_core.io_timeout=` reaches a built-in nvme driver.
+#[test]
+fn minimal_kernel_a_completion_that_never_comes_times_out_aborts_resets_and_io_resumes() {
+    never_completes(Kernel::Minimal);
+}
+
+fn never_completes(k: Kernel) {
+    let run = stuck_read(k, "never");
     let kv = &run.kv;
     let dev = kv.get("dev");
     let ctrl = &dev[..dev.rfind('n').expect("a namespace name")];
@@ -345,7 +355,7 @@ fn a_completion_that_never_comes_times_out_aborts_resets_and_io_resumes() {
     let (dropped, good) = device_times(&run.trace);
     assert!(dropped >= 2.0 * 4.0 && dropped <= good, "{dropped} {good}");
     println!(
-        "never-completing read, io_timeout=5: guest clock: timeout and Abort after {abort:.2} s, \
+        "{k:?} kernel, never-completing read, io_timeout=5: guest clock: timeout and Abort after {abort:.2} s, \
          controller reset after {reset:.2} s, the read back (retried) after {back:.2} s; \
          device clock: command dropped by the reset after {dropped:.2} s, first successful I/O after {good:.2} s"
     );
@@ -353,7 +363,7 @@ fn a_completion_that_never_comes_times_out_aborts_resets_and_io_resumes() {
 
 #[test]
 fn controller_fatal_status_resets_the_controller_and_io_resumes() {
-    let run = stuck_read("cfs");
+    let run = stuck_read(Kernel::Debian, "cfs");
     let kv = &run.kv;
     // The timeout handler reads CSTS, sees CFS (bit 1) with RDY, resets at
     // once (no Abort first).
