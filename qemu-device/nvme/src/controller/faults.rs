@@ -228,8 +228,12 @@ impl Controller {
         self.publish();
     }
 
-    /// The CMB answers again (function reset, new client).
-    pub(super) fn restore_cmb(&mut self) {
+    /// Power-on state of what fault rules change (function reset, new
+    /// client): no critical warning, an empty changed namespace list, the
+    /// CMB answering again.
+    pub(super) fn clear_fault_state(&mut self) {
+        self.critical_warning = 0;
+        self.changed_ns.clear();
         if !self.cmb_unreachable.swap(false, Ordering::AcqRel) {
             return;
         }
@@ -328,6 +332,7 @@ impl Controller {
     }
 
     /// Completions fault rules hold back (delayed or never posted).
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn held(&self) -> usize {
         self.held.len()
     }

@@ -239,6 +239,22 @@ fn aen_smart_completes_an_aer_and_the_smart_log_shows_it() {
     let aer = h.reap(0).unwrap();
     assert_eq!(aer.dw0, 0x02 << 16 | 0x01, "SMART/health, log page 02h");
     assert_eq!(log_page(&mut h, 0x02, 512)[0], 1 << 2, "critical warning");
+    h.write32(reg::CC, 0);
+    let (asq, acq) = (h.alloc(32 * 64), h.alloc(32 * 16));
+    assert!(h.enable_at(asq, acq));
+    assert_eq!(
+        log_page(&mut h, 0x02, 512)[0],
+        1 << 2,
+        "kept across CC.EN resets"
+    );
+    h.ctrl.device_reset();
+    let (asq, acq) = (h.alloc(32 * 64), h.alloc(32 * 16));
+    assert!(h.enable_at(asq, acq));
+    assert_eq!(
+        log_page(&mut h, 0x02, 512)[0],
+        0,
+        "cleared by a function reset"
+    );
 }
 
 #[test]
