@@ -22,7 +22,7 @@ pub(crate) struct Hook {
 struct Traced {
     start: Instant,
     /// Data bytes per target slot before it ran (see `Counters::data_by_target`).
-    before: Vec<u64>,
+    before: [u64; crate::stats::MAX_CTRLS + 2],
     record: TraceRecord,
 }
 
