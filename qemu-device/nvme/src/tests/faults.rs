@@ -266,6 +266,8 @@ fn aen_ns_changed_completes_an_aer_and_log_page_04h_lists_it() {
     assert!(read(&mut h, buf, 8).unwrap().ok());
     let aer = h.reap(0).unwrap();
     assert_eq!(aer.dw0, 0x04 << 16 | 0x02, "notice, log page 04h");
+    let oaes = u32::from_le_bytes(identify_ctrl(&mut h)[92..96].try_into().unwrap());
+    assert_eq!(oaes & 1 << 8, 1 << 8, "OAES: namespace attribute notices");
     let page = log_page(&mut h, 0x04, 4096);
     assert_eq!(page[..8], [1, 0, 0, 0, 0, 0, 0, 0], "NSID 1, then the end");
     assert!(
