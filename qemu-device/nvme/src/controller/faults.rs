@@ -340,12 +340,8 @@ impl Controller {
     /// How long until the next held completion is due (the worker sleeps
     /// no longer than this).
     pub fn next_due(&self) -> Option<Duration> {
-        let now = Instant::now();
-        self.held
-            .iter()
-            .filter_map(|h| h.due)
-            .min()
-            .map(|d| d.saturating_duration_since(now))
+        let due = self.held.iter().filter_map(|h| h.due).min()?;
+        Some(due.saturating_duration_since(Instant::now()))
     }
 
     /// A controller reset: held completions are dropped (traced as such).
