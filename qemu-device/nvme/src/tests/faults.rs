@@ -473,3 +473,30 @@ fn start_up_refuses_bad_rules_naming_the_key() {
         .to_string();
     assert!(e.contains("unknown key 'foo'"), "{e}");
 }
+
+#[test]
+fn rule_added_over_the_control_endpoint_hits_a_running_controller() {
+    let d = tempfile::tempdir().unwrap();
+    let (mut h, buf, _) = io_host(&d);
+    let table = Arc::new(FaultTable::new(1));
+    h.ctrl.faults = table.clone();
+    let stats = h.ctrl.stats.clone();
+    let control = crate::control::Control {
+        stats: vec![stats],
+        faults: table,
+        trace: h.ctrl.trace.clone(),
+    };
+    let mut r = h.into_remote(1);
+    let rd = crate::testhost::rw_command(io::READ, 0, 8, buf, 0, false);
+    r.submit(&[rd]);
+    assert!(r.wait_all()[0].ok());
+    let reply = control.answer(r#"{"op":"fault-add","rule":"op=read,status=0x281"}"#);
+    assert_eq!(reply, r#"{"ok":true,"id":1}"#);
+    r.submit(&[rd]);
+    let c = r.wait_all()[0];
+    assert_eq!(status(c), (2, 0x81, true));
+    let list: p2pnvme_docs::control::Reply =
+        serde_json::from_str(&control.answer(r#"{"op":"fault-list"}"#)).unwrap();
+    let rule = &list.rules.unwrap()[0];
+    assert_eq!((rule.matched, rule.fired), (1, 1));
+}
