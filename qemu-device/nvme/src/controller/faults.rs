@@ -87,16 +87,14 @@ impl Controller {
         let fired = if self.faults.is_empty() {
             None
         } else {
-            let dma = self.dma();
-            // Where the first data segment is (PRP1, or the SGL's address).
-            let target = || dma.classify(sqe.dptr1(), 1).ok();
+            let targets = || self.data_targets(sqe, lba);
             self.faults.check(&Probe {
                 ctrl: self.id,
                 q: qid as u16,
                 opcode: sqe.opcode(),
                 nsid: sqe.nsid(),
                 lba,
-                target: &target,
+                targets: &targets,
             })
         };
         let trace = tracing.then(|| self.trace_start(qid, sqe, lba, fired.map(|f| f.id)));
@@ -110,6 +108,32 @@ impl Controller {
             self.fire(f, qid, cqid, sqe, &mut hook);
         }
         Some(hook)
+    }
+
+    /// Where a command's data segments are: every segment of a Read,
+    /// Write, Compare or Write Zeroes (its PRP lists or SGL segments read
+    /// with scratch counters, so the match does not count as DMA), else the
+    /// first one (PRP1 or the SGL's address).
+    fn data_targets(&self, sqe: &Sqe, lba: Option<(u64, u64)>) -> Vec<Target> {
+        let first = || self.dma().classify(sqe.dptr1(), 1).into_iter().collect();
+        let len = lba
+            .zip(self.ns.get((sqe.nsid() as usize).wrapping_sub(1)))
+            .and_then(|(_, ns)| sqe.nlb().checked_shl(ns.lba_shift))
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|n| *n <= crate::commands::io::MAX_TRANSFER);
+        let Some(len) = len else { return first() };
+        let scratch = Counters::new(self.id, "");
+        let dma = Dma {
+            stats: &scratch,
+            ..self.dma()
+        };
+        match crate::dma::prp::segments(sqe, len, &dma) {
+            Ok(segs) => segs
+                .iter()
+                .filter_map(|&(a, n)| dma.classify(a?, n as u64).ok())
+                .collect(),
+            Err(_) => first(),
+        }
     }
 
     fn trace_start(

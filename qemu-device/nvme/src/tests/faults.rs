@@ -500,3 +500,41 @@ fn rule_added_over_the_control_endpoint_hits_a_running_controller() {
     let rule = &list.rules.unwrap()[0];
     assert_eq!((rule.matched, rule.fired), (1, 1));
 }
+
+#[test]
+fn target_matches_any_data_segment_not_only_the_first() {
+    let d = tempfile::tempdir().unwrap();
+    let reg_ = TestHost::registry();
+    let mut a = TestHost::new(d.path(), 0, reg_.clone(), 16, 16, NS);
+    let mut b = TestHost::new(d.path(), 1, reg_, 16, 16, NS);
+    a.enable();
+    b.enable();
+    a.create_io_queue(1, 16, None);
+    let cba_b = 0xfd00_0000u64;
+    b.write64(reg::CMBMSC, cba_b | 3);
+    a.fault("target=peer,status=0x281");
+    let ram = a.alloc(4096);
+    // 8 KiB: the first page in RAM, the second (PRP2) in the peer's CMB.
+    assert_eq!(status(a.rw(1, io::READ, 0, 16, ram, cba_b)).1, 0x81);
+    // The status rule ran nothing: no data moved.
+    assert_eq!(stats(&a)["data"]["peer_cmb"]["written"], 0);
+    // A PRP list in RAM whose entries point into the peer's CMB.
+    let list = a.alloc(4096);
+    a.write_mem(
+        list,
+        &[(cba_b + 4096).to_le_bytes(), (cba_b + 8192).to_le_bytes()].concat(),
+    );
+    let meta_before = stats(&a)["meta"]["guest_ram"]["read"].as_u64().unwrap();
+    assert_eq!(status(a.rw(1, io::READ, 0, 24, ram, list)).1, 0x81);
+    let meta_after = stats(&a)["meta"]["guest_ram"]["read"].as_u64().unwrap();
+    assert_eq!(
+        meta_after - meta_before,
+        64,
+        "the SQ entry only: the list read to match is not counted"
+    );
+    let ram2 = a.alloc(8192);
+    assert!(
+        a.rw(1, io::READ, 0, 16, ram2, ram2 + 4096).ok(),
+        "all in RAM: no match"
+    );
+}
