@@ -36,3 +36,29 @@ pub fn run(op: DeviceOp) -> Result<i32> {
     println!("{}", serde_json::to_string(&reply)?);
     Ok(if reply.ok { 0 } else { 1 })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctl(request: &str) -> Result<i32> {
+        run(DeviceOp::Ctl {
+            socket: "/nonexistent/stats.sock".into(),
+            request: request.into(),
+        })
+    }
+
+    #[test]
+    fn malformed_request_refused_before_connecting() {
+        let e = ctl("{\"op\":\"fault-add\"").unwrap_err().to_string();
+        assert!(e.starts_with("bad request"), "{e}");
+        let e = ctl("{\"op\":\"bogus\"}").unwrap_err().to_string();
+        assert!(e.contains("unknown variant"), "{e}");
+    }
+
+    #[test]
+    fn missing_socket_named() {
+        let e = format!("{:#}", ctl("{\"op\":\"fault-list\"}").unwrap_err());
+        assert!(e.contains("/nonexistent/stats.sock"), "{e}");
+    }
+}

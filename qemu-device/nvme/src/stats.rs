@@ -53,16 +53,14 @@ impl Counters {
 
     /// Data bytes (both directions) per target: guest RAM, own CMB, then
     /// peer p at 2 + p (the trace diffs these around a command).
-    pub fn data_by_target(&self) -> Vec<u64> {
+    pub fn data_by_target(&self) -> [u64; MAX_CTRLS + 2] {
         let base = |d: Dir| slot(Kind::Data, d, Target::GuestRam);
         let (r, w) = (base(Dir::Read), base(Dir::Written));
-        (0..MAX_CTRLS + 2)
-            .map(|t| {
-                self.bytes[r + t]
-                    .load(Relaxed)
-                    .wrapping_add(self.bytes[w + t].load(Relaxed))
-            })
-            .collect()
+        std::array::from_fn(|t| {
+            self.bytes[r + t]
+                .load(Relaxed)
+                .wrapping_add(self.bytes[w + t].load(Relaxed))
+        })
     }
 
     fn get(&self, kind: Kind, dir: Dir, t: Target) -> u64 {

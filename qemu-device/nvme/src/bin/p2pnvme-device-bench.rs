@@ -313,8 +313,9 @@ fn parallel_queues(dir: &std::path::Path, secs: f64) {
 }
 
 /// QD1 4 KiB reads (the hottest path per command) with the trace off and
-/// on, and with no fault rule and one that never matches: rounds of each
-/// interleaved, so the ratios compare the same minutes of this machine.
+/// on, and with no fault rule and one that never matches: many short rounds
+/// of each, interleaved, and the median of the per-round ratios, so a
+/// neighbour's CPU burst skews one round, not the result.
 fn trace_and_fault_cost(dir: &std::path::Path, secs: f64) {
     let mut h = TestHost::new(dir, 0, TestHost::registry(), 16, 64, NS);
     h.enable();
@@ -322,35 +323,39 @@ fn trace_and_fault_cost(dir: &std::path::Path, secs: f64) {
     let b4 = h.alloc(4096);
     let blocks = NS / 512;
     let trace = dir.join("bench-trace.jsonl");
-    const ROUNDS: usize = 5;
-    let slice = secs / ROUNDS as f64;
-    let (mut base, mut traced, mut ruled) = (0.0, 0.0, 0.0);
+    const ROUNDS: usize = 21;
+    let slice = secs / ROUNDS as f64 / 3.0;
     let measure = |h: &mut TestHost| {
         rate(slice, |i| {
             let lba = (i * 8 * 7919) % (blocks - 8);
             assert!(h.rw(1, READ, lba, 8, b4, 0).ok());
         })
     };
+    let (mut base, mut traced, mut ruled) = (vec![], vec![], vec![]);
+    let mut records = 0;
     for _ in 0..ROUNDS {
-        base += measure(&mut h);
+        base.push(measure(&mut h));
         h.ctrl.trace.start(Some(&trace)).unwrap();
-        traced += measure(&mut h);
+        traced.push(measure(&mut h));
         h.ctrl.trace.stop();
+        records += std::fs::read_to_string(&trace)
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
         let id = h.fault("op=write,status=0x281"); // never matches a read
-        ruled += measure(&mut h);
+        ruled.push(measure(&mut h));
         h.ctrl.faults.remove(id);
     }
-    let n = ROUNDS as f64;
-    let (base, traced, ruled) = (base / n, traced / n, ruled / n);
-    let lines = std::fs::read_to_string(&trace)
-        .map(|t| t.lines().count())
-        .unwrap_or(0);
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let ratio = |a: &[f64], b: &[f64]| median(a.iter().zip(b).map(|(x, y)| x / y).collect());
+    let (on_off, rule_none) = (ratio(&traced, &base), ratio(&ruled, &base));
+    let (base, traced, ruled) = (median(base), median(traced), median(ruled));
     println!(
-        "4 KiB random reads, QD1: trace off {base:.0} commands/s, trace on {traced:.0} commands/s: on/off = {:.3} ({lines} records in the last round)",
-        traced / base
+        "4 KiB random reads, QD1, {ROUNDS} interleaved rounds (medians): trace off {base:.0} commands/s, trace on {traced:.0} commands/s ({records} records written): on/off = {on_off:.3}"
     );
     println!(
-        "4 KiB random reads, QD1: no fault rule {base:.0} commands/s, one non-matching rule {ruled:.0} commands/s: rule/none = {:.3}",
-        ruled / base
+        "4 KiB random reads, QD1, same rounds: no fault rule {base:.0} commands/s, one non-matching rule {ruled:.0} commands/s: rule/none = {rule_none:.3}"
     );
 }

@@ -117,6 +117,7 @@ fn identify_ctrl(c: &AdminCtx<'_>) -> IdentifyController {
     id.ver = U32::new(NVME_VERSION);
     id.cntrltype = 1; // I/O controller
     id.oacs = U16::new(1 << 8); // doorbell buffer config
+    id.oaes = U32::new(1 << 8); // namespace attribute notices (log page 04h)
     id.acl = 3;
     id.aerl = 3;
     id.frmw = 0x03; // one read-only slot

@@ -22,7 +22,7 @@ pub(crate) struct Hook {
 struct Traced {
     start: Instant,
     /// Data bytes per target slot before it ran (see `Counters::data_by_target`).
-    before: Vec<u64>,
+    before: [u64; crate::stats::MAX_CTRLS + 2],
     record: TraceRecord,
 }
 
@@ -87,16 +87,14 @@ impl Controller {
         let fired = if self.faults.is_empty() {
             None
         } else {
-            let dma = self.dma();
-            // Where the first data segment is (PRP1, or the SGL's address).
-            let target = || dma.classify(sqe.dptr1(), 1).ok();
+            let targets = || self.data_targets(sqe, lba);
             self.faults.check(&Probe {
                 ctrl: self.id,
                 q: qid as u16,
                 opcode: sqe.opcode(),
                 nsid: sqe.nsid(),
                 lba,
-                target: &target,
+                targets: &targets,
             })
         };
         let trace = tracing.then(|| self.trace_start(qid, sqe, lba, fired.map(|f| f.id)));
@@ -110,6 +108,32 @@ impl Controller {
             self.fire(f, qid, cqid, sqe, &mut hook);
         }
         Some(hook)
+    }
+
+    /// Where a command's data segments are: every segment of a Read,
+    /// Write, Compare or Write Zeroes (its PRP lists or SGL segments read
+    /// with scratch counters, so the match does not count as DMA), else the
+    /// first one (PRP1 or the SGL's address).
+    fn data_targets(&self, sqe: &Sqe, lba: Option<(u64, u64)>) -> Vec<Target> {
+        let first = || self.dma().classify(sqe.dptr1(), 1).into_iter().collect();
+        let len = lba
+            .zip(self.ns.get((sqe.nsid() as usize).wrapping_sub(1)))
+            .and_then(|(_, ns)| sqe.nlb().checked_shl(ns.lba_shift))
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|n| *n <= crate::commands::io::MAX_TRANSFER);
+        let Some(len) = len else { return first() };
+        let scratch = Counters::new(self.id, "");
+        let dma = Dma {
+            stats: &scratch,
+            ..self.dma()
+        };
+        match crate::dma::prp::segments(sqe, len, &dma) {
+            Ok(segs) => segs
+                .iter()
+                .filter_map(|&(a, n)| dma.classify(a?, n as u64).ok())
+                .collect(),
+            Err(_) => first(),
+        }
     }
 
     fn trace_start(
@@ -228,8 +252,12 @@ impl Controller {
         self.publish();
     }
 
-    /// The CMB answers again (function reset, new client).
-    pub(super) fn restore_cmb(&mut self) {
+    /// Power-on state of what fault rules change (function reset, new
+    /// client): no critical warning, an empty changed namespace list, the
+    /// CMB answering again.
+    pub(super) fn clear_fault_state(&mut self) {
+        self.critical_warning = 0;
+        self.changed_ns.clear();
         if !self.cmb_unreachable.swap(false, Ordering::AcqRel) {
             return;
         }
@@ -328,6 +356,7 @@ impl Controller {
     }
 
     /// Completions fault rules hold back (delayed or never posted).
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn held(&self) -> usize {
         self.held.len()
     }
@@ -335,12 +364,8 @@ impl Controller {
     /// How long until the next held completion is due (the worker sleeps
     /// no longer than this).
     pub fn next_due(&self) -> Option<Duration> {
-        let now = Instant::now();
-        self.held
-            .iter()
-            .filter_map(|h| h.due)
-            .min()
-            .map(|d| d.saturating_duration_since(now))
+        let due = self.held.iter().filter_map(|h| h.due).min()?;
+        Some(due.saturating_duration_since(Instant::now()))
     }
 
     /// A controller reset: held completions are dropped (traced as such).

@@ -229,7 +229,7 @@ impl Controller {
         self.intms = 0;
         self.set_cmbmsc(0);
         self.masked_events = 0;
-        self.restore_cmb(); // a `cmb-revoke=unmap` fault ends with a function reset
+        self.clear_fault_state(); // what fault rules changed ends with a function reset
         self.errlog.clear();
         self.error_count = 0;
         self.shutdown_pending = false;

@@ -205,6 +205,15 @@ enum Holder<'h> {
     Ram(&'h Arc<GuestRegionMmap>),
 }
 
+/// Bytes of each piece a transfer moves (None: every piece whole).
+struct Lens(Option<Vec<usize>>);
+
+impl Lens {
+    fn of(&self, i: usize, p: &Piece) -> usize {
+        self.0.as_ref().map_or(p.len, |l| l[i])
+    }
+}
+
 /// One piece of a resolved transfer.
 struct Piece {
     /// None: a bit bucket (no memory behind it).
@@ -248,32 +257,32 @@ impl Resolved<'_> {
         Ok(())
     }
 
-    /// How many bytes of each piece move (all, unless a fault cuts them).
-    fn lens(&self) -> Vec<usize> {
-        self.pieces
-            .iter()
-            .map(|p| match self.cut {
-                Some(c) => c.allow(p.target, p.len),
-                None => p.len,
-            })
-            .collect()
+    /// How many bytes of each piece move: all of them (and nothing
+    /// allocated) unless a fault rule cuts the transfer.
+    fn lens(&self) -> Lens {
+        Lens(self.cut.map(|c| {
+            self.pieces
+                .iter()
+                .map(|p| c.allow(p.target, p.len))
+                .collect()
+        }))
     }
 
-    fn count(&self, dir: Dir, lens: &[usize]) {
-        for (p, n) in self.pieces.iter().zip(lens) {
+    fn count(&self, dir: Dir, lens: &Lens) {
+        for (i, p) in self.pieces.iter().enumerate() {
             if let Some(t) = p.target {
-                self.stats.add(self.kind, dir, t, *n as u64);
+                self.stats.add(self.kind, dir, t, lens.of(i, p) as u64);
             }
         }
     }
 
     /// I/O vectors over the pieces; bit buckets read into or write from
     /// `bucket`, which must be as long as the longest of them.
-    fn iovecs(&self, bucket: &mut [u8], lens: &[usize]) -> Vec<libc::iovec> {
+    fn iovecs(&self, bucket: &mut [u8], lens: &Lens) -> Vec<libc::iovec> {
         self.pieces
             .iter()
-            .zip(lens)
-            .map(|(p, n)| {
+            .enumerate()
+            .map(|(i, p)| {
                 let base = if p.target.is_some() {
                     p.ptr
                 } else {
@@ -282,7 +291,7 @@ impl Resolved<'_> {
                 };
                 libc::iovec {
                     iov_base: base.cast(),
-                    iov_len: *n,
+                    iov_len: lens.of(i, p),
                 }
             })
             .collect()
@@ -304,10 +313,11 @@ impl Resolved<'_> {
         let lens = self.lens();
         self.count(Dir::Written, &lens);
         let mut done = 0;
-        for (p, n) in self.pieces.iter().zip(&lens) {
+        for (i, p) in self.pieces.iter().enumerate() {
+            let n = lens.of(i, p);
             if p.target.is_some() {
                 // SAFETY: p.ptr..+n is inside a mapping this value keeps alive.
-                unsafe { std::ptr::copy_nonoverlapping(data[done..done + n].as_ptr(), p.ptr, *n) }
+                unsafe { std::ptr::copy_nonoverlapping(data[done..done + n].as_ptr(), p.ptr, n) }
             }
             done += p.len;
         }
@@ -320,10 +330,11 @@ impl Resolved<'_> {
         self.count(Dir::Read, &lens);
         let mut data = vec![0u8; self.pieces.iter().map(|p| p.len).sum()];
         let mut done = 0;
-        for (p, n) in self.pieces.iter().zip(&lens) {
+        for (i, p) in self.pieces.iter().enumerate() {
             if p.target.is_some() {
                 // SAFETY: as in scatter.
-                unsafe { std::ptr::copy_nonoverlapping(p.ptr, data[done..].as_mut_ptr(), *n) }
+                let n = lens.of(i, p);
+                unsafe { std::ptr::copy_nonoverlapping(p.ptr, data[done..].as_mut_ptr(), n) }
             }
             done += p.len;
         }

@@ -37,9 +37,9 @@ pub struct Probe<'a> {
     pub nsid: u32,
     /// Inclusive LBA range (I/O commands with one).
     pub lba: Option<(u64, u64)>,
-    /// Where the command's first data segment is (asked only when a rule
-    /// has a `target` key).
-    pub target: &'a dyn Fn() -> Option<Target>,
+    /// Where the command's data segments are (asked only when a rule has
+    /// a `target` key).
+    pub targets: &'a dyn Fn() -> Vec<Target>,
 }
 
 /// A rule that fired on a command.
@@ -210,7 +210,7 @@ fn matches(r: &Rule, p: &Probe<'_>) -> bool {
         && r.lba
             .is_none_or(|(a, b)| p.lba.is_some_and(|(s, e)| s <= b && a <= e))
         && r.target
-            .is_none_or(|t| (p.target)().is_some_and(|got| t.holds(got)))
+            .is_none_or(|t| (p.targets)().into_iter().any(|got| t.holds(got)))
 }
 
 /// Whether the nth match passes the rule's selectors.
@@ -243,7 +243,7 @@ mod tests {
             opcode,
             nsid: 1,
             lba: Some((0, 7)),
-            target: &|| Some(Target::GuestRam),
+            targets: &|| vec![Target::GuestRam],
         }
     }
 
@@ -336,7 +336,7 @@ mod tests {
         );
         assert_eq!(
             hit(Probe {
-                target: &|| Some(Target::PeerCmb(1)),
+                targets: &|| vec![Target::GuestRam, Target::PeerCmb(1)],
                 ..probe(1, 2)
             }),
             Some(7)

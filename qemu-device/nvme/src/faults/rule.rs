@@ -69,6 +69,12 @@ pub enum RuleError {
         /// What it goes with.
         needs: String,
     },
+    /// Control characters (a newline, a tab) in the rule.
+    #[error("fault rule {rule}: control characters: write the rule on one line")]
+    Unprintable {
+        /// The rule, escaped.
+        rule: String,
+    },
     /// `ctrl` names a controller the device does not serve.
     #[error("fault rule '{rule}': ctrl={ctrl}: no such controller (the device serves {count}, numbered from 0)")]
     NoController {
@@ -92,7 +98,7 @@ impl RuleError {
             | RuleError::Needs { key, .. } => Some(key),
             RuleError::UnknownOp { .. } => Some("op"),
             RuleError::NoController { .. } => Some("ctrl"),
-            RuleError::NoAction { .. } => None,
+            RuleError::NoAction { .. } | RuleError::Unprintable { .. } => None,
         }
     }
 }
@@ -242,6 +248,11 @@ const ACTIONS: &[&str] = &[
 impl Rule {
     /// Parses one rule; the error names the bad key.
     pub fn parse(text: &str) -> Result<Rule, RuleError> {
+        if text.chars().any(char::is_control) {
+            return Err(RuleError::Unprintable {
+                rule: format!("{text:?}"),
+            });
+        }
         let rule = text.to_string();
         let bad = |key: &str, value: &str, expected: &str| RuleError::BadValue {
             rule: rule.clone(),
@@ -614,6 +625,30 @@ mod tests {
         assert!(matches!(e, RuleError::TwoActions { .. }), "{e}");
         assert!(e.to_string().contains("two actions"));
         assert_eq!(e.key(), Some("status"));
+    }
+
+    #[test]
+    fn garbage_never_panics_and_errors_stay_one_line() {
+        let alphabet: Vec<char> = "=,-.0x1279abcdefghilmnopqrstuvwyz \u{e9}\n"
+            .chars()
+            .collect();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            let len = (x % 40) as usize;
+            let s: String = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    alphabet[(x % alphabet.len() as u64) as usize]
+                })
+                .collect();
+            if let Err(e) = Rule::parse(&s) {
+                let msg = e.to_string();
+                assert!(msg.starts_with("fault rule "), "{msg}");
+                assert_eq!(msg.lines().count(), 1, "{msg:?}");
+            }
+        }
     }
 
     #[test]

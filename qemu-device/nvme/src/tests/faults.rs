@@ -239,6 +239,22 @@ fn aen_smart_completes_an_aer_and_the_smart_log_shows_it() {
     let aer = h.reap(0).unwrap();
     assert_eq!(aer.dw0, 0x02 << 16 | 0x01, "SMART/health, log page 02h");
     assert_eq!(log_page(&mut h, 0x02, 512)[0], 1 << 2, "critical warning");
+    h.write32(reg::CC, 0);
+    let (asq, acq) = (h.alloc(32 * 64), h.alloc(32 * 16));
+    assert!(h.enable_at(asq, acq));
+    assert_eq!(
+        log_page(&mut h, 0x02, 512)[0],
+        1 << 2,
+        "kept across CC.EN resets"
+    );
+    h.ctrl.device_reset();
+    let (asq, acq) = (h.alloc(32 * 64), h.alloc(32 * 16));
+    assert!(h.enable_at(asq, acq));
+    assert_eq!(
+        log_page(&mut h, 0x02, 512)[0],
+        0,
+        "cleared by a function reset"
+    );
 }
 
 #[test]
@@ -250,6 +266,8 @@ fn aen_ns_changed_completes_an_aer_and_log_page_04h_lists_it() {
     assert!(read(&mut h, buf, 8).unwrap().ok());
     let aer = h.reap(0).unwrap();
     assert_eq!(aer.dw0, 0x04 << 16 | 0x02, "notice, log page 04h");
+    let oaes = u32::from_le_bytes(identify_ctrl(&mut h)[92..96].try_into().unwrap());
+    assert_eq!(oaes & 1 << 8, 1 << 8, "OAES: namespace attribute notices");
     let page = log_page(&mut h, 0x04, 4096);
     assert_eq!(page[..8], [1, 0, 0, 0, 0, 0, 0, 0], "NSID 1, then the end");
     assert!(
@@ -454,4 +472,69 @@ fn start_up_refuses_bad_rules_naming_the_key() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("unknown key 'foo'"), "{e}");
+}
+
+#[test]
+fn rule_added_over_the_control_endpoint_hits_a_running_controller() {
+    let d = tempfile::tempdir().unwrap();
+    let (mut h, buf, _) = io_host(&d);
+    let table = Arc::new(FaultTable::new(1));
+    h.ctrl.faults = table.clone();
+    let stats = h.ctrl.stats.clone();
+    let control = crate::control::Control {
+        stats: vec![stats],
+        faults: table,
+        trace: h.ctrl.trace.clone(),
+    };
+    let mut r = h.into_remote(1);
+    let rd = crate::testhost::rw_command(io::READ, 0, 8, buf, 0, false);
+    r.submit(&[rd]);
+    assert!(r.wait_all()[0].ok());
+    let reply = control.answer(r#"{"op":"fault-add","rule":"op=read,status=0x281"}"#);
+    assert_eq!(reply, r#"{"ok":true,"id":1}"#);
+    r.submit(&[rd]);
+    let c = r.wait_all()[0];
+    assert_eq!(status(c), (2, 0x81, true));
+    let list: p2pnvme_docs::control::Reply =
+        serde_json::from_str(&control.answer(r#"{"op":"fault-list"}"#)).unwrap();
+    let rule = &list.rules.unwrap()[0];
+    assert_eq!((rule.matched, rule.fired), (1, 1));
+}
+
+#[test]
+fn target_matches_any_data_segment_not_only_the_first() {
+    let d = tempfile::tempdir().unwrap();
+    let reg_ = TestHost::registry();
+    let mut a = TestHost::new(d.path(), 0, reg_.clone(), 16, 16, NS);
+    let mut b = TestHost::new(d.path(), 1, reg_, 16, 16, NS);
+    a.enable();
+    b.enable();
+    a.create_io_queue(1, 16, None);
+    let cba_b = 0xfd00_0000u64;
+    b.write64(reg::CMBMSC, cba_b | 3);
+    a.fault("target=peer,status=0x281");
+    let ram = a.alloc(4096);
+    // 8 KiB: the first page in RAM, the second (PRP2) in the peer's CMB.
+    assert_eq!(status(a.rw(1, io::READ, 0, 16, ram, cba_b)).1, 0x81);
+    // The status rule ran nothing: no data moved.
+    assert_eq!(stats(&a)["data"]["peer_cmb"]["written"], 0);
+    // A PRP list in RAM whose entries point into the peer's CMB.
+    let list = a.alloc(4096);
+    a.write_mem(
+        list,
+        &[(cba_b + 4096).to_le_bytes(), (cba_b + 8192).to_le_bytes()].concat(),
+    );
+    let meta_before = stats(&a)["meta"]["guest_ram"]["read"].as_u64().unwrap();
+    assert_eq!(status(a.rw(1, io::READ, 0, 24, ram, list)).1, 0x81);
+    let meta_after = stats(&a)["meta"]["guest_ram"]["read"].as_u64().unwrap();
+    assert_eq!(
+        meta_after - meta_before,
+        64,
+        "the SQ entry only: the list read to match is not counted"
+    );
+    let ram2 = a.alloc(8192);
+    assert!(
+        a.rw(1, io::READ, 0, 16, ram2, ram2 + 4096).ok(),
+        "all in RAM: no match"
+    );
 }
