@@ -1,6 +1,7 @@
 //! Command line of the device server.
 
 use crate::error::{config_bail as bail, Error, Result};
+use crate::irq_mode::IrqMode;
 use std::path::PathBuf;
 
 /// Default shadow-doorbell polling after the queues drain, in µs.
@@ -18,8 +19,9 @@ pub struct DeviceArgs {
     /// Namespace of the single controller: file=PATH,size=SIZE[,lba=512|4096].
     #[arg(long)]
     pub namespace: Vec<String>,
-    /// A controller: socket=PATH[,cmb-mib=M][,serial=S][,group=NAME],ns=FILE:SIZE[:LBA][,ns=...].
-    /// Controllers of one group (one VM) reach each other's CMBs; the
+    /// A controller: socket=PATH[,cmb-mib=M][,serial=S][,group=NAME][,irq=msix|msi],ns=FILE:SIZE[:LBA][,ns=...].
+    /// `irq=msi` offers plain MSI instead of MSI-X (QEMU 11.1 can hot-unplug
+    /// only such a controller). Controllers of one group (one VM) reach each other's CMBs; the
     /// default group is shared by every controller of the process.
     #[arg(long)]
     pub controller: Vec<String>,
@@ -51,6 +53,8 @@ pub struct CtrlSpec {
     pub serial: String,
     /// Peer group: DMA resolves only to CMBs of this group's controllers.
     pub group: String,
+    /// MSI-X or MSI.
+    pub irq: IrqMode,
     pub namespaces: Vec<NsSpec>,
 }
 
@@ -135,6 +139,7 @@ impl DeviceArgs {
                 cmb_mib: check_cmb(self.cmb_mib)?,
                 serial: "p2pnvme-0".into(),
                 group: String::new(),
+                irq: IrqMode::Msix,
                 namespaces,
             });
         } else if !self.namespace.is_empty() {
@@ -146,6 +151,7 @@ impl DeviceArgs {
                 cmb_mib: 16,
                 serial: format!("p2pnvme-{}", out.len()),
                 group: String::new(),
+                irq: IrqMode::Msix,
                 namespaces: vec![],
             };
             for kv in c.split(',') {
@@ -156,6 +162,9 @@ impl DeviceArgs {
                     }
                     Some(("serial", v)) if !v.is_empty() && v.len() <= 20 => spec.serial = v.into(),
                     Some(("group", v)) if !v.is_empty() => spec.group = v.into(),
+                    Some(("irq", v)) => {
+                        spec.irq = IrqMode::parse(v).ok_or_else(|| Error::Config(format!("bad irq '{v}': use irq=msix or irq=msi")))?
+                    }
                     Some(("ns", v)) => {
                         let p: Vec<&str> = v.rsplitn(3, ':').collect();
                         let n = match p.as_slice() {
@@ -166,7 +175,7 @@ impl DeviceArgs {
                         };
                         spec.namespaces.push(n);
                     }
-                    _ => bail!("bad --controller item '{kv}': use socket=PATH,cmb-mib=M,serial=S,group=NAME,ns=FILE:SIZE[:LBA]"),
+                    _ => bail!("bad --controller item '{kv}': use socket=PATH,cmb-mib=M,serial=S,group=NAME,irq=msix|msi,ns=FILE:SIZE[:LBA]"),
                 }
             }
             if spec.socket.as_os_str().is_empty() {
@@ -191,7 +200,41 @@ impl DeviceArgs {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{parse_size, DeviceArgs, IrqMode};
+
+    fn args(controller: &[&str]) -> DeviceArgs {
+        DeviceArgs {
+            socket: None,
+            cmb_mib: 16,
+            namespace: vec![],
+            controller: controller.iter().map(|c| c.to_string()).collect(),
+            stats_socket: None,
+            poll_us: 0,
+            fault: vec![],
+            trace: None,
+        }
+    }
+
+    #[test]
+    fn controller_irq_mode_defaults_to_msix_and_msi_is_chosen_per_controller() {
+        let specs = args(&[
+            "socket=/tmp/a,ns=/tmp/a.img:1M",
+            "socket=/tmp/b,irq=msi,ns=/tmp/b.img:1M",
+            "socket=/tmp/c,irq=msix,ns=/tmp/c.img:1M",
+        ])
+        .controllers()
+        .unwrap();
+        let modes: Vec<IrqMode> = specs.iter().map(|s| s.irq).collect();
+        assert_eq!(modes, [IrqMode::Msix, IrqMode::Msi, IrqMode::Msix]);
+    }
+
+    #[test]
+    fn bad_controller_irq_mode_is_refused_with_the_fix() {
+        let Err(e) = args(&["socket=/tmp/a,irq=intx,ns=/tmp/a.img:1M"]).controllers() else {
+            panic!("irq=intx accepted");
+        };
+        assert_eq!(e.to_string(), "bad irq 'intx': use irq=msix or irq=msi");
+    }
 
     #[test]
     fn sizes() {

@@ -16,6 +16,7 @@ mod controller;
 mod dma;
 mod error;
 pub mod faults;
+mod irq_mode;
 mod limits;
 mod namespace;
 mod nvme;
@@ -41,6 +42,7 @@ pub use config::{parse_size, DeviceArgs, DEFAULT_POLL_US};
 #[cfg(any(test, feature = "test-utils"))]
 pub use controller::regs::RegMirror;
 pub use error::Error;
+pub use irq_mode::IrqMode;
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -78,6 +80,7 @@ pub fn run(args: DeviceArgs) -> Result<()> {
                 serial: s.serial.clone(),
                 cmb_bytes: s.cmb_mib << 20,
                 namespaces,
+                irq: s.irq,
             },
             registries[id].clone(),
             counters,
@@ -91,11 +94,7 @@ pub fn run(args: DeviceArgs) -> Result<()> {
             source,
         })?;
         sockets.push(s.socket.clone());
-        let pci = vfio::pci::PciConfig::new(
-            ctrl.cmb_bytes(),
-            controller::MSIX_VECTORS as u16,
-            ctrl.bus_master.clone(),
-        );
+        let pci = vfio::pci::PciConfig::new(ctrl.cmb_bytes(), s.irq, ctrl.bus_master.clone());
         servers.push((server, vfio::Backend::new(ctrl, pci)));
     }
     if let Some(p) = &args.stats_socket {

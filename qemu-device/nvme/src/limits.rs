@@ -8,6 +8,9 @@ pub const MAX_IO_QUEUES: usize = 64;
 pub const MQES: u16 = 1023;
 /// MSI-X vectors.
 pub const MSIX_VECTORS: usize = 32;
+/// MSI vectors (`irq=msi`): x86 Linux without interrupt remapping
+/// allocates a single MSI vector anyway.
+pub const MSI_VECTORS: usize = 1;
 /// Error Information log entries kept (Identify ELPE + 1).
 pub const ERROR_LOG_ENTRIES: usize = 64;
 /// NVMe 2.0 (VS register and Identify Controller VER).

@@ -5,6 +5,7 @@
 
 use crate::controller::{reg, Controller, CtrlConfig, DOORBELLS};
 use crate::dma::{memfd, CmbRegistry, Mapping};
+use crate::irq_mode::IrqMode;
 use crate::namespace::Namespace;
 pub use crate::nvme::Sqe;
 use crate::stats::Counters;
@@ -72,6 +73,10 @@ pub struct TestHost {
     /// The test steps the worker itself (`ctrl.step()`); register writes
     /// do not run it.
     pub manual: bool,
+    /// MSI-X or MSI (the PCI config space a remote host gets).
+    irq_mode: IrqMode,
+    /// The interrupt vector of the I/O CQs this host creates.
+    pub io_vector: u16,
 }
 
 /// A completion entry as the host decodes it.
@@ -119,6 +124,20 @@ impl TestHost {
         ram_mib: u64,
         ns_bytes: u64,
     ) -> TestHost {
+        TestHost::with_irq(dir, id, cmbs, cmb_mib, ram_mib, ns_bytes, IrqMode::Msix)
+    }
+
+    /// As `new`, with the controller interrupting by `irq_mode`; I/O CQs
+    /// use vector 1 with MSI-X and vector 0 (the only one) with MSI.
+    pub fn with_irq(
+        dir: &Path,
+        id: usize,
+        cmbs: CmbRegistry,
+        cmb_mib: u64,
+        ram_mib: u64,
+        ns_bytes: u64,
+        irq_mode: IrqMode,
+    ) -> TestHost {
         let ns = Namespace::open(&dir.join(format!("ns{id}.img")), ns_bytes, 512).unwrap();
         let stats = Arc::new(Counters::new(id, &format!("test-{id}")));
         let mut ctrl = Controller::new(
@@ -127,6 +146,7 @@ impl TestHost {
                 serial: format!("test-{id}"),
                 cmb_bytes: cmb_mib << 20,
                 namespaces: vec![ns],
+                irq: irq_mode,
             },
             cmbs,
             stats,
@@ -144,9 +164,13 @@ impl TestHost {
             .unwrap();
         let ram = Mapping::new(&f, 0, ram_size as usize).unwrap();
         let irq = EventFd::new(libc::EFD_NONBLOCK).expect("eventfd");
-        for v in 0..crate::controller::MSIX_VECTORS {
+        for v in 0..ctrl.vectors() {
             ctrl.set_irq(v, Some(irq.try_clone().expect("eventfd clone")));
         }
+        let io_vector = match irq_mode {
+            IrqMode::Msix => 1,
+            IrqMode::Msi => 0,
+        };
         TestHost {
             ctrl,
             ram,
@@ -159,6 +183,8 @@ impl TestHost {
             shadow: None,
             doorbell_writes: 0,
             manual: false,
+            irq_mode,
+            io_vector,
         }
     }
 

@@ -39,6 +39,8 @@ pub struct AdminCtx<'a> {
     pub critical_warning: u8,
     /// Changed Namespace List (log page 04h), cleared when read.
     pub changed_ns: &'a mut Vec<u32>,
+    /// Interrupt vectors (MSI-X or MSI) the controller has.
+    pub vectors: usize,
 }
 
 impl AdminCtx<'_> {

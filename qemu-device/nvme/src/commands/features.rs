@@ -1,7 +1,7 @@
 //! Get and Set Features, and the values the host can change.
 
 use super::admin::AdminCtx;
-use crate::limits::{MAX_IO_QUEUES, MSIX_VECTORS};
+use crate::limits::MAX_IO_QUEUES;
 use crate::nvme::{fid, CmdResult, Sqe, Status};
 
 /// Feature values the host can change.
@@ -76,7 +76,7 @@ pub(super) fn get_features(c: &mut AdminCtx<'_>, sqe: &Sqe) -> CmdResult {
         fid::INTERRUPT_COALESCING => Ok(f.int_coalescing),
         fid::INTERRUPT_VECTOR_CONFIG => {
             let iv = sqe.cdw(11) & 0xffff;
-            if iv as usize >= MSIX_VECTORS {
+            if iv as usize >= c.vectors {
                 return Err(Status::INVALID_FIELD);
             }
             Ok(iv)
@@ -127,7 +127,7 @@ pub(super) fn set_features(c: &mut AdminCtx<'_>, sqe: &Sqe) -> CmdResult {
         }
         fid::INTERRUPT_COALESCING => c.features.int_coalescing = v & 0xffff,
         fid::INTERRUPT_VECTOR_CONFIG => {
-            if (v & 0xffff) as usize >= MSIX_VECTORS {
+            if (v & 0xffff) as usize >= c.vectors {
                 return Err(Status::INVALID_FIELD);
             }
         }

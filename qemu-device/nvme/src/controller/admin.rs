@@ -3,7 +3,7 @@
 //! dispatch: the others run on the narrow `AdminCtx` in `commands`.
 
 use super::dbbuf::{Bell, DoorbellBuffer};
-use super::{Controller, Cq, Sq, MAX_IO_QUEUES, MQES, MSIX_VECTORS};
+use super::{Controller, Cq, Sq, MAX_IO_QUEUES, MQES};
 use crate::commands::table::{self, AdminRun, ControllerOp};
 use crate::dma::Target;
 use crate::nvme::{CmdResult, Sqe, Status};
@@ -90,7 +90,7 @@ impl Controller {
         if size == 0 || size > MQES {
             return Err(Status::INVALID_QSIZE);
         }
-        if iv as usize >= MSIX_VECTORS {
+        if iv as usize >= self.vectors() {
             return Err(Status::INVALID_VECTOR);
         }
         if !pc || sqe.dptr1() & 0xfff != 0 {

@@ -5,7 +5,12 @@ use super::*;
 use crate::wire::{ErrorLogEntry, FromZeros, U16, U32, U64};
 
 impl Controller {
-    /// Routes MSI-X `vector` to an eventfd (None: deassigned).
+    /// Interrupt vectors (MSI-X or MSI): a queue's vector must be below this.
+    pub fn vectors(&self) -> usize {
+        self.irqs.len()
+    }
+
+    /// Routes `vector` to an eventfd (None: deassigned).
     pub fn set_irq(&mut self, vector: usize, fd: Option<EventFd>) {
         if let Some(slot) = self.irqs.get_mut(vector) {
             slot.fd = fd;

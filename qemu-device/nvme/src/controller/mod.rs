@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use vmm_sys_util::eventfd::EventFd;
 
 pub const DOORBELLS: u64 = 0x1000;
-pub use crate::limits::{ERROR_LOG_ENTRIES, MAX_IO_QUEUES, MQES, MSIX_VECTORS, NVME_VERSION};
+pub use crate::limits::{ERROR_LOG_ENTRIES, MAX_IO_QUEUES, MQES, NVME_VERSION};
 
 /// BAR0 register offsets, taken from the typed register layout.
 pub mod reg {
@@ -101,6 +101,8 @@ pub struct CtrlConfig {
     pub serial: String,
     pub cmb_bytes: u64,
     pub namespaces: Vec<Namespace>,
+    /// MSI-X or MSI: sets how many interrupt vectors there are.
+    pub irq: crate::irq_mode::IrqMode,
 }
 
 pub struct Controller {
@@ -223,7 +225,7 @@ impl Controller {
             cmbsts: 0,
             sqs: (0..=MAX_IO_QUEUES).map(|_| None).collect(),
             cqs: (0..=MAX_IO_QUEUES).map(|_| None).collect(),
-            irqs: (0..MSIX_VECTORS).map(|_| Vector::default()).collect(),
+            irqs: (0..cfg.irq.vectors()).map(|_| Vector::default()).collect(),
             features: Default::default(),
             aers: vec![],
             events: VecDeque::new(),
@@ -289,6 +291,7 @@ impl Controller {
             masked_events: &mut self.masked_events,
             critical_warning: self.critical_warning,
             changed_ns: &mut self.changed_ns,
+            vectors: self.irqs.len(),
         }
     }
 

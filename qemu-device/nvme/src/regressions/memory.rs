@@ -149,12 +149,14 @@ fn dma_fails_while_bus_master_is_disabled() {
 
 #[test]
 fn intx_is_not_advertised() {
-    let info = crate::vfio::irqs();
-    assert_eq!(info[0].count, 0, "irq index 0 (INTx)");
-    let pci = crate::vfio::pci::PciConfig::new(16 << 20, 32, Default::default());
-    let mut pin = [0u8; 1];
-    pci.read(0x3d, &mut pin);
-    assert_eq!(pin, [0], "interrupt pin");
+    for mode in [crate::IrqMode::Msix, crate::IrqMode::Msi] {
+        let info = crate::vfio::irqs(mode);
+        assert_eq!(info[0].count, 0, "irq index 0 (INTx)");
+        let pci = crate::vfio::pci::PciConfig::new(16 << 20, mode, Default::default());
+        let mut pin = [0u8; 1];
+        pci.read(0x3d, &mut pin);
+        assert_eq!(pin, [0], "interrupt pin");
+    }
 }
 
 /// DMA_UNMAP waits only for the DMAs using the sections it removes, not

@@ -54,6 +54,6 @@ pub(super) fn backend(dir: &tempfile::TempDir) -> crate::vfio::Backend {
     h.write64(reg::CMBMSC, CMB | 3);
     let TestHost { ctrl, .. } = h;
     let bme = ctrl.bus_master.clone();
-    let pci = crate::vfio::pci::PciConfig::new(ctrl.cmb_bytes(), 32, bme);
+    let pci = crate::vfio::pci::PciConfig::new(ctrl.cmb_bytes(), crate::IrqMode::Msix, bme);
     crate::vfio::Backend::new(ctrl, pci)
 }

@@ -76,7 +76,8 @@ impl TestHost {
         c.dw[6] = cq_base as u32;
         c.dw[7] = (cq_base >> 32) as u32;
         c.dw[10] = (cq_size as u32).wrapping_sub(1) << 16 | qid as u32;
-        c.dw[11] = 1 << 16 | 3; // vector 1, interrupts enabled, contiguous
+        // Interrupts enabled, contiguous, on the host's I/O vector.
+        c.dw[11] = (self.io_vector as u32) << 16 | 3;
         let cq = self.submit(0, c)?;
         let mut s = command(crate::nvme::admin::CREATE_SQ, 0);
         s.dw[6] = sq_base as u32;

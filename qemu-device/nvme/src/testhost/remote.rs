@@ -28,13 +28,14 @@ impl TestHost {
     /// the host keeps I/O queue `qid` (created before).
     pub fn into_remote(self, qid: usize) -> RemoteHost {
         let TestHost {
-            ctrl, ram, queues, ..
+            ctrl,
+            ram,
+            queues,
+            irq_mode,
+            ..
         } = self;
-        let pci = crate::vfio::pci::PciConfig::new(
-            ctrl.cmb_bytes(),
-            crate::controller::MSIX_VECTORS as u16,
-            ctrl.bus_master.clone(),
-        );
+        let pci =
+            crate::vfio::pci::PciConfig::new(ctrl.cmb_bytes(), irq_mode, ctrl.bus_master.clone());
         let bme = ctrl.bus_master.clone();
         let mut backend = Backend::new(ctrl, pci);
         bme.store(true, std::sync::atomic::Ordering::Release);
@@ -54,6 +55,16 @@ impl RemoteHost {
     /// The register view a BAR0 read message is answered from.
     pub fn registers(&self) -> Arc<RegMirror> {
         self.backend.registers()
+    }
+
+    /// A DEVICE_SET_IRQS request as QEMU sends it (`index`: the vfio-pci
+    /// irq index, 1 MSI, 2 MSI-X).
+    pub fn set_irqs(
+        &mut self,
+        index: u32,
+        set: p2pnvme_vfio_user::IrqSet,
+    ) -> Result<(), p2pnvme_vfio_user::Errno> {
+        self.backend.set_irqs(index, set)
     }
 
     /// Writes the entries to the SQ and rings its doorbell once.

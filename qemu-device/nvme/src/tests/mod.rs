@@ -6,6 +6,7 @@ mod cmb;
 mod commands;
 mod doorbells;
 mod faults;
+mod msi;
 mod trace;
 
 use crate::controller::{reg, DOORBELLS};

@@ -6,8 +6,9 @@
 pub mod pci;
 
 use crate::controller::regs::{Doorbells, RegMirror};
-use crate::controller::{Controller, Step, DOORBELLS, MSIX_VECTORS};
+use crate::controller::{Controller, Step, DOORBELLS};
 use crate::dma::{GuestRam, Mapping};
+use crate::irq_mode::IrqMode;
 use crate::stats::Counters;
 use p2pnvme_vfio_user::{
     Backend as VfioBackend, DmaMap, Errno, IrqInfo, IrqSet, RegionInfo, RegionMmap,
@@ -123,7 +124,6 @@ const CONFIG_REGION: u32 = 7;
 const REGIONS: u32 = 9;
 /// vfio-pci irq indexes: INTx, MSI, MSI-X, error, request.
 const IRQ_INDEXES: u32 = 5;
-const MSIX_INDEX: u32 = 2;
 
 /// The regions QEMU asks about, indexed like vfio-pci's.
 pub fn regions(ctrl: &Controller) -> Vec<RegionInfo> {
@@ -155,12 +155,13 @@ pub fn regions(ctrl: &Controller) -> Vec<RegionInfo> {
         .collect()
 }
 
-/// The interrupt indexes: MSI-X only (no INTx: interrupt pin 0).
-pub fn irqs() -> Vec<IrqInfo> {
+/// The interrupt indexes: MSI-X or MSI, never both (no INTx: interrupt
+/// pin 0).
+pub fn irqs(mode: IrqMode) -> Vec<IrqInfo> {
     (0..IRQ_INDEXES)
         .map(|index| IrqInfo {
-            count: if index == MSIX_INDEX {
-                MSIX_VECTORS as u32
+            count: if index == mode.vfio_index() {
+                mode.vectors() as u32
             } else {
                 0
             },
@@ -174,7 +175,7 @@ impl VfioBackend for Backend {
     }
 
     fn irqs(&self) -> Vec<IrqInfo> {
-        irqs()
+        irqs(self.pci.irq())
     }
 
     fn region_read(&mut self, region: u32, offset: u64, data: &mut [u8]) -> Result<(), Errno> {
@@ -244,8 +245,9 @@ impl VfioBackend for Backend {
     }
 
     fn set_irqs(&mut self, index: u32, set: IrqSet) -> Result<(), Errno> {
-        if index != MSIX_INDEX {
-            log::debug!("SET_IRQS for irq index {index}: only MSI-X is offered");
+        let mode = self.pci.irq();
+        if index != mode.vfio_index() {
+            log::debug!("SET_IRQS for irq index {index}: only {mode:?} is offered");
             return Err(Errno(libc::EINVAL));
         }
         let mut c = self.lock();
@@ -256,7 +258,7 @@ impl VfioBackend for Backend {
                 }
             }
             IrqSet::DisableAll => {
-                for v in 0..MSIX_VECTORS {
+                for v in 0..c.vectors() {
                     c.set_irq(v, None);
                 }
             }
@@ -285,7 +287,7 @@ impl VfioBackend for Backend {
             (c.cmb_bytes(), c.bus_master.clone())
         };
         // A function reset also resets the PCI configuration space.
-        self.pci = PciConfig::new(cmb, MSIX_VECTORS as u16, bme);
+        self.pci = PciConfig::new(cmb, self.pci.irq(), bme);
         Ok(())
     }
 
@@ -298,6 +300,6 @@ impl VfioBackend for Backend {
             c.disconnect();
             (c.cmb_bytes(), c.bus_master.clone())
         };
-        self.pci = PciConfig::new(cmb, MSIX_VECTORS as u16, bme);
+        self.pci = PciConfig::new(cmb, self.pci.irq(), bme);
     }
 }

@@ -1,6 +1,8 @@
 //! PCI configuration space of the controller: an NVMe function (class
-//! 01 08 02) with a register BAR, a CMB BAR, MSI-X and a PCIe capability.
+//! 01 08 02) with a register BAR, a CMB BAR, MSI-X or MSI (`IrqMode`) and a
+//! PCIe capability.
 
+use crate::irq_mode::IrqMode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -8,8 +10,12 @@ pub const CONFIG_SIZE: usize = 4096;
 pub const BAR0_SIZE: u64 = 0x4000;
 pub const BAR4_SIZE: u64 = 0x4000;
 pub const MSIX_PBA_OFFSET: u32 = 0x2000;
-const MSIX_CAP: usize = 0x40;
+/// The interrupt capability (MSI-X or MSI) sits here, the PCIe one behind it.
+const IRQ_CAP: usize = 0x40;
 const PCIE_CAP: usize = 0x50;
+/// MSI message control: 64-bit address capable (bit 7); Multiple Message
+/// Capable 0 (one vector); no per-vector masking.
+const MSI_CONTROL: u16 = 0x0080;
 
 pub struct PciConfig {
     space: Vec<u8>,
@@ -17,12 +23,13 @@ pub struct PciConfig {
     bars: Vec<(usize, u64, u32)>,
     /// Mirrors the command register's Bus Master Enable for the controller.
     bus_master: Arc<AtomicBool>,
+    irq: IrqMode,
 }
 
 impl PciConfig {
     /// Power-on configuration space; Bus Master Enable (clear now) is
     /// mirrored into `bus_master`, which the controller's DMA checks.
-    pub fn new(cmb_bytes: u64, msix_vectors: u16, bus_master: Arc<AtomicBool>) -> PciConfig {
+    pub fn new(cmb_bytes: u64, irq: IrqMode, bus_master: Arc<AtomicBool>) -> PciConfig {
         bus_master.store(false, Ordering::Release);
         let mut s = vec![0u8; CONFIG_SIZE];
         let mut put = |off: usize, v: &[u8]| s[off..off + v.len()].copy_from_slice(v);
@@ -32,13 +39,23 @@ impl PciConfig {
         put(0x08, &[0x01, 0x02, 0x08, 0x01]); // rev 1, class 01 08 02 (NVMe)
         put(0x2c, &0x1b36u16.to_le_bytes());
         put(0x2e, &0x00f0u16.to_le_bytes());
-        put(0x34, &[MSIX_CAP as u8]);
-        // Interrupt pin 0: no INTx (MSI-X only; the irq info says so too).
-        // MSI-X: table at BAR4 offset 0, PBA behind it.
-        put(MSIX_CAP, &[0x11, PCIE_CAP as u8]);
-        put(MSIX_CAP + 2, &(msix_vectors - 1).to_le_bytes());
-        put(MSIX_CAP + 4, &4u32.to_le_bytes());
-        put(MSIX_CAP + 8, &(MSIX_PBA_OFFSET | 4).to_le_bytes());
+        put(0x34, &[IRQ_CAP as u8]);
+        // Interrupt pin 0: no INTx (the irq info says so too).
+        match irq {
+            IrqMode::Msix => {
+                // Table at BAR4 offset 0, PBA behind it.
+                let table_size = irq.vectors() as u16 - 1;
+                put(IRQ_CAP, &[0x11, PCIE_CAP as u8]);
+                put(IRQ_CAP + 2, &table_size.to_le_bytes());
+                put(IRQ_CAP + 4, &4u32.to_le_bytes());
+                put(IRQ_CAP + 8, &(MSIX_PBA_OFFSET | 4).to_le_bytes());
+            }
+            IrqMode::Msi => {
+                // Control, address low/high, data: 14 bytes, before PCIE_CAP.
+                put(IRQ_CAP, &[0x05, PCIE_CAP as u8]);
+                put(IRQ_CAP + 2, &MSI_CONTROL.to_le_bytes());
+            }
+        }
         // PCIe capability v2, endpoint, x1 link.
         put(PCIE_CAP, &[0x10, 0x00]);
         put(PCIE_CAP + 2, &0x0002u16.to_le_bytes());
@@ -52,11 +69,17 @@ impl PciConfig {
             space: s,
             bars,
             bus_master,
+            irq,
         };
         for &(i, _, flags) in &c.bars.clone() {
             c.space[0x10 + i * 4..0x14 + i * 4].copy_from_slice(&flags.to_le_bytes());
         }
         c
+    }
+
+    /// The interrupt capability this space offers.
+    pub fn irq(&self) -> IrqMode {
+        self.irq
     }
 
     pub fn read(&self, off: u64, data: &mut [u8]) {
@@ -107,10 +130,22 @@ impl PciConfig {
                 }
                 None
             }
-            x if x == MSIX_CAP + 3 => Some(b & 0xc0), // MSI-X enable, function mask
+            x if (IRQ_CAP..PCIE_CAP).contains(&x) => self.irq_cap_writable(x - IRQ_CAP, b),
             x if (PCIE_CAP + 8..PCIE_CAP + 10).contains(&x) => Some(b), // device control
             _ => None,
         }
+    }
+
+    /// Writable bits of the interrupt capability at `rel` bytes into it.
+    fn irq_cap_writable(&self, rel: usize, b: u8) -> Option<u8> {
+        let mask = match (self.irq, rel) {
+            (IrqMode::Msix, 3) => 0xc0,       // MSI-X enable, function mask
+            (IrqMode::Msi, 2) => 0x01,        // MSI enable (MME stays 0)
+            (IrqMode::Msi, 4) => 0xfc,        // address, dword aligned
+            (IrqMode::Msi, 5..=0x0d) => 0xff, // address, data
+            _ => return None,
+        };
+        Some(self.space[IRQ_CAP + rel] & !mask | b & mask)
     }
 }
 
@@ -120,7 +155,7 @@ mod tests {
 
     #[test]
     fn class_and_bar_sizing() {
-        let mut c = PciConfig::new(16 << 20, 32, Arc::default());
+        let mut c = PciConfig::new(16 << 20, IrqMode::Msix, Arc::default());
         let mut b = [0u8; 4];
         c.read(0x08, &mut b);
         assert_eq!(b, [0x01, 0x02, 0x08, 0x01]);
@@ -137,5 +172,54 @@ mod tests {
             0x1b36,
             "vendor is read-only"
         );
+    }
+
+    /// The capability list as (offset, id) pairs, following the pointers.
+    fn capabilities(c: &PciConfig) -> Vec<(u8, u8)> {
+        let mut out = vec![];
+        let mut b = [0u8; 2];
+        c.read(0x34, &mut b[..1]);
+        let mut at = b[0];
+        while at != 0 && out.len() < 48 {
+            c.read(at as u64, &mut b);
+            out.push((at, b[0]));
+            at = b[1];
+        }
+        out
+    }
+
+    #[test]
+    fn msix_mode_offers_msix_and_pcie_only() {
+        let c = PciConfig::new(16 << 20, IrqMode::Msix, Arc::default());
+        assert_eq!(capabilities(&c), [(0x40, 0x11), (0x50, 0x10)]);
+        let mut ctl = [0u8; 2];
+        c.read(0x42, &mut ctl);
+        assert_eq!(u16::from_le_bytes(ctl), 31, "32-entry table");
+    }
+
+    #[test]
+    fn msi_mode_offers_one_64bit_msi_vector_and_pcie_only() {
+        let mut c = PciConfig::new(16 << 20, IrqMode::Msi, Arc::default());
+        assert_eq!(capabilities(&c), [(0x40, 0x05), (0x50, 0x10)]);
+        let mut ctl = [0u8; 2];
+        c.read(0x42, &mut ctl);
+        assert_eq!(u16::from_le_bytes(ctl), 0x0080, "64-bit, 1 vector, no mask");
+        // Enable with a message address and data as the host writes them.
+        c.write(0x44, &0xfee0_1003u32.to_le_bytes());
+        c.write(0x48, &0x1u32.to_le_bytes());
+        c.write(0x4c, &0x4041u16.to_le_bytes());
+        c.write(0x42, &0x0071u16.to_le_bytes());
+        let mut dw = [0u8; 4];
+        c.read(0x44, &mut dw);
+        assert_eq!(u32::from_le_bytes(dw), 0xfee0_1000, "dword-aligned address");
+        c.read(0x48, &mut dw);
+        assert_eq!(u32::from_le_bytes(dw), 1);
+        c.read(0x4c, &mut dw[..2]);
+        assert_eq!(u16::from_le_bytes([dw[0], dw[1]]), 0x4041);
+        c.read(0x42, &mut ctl);
+        assert_eq!(u16::from_le_bytes(ctl), 0x0081, "enabled, MME stays 0");
+        // The capability header and the PCIe capability are read-only.
+        c.write(0x40, &[0x11, 0x00]);
+        assert_eq!(capabilities(&c), [(0x40, 0x05), (0x50, 0x10)]);
     }
 }
