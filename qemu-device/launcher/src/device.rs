@@ -32,6 +32,8 @@ pub struct DeviceConfig<'a> {
     pub faults: &'a [String],
     /// Where the device writes its command trace.
     pub trace: Option<&'a Path>,
+    /// Controllers that interrupt by MSI instead of MSI-X (`irq=msi`).
+    pub msi: &'a [usize],
 }
 
 /// Starts the device process and waits for its sockets.
@@ -46,6 +48,9 @@ pub fn start(cfg: &DeviceConfig, log: PathBuf) -> Result<Helper> {
             cfg.cmb_mib,
             nvme_serial(i)
         );
+        if cfg.msi.contains(&i) {
+            spec.push_str(",irq=msi");
+        }
         for f in &c.namespaces {
             spec.push_str(&format!(",ns={}:{}:{}", f.display(), cfg.ns_size, cfg.lba));
         }

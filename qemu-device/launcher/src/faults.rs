@@ -23,10 +23,22 @@ pub fn check(rules: &[String], controllers: usize) -> Result<()> {
 
 /// Whether any rule may ask for a surprise removal.
 pub fn wants_removal(rules: &[String]) -> bool {
+    remove_rules(rules).next().is_some()
+}
+
+/// The controllers (of `controllers`) a `remove` rule may unplug: the one
+/// its `ctrl` names, or every one for a rule without `ctrl`.
+pub fn removable(rules: &[String], controllers: usize) -> Vec<usize> {
+    (0..controllers)
+        .filter(|&i| remove_rules(rules).any(|r| r.ctrl.is_none_or(|c| c == i)))
+        .collect()
+}
+
+fn remove_rules(rules: &[String]) -> impl Iterator<Item = Rule> + '_ {
     rules
         .iter()
         .filter_map(|r| Rule::parse(r).ok())
-        .any(|r| matches!(r.action, Action::Remove { .. }))
+        .filter(|r| matches!(r.action, Action::Remove { .. }))
 }
 
 #[cfg(test)]
@@ -64,5 +76,21 @@ mod tests {
         assert!(wants_removal(&r("op=read,nth=10,remove,replug-ms=2000")));
         assert!(!wants_removal(&r("op=read,nth=10,status=0x281")));
         assert!(!wants_removal(&[]));
+    }
+
+    #[test]
+    fn removable_controllers_are_those_a_remove_rule_can_match() {
+        let r = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(removable(&r(&["op=read,nth=10,remove"]), 3), [0, 1, 2]);
+        assert_eq!(
+            removable(&r(&["ctrl=1,op=read,remove,replug-ms=5"]), 3),
+            [1]
+        );
+        let mixed = r(&[
+            "ctrl=0,op=read,nth=1,status=0x281",
+            "ctrl=2,op=write,remove",
+        ]);
+        assert_eq!(removable(&mixed, 3), [2]);
+        assert!(removable(&r(&["op=read,never"]), 2).is_empty());
     }
 }

@@ -137,6 +137,14 @@ impl Session {
             return Ok(());
         }
         if !self.controllers.is_empty() {
+            let msi = faults::removable(&self.opts.faults, self.controllers.len());
+            if !msi.is_empty() {
+                log::info!(
+                    "controller(s) {msi:?} use MSI instead of MSI-X: a fault rule may unplug them, and \
+                     QEMU 11.1's vfio-user-pci aborts freeing an unplugged device with MSI-X \
+                     (its MSI-X PBA teardown, vfio_user_msix_teardown)"
+                );
+            }
             let cfg = device::DeviceConfig {
                 controllers: &self.controllers,
                 cmb_mib: self.opts.cmb_mib,
@@ -146,6 +154,7 @@ impl Session {
                 stats_socket: &self.stats_socket(),
                 faults: &self.opts.faults,
                 trace: self.opts.trace.as_deref(),
+                msi: &msi,
             };
             let h = device::start(&cfg, self.run_file("device.log"))?;
             self.helpers.push(h);
@@ -381,10 +390,6 @@ impl Session {
         if !faults::wants_removal(&self.opts.faults) {
             return None;
         }
-        log::warn!(
-            "a fault rule removes a controller: QEMU 11.1 aborts when it frees an unplugged \
-             vfio-user-pci device (vfio_user_msix_teardown), so the run may end there (README: Fault injection)"
-        );
         let slot0 = self.qemu_backing.len();
         let devices = self
             .controllers
