@@ -36,25 +36,31 @@ pub struct DeviceConfig<'a> {
     pub msi: &'a [usize],
 }
 
+/// The `--controller` spec of controller `i`.
+fn controller_spec(cfg: &DeviceConfig, i: usize) -> String {
+    let c = &cfg.controllers[i];
+    let mut spec = format!(
+        "socket={},cmb-mib={},serial={}",
+        c.socket.display(),
+        cfg.cmb_mib,
+        nvme_serial(i)
+    );
+    if cfg.msi.contains(&i) {
+        spec.push_str(",irq=msi");
+    }
+    for f in &c.namespaces {
+        spec.push_str(&format!(",ns={}:{}:{}", f.display(), cfg.ns_size, cfg.lba));
+    }
+    spec
+}
+
 /// Starts the device process and waits for its sockets.
 pub fn start(cfg: &DeviceConfig, log: PathBuf) -> Result<Helper> {
     let exe = std::env::current_exe().context("locating the p2pnvme binary")?;
     let mut cmd = Command::new(exe);
     cmd.arg("device");
-    for (i, c) in cfg.controllers.iter().enumerate() {
-        let mut spec = format!(
-            "socket={},cmb-mib={},serial={}",
-            c.socket.display(),
-            cfg.cmb_mib,
-            nvme_serial(i)
-        );
-        if cfg.msi.contains(&i) {
-            spec.push_str(",irq=msi");
-        }
-        for f in &c.namespaces {
-            spec.push_str(&format!(",ns={}:{}:{}", f.display(), cfg.ns_size, cfg.lba));
-        }
-        cmd.arg("--controller").arg(spec);
+    for i in 0..cfg.controllers.len() {
+        cmd.arg("--controller").arg(controller_spec(cfg, i));
     }
     cmd.arg("--stats-socket").arg(cfg.stats_socket);
     cmd.arg("--poll-us").arg(cfg.poll_us.to_string());
@@ -72,4 +78,50 @@ pub fn start(cfg: &DeviceConfig, log: PathBuf) -> Result<Helper> {
         &ready,
         Duration::from_secs(20),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_controllers_listed_for_msi_get_irq_msi() {
+        let controllers: Vec<Controller> = (0..2)
+            .map(|i| Controller {
+                socket: format!("/r/nvme{i}.sock").into(),
+                namespaces: vec![format!("/r/ns{i}.img").into()],
+            })
+            .collect();
+        let cfg = DeviceConfig {
+            controllers: &controllers,
+            cmb_mib: 16,
+            ns_size: 1 << 30,
+            lba: 512,
+            poll_us: 200,
+            stats_socket: Path::new("/r/stats.sock"),
+            faults: &[],
+            trace: None,
+            msi: &[1],
+        };
+        assert_eq!(
+            controller_spec(&cfg, 0),
+            "socket=/r/nvme0.sock,cmb-mib=16,serial=p2pnvme-0,ns=/r/ns0.img:1073741824:512"
+        );
+        assert_eq!(
+            controller_spec(&cfg, 1),
+            "socket=/r/nvme1.sock,cmb-mib=16,serial=p2pnvme-1,irq=msi,ns=/r/ns1.img:1073741824:512"
+        );
+        // The device's own parser takes the spec.
+        let args = p2pnvme_device::DeviceArgs {
+            socket: None,
+            cmb_mib: 16,
+            namespace: vec![],
+            controller: vec![controller_spec(&cfg, 1)],
+            stats_socket: None,
+            poll_us: 0,
+            fault: vec![],
+            trace: None,
+        };
+        assert!(args.controllers().is_ok());
+    }
 }
