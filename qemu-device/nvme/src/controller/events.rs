@@ -38,6 +38,9 @@ impl Controller {
         } else if let Some(fd) = &slot.fd {
             // Non-blocking: a full counter already means "interrupt".
             let _ = fd.write(1);
+            self.stats
+                .interrupts
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
