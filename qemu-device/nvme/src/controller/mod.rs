@@ -4,6 +4,7 @@
 mod admin;
 pub mod dbbuf;
 mod events;
+mod irq;
 mod queues;
 mod registers;
 pub mod regs;
@@ -155,6 +156,8 @@ pub struct Controller {
     budget: usize,
     /// Where the next pass starts, so every queue gets its turn.
     next_sq: usize,
+    /// Completion queues (bit = CQ id) with entries not yet signalled.
+    irq_due: u128,
 }
 
 /// Commands per worker pass; the lock is free between passes.
@@ -225,6 +228,7 @@ impl Controller {
             shutdown_pending: false,
             budget: 0,
             next_sq: 0,
+            irq_due: 0,
         })
         .inspect(|c| c.publish())
     }

@@ -10,6 +10,8 @@ impl Controller {
     /// doorbells, then runs a short pass or polls the shadow doorbells.
     pub fn step(&mut self) -> Step {
         self.apply_doorbells();
+        // A doorbell error may have completed an AER.
+        self.signal_marked();
         if self.work {
             self.run_pending();
             return Step::Busy;
@@ -103,6 +105,7 @@ impl Controller {
                         .as_ref()
                         .is_some_and(|cq| cq.pending.is_empty())
             });
+        self.signal_marked();
     }
 
     /// The controller hit a fatal error (a queue it cannot reach): CSTS.CFS,
@@ -185,7 +188,8 @@ impl Controller {
         }
     }
 
-    /// Queues a completion on `cqid` and raises its interrupt.
+    /// Queues a completion on `cqid`; its interrupt is raised when the
+    /// pass ends (`signal_marked`).
     pub fn post(&mut self, cqid: usize, sqid: u16, cid: u16, dw0: u32, status: Status) {
         let sq_head = self
             .sqs
@@ -234,11 +238,7 @@ impl Controller {
             wrote = true;
         }
         if wrote {
-            let cq = self.cqs[cqid].as_ref().unwrap();
-            if cq.ien {
-                let iv = cq.iv;
-                self.interrupt(iv);
-            }
+            self.mark_irq(cqid);
         }
     }
 

@@ -5,6 +5,7 @@
 mod cmb;
 mod commands;
 mod doorbells;
+mod interrupts;
 
 use crate::controller::{reg, DOORBELLS};
 use crate::nvme::{admin, io};
