@@ -156,8 +156,8 @@ pub struct Controller {
     budget: usize,
     /// Where the next pass starts, so every queue gets its turn.
     next_sq: usize,
-    /// Completion queues (bit = CQ id) with entries not yet signalled.
-    irq_due: u128,
+    /// Completions not yet signalled (batching and coalescing).
+    irq: irq::IrqState,
 }
 
 /// Commands per worker pass; the lock is free between passes.
@@ -228,7 +228,7 @@ impl Controller {
             shutdown_pending: false,
             budget: 0,
             next_sq: 0,
-            irq_due: 0,
+            irq: Default::default(),
         })
         .inspect(|c| c.publish())
     }

@@ -207,7 +207,7 @@ impl Controller {
     }
 
     pub(super) fn drain_pending(&mut self, cqid: usize) {
-        let mut wrote = false;
+        let mut wrote = 0;
         loop {
             let Some(cq) = self.cqs.get_mut(cqid).and_then(|q| q.as_mut()) else {
                 return;
@@ -235,10 +235,10 @@ impl Controller {
                 Some((a, Err(_))) => return self.fatal("CQ entry write fault", a),
                 None => return self.fatal("CQ entry beyond the address space", u64::MAX),
             }
-            wrote = true;
+            wrote += 1;
         }
-        if wrote {
-            self.mark_irq(cqid);
+        if wrote > 0 {
+            self.mark_irq(cqid, wrote);
         }
     }
 

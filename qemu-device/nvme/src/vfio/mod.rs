@@ -16,6 +16,7 @@ use pci::PciConfig;
 use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// The controller is shared with its I/O worker (see `worker`). The
 /// message thread reads registers and records doorbells without its lock;
@@ -55,7 +56,10 @@ impl Backend {
     pub fn worker(&mut self) -> std::thread::JoinHandle<()> {
         let (ctrl, bells, waiters) = (self.ctrl.clone(), self.bells.clone(), self.waiters.clone());
         let h = std::thread::spawn(move || loop {
-            let step = ctrl.lock().unwrap_or_else(|e| e.into_inner()).step();
+            let (step, deadline) = {
+                let mut c = ctrl.lock().unwrap_or_else(|e| e.into_inner());
+                (c.step(), c.irq_deadline())
+            };
             // The lock is free: a waiting message goes first.
             while waiters.load(Ordering::Acquire) > 0 {
                 std::thread::yield_now();
@@ -63,9 +67,13 @@ impl Backend {
             match step {
                 Step::Busy => {}
                 Step::Polling => std::thread::yield_now(),
+                Step::Sleep if bells.pending() => {}
                 // An unpark after our look makes park return at once.
-                Step::Sleep if !bells.pending() => std::thread::park(),
-                Step::Sleep => {}
+                // Interrupts held by coalescing are due at `deadline`.
+                Step::Sleep => match deadline {
+                    Some(d) => std::thread::park_timeout(d.saturating_duration_since(Instant::now())),
+                    None => std::thread::park(),
+                },
             }
         });
         self.worker = Some(h.thread().clone());
