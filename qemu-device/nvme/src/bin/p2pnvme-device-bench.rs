@@ -52,6 +52,27 @@ fn file_ceiling_gbps(dir: &std::path::Path, secs: f64) -> (f64, f64) {
     (gbps(r), gbps(w))
 }
 
+/// This thread's CPU time (what "one core" can do, whatever else runs).
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Runs `f` repeatedly for `secs`; returns operations per second of wall
+/// time and per second of this thread's CPU time.
+fn rate_cpu(secs: f64, f: impl FnMut(u64)) -> (f64, f64) {
+    let c = thread_cpu();
+    let t = Instant::now();
+    let wall = rate(secs, f);
+    let ops = wall * t.elapsed().as_secs_f64();
+    (wall, ops / (thread_cpu() - c).as_secs_f64().max(1e-9))
+}
+
 /// Runs `f` repeatedly for `secs`; returns operations per second.
 fn rate(secs: f64, mut f: impl FnMut(u64)) -> f64 {
     let (t, mut n) = (Instant::now(), 0u64);
@@ -164,15 +185,16 @@ fn command_rates(h: &mut TestHost, blocks: u64, secs: f64, mc4: f64) {
             assert!(h.enable_shadow_doorbells().ok());
         }
         let (writes, mut n) = (h.doorbell_writes, 0u64);
-        let iops = rate(secs, |i| {
+        let (iops, cpu) = rate_cpu(secs, |i| {
             let lba = (i * 8 * 7919) % (blocks - 8);
             assert!(h.rw(1, READ, lba, 8, b4, 0).ok());
             n += 1;
         });
         println!(
-            "4 KiB random reads, QD1, one core, {} shadow doorbells: {:.0} commands/s ({:.2} GB/s = {:.0}% of 4 KiB memcpy); {:.2} doorbell register writes per command",
+            "4 KiB random reads, QD1, one core, {} shadow doorbells: {:.0} commands/s ({:.0} per CPU second; {:.2} GB/s = {:.0}% of 4 KiB memcpy); {:.2} doorbell register writes per command",
             if shadow { "with" } else { "without" },
             iops,
+            cpu,
             iops * 4096.0 / 1e9,
             iops * 4096.0 / 1e9 / mc4 * 100.0,
             (h.doorbell_writes - writes) as f64 / n as f64
@@ -182,7 +204,7 @@ fn command_rates(h: &mut TestHost, blocks: u64, secs: f64, mc4: f64) {
         // 32 commands in flight: submit a batch, then reap it.
         let mut n = 0u64;
         h.take_interrupts();
-        let iops = rate(secs, |i| {
+        let (iops, cpu) = rate_cpu(secs, |i| {
             // The worker runs once all 32 are in the queue, as when a
             // driver rings once for a batch.
             h.manual = true;
@@ -206,9 +228,10 @@ fn command_rates(h: &mut TestHost, blocks: u64, secs: f64, mc4: f64) {
             }
             h.run_worker();
             n += 32;
-        }) * 32.0;
+        });
+        let (iops, cpu) = (iops * 32.0, cpu * 32.0);
         println!(
-            "4 KiB random reads, QD32, one queue, one core: {iops:.0} commands/s ({:.2} GB/s); {:.2} interrupts per command",
+            "4 KiB random reads, QD32, one queue, one core: {iops:.0} commands/s ({cpu:.0} per CPU second; {:.2} GB/s); {:.2} interrupts per command",
             iops * 4096.0 / 1e9,
             h.take_interrupts() as f64 / n as f64
         );

@@ -151,7 +151,7 @@ pub struct Controller {
     pub bells: Arc<Doorbells>,
     /// CC.SHN was set: the worker flushes, then reports SHST complete.
     shutdown_pending: bool,
-    /// Commands left in this worker pass (the worker drops the lock
+    /// Work units left in this worker pass (the worker drops the lock
     /// between passes, so a pass is short).
     budget: usize,
     /// Where the next pass starts, so every queue gets its turn.
@@ -160,8 +160,12 @@ pub struct Controller {
     irq: irq::IrqState,
 }
 
-/// Commands per worker pass; the lock is free between passes.
-const PASS: usize = 4;
+/// Work units per worker pass; the lock is free between passes. A command
+/// costs one unit plus one per `PASS_UNIT_BYTES` of data it moves, so a pass
+/// runs at most 16 small commands (one interrupt for all of them) and at
+/// most about one 512 KiB transfer.
+pub(crate) const PASS: usize = 16;
+const PASS_UNIT_BYTES: u64 = 32 << 10;
 
 /// What the worker should do after a step (see `step`).
 #[derive(Debug, PartialEq, Eq)]

@@ -68,7 +68,7 @@ impl Controller {
 
     /// Processes what doorbells recorded: completions waiting for CQ space
     /// first, then submission queues with new entries.
-    /// One short pass (at most PASS commands): the worker drops the lock
+    /// One short pass (at most PASS work units): the worker drops the lock
     /// between passes, so the message thread never waits for a backlog.
     pub fn run_pending(&mut self) {
         self.work = false;
@@ -171,6 +171,10 @@ impl Controller {
             } else {
                 Some(crate::commands::io::execute(&mut self.io_ctx(), &sqe))
             };
+            if qid != 0 {
+                let extra = self.data_units(&sqe);
+                self.budget = self.budget.saturating_sub(extra);
+            }
             let Some(res) = res else { continue }; // held (AER)
             let (dw0, status) = match res {
                 Ok(v) => (v, Status::SUCCESS),
@@ -186,6 +190,21 @@ impl Controller {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.post(cqid, qid as u16, sqe.cid(), dw0, status);
         }
+    }
+
+    /// Pass units an I/O command costs beyond its first: one per
+    /// `PASS_UNIT_BYTES` it asked to move (Read, Write, Compare).
+    fn data_units(&self, sqe: &Sqe) -> usize {
+        use crate::nvme::io;
+        if !matches!(sqe.opcode(), io::READ | io::WRITE | io::COMPARE) {
+            return 0;
+        }
+        let shift = (sqe.nsid() as usize)
+            .checked_sub(1)
+            .and_then(|i| self.ns.get(i))
+            .map_or(9, |ns| ns.lba_shift);
+        let bytes = ((sqe.cdw(12) & 0xffff) as u64 + 1) << shift;
+        (bytes / PASS_UNIT_BYTES) as usize
     }
 
     /// Queues a completion on `cqid`; its interrupt is raised when the

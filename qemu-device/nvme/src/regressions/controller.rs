@@ -72,18 +72,18 @@ fn a_queue_drained_by_a_full_pass_publishes_its_event_index() {
     let d = tempfile::tempdir().unwrap();
     let mut h = host(&d);
     assert!(h.enable_shadow_doorbells().ok());
-    h.create_io_queue(1, 16, None);
+    h.create_io_queue(1, 64, None);
     let buf = h.alloc(4096);
     let mut c = command(io::READ, 1);
     with_buffer(&mut c, buf);
     // Exactly one worker pass worth of commands, the driver ringing once.
     h.manual = true;
-    for _ in 0..4 {
+    for _ in 0..crate::controller::PASS {
         h.submit_no_reap(1, c);
     }
     h.manual = false;
     h.run_worker();
-    for _ in 0..4 {
+    for _ in 0..crate::controller::PASS {
         assert!(h.reap(1).expect("completed").ok());
     }
     // The driver decides from the event index whether to ring: it must
