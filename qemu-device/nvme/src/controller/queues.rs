@@ -47,8 +47,16 @@ impl Controller {
             return;
         }
         let v = v as u16;
+        // With shadow doorbells the shadow value is the newest one (the
+        // driver writes it before the register), and the worker may have
+        // moved past this register value while the write was on its way:
+        // taking it would move the queue back, and an SQ tail behind its
+        // head reads as a whole queue of stale entries. The write then
+        // only wakes the worker, which rereads the shadow.
+        let shadowed = qid != 0 && self.dbbuf.is_some();
         if idx.is_multiple_of(2) {
             match self.sqs.get_mut(qid).and_then(|q| q.as_mut()) {
+                Some(sq) if v < sq.size && shadowed => {}
                 Some(sq) if v < sq.size => sq.tail = v,
                 Some(_) => return self.doorbell_error(0x01), // invalid write value
                 None => return self.doorbell_error(0x00),    // invalid doorbell register
@@ -56,6 +64,8 @@ impl Controller {
             self.work = true;
         } else {
             match self.cqs.get_mut(qid).and_then(|q| q.as_mut()) {
+                // A full queue rereads the shadow head (refresh_cq_head).
+                Some(cq) if v < cq.size && shadowed => {}
                 // The new head may only pass entries we posted: it lies
                 // between the old head and the tail (modulo the size).
                 Some(cq) if v < cq.size && cq_head_valid(cq, v) => cq.head = v,
