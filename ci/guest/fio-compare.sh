@@ -12,8 +12,10 @@
 # With P2PNVME_COALESCE=1 the guest sets NVMe Interrupt Coalescing (Feature
 # 08h) on both controllers for jobs deeper than QD1: an interrupt per QD/2
 # entries, at most 1 ms apart (each controller honours what it implements).
-# Usage: fio-compare.sh DEV_A DEV_B [RUNTIME_S]
-a=$1 b=$2 t=${3:-10}
+# ROUNDS (default 1): every job that many times, every other round in
+# reverse order; the table gives the means.
+# Usage: fio-compare.sh DEV_A DEV_B [RUNTIME_S] [ROUNDS]
+a=$1 b=$2 t=${3:-10} rounds=${4:-1}
 [ -e /dev/nullb0 ] || modprobe null_blk 2>/dev/null # Debian's kernel: a module
 for d in "$a" "$b" /dev/ram0 /dev/nullb0; do
 	[ -b "$d" ] || { echo "fio-compare.sh: no block device $d" >&2; exit 1; }
@@ -68,16 +70,29 @@ job() { # side dev rw bs iodepth -> "IOPS BW_KiB LAT_US IOS IRQS DOORBELLS DEV_I
 	fi
 	echo "$r $n $i $l"
 }
-echo "guest kernel $(uname -r), $(nproc) CPU(s); A=$a B=$b R=/dev/ram0 N=/dev/nullb0, ${t}s per job${P2PNVME_COALESCE:+; interrupt coalescing set by the guest for QD>1 (QD/2 entries, 1 ms)}"
+echo "guest kernel $(uname -r), $(nproc) CPU(s); A=$a B=$b R=/dev/ram0 N=/dev/nullb0, ${t}s per job, ${rounds} round(s)${P2PNVME_COALESCE:+; interrupt coalescing set by the guest for QD>1 (QD/2 entries, 1 ms)}"
 printf '%-9s %-4s %-4s %9s %9s %9s %9s %6s %6s %6s  %7s %7s %7s %7s  %8s %8s\n' \
 	rw bs qd A_IOPS B_IOPS R_IOPS N_IOPS A/B A/R A/N A_irq/io B_irq/io A_db/io A_sig/io A_lat_us B_lat_us
+avg() { # "7 fields x rounds" -> the 7 fields averaged over the rounds
+	echo "$1" | awk -v n="$rounds" '{for (i = 1; i <= NF; i++) s[(i - 1) % 7] += $i}
+		END {for (k = 0; k < 7; k++) printf "%s ", s[k] / n}'
+}
 for w in "randread 4k 1" "randread 4k 16" "randwrite 4k 16" "read 128k 4"; do
 	set -- $w
-	ra=$(job A "$a" "$1" "$2" "$3")
-	rb=$(job B "$b" "$1" "$2" "$3")
-	rr=$(job R /dev/ram0 "$1" "$2" "$3")
-	rn=$(job N /dev/nullb0 "$1" "$2" "$3")
-	echo "$1 $2 $3 $ra $rb $rr $rn" | awk '
+	rA= rB= rR= rN= i=0
+	while [ "$i" -lt "$rounds" ]; do
+		# Every other round in reverse order, so a drift in the host's
+		# load does not favour one side.
+		order="A B R N"
+		[ $((i % 2)) = 1 ] && order="N R B A"
+		for s in $order; do
+			case $s in A) d=$a ;; B) d=$b ;; R) d=/dev/ram0 ;; N) d=/dev/nullb0 ;; esac
+			r=$(job "$s" "$d" "$1" "$2" "$3")
+			eval "r$s=\"\$r$s $r\""
+		done
+		i=$((i + 1))
+	done
+	echo "$1 $2 $3 $(avg "$rA") $(avg "$rB") $(avg "$rR") $(avg "$rN")" | awk '
 	function r(x, y) { return y > 0 ? x / y : 0 }
 	function per(x, y) { return y > 0 ? x / y : 0 }
 	{
