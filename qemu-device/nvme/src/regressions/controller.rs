@@ -149,11 +149,18 @@ fn a_late_sq_doorbell_write_does_not_move_a_shadowed_tail_back() {
     assert_eq!(h.doorbell_writes, rings, "found by polling, not rung");
     h.run_worker();
     assert!(h.reap(1).expect("second read").ok());
-    let commands = h.ctrl.stats.commands.load(std::sync::atomic::Ordering::Relaxed);
+    let commands = h
+        .ctrl
+        .stats
+        .commands
+        .load(std::sync::atomic::Ordering::Relaxed);
     h.write32(DOORBELLS + 8, 1); // the late register write
     assert!(h.reap(1).is_none(), "no stale entry was run");
     assert_eq!(
-        h.ctrl.stats.commands.load(std::sync::atomic::Ordering::Relaxed),
+        h.ctrl
+            .stats
+            .commands
+            .load(std::sync::atomic::Ordering::Relaxed),
         commands
     );
     h.submit_no_reap(1, c);

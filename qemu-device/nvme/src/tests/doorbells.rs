@@ -172,7 +172,10 @@ fn a_large_transfer_ends_the_worker_pass() {
     let list = h.prp_list(buf, 512 << 10);
     h.manual = true;
     for lba in [0, 1024] {
-        h.submit_no_reap(1, crate::testhost::rw_command(io::READ, lba, 1024, buf, list, false));
+        h.submit_no_reap(
+            1,
+            crate::testhost::rw_command(io::READ, lba, 1024, buf, list, false),
+        );
     }
     assert_eq!(h.ctrl.step(), crate::controller::Step::Busy);
     assert!(h.reap(1).expect("the first transfer").ok());

@@ -146,6 +146,10 @@ fn turning_coalescing_off_releases_held_interrupts() {
     assert_eq!(h.take_interrupts(), 0);
     h.manual = false;
     set_coalescing(&mut h, 0, 0);
-    assert_eq!(h.take_interrupts(), 2, "the admin completion and the held vector");
+    assert_eq!(
+        h.take_interrupts(),
+        2,
+        "the admin completion and the held vector"
+    );
     reap_all(&mut h, 4);
 }

@@ -71,7 +71,9 @@ impl Backend {
                 // An unpark after our look makes park return at once.
                 // Interrupts held by coalescing are due at `deadline`.
                 Step::Sleep => match deadline {
-                    Some(d) => std::thread::park_timeout(d.saturating_duration_since(Instant::now())),
+                    Some(d) => {
+                        std::thread::park_timeout(d.saturating_duration_since(Instant::now()))
+                    }
                     None => std::thread::park(),
                 },
             }
