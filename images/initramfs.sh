@@ -47,8 +47,8 @@ cat >"$stage/etc/profile" <<'PROFILE'
 export PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin PS1='guest# '
 PROFILE
 
-echo "[image 2/4] kernel modules for $kver (nvme, ext4, fw_cfg and their dependencies)"
-mods="nvme ext4 qemu_fw_cfg brd"
+echo "[image 2/4] kernel modules for $kver (nvme, ext4, fw_cfg, brd, null_blk and their dependencies)"
+mods="nvme ext4 qemu_fw_cfg brd null_blk" # null_blk: loaded by ci/guest/fio-compare.sh
 chroot "$rootfs" sh -c "for m in $mods; do modprobe -S '$kver' --show-depends \$m; done" |
 	awk '$1 == "insmod" {print $2}' | sort -u | while read -r ko; do
 	dst="$stage${ko%.xz}"

@@ -20,6 +20,8 @@ pub struct Counters {
     pub errors: AtomicU64,
     /// Doorbell register writes: each one a vfio-user round trip for QEMU.
     pub doorbell_writes: AtomicU64,
+    /// Interrupts signalled to the client (MSI-X eventfd writes).
+    pub interrupts: AtomicU64,
 }
 
 fn slot(kind: Kind, dir: Dir, t: Target) -> usize {
@@ -44,6 +46,7 @@ impl Counters {
             commands: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             doorbell_writes: AtomicU64::new(0),
+            interrupts: AtomicU64::new(0),
         }
     }
 
@@ -74,6 +77,7 @@ impl Counters {
         self.commands.store(0, Relaxed);
         self.errors.store(0, Relaxed);
         self.doorbell_writes.store(0, Relaxed);
+        self.interrupts.store(0, Relaxed);
     }
 
     fn routes(&self, kind: Kind) -> Routes {
@@ -139,6 +143,8 @@ impl Counters {
             errors: U64::new(self.errors.load(Relaxed)),
             data: kind(Kind::Data),
             meta: kind(Kind::Meta),
+            doorbell_writes: U64::new(self.doorbell_writes.load(Relaxed)),
+            interrupts: U64::new(self.interrupts.load(Relaxed)),
         }
     }
 }
@@ -177,7 +183,7 @@ mod tests {
         assert_eq!(page.data.peer_cmb_written.get(), 4096);
         assert_eq!(page.meta.guest_ram_read.get(), 64);
         let bytes = zerocopy::IntoBytes::as_bytes(&page);
-        assert_eq!(bytes.len(), 14 * 8);
+        assert_eq!(bytes.len(), 16 * 8);
         assert_eq!(u64::from_le_bytes(bytes[32..40].try_into().unwrap()), 512); // data own read
         c.reset();
         assert_eq!(c.to_json()["data"]["own_cmb"]["read"], 0);

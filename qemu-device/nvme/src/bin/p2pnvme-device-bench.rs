@@ -54,6 +54,27 @@ fn file_ceiling_gbps(dir: &std::path::Path, secs: f64) -> (f64, f64) {
     (gbps(r), gbps(w))
 }
 
+/// This thread's CPU time (what "one core" can do, whatever else runs).
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Runs `f` repeatedly for `secs`; returns operations per second of wall
+/// time and per second of this thread's CPU time.
+fn rate_cpu(secs: f64, f: impl FnMut(u64)) -> (f64, f64) {
+    let c = thread_cpu();
+    let t = Instant::now();
+    let wall = rate(secs, f);
+    let ops = wall * t.elapsed().as_secs_f64();
+    (wall, ops / (thread_cpu() - c).as_secs_f64().max(1e-9))
+}
+
 /// Runs `f` repeatedly for `secs`; returns operations per second.
 fn rate(secs: f64, mut f: impl FnMut(u64)) -> f64 {
     let (t, mut n) = (Instant::now(), 0u64);
@@ -69,6 +90,8 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(2.0);
+    // `commands`: only the 4 KiB command rates (QD1, QD32, workers).
+    let commands_only = std::env::args().nth(2).as_deref() == Some("commands");
     let dir = tempfile::tempdir().unwrap();
     if std::env::args().any(|a| a == "trace") {
         return trace_and_fault_cost(dir.path(), secs);
@@ -87,6 +110,11 @@ fn main() {
         assert!(h.rw(1, WRITE, i * 256, 256, buf, list).ok());
     }
     let mc4 = memcpy_gbps(4096, 256 << 20, secs);
+    if commands_only {
+        command_rates(&mut h, blocks, secs, mc4);
+        parallel_queues(dir.path(), secs);
+        return;
+    }
     let mc128 = memcpy_gbps(128 << 10, 256 << 20, secs);
     let hot = memcpy_gbps(128 << 10, 128 << 10, secs);
     println!(
@@ -103,55 +131,7 @@ fn main() {
         ceiling.1
     );
 
-    let b4 = h.alloc(4096);
-    for shadow in [false, true] {
-        if shadow {
-            assert!(h.enable_shadow_doorbells().ok());
-        }
-        let (writes, mut n) = (h.doorbell_writes, 0u64);
-        let iops = rate(secs, |i| {
-            let lba = (i * 8 * 7919) % (blocks - 8);
-            assert!(h.rw(1, READ, lba, 8, b4, 0).ok());
-            n += 1;
-        });
-        println!(
-            "4 KiB random reads, QD1, one core, {} shadow doorbells: {:.0} commands/s ({:.2} GB/s = {:.0}% of 4 KiB memcpy); {:.2} doorbell register writes per command",
-            if shadow { "with" } else { "without" },
-            iops,
-            iops * 4096.0 / 1e9,
-            iops * 4096.0 / 1e9 / mc4 * 100.0,
-            (h.doorbell_writes - writes) as f64 / n as f64
-        );
-    }
-    {
-        // 32 commands in flight: submit a batch, then reap it.
-        let mut n = 0u64;
-        let iops = rate(secs, |i| {
-            for k in 0..32u64 {
-                let lba = ((i * 32 + k) * 8 * 7919) % (blocks - 8);
-                let mut c = command(READ, 1);
-                c.dw[6] = b4 as u32;
-                c.dw[7] = (b4 >> 32) as u32;
-                c.dw[10] = lba as u32;
-                c.dw[11] = (lba >> 32) as u32;
-                c.dw[12] = 7;
-                h.submit_no_reap(1, c);
-            }
-            let mut done = 0;
-            while done < 32 {
-                if let Some(c) = h.reap(1) {
-                    assert!(c.ok());
-                    done += 1;
-                }
-            }
-            n += 32;
-        }) * 32.0;
-        println!(
-            "4 KiB random reads, QD32, one queue: {iops:.0} commands/s ({:.2} GB/s)",
-            iops * 4096.0 / 1e9
-        );
-        let _ = n;
-    }
+    command_rates(&mut h, blocks, secs, mc4);
     for (name, op) in [("read", READ), ("write", WRITE)] {
         let r = rate(secs, |i| {
             let lba = (i * 256) % (blocks - 256);
@@ -199,6 +179,68 @@ fn main() {
     let _ = RAM_BASE;
     bar0_latency_under_writes(dir.path(), secs);
     parallel_queues(dir.path(), secs);
+}
+
+/// 4 KiB reads stepped on this thread (one core for host and device): QD1
+/// without and with shadow doorbells, then QD32 (32 entries, one doorbell).
+fn command_rates(h: &mut TestHost, blocks: u64, secs: f64, mc4: f64) {
+    let b4 = h.alloc(4096);
+    for shadow in [false, true] {
+        if shadow {
+            assert!(h.enable_shadow_doorbells().ok());
+        }
+        let (writes, mut n) = (h.doorbell_writes, 0u64);
+        let (iops, cpu) = rate_cpu(secs, |i| {
+            let lba = (i * 8 * 7919) % (blocks - 8);
+            assert!(h.rw(1, READ, lba, 8, b4, 0).ok());
+            n += 1;
+        });
+        println!(
+            "4 KiB random reads, QD1, one core, {} shadow doorbells: {:.0} commands/s ({:.0} per CPU second; {:.2} GB/s = {:.0}% of 4 KiB memcpy); {:.2} doorbell register writes per command",
+            if shadow { "with" } else { "without" },
+            iops,
+            cpu,
+            iops * 4096.0 / 1e9,
+            iops * 4096.0 / 1e9 / mc4 * 100.0,
+            (h.doorbell_writes - writes) as f64 / n as f64
+        );
+    }
+    {
+        // 32 commands in flight: submit a batch, then reap it.
+        let mut n = 0u64;
+        h.take_interrupts();
+        let (iops, cpu) = rate_cpu(secs, |i| {
+            // The worker runs once all 32 are in the queue, as when a
+            // driver rings once for a batch.
+            h.manual = true;
+            for k in 0..32u64 {
+                let lba = ((i * 32 + k) * 8 * 7919) % (blocks - 8);
+                let mut c = command(READ, 1);
+                c.dw[6] = b4 as u32;
+                c.dw[7] = (b4 >> 32) as u32;
+                c.dw[10] = lba as u32;
+                c.dw[11] = (lba >> 32) as u32;
+                c.dw[12] = 7;
+                h.submit_no_reap(1, c);
+            }
+            h.manual = false;
+            h.run_worker();
+            let mut done = 0;
+            while done < 32 {
+                let c = h.reap(1).expect("the worker completed the batch");
+                assert!(c.ok());
+                done += 1;
+            }
+            h.run_worker();
+            n += 32;
+        });
+        let (iops, cpu) = (iops * 32.0, cpu * 32.0);
+        println!(
+            "4 KiB random reads, QD32, one queue, one core: {iops:.0} commands/s ({cpu:.0} per CPU second; {:.2} GB/s); {:.2} interrupts per command",
+            iops * 4096.0 / 1e9,
+            h.take_interrupts() as f64 / n as f64
+        );
+    }
 }
 
 /// A controller on its own worker thread with I/O queue 1 of 1024 entries.
@@ -267,10 +309,11 @@ fn bar0_latency_under_writes(dir: &std::path::Path, secs: f64) {
     );
 }
 
-/// 4 KiB reads at QD32 on one controller's worker, then on two
-/// controllers' workers at once (one queue each): the scaling ratio.
+/// 4 KiB reads at QD1 and QD32 on one controller's worker thread, then on
+/// two controllers' workers at once (one queue each, one host thread per
+/// queue): commands per second and the scaling ratio.
 fn parallel_queues(dir: &std::path::Path, secs: f64) {
-    let run = |n: usize| -> f64 {
+    let run = |n: usize, depth: u64| -> f64 {
         let hosts: Vec<_> = (0..n).map(|i| remote(dir, 20 + i)).collect();
         let t = Instant::now();
         let threads: Vec<_> = hosts
@@ -280,7 +323,7 @@ fn parallel_queues(dir: &std::path::Path, secs: f64) {
                 std::thread::spawn(move || {
                     let (t, mut done, mut i) = (Instant::now(), 0u64, 0u64);
                     while t.elapsed().as_secs_f64() < secs {
-                        let batch: Vec<Sqe> = (0..32)
+                        let batch: Vec<Sqe> = (0..depth)
                             .map(|k| {
                                 rw_command(
                                     READ,
@@ -292,10 +335,10 @@ fn parallel_queues(dir: &std::path::Path, secs: f64) {
                                 )
                             })
                             .collect();
-                        i += 32;
+                        i += depth;
                         r.submit(&batch);
                         assert!(r.wait_all().iter().all(|c| c.ok()));
-                        done += 32;
+                        done += depth;
                     }
                     done
                 })
@@ -304,12 +347,14 @@ fn parallel_queues(dir: &std::path::Path, secs: f64) {
         let total: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
         total as f64 / t.elapsed().as_secs_f64()
     };
-    let one = run(1);
-    let two = run(2);
-    println!(
-        "4 KiB reads QD32 through worker threads: 1 queue/1 worker {one:.0} commands/s, 2 queues/2 workers {two:.0} commands/s (scaling {:.2}x)",
-        two / one
-    );
+    for depth in [1, 32] {
+        let one = run(1, depth);
+        let two = run(2, depth);
+        println!(
+            "4 KiB reads QD{depth} through worker threads: 1 queue/1 worker {one:.0} commands/s, 2 queues/2 workers {two:.0} commands/s (scaling {:.2}x)",
+            two / one
+        );
+    }
 }
 
 /// QD1 4 KiB reads (the hottest path per command) with the trace off and

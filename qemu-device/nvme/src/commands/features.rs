@@ -13,7 +13,10 @@ pub struct Features {
     pub nsqa: u16,
     pub ncqa: u16,
     pub queues_set: bool,
+    /// Interrupt Coalescing (08h): THR (bits 7:0), TIME (15:8).
     pub int_coalescing: u32,
+    /// Interrupt Vector Configuration (09h): CD per vector (bit = vector).
+    pub no_coalescing: u32,
     pub async_config: u32,
     pub timestamp_ms: u64,
     pub timestamp_at: std::time::Instant,
@@ -34,6 +37,7 @@ impl Default for Features {
             ncqa: MAX_IO_QUEUES as u16,
             queues_set: false,
             int_coalescing: 0,
+            no_coalescing: 0,
             async_config: 0,
             timestamp_ms: 0,
             timestamp_at: std::time::Instant::now(),
@@ -79,7 +83,8 @@ pub(super) fn get_features(c: &mut AdminCtx<'_>, sqe: &Sqe) -> CmdResult {
             if iv as usize >= c.vectors {
                 return Err(Status::INVALID_FIELD);
             }
-            Ok(iv)
+            let cd = (f.no_coalescing >> iv) & 1;
+            Ok(iv | cd << 16)
         }
         fid::ERROR_RECOVERY => Ok(f.error_recovery),
         fid::WRITE_ATOMICITY => Ok(f.write_atomicity),
@@ -127,8 +132,14 @@ pub(super) fn set_features(c: &mut AdminCtx<'_>, sqe: &Sqe) -> CmdResult {
         }
         fid::INTERRUPT_COALESCING => c.features.int_coalescing = v & 0xffff,
         fid::INTERRUPT_VECTOR_CONFIG => {
-            if (v & 0xffff) as usize >= c.vectors {
+            let iv = v & 0xffff;
+            if iv as usize >= c.vectors {
                 return Err(Status::INVALID_FIELD);
+            }
+            if v & (1 << 16) != 0 {
+                c.features.no_coalescing |= 1 << iv;
+            } else {
+                c.features.no_coalescing &= !(1 << iv);
             }
         }
         fid::ERROR_RECOVERY => {

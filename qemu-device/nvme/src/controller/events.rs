@@ -35,9 +35,6 @@ impl Controller {
     }
 
     pub(super) fn interrupt(&mut self, iv: u16) {
-        if std::mem::take(&mut self.withhold_irq) {
-            return; // a `no-irq` fault rule
-        }
         let Some(slot) = self.irqs.get_mut(iv as usize) else {
             return;
         };
@@ -46,6 +43,9 @@ impl Controller {
         } else if let Some(fd) = &slot.fd {
             // Non-blocking: a full counter already means "interrupt".
             let _ = fd.write(1);
+            self.stats
+                .interrupts
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 

@@ -5,6 +5,7 @@ mod admin;
 pub mod dbbuf;
 mod events;
 mod faults;
+mod irq;
 mod queues;
 mod registers;
 pub mod regs;
@@ -153,7 +154,7 @@ pub struct Controller {
     pub bells: Arc<Doorbells>,
     /// CC.SHN was set: the worker flushes, then reports SHST complete.
     shutdown_pending: bool,
-    /// Commands left in this worker pass (the worker drops the lock
+    /// Work units left in this worker pass (the worker drops the lock
     /// between passes, so a pass is short).
     budget: usize,
     /// Where the next pass starts, so every queue gets its turn.
@@ -164,7 +165,7 @@ pub struct Controller {
     pub trace: Arc<crate::trace::Tracer>,
     /// Completions fault rules hold back (delayed, or never posted).
     held: Vec<faults::Held>,
-    /// A `no-irq` fault: the next interrupt is not sent.
+    /// A `no-irq` fault: the completion being posted marks no interrupt.
     withhold_irq: bool,
     /// SMART critical warning bits (a `aen=smart` fault sets them).
     pub critical_warning: u8,
@@ -172,10 +173,16 @@ pub struct Controller {
     pub changed_ns: Vec<u32>,
     /// A `cmb-revoke=unmap` fault: CPU reads of the CMB return all ones.
     pub cmb_unreachable: Arc<AtomicBool>,
+    /// Completions not yet signalled (batching and coalescing).
+    irq: irq::IrqState,
 }
 
-/// Commands per worker pass; the lock is free between passes.
-const PASS: usize = 4;
+/// Work units per worker pass; the lock is free between passes. A command
+/// costs one unit plus one per `PASS_UNIT_BYTES` of data it moves, so a pass
+/// runs at most 16 small commands (one interrupt for all of them) and at
+/// most about one 512 KiB transfer.
+pub(crate) const PASS: usize = 16;
+const PASS_UNIT_BYTES: u64 = 32 << 10;
 
 /// What the worker should do after a step (see `step`).
 #[derive(Debug, PartialEq, Eq)]
@@ -250,6 +257,7 @@ impl Controller {
             critical_warning: 0,
             changed_ns: vec![],
             cmb_unreachable: Arc::default(),
+            irq: Default::default(),
         })
         .inspect(|c| c.publish())
     }

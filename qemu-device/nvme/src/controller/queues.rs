@@ -13,6 +13,8 @@ impl Controller {
         if !self.held.is_empty() {
             self.post_due(); // fault rules' delayed completions
         }
+        // A doorbell error may have completed an AER.
+        self.signal_marked();
         if self.work {
             self.run_pending();
             return Step::Busy;
@@ -48,8 +50,16 @@ impl Controller {
             return;
         }
         let v = v as u16;
+        // With shadow doorbells the shadow value is the newest one (the
+        // driver writes it before the register), and the worker may have
+        // moved past this register value while the write was on its way:
+        // taking it would move the queue back, and an SQ tail behind its
+        // head reads as a whole queue of stale entries. The write then
+        // only wakes the worker, which rereads the shadow.
+        let shadowed = qid != 0 && self.dbbuf.is_some();
         if idx.is_multiple_of(2) {
             match self.sqs.get_mut(qid).and_then(|q| q.as_mut()) {
+                Some(sq) if v < sq.size && shadowed => {}
                 Some(sq) if v < sq.size => sq.tail = v,
                 Some(_) => return self.doorbell_error(0x01), // invalid write value
                 None => return self.doorbell_error(0x00),    // invalid doorbell register
@@ -57,6 +67,8 @@ impl Controller {
             self.work = true;
         } else {
             match self.cqs.get_mut(qid).and_then(|q| q.as_mut()) {
+                // A full queue rereads the shadow head (refresh_cq_head).
+                Some(cq) if v < cq.size && shadowed => {}
                 // The new head may only pass entries we posted: it lies
                 // between the old head and the tail (modulo the size).
                 Some(cq) if v < cq.size && cq_head_valid(cq, v) => cq.head = v,
@@ -69,7 +81,7 @@ impl Controller {
 
     /// Processes what doorbells recorded: completions waiting for CQ space
     /// first, then submission queues with new entries.
-    /// One short pass (at most PASS commands): the worker drops the lock
+    /// One short pass (at most PASS work units): the worker drops the lock
     /// between passes, so the message thread never waits for a backlog.
     pub fn run_pending(&mut self) {
         self.work = false;
@@ -106,6 +118,7 @@ impl Controller {
                         .as_ref()
                         .is_some_and(|cq| cq.pending.is_empty())
             });
+        self.signal_marked();
     }
 
     /// The controller hit a fatal error (a queue it cannot reach): CSTS.CFS,
@@ -181,6 +194,10 @@ impl Controller {
                 ctx.dma.cut = cut;
                 Some(crate::commands::io::execute(&mut ctx, &sqe))
             };
+            if qid != 0 {
+                let extra = self.data_units(&sqe);
+                self.budget = self.budget.saturating_sub(extra);
+            }
             let Some(res) = res else { continue }; // held (AER)
             let res = match &hook {
                 Some(h) => h.result(res),
@@ -205,7 +222,23 @@ impl Controller {
         }
     }
 
-    /// Queues a completion on `cqid` and raises its interrupt.
+    /// Pass units an I/O command costs beyond its first: one per
+    /// `PASS_UNIT_BYTES` it asked to move (Read, Write, Compare).
+    fn data_units(&self, sqe: &Sqe) -> usize {
+        use crate::nvme::io;
+        if !matches!(sqe.opcode(), io::READ | io::WRITE | io::COMPARE) {
+            return 0;
+        }
+        let shift = (sqe.nsid() as usize)
+            .checked_sub(1)
+            .and_then(|i| self.ns.get(i))
+            .map_or(9, |ns| ns.lba_shift);
+        let bytes = ((sqe.cdw(12) & 0xffff) as u64 + 1) << shift;
+        (bytes / PASS_UNIT_BYTES) as usize
+    }
+
+    /// Queues a completion on `cqid`; its interrupt is raised when the
+    /// pass ends (`signal_marked`).
     pub fn post(&mut self, cqid: usize, sqid: u16, cid: u16, dw0: u32, status: Status) {
         let sq_head = self
             .sqs
@@ -223,7 +256,7 @@ impl Controller {
     }
 
     pub(super) fn drain_pending(&mut self, cqid: usize) {
-        let mut wrote = false;
+        let mut wrote = 0;
         loop {
             let Some(cq) = self.cqs.get_mut(cqid).and_then(|q| q.as_mut()) else {
                 return;
@@ -251,14 +284,11 @@ impl Controller {
                 Some((a, Err(_))) => return self.fatal("CQ entry write fault", a),
                 None => return self.fatal("CQ entry beyond the address space", u64::MAX),
             }
-            wrote = true;
+            wrote += 1;
         }
-        if wrote {
-            let cq = self.cqs[cqid].as_ref().unwrap();
-            if cq.ien {
-                let iv = cq.iv;
-                self.interrupt(iv);
-            }
+        // A `no-irq` fault rule's entry asks for no interrupt of its own.
+        if wrote > 0 && !self.withhold_irq {
+            self.mark_irq(cqid, wrote);
         }
     }
 

@@ -98,7 +98,8 @@ impl RemoteHost {
             assert!(self.ram.read(at as usize, &mut e));
             let st = u16::from_le_bytes([e[14], e[15]]);
             if (st & 1 == 1) != q.phase {
-                std::hint::spin_loop();
+                // Let the worker have the core (hosts with few cores).
+                std::thread::yield_now();
                 continue;
             }
             q.cq_head = (q.cq_head + 1) % q.cq_size;

@@ -160,3 +160,26 @@ fn a_polling_worker_finds_unrung_entries_then_publishes_event_indices() {
     assert_eq!(h.ctrl.stats.commands.load(Relaxed) - done, 3);
     assert!(h.reap(1).is_some() && h.reap(1).is_some() && h.reap(1).is_some());
 }
+
+#[test]
+fn a_large_transfer_ends_the_worker_pass() {
+    // The lock is free between passes: a pass may run many small commands
+    // but only about one 512 KiB transfer.
+    let d = tempfile::tempdir().unwrap();
+    let mut h = host(&d);
+    h.create_io_queue(1, 16, None);
+    let buf = h.alloc(512 << 10);
+    let list = h.prp_list(buf, 512 << 10);
+    h.manual = true;
+    for lba in [0, 1024] {
+        h.submit_no_reap(
+            1,
+            crate::testhost::rw_command(io::READ, lba, 1024, buf, list, false),
+        );
+    }
+    assert_eq!(h.ctrl.step(), crate::controller::Step::Busy);
+    assert!(h.reap(1).expect("the first transfer").ok());
+    assert!(h.reap(1).is_none(), "the second waits for the next pass");
+    while h.ctrl.step() == crate::controller::Step::Busy {}
+    assert!(h.reap(1).expect("the second transfer").ok());
+}

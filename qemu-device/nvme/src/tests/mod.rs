@@ -6,6 +6,7 @@ mod cmb;
 mod commands;
 mod doorbells;
 mod faults;
+mod interrupts;
 mod msi;
 mod trace;
 

@@ -17,6 +17,7 @@ use pci::PciConfig;
 use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// The controller is shared with its I/O worker (see `worker`). The
 /// message thread reads registers and records doorbells without its lock;
@@ -59,9 +60,13 @@ impl Backend {
     pub fn worker(&mut self) -> std::thread::JoinHandle<()> {
         let (ctrl, bells, waiters) = (self.ctrl.clone(), self.bells.clone(), self.waiters.clone());
         let h = std::thread::spawn(move || loop {
-            let (step, due) = {
+            let (step, deadline) = {
                 let mut c = ctrl.lock().unwrap_or_else(|e| e.into_inner());
-                (c.step(), c.next_due()) // due: a fault rule's delayed completion
+                let step = c.step();
+                // Held interrupts (coalescing) and a fault rule's delayed
+                // completion: the worker sleeps no longer than either.
+                let delayed = c.next_due().map(|d| Instant::now() + d);
+                (step, c.irq_deadline().into_iter().chain(delayed).min())
             };
             // The lock is free: a waiting message goes first.
             while waiters.load(Ordering::Acquire) > 0 {
@@ -70,12 +75,15 @@ impl Backend {
             match step {
                 Step::Busy => {}
                 Step::Polling => std::thread::yield_now(),
+                Step::Sleep if bells.pending() => {}
                 // An unpark after our look makes park return at once.
-                Step::Sleep if !bells.pending() => match due {
-                    Some(d) => std::thread::park_timeout(d),
+                // Interrupts held by coalescing are due at `deadline`.
+                Step::Sleep => match deadline {
+                    Some(d) => {
+                        std::thread::park_timeout(d.saturating_duration_since(Instant::now()))
+                    }
                     None => std::thread::park(),
                 },
-                Step::Sleep => {}
             }
         });
         self.worker = Some(h.thread().clone());

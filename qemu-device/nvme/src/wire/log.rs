@@ -160,5 +160,9 @@ pub struct DmaCountersLog {
     pub data: DmaKindCounters,
     /// Queue entries, PRP lists and SGL descriptors.
     pub meta: DmaKindCounters,
+    /// Doorbell register writes (each one a trapped MMIO write for the guest).
+    pub doorbell_writes: U64,
+    /// Interrupts signalled (MSI-X eventfd writes).
+    pub interrupts: U64,
 }
-const _: () = assert!(size_of::<DmaCountersLog>() == 112);
+const _: () = assert!(size_of::<DmaCountersLog>() == 128);

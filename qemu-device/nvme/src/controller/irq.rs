@@ -1,0 +1,135 @@
+//! Interrupt batching and Interrupt Coalescing (Features 08h and 09h).
+//!
+//! A completion queue that got new entries is marked, and the worker
+//! signals each marked queue's vector once, when its pass ends: one eventfd
+//! write (one injected interrupt, whose handler reaps every new entry)
+//! covers all completions of the pass. When the host set an aggregation
+//! threshold and time (Feature 08h) and did not disable coalescing on the
+//! vector (Feature 09h, CD), an I/O queue's vector is signalled only once
+//! THR + 1 entries accumulated or TIME x 100 us passed since the first one;
+//! the admin queue's entries are never held.
+
+use super::*;
+
+/// What the worker remembers about unsignalled completions.
+pub struct IrqState {
+    /// Completion queues (bit = CQ id) with entries not yet signalled.
+    due: u128,
+    /// Per CQ: entries posted since its vector was last signalled.
+    fresh: Vec<u32>,
+    /// Per vector: entries held by coalescing, and since when.
+    held: Vec<(u32, Option<Instant>)>,
+    /// Some vector holds entries.
+    holding: bool,
+}
+
+impl Default for IrqState {
+    fn default() -> Self {
+        IrqState {
+            due: 0,
+            fresh: vec![0; MAX_IO_QUEUES + 1],
+            held: vec![(0, None); crate::limits::MSIX_VECTORS],
+            holding: false,
+        }
+    }
+}
+
+/// The host's aggregation setting: (threshold in entries, time), when
+/// coalescing is on (both fields non-zero; a zero time allows no delay and
+/// a 0's based threshold of 0 is one entry).
+fn aggregation(int_coalescing: u32) -> Option<(u32, Duration)> {
+    let thr = (int_coalescing & 0xff) + 1;
+    let time = (int_coalescing >> 8) & 0xff;
+    (thr > 1 && time > 0).then(|| (thr, Duration::from_micros(time as u64 * 100)))
+}
+
+impl Controller {
+    /// `n` new entries on `cqid`: its vector is signalled when the pass ends.
+    pub(super) fn mark_irq(&mut self, cqid: usize, n: u32) {
+        if let Some(f) = self.irq.fresh.get_mut(cqid) {
+            *f = f.saturating_add(n);
+            self.irq.due |= 1u128 << cqid;
+        }
+    }
+
+    /// Signals the vectors of the completion queues marked since the last
+    /// call (each vector once), holding I/O queues' entries while the
+    /// host's coalescing setting allows; signals held vectors whose time
+    /// is up (or whose coalescing the host turned off).
+    pub(super) fn signal_marked(&mut self) {
+        if self.irq.due == 0 && !self.irq.holding {
+            return;
+        }
+        let agg = aggregation(self.features.int_coalescing);
+        let now = agg.map(|_| Instant::now());
+        let no_coalescing = self.features.no_coalescing;
+        let mut due = std::mem::take(&mut self.irq.due);
+        let mut signal = 0u64; // bit = vector
+        while due != 0 {
+            let cqid = due.trailing_zeros() as usize;
+            due &= due - 1;
+            let n = std::mem::take(&mut self.irq.fresh[cqid]);
+            let Some(cq) = self.cqs.get(cqid).and_then(|q| q.as_ref()) else {
+                continue;
+            };
+            let iv = cq.iv as usize;
+            if !cq.ien || iv >= self.irq.held.len() {
+                continue;
+            }
+            let coalesce = cqid != 0 && no_coalescing & (1 << iv) == 0;
+            match (agg, now, coalesce) {
+                (Some((thr, _)), Some(now), true) => {
+                    let held = &mut self.irq.held[iv];
+                    held.0 = held.0.saturating_add(n);
+                    held.1.get_or_insert(now);
+                    self.irq.holding = true;
+                    if held.0 >= thr {
+                        signal |= 1 << iv;
+                    }
+                }
+                _ => signal |= 1 << iv,
+            }
+        }
+        if self.irq.holding {
+            for (iv, held) in self.irq.held.iter().enumerate() {
+                let Some(since) = held.1 else { continue };
+                let release = match (agg, now) {
+                    (Some((_, time)), Some(now)) => {
+                        now.duration_since(since) >= time || no_coalescing & (1 << iv) != 0
+                    }
+                    _ => true,
+                };
+                if release {
+                    signal |= 1 << iv;
+                }
+            }
+        }
+        while signal != 0 {
+            let iv = signal.trailing_zeros() as usize;
+            signal &= signal - 1;
+            self.irq.held[iv] = (0, None);
+            self.interrupt(iv as u16);
+        }
+        self.irq.holding = self.irq.held.iter().any(|h| h.1.is_some());
+    }
+
+    /// When the earliest vector held by coalescing must be signalled (the
+    /// worker sleeps no longer than that).
+    pub fn irq_deadline(&self) -> Option<Instant> {
+        if !self.irq.holding {
+            return None;
+        }
+        let (_, time) = aggregation(self.features.int_coalescing)?;
+        self.irq
+            .held
+            .iter()
+            .filter_map(|h| h.1)
+            .min()
+            .and_then(|since| since.checked_add(time))
+    }
+
+    /// Forgets unsignalled completions (the queues are gone).
+    pub(super) fn reset_irqs(&mut self) {
+        self.irq = IrqState::default();
+    }
+}

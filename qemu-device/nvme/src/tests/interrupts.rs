@@ -1,0 +1,155 @@
+//! Interrupt delivery: how many interrupts a batch of completions costs.
+
+use super::*;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// Four reads on I/O queue 1, written to the SQ with one doorbell write.
+fn submit_four_reads(h: &mut TestHost) {
+    let buf = h.alloc(4096);
+    h.manual = true;
+    for lba in 0..4u32 {
+        let mut c = command(io::READ, 1);
+        c.dw[6] = buf as u32;
+        c.dw[7] = (buf >> 32) as u32;
+        c.dw[10] = lba * 8;
+        h.submit_no_reap(1, c);
+    }
+}
+
+#[test]
+fn completions_of_one_pass_share_one_interrupt() {
+    let d = tempfile::tempdir().unwrap();
+    let mut h = host(&d);
+    h.create_io_queue(1, 16, None);
+    h.take_interrupts();
+    let signalled = h.ctrl.stats.interrupts.load(Relaxed);
+    submit_four_reads(&mut h);
+    while h.ctrl.step() == crate::controller::Step::Busy {}
+    for _ in 0..4 {
+        assert!(h.reap(1).expect("completed").ok());
+    }
+    assert_eq!(h.take_interrupts(), 1, "one interrupt for the pass");
+    assert_eq!(h.ctrl.stats.interrupts.load(Relaxed) - signalled, 1);
+}
+
+#[test]
+fn no_interrupt_is_lost_when_the_pass_ends_with_a_full_queue() {
+    // A 2-entry CQ holds one completion: the rest wait for the head
+    // doorbell, and each resumption signals again.
+    let d = tempfile::tempdir().unwrap();
+    let mut h = host(&d);
+    h.create_io_queue(1, 2, None);
+    h.take_interrupts();
+    let buf = h.alloc(4096);
+    h.manual = true;
+    let mut c = command(io::READ, 1);
+    c.dw[6] = buf as u32;
+    c.dw[7] = (buf >> 32) as u32;
+    h.submit_no_reap(1, c);
+    while h.ctrl.step() == crate::controller::Step::Busy {}
+    assert_eq!(h.take_interrupts(), 1);
+    assert!(h.reap(1).expect("first").ok());
+    h.submit_no_reap(1, c);
+    while h.ctrl.step() == crate::controller::Step::Busy {}
+    assert_eq!(h.take_interrupts(), 1, "the second completion signals too");
+    assert!(h.reap(1).expect("second").ok());
+}
+
+/// Sets Interrupt Coalescing (08h) to `thr` (0's based) and `time`.
+fn set_coalescing(h: &mut TestHost, thr: u32, time: u32) {
+    let mut c = command(admin::SET_FEATURES, 0);
+    c.dw[10] = 0x08;
+    c.dw[11] = time << 8 | thr;
+    assert!(h.submit(0, c).unwrap().ok());
+}
+
+/// Reads `n` completions of queue 1, whatever the interrupts.
+fn reap_all(h: &mut TestHost, n: usize) {
+    for _ in 0..n {
+        assert!(h.reap(1).expect("completed").ok());
+    }
+}
+
+#[test]
+fn interrupt_coalescing_holds_io_completions_until_the_threshold() {
+    let d = tempfile::tempdir().unwrap();
+    let mut h = host(&d);
+    h.create_io_queue(1, 16, None);
+    // 8 entries per interrupt, at most 25.5 ms apart (never reached here).
+    set_coalescing(&mut h, 7, 255);
+    h.take_interrupts();
+    submit_four_reads(&mut h);
+    while h.ctrl.step() == crate::controller::Step::Busy {}
+    reap_all(&mut h, 4);
+    assert_eq!(h.take_interrupts(), 0, "4 entries are below the threshold");
+    assert!(h.ctrl.irq_deadline().is_some(), "the worker wakes for them");
+    submit_four_reads(&mut h);
+    while h.ctrl.step() == crate::controller::Step::Busy {}
+    reap_all(&mut h, 4);
+    assert_eq!(h.take_interrupts(), 1, "the 8th entry signals");
+    assert!(h.ctrl.irq_deadline().is_none());
+}
+
+#[test]
+fn interrupt_coalescing_signals_when_the_aggregation_time_is_up() {
+    let d = tempfile::tempdir().unwrap();
+    let mut h = host(&d);
+    h.create_io_queue(1, 16, None);
+    set_coalescing(&mut h, 7, 1); // 100 us
+    h.take_interrupts();
+    submit_four_reads(&mut h);
+    while h.ctrl.step() == crate::controller::Step::Busy {}
+    assert_eq!(h.take_interrupts(), 0);
+    let due = h.ctrl.irq_deadline().expect("held");
+    std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+    let _ = h.ctrl.step();
+    assert_eq!(h.take_interrupts(), 1, "time is up");
+    reap_all(&mut h, 4);
+}
+
+#[test]
+fn coalescing_disable_and_admin_completions_are_never_held() {
+    let d = tempfile::tempdir().unwrap();
+    let mut h = host(&d);
+    h.create_io_queue(1, 16, None);
+    set_coalescing(&mut h, 7, 255);
+    // Admin completions signal at once (coalescing is for I/O queues).
+    h.take_interrupts();
+    set_coalescing(&mut h, 7, 255);
+    assert_eq!(h.take_interrupts(), 1, "admin completion signalled");
+    // CD on I/O queue 1's vector: its completions signal at once too.
+    let iv = 1; // the test host routes I/O completion queues to vector 1
+    let mut c = command(admin::SET_FEATURES, 0);
+    c.dw[10] = 0x09;
+    c.dw[11] = 1 << 16 | iv;
+    assert!(h.submit(0, c).unwrap().ok());
+    let mut g = command(admin::GET_FEATURES, 0);
+    g.dw[10] = 0x09;
+    g.dw[11] = iv;
+    assert_eq!(h.submit(0, g).unwrap().dw0, 1 << 16 | iv, "CD reported");
+    h.take_interrupts();
+    submit_four_reads(&mut h);
+    while h.ctrl.step() == crate::controller::Step::Busy {}
+    reap_all(&mut h, 4);
+    assert_eq!(h.take_interrupts(), 1);
+}
+
+#[test]
+fn turning_coalescing_off_releases_held_interrupts() {
+    let d = tempfile::tempdir().unwrap();
+    let mut h = host(&d);
+    h.create_io_queue(1, 16, None);
+    set_coalescing(&mut h, 7, 255);
+    h.take_interrupts();
+    submit_four_reads(&mut h);
+    while h.ctrl.step() == crate::controller::Step::Busy {}
+    assert_eq!(h.take_interrupts(), 0);
+    h.manual = false;
+    set_coalescing(&mut h, 0, 0);
+    assert_eq!(
+        h.take_interrupts(),
+        2,
+        "the admin completion and the held vector"
+    );
+    reap_all(&mut h, 4);
+}
