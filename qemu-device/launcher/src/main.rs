@@ -242,22 +242,27 @@ fn image_cmd(op: ImageOp) -> Result<i32> {
         .rootfs
         .join(format!("boot/config-{}", img.kernel_version));
     println!(
-        "debian kernel:  {} (the default), {}",
+        "debian kernel:  {}, {}",
         img.kernel_version,
         kernel::p2pdma_state(&debian_config)
     );
-    match minimal {
+    let default = match minimal {
         Some(tree) => {
             println!("minimal kernel: {}", tree.display());
             println!(
                 "minimal config: {}",
                 kernel::p2pdma_state(&tree.join(".config"))
             );
+            "minimal"
         }
-        None => println!(
-            "minimal kernel: not built ('p2pnvme image build --guest-kernel minimal' builds it, ~15 min)"
-        ),
-    }
+        None => {
+            println!(
+                "minimal kernel: not built ('p2pnvme image build --guest-kernel minimal' builds it, ~15 min)"
+            );
+            "debian (until the minimal kernel is built)"
+        }
+    };
+    println!("default kernel: {default}");
     if let ImageOp::Build { .. } = op {
         println!("ready in {:.1} s", t.elapsed().as_secs_f64());
     }
