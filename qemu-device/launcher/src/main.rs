@@ -75,8 +75,8 @@ enum ImageOp {
         /// Rebuild even if the cache is current.
         #[arg(long)]
         force: bool,
-        /// Also build this guest kernel: minimal (images/kernel, cached) or
-        /// debian (the image's own, always there).
+        /// Also build this guest kernel: minimal (images/kernel, cached; the
+        /// default guest kernel once built) or debian (the image's own, always there).
         #[arg(long, value_enum, value_name = "minimal|debian")]
         guest_kernel: Option<GuestKernelChoice>,
         /// Same as --guest-kernel minimal (older spelling).
