@@ -177,3 +177,76 @@ fn guest_reaches_the_host_control_channel() {
     assert!(s.contains("pong\nok\n"), "{s}");
     assert!(s.contains("channel-ok"), "{s}");
 }
+
+/// `image info`'s `default kernel:` value.
+fn default_kernel(src: Option<&std::path::Path>) -> String {
+    let mut cmd = std::process::Command::new(p2pnvme_bin());
+    cmd.args(["image", "info"]);
+    if let Some(s) = src {
+        cmd.env("P2PNVME_SRC", s);
+    }
+    let out = cmd.output().unwrap();
+    let s = String::from_utf8_lossy(&out.stdout).into_owned();
+    s.lines()
+        .find_map(|l| l.strip_prefix("default kernel: "))
+        .unwrap_or_else(|| panic!("no 'default kernel:' line: {s}"))
+        .to_string()
+}
+
+#[test]
+fn default_guest_kernel_is_minimal_once_built_and_debian_with_a_notice_before() {
+    // Built (ci/test builds it first; this builds it when it is not).
+    let out = p2pnvme(&["image", "build", "--guest-kernel", "minimal"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(default_kernel(None), "minimal");
+    let s = guest_ok(&["--no-guest-driver"], "uname -r");
+    assert_eq!(
+        s.trim(),
+        "7.3.4-p2pnvme",
+        "the default boots the minimal kernel"
+    );
+
+    // Not built: a source copy whose fragment differs keys another kernel
+    // (the image's key does not include images/kernel, so no image build).
+    let src = std::env::temp_dir().join(format!("p2pnvme-unbuilt-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&src);
+    std::fs::create_dir_all(&src).unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cp = std::process::Command::new("cp")
+        .arg("-a")
+        .args([root.join("images"), root.join("ci")])
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let fragment = src.join("images/kernel/p2pnvme.config");
+    let mut text = std::fs::read_to_string(&fragment).unwrap();
+    text.push_str("# a fragment no kernel was built from\n");
+    std::fs::write(&fragment, text).unwrap();
+    assert!(default_kernel(Some(&src)).starts_with("debian"));
+    let out = std::process::Command::new(p2pnvme_bin())
+        .args(["run", "--no-guest-driver", "--", "uname -r"])
+        .env("P2PNVME_SRC", &src)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&src);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stdout.trim().ends_with("+deb13-amd64"),
+        "Debian's kernel boots, without a kernel build: {stdout}"
+    );
+    let notice: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("guest kernel"))
+        .collect();
+    assert_eq!(notice.len(), 1, "{stderr}");
+    assert!(
+        notice[0].contains("not built yet")
+            && notice[0].contains("p2pnvme image build --guest-kernel minimal"),
+        "{stderr}"
+    );
+}

@@ -107,13 +107,45 @@ pub fn ensure_minimal(
     Ok(tree)
 }
 
-/// `--guest-kernel minimal` becomes `--kernel <the cached minimal tree>`
-/// (built first, with progress, when missing), so it boots through the same
-/// checks, module staging and p2pcopy build as any `--kernel` tree.
-pub fn pick(mut opts: VmOptions, rootfs: &Path) -> Result<VmOptions> {
-    if opts.guest_kernel == Some(GuestKernelChoice::Minimal) {
-        let flavor = KernelFlavor { debug: false };
-        opts.kernel = Some(ensure_minimal(rootfs, flavor, &mut |l| log::info!("{l}"))?);
+/// Turns the guest kernel choice into `--kernel`: `--guest-kernel minimal`
+/// becomes `--kernel <the cached minimal tree>` (built first, with progress,
+/// when missing), so it boots through the same checks, module staging and
+/// p2pcopy build as any `--kernel` tree. With neither `--guest-kernel` nor
+/// `--kernel` the minimal kernel is the default when it is built; until then
+/// Debian's boots, with a one-line notice (a 15-minute build on first use is
+/// asked for, never implied). `debian` and `--kernel` are left as they are.
+pub fn pick(opts: VmOptions, rootfs: &Path) -> Result<VmOptions> {
+    let flavor = KernelFlavor { debug: false };
+    choose(
+        opts,
+        || built_tree(rootfs, flavor),
+        || ensure_minimal(rootfs, flavor, &mut |l| log::info!("{l}")),
+    )
+}
+
+/// `pick` with the cache lookup and the build passed in.
+fn choose(
+    mut opts: VmOptions,
+    built: impl FnOnce() -> Result<Option<PathBuf>>,
+    build: impl FnOnce() -> Result<PathBuf>,
+) -> Result<VmOptions> {
+    match (opts.guest_kernel, &opts.kernel) {
+        (Some(GuestKernelChoice::Minimal), _) => {
+            opts.kernel = Some(build()?);
+            // Resolved into --kernel: the result validates again (the KVM
+            // probe boots a copy of these options).
+            opts.guest_kernel = None;
+        }
+        (None, None) => match built() {
+            Ok(Some(tree)) => opts.kernel = Some(tree),
+            Ok(None) => log::info!(
+                "booting Debian's guest kernel: the minimal one (the default) is not built yet; 'p2pnvme image build --guest-kernel minimal' builds it once (~15 min)"
+            ),
+            Err(e) => log::info!(
+                "booting Debian's guest kernel: the minimal one (the default) cannot be built here: {e:#}"
+            ),
+        },
+        _ => {}
     }
     Ok(opts)
 }
@@ -264,6 +296,92 @@ Package: linux-source-7.3\nStatus: install ok installed\nPriority: optional\nVer
         assert!(Path::new(&log).is_file());
         assert!(!tree.exists());
         assert_eq!(lines[0], "[kernel] unpacking linux-source-7.3.tar.xz");
+    }
+
+    fn opts(kernel: Option<&str>, guest_kernel: Option<GuestKernelChoice>) -> VmOptions {
+        VmOptions {
+            kernel: kernel.map(PathBuf::from),
+            guest_kernel,
+            ..VmOptions::default()
+        }
+    }
+
+    fn never_built() -> Result<Option<PathBuf>> {
+        panic!("the cache was looked up")
+    }
+
+    fn never_build() -> Result<PathBuf> {
+        panic!("a kernel build started")
+    }
+
+    #[test]
+    fn default_boots_the_minimal_kernel_when_it_is_built() {
+        let o = choose(
+            opts(None, None),
+            || Ok(Some("/c/kernel-k".into())),
+            never_build,
+        )
+        .unwrap();
+        assert_eq!(o.kernel, Some(PathBuf::from("/c/kernel-k")));
+    }
+
+    #[test]
+    fn default_falls_back_to_debian_without_building_when_the_minimal_kernel_is_missing() {
+        let o = choose(opts(None, None), || Ok(None), never_build).unwrap();
+        assert_eq!(o.kernel, None, "the image's Debian kernel boots");
+        let o = choose(
+            opts(None, None),
+            || bail!("no linux-source package installed"),
+            never_build,
+        )
+        .unwrap();
+        assert_eq!(
+            o.kernel, None,
+            "a root filesystem without linux-source boots Debian's"
+        );
+    }
+
+    #[test]
+    fn guest_kernel_minimal_builds_when_missing() {
+        let o = choose(
+            opts(None, Some(GuestKernelChoice::Minimal)),
+            never_built,
+            || Ok("/c/kernel-new".into()),
+        )
+        .unwrap();
+        assert_eq!(o.kernel, Some(PathBuf::from("/c/kernel-new")));
+        let e = choose(
+            opts(None, Some(GuestKernelChoice::Minimal)),
+            never_built,
+            || bail!("kernel build failed; see /c/kernel-new.log"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains(".log"), "{e}");
+    }
+
+    #[test]
+    fn picked_minimal_kernel_validates_again_for_the_kvm_probe() {
+        let o = choose(
+            opts(None, Some(GuestKernelChoice::Minimal)),
+            never_built,
+            || Ok("/c/kernel-k".into()),
+        )
+        .unwrap();
+        assert_eq!(o.guest_kernel, None);
+        o.validate().unwrap();
+    }
+
+    #[test]
+    fn guest_kernel_debian_and_kernel_path_skip_the_minimal_kernel() {
+        let o = choose(
+            opts(None, Some(GuestKernelChoice::Debian)),
+            never_built,
+            never_build,
+        )
+        .unwrap();
+        assert_eq!(o.kernel, None);
+        let o = choose(opts(Some("/my/tree"), None), never_built, never_build).unwrap();
+        assert_eq!(o.kernel, Some(PathBuf::from("/my/tree")));
     }
 
     #[test]

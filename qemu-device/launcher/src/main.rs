@@ -93,8 +93,8 @@ enum ImageOp {
         /// Rebuild even if the cache is current.
         #[arg(long)]
         force: bool,
-        /// Also build this guest kernel: minimal (images/kernel, cached) or
-        /// debian (the image's own, always there).
+        /// Also build this guest kernel: minimal (images/kernel, cached; the
+        /// default guest kernel once built) or debian (the image's own, always there).
         #[arg(long, value_enum, value_name = "minimal|debian")]
         guest_kernel: Option<GuestKernelChoice>,
         /// Same as --guest-kernel minimal (older spelling).
@@ -262,22 +262,27 @@ fn image_cmd(op: ImageOp) -> Result<i32> {
         .rootfs
         .join(format!("boot/config-{}", img.kernel_version));
     println!(
-        "debian kernel:  {} (the default), {}",
+        "debian kernel:  {}, {}",
         img.kernel_version,
         kernel::p2pdma_state(&debian_config)
     );
-    match minimal {
+    let default = match minimal {
         Some(tree) => {
             println!("minimal kernel: {}", tree.display());
             println!(
                 "minimal config: {}",
                 kernel::p2pdma_state(&tree.join(".config"))
             );
+            "minimal"
         }
-        None => println!(
-            "minimal kernel: not built ('p2pnvme image build --guest-kernel minimal' builds it, ~15 min)"
-        ),
-    }
+        None => {
+            println!(
+                "minimal kernel: not built ('p2pnvme image build --guest-kernel minimal' builds it, ~15 min)"
+            );
+            "debian (until the minimal kernel is built)"
+        }
+    };
+    println!("default kernel: {default}");
     if let ImageOp::Build { .. } = op {
         println!("ready in {:.1} s", t.elapsed().as_secs_f64());
     }

@@ -68,8 +68,9 @@ pub struct VmOptions {
     /// Boot this kernel: a bzImage, or a kernel build tree (arch/x86/boot/bzImage, .config, built modules).
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
-    /// Which packaged guest kernel to boot: debian (the image's, the default)
-    /// or minimal (images/kernel, built and cached on first use). Not with --kernel.
+    /// Which guest kernel to boot: minimal (images/kernel; the default once
+    /// built, and built on first use when named) or debian (the image's
+    /// packaged kernel; the default's fallback until minimal is built). Not with --kernel.
     #[arg(long, value_enum, value_name = "minimal|debian")]
     pub guest_kernel: Option<GuestKernelChoice>,
     /// Extra modules of the --kernel tree to put in the guest (comma-separated names).
@@ -264,7 +265,7 @@ mod tests {
         assert_eq!(
             VmOptions::default().guest_kernel,
             None,
-            "debian stays the default"
+            "no choice: minimal when built, else debian (kernel_build::pick)"
         );
     }
 
