@@ -207,6 +207,11 @@ pub fn build_args(cfg: &MachineConfig) -> Vec<String> {
         firmware(rootfs),
         "-machine",
         "q35,memory-backend=mem",
+        // Native PCIe hotplug (pciehp), as on real hardware: with QEMU's
+        // default ACPI hotplug the _OSC withholds it, and a kernel without
+        // acpiphp (the minimal one) never acts on a device_del.
+        "-global",
+        "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off",
         "-object",
         &mem,
         "-m",
@@ -411,6 +416,15 @@ mod tests {
         assert!(build_args(&c).join(" ").contains("-accel tcg,thread=multi"));
         c.accel = Accel::Kvm;
         assert!(build_args(&c).join(" ").contains("-accel kvm"));
+    }
+
+    #[test]
+    fn hotplug_is_native_pcie_so_a_kernel_without_acpiphp_sees_device_del() {
+        let img = image();
+        for t in [Topology::Switch, Topology::RootPorts] {
+            let a = build_args(&cfg(&img, t)).join(" ");
+            assert!(a.contains("-global ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off"));
+        }
     }
 
     #[test]
