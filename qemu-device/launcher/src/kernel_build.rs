@@ -114,13 +114,32 @@ pub fn ensure_minimal(
 /// `--kernel` the minimal kernel is the default when it is built; until then
 /// Debian's boots, with a one-line notice (a 15-minute build on first use is
 /// asked for, never implied). `debian` and `--kernel` are left as they are.
-pub fn pick(opts: VmOptions, rootfs: &Path) -> Result<VmOptions> {
+/// `P2PNVME_GUEST_KERNEL=minimal|debian` stands for a `--guest-kernel` that
+/// was not given (with neither option), e.g. to run a test suite on both.
+pub fn pick(mut opts: VmOptions, rootfs: &Path) -> Result<VmOptions> {
     let flavor = KernelFlavor { debug: false };
+    if opts.guest_kernel.is_none() && opts.kernel.is_none() {
+        opts.guest_kernel = env_choice(std::env::var(GUEST_KERNEL_ENV).ok().as_deref())?;
+    }
     choose(
         opts,
         || built_tree(rootfs, flavor),
         || ensure_minimal(rootfs, flavor, &mut |l| log::info!("{l}")),
     )
+}
+
+/// The environment variable that picks the default guest kernel.
+pub const GUEST_KERNEL_ENV: &str = "P2PNVME_GUEST_KERNEL";
+
+/// `P2PNVME_GUEST_KERNEL`'s value as a choice (unset or empty: none).
+fn env_choice(v: Option<&str>) -> Result<Option<GuestKernelChoice>> {
+    use clap::ValueEnum;
+    match v.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(s) => GuestKernelChoice::from_str(s, true).map(Some).map_err(|_| {
+            anyhow::anyhow!("{GUEST_KERNEL_ENV}={s}: set it to minimal or debian, or unset it")
+        }),
+    }
 }
 
 /// `pick` with the cache lookup and the build passed in.
@@ -339,6 +358,23 @@ Package: linux-source-7.3\nStatus: install ok installed\nPriority: optional\nVer
             o.kernel, None,
             "a root filesystem without linux-source boots Debian's"
         );
+    }
+
+    #[test]
+    fn the_environment_picks_the_default_guest_kernel_and_a_bad_value_is_one_line() {
+        assert_eq!(env_choice(None).unwrap(), None);
+        assert_eq!(env_choice(Some("")).unwrap(), None);
+        assert_eq!(
+            env_choice(Some("debian")).unwrap(),
+            Some(GuestKernelChoice::Debian)
+        );
+        assert_eq!(
+            env_choice(Some("Minimal")).unwrap(),
+            Some(GuestKernelChoice::Minimal)
+        );
+        let e = env_choice(Some("mainline")).unwrap_err().to_string();
+        assert!(e.contains("P2PNVME_GUEST_KERNEL=mainline"), "{e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
     }
 
     #[test]
