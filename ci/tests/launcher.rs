@@ -181,7 +181,7 @@ fn guest_reaches_the_host_control_channel() {
 /// `image info`'s `default kernel:` value.
 fn default_kernel(src: Option<&std::path::Path>) -> String {
     let mut cmd = std::process::Command::new(p2pnvme_bin());
-    cmd.args(["image", "info"]);
+    cmd.args(["image", "info"]).env_remove(GUEST_KERNEL_ENV);
     if let Some(s) = src {
         cmd.env("P2PNVME_SRC", s);
     }
@@ -193,17 +193,47 @@ fn default_kernel(src: Option<&std::path::Path>) -> String {
         .to_string()
 }
 
+const GUEST_KERNEL_ENV: &str = "P2PNVME_GUEST_KERNEL";
+
+/// `uname -r` in a guest booted without --guest-kernel, with `env` set and
+/// otherwise without P2PNVME_GUEST_KERNEL: (exit status, stdout, stderr).
+fn uname_r(env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(p2pnvme_bin())
+        .args(["run", "--no-guest-driver", "--", "uname -r"])
+        .env_remove(GUEST_KERNEL_ENV)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn default_guest_kernel_is_minimal_once_built_and_debian_with_a_notice_before() {
     // Built (ci/test builds it first; this builds it when it is not).
     let out = p2pnvme(&["image", "build", "--guest-kernel", "minimal"]);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(default_kernel(None), "minimal");
-    let s = guest_ok(&["--no-guest-driver"], "uname -r");
+    let (code, out, stderr) = uname_r(&[]);
+    assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(
-        s.trim(),
+        out.trim(),
         "7.3.4-p2pnvme",
         "the default boots the minimal kernel"
+    );
+    // The environment picks the default (to run a suite on one kernel).
+    let (code, out, stderr) = uname_r(&[(GUEST_KERNEL_ENV, "debian")]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(out.trim().ends_with("+deb13-amd64"), "{out} {stderr}");
+    assert!(!stderr.contains("guest kernel"), "no notice: {stderr}");
+    let (code, _, stderr) = uname_r(&[(GUEST_KERNEL_ENV, "mainline")]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("P2PNVME_GUEST_KERNEL=mainline: set it to minimal or debian"),
+        "{stderr}"
     );
 
     // Not built: a source copy whose fragment differs keys another kernel
@@ -224,17 +254,9 @@ fn default_guest_kernel_is_minimal_once_built_and_debian_with_a_notice_before() 
     text.push_str("# a fragment no kernel was built from\n");
     std::fs::write(&fragment, text).unwrap();
     assert!(default_kernel(Some(&src)).starts_with("debian"));
-    let out = std::process::Command::new(p2pnvme_bin())
-        .args(["run", "--no-guest-driver", "--", "uname -r"])
-        .env("P2PNVME_SRC", &src)
-        .output()
-        .unwrap();
+    let (code, stdout, stderr) = uname_r(&[("P2PNVME_SRC", src.to_str().unwrap())]);
     let _ = std::fs::remove_dir_all(&src);
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(code, Some(0), "{stderr}");
     assert!(
         stdout.trim().ends_with("+deb13-amd64"),
         "Debian's kernel boots, without a kernel build: {stdout}"

@@ -119,7 +119,7 @@ pub fn ensure_minimal(
 pub fn pick(mut opts: VmOptions, rootfs: &Path) -> Result<VmOptions> {
     let flavor = KernelFlavor { debug: false };
     if opts.guest_kernel.is_none() && opts.kernel.is_none() {
-        opts.guest_kernel = env_choice(std::env::var(GUEST_KERNEL_ENV).ok().as_deref())?;
+        opts.guest_kernel = env_default()?;
     }
     choose(
         opts,
@@ -130,6 +130,11 @@ pub fn pick(mut opts: VmOptions, rootfs: &Path) -> Result<VmOptions> {
 
 /// The environment variable that picks the default guest kernel.
 pub const GUEST_KERNEL_ENV: &str = "P2PNVME_GUEST_KERNEL";
+
+/// The guest kernel `P2PNVME_GUEST_KERNEL` picks, if set.
+pub fn env_default() -> Result<Option<GuestKernelChoice>> {
+    env_choice(std::env::var(GUEST_KERNEL_ENV).ok().as_deref())
+}
 
 /// `P2PNVME_GUEST_KERNEL`'s value as a choice (unset or empty: none).
 fn env_choice(v: Option<&str>) -> Result<Option<GuestKernelChoice>> {

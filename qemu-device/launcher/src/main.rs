@@ -282,6 +282,11 @@ fn image_cmd(op: ImageOp) -> Result<i32> {
             "debian (until the minimal kernel is built)"
         }
     };
+    let default = match kernel_build::env_default()? {
+        Some(GuestKernelChoice::Debian) => "debian (P2PNVME_GUEST_KERNEL)",
+        Some(GuestKernelChoice::Minimal) => "minimal (P2PNVME_GUEST_KERNEL)",
+        None => default,
+    };
     println!("default kernel: {default}");
     if let ImageOp::Build { .. } = op {
         println!("ready in {:.1} s", t.elapsed().as_secs_f64());
