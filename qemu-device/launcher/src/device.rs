@@ -27,6 +27,8 @@ pub struct DeviceConfig<'a> {
     pub ns_size: u64,
     pub lba: u32,
     pub poll_us: u64,
+    /// Adaptive interrupt moderation in µs (0: off).
+    pub irq_moderation_us: u64,
     pub stats_socket: &'a Path,
     /// Fault rules installed before the guest boots (already checked).
     pub faults: &'a [String],
@@ -64,6 +66,8 @@ pub fn start(cfg: &DeviceConfig, log: PathBuf) -> Result<Helper> {
     }
     cmd.arg("--stats-socket").arg(cfg.stats_socket);
     cmd.arg("--poll-us").arg(cfg.poll_us.to_string());
+    cmd.arg("--irq-moderation-us")
+        .arg(cfg.irq_moderation_us.to_string());
     for rule in cfg.faults {
         cmd.arg("--fault").arg(rule);
     }
@@ -98,6 +102,7 @@ mod tests {
             ns_size: 1 << 30,
             lba: 512,
             poll_us: 200,
+            irq_moderation_us: 0,
             stats_socket: Path::new("/r/stats.sock"),
             faults: &[],
             trace: None,
@@ -119,6 +124,7 @@ mod tests {
             controller: vec![controller_spec(&cfg, 1)],
             stats_socket: None,
             poll_us: 0,
+            irq_moderation_us: 0,
             fault: vec![],
             trace: None,
         };

@@ -61,6 +61,11 @@ pub struct VmOptions {
     /// their queues drain (0: never; the driver then rings every time).
     #[arg(long, default_value_t = p2pnvme_device::DEFAULT_POLL_US, value_parser = clap::value_parser!(u64).range(0..=100_000))]
     pub poll_us: u64,
+    /// Adaptive interrupt moderation of the project's controllers, in µs
+    /// (0: off): without a host Interrupt Coalescing setting, an I/O
+    /// interrupt waits until no command arrived for this long.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub irq_moderation_us: u64,
     /// Share a host folder with the guest, read-write, through virtiofs
     /// (HOST_DIR[:GUEST_DIR]; default guest path /mnt/<basename>). Repeatable.
     #[arg(long = "share", value_name = "HOST[:GUEST]", value_parser = Share::parse)]

@@ -151,6 +151,7 @@ impl Session {
                 ns_size: self.opts.ns_size,
                 lba: self.opts.lba,
                 poll_us: self.opts.poll_us,
+                irq_moderation_us: self.opts.irq_moderation_us,
                 stats_socket: &self.stats_socket(),
                 faults: &self.opts.faults,
                 trace: self.opts.trace.as_deref(),

@@ -87,6 +87,7 @@ pub fn run(args: DeviceArgs) -> Result<()> {
         )
         .map_err(io("creating the CMB memory"))?;
         ctrl.poll = std::time::Duration::from_micros(args.poll_us);
+        ctrl.moderation = std::time::Duration::from_micros(args.irq_moderation_us);
         ctrl.faults = faults.clone();
         ctrl.trace = tracer.clone();
         let server = p2pnvme_vfio_user::Server::bind(&s.socket).map_err(|source| Error::Serve {

@@ -7,9 +7,18 @@
 //! threshold and time (Feature 08h) and did not disable coalescing on the
 //! vector (Feature 09h, CD), an I/O queue's vector is signalled only once
 //! THR + 1 entries accumulated or TIME x 100 us passed since the first one;
-//! the admin queue's entries are never held.
+//! the admin queue's entries are never held. Without a host setting, the
+//! device's adaptive moderation (`--irq-moderation-us`, off by default)
+//! holds an I/O vector's entries until no command arrived for that long: a
+//! driver that keeps submitting gets one interrupt per burst, one waiting
+//! for a single command gets it that much later.
 
 use super::*;
+
+/// Moderation signals a vector at once when this many entries are held.
+const MODERATION_ENTRIES: u32 = 32;
+/// Moderation holds an entry at most this many moderation periods.
+const MODERATION_CAP: u32 = 10;
 
 /// What the worker remembers about unsignalled completions.
 pub struct IrqState {
@@ -61,7 +70,9 @@ impl Controller {
             return;
         }
         let agg = aggregation(self.features.int_coalescing);
-        let now = agg.map(|_| Instant::now());
+        // The host's own setting wins over the device's moderation.
+        let moderate = agg.is_none() && !self.moderation.is_zero();
+        let now = (agg.is_some() || moderate).then(Instant::now);
         let no_coalescing = self.features.no_coalescing;
         let mut due = std::mem::take(&mut self.irq.due);
         let mut signal = 0u64; // bit = vector
@@ -87,6 +98,15 @@ impl Controller {
                         signal |= 1 << iv;
                     }
                 }
+                (None, Some(now), true) if moderate => {
+                    let held = &mut self.irq.held[iv];
+                    held.0 = held.0.saturating_add(n);
+                    held.1.get_or_insert(now);
+                    self.irq.holding = true;
+                    if held.0 >= MODERATION_ENTRIES {
+                        signal |= 1 << iv;
+                    }
+                }
                 _ => signal |= 1 << iv,
             }
         }
@@ -96,6 +116,9 @@ impl Controller {
                 let release = match (agg, now) {
                     (Some((_, time)), Some(now)) => {
                         now.duration_since(since) >= time || no_coalescing & (1 << iv) != 0
+                    }
+                    (None, Some(now)) => {
+                        self.moderation_due(since) <= now || no_coalescing & (1 << iv) != 0
                     }
                     _ => true,
                 };
@@ -119,13 +142,22 @@ impl Controller {
         if !self.irq.holding {
             return None;
         }
-        let (_, time) = aggregation(self.features.int_coalescing)?;
-        self.irq
-            .held
-            .iter()
-            .filter_map(|h| h.1)
-            .min()
-            .and_then(|since| since.checked_add(time))
+        let since = self.irq.held.iter().filter_map(|h| h.1).min()?;
+        match aggregation(self.features.int_coalescing) {
+            Some((_, time)) => since.checked_add(time),
+            None => Some(self.moderation_due(since)),
+        }
+    }
+
+    /// When entries held by moderation since `since` are signalled: once
+    /// no command arrived for `moderation` (the host stopped submitting
+    /// and waits), and no later than `MODERATION_CAP` times that.
+    fn moderation_due(&self, since: Instant) -> Instant {
+        let cap = since + self.moderation * MODERATION_CAP;
+        match self.last_fetch {
+            Some(t) => (t + self.moderation).min(cap),
+            None => since,
+        }
     }
 
     /// Forgets unsignalled completions (the queues are gone).

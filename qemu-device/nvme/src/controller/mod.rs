@@ -140,6 +140,12 @@ pub struct Controller {
     /// How long the worker keeps polling shadow SQ tails after the queues
     /// drain before it publishes event indices (and the driver rings again).
     pub poll: Duration,
+    /// Adaptive interrupt moderation (0: off): while the host has not
+    /// set Interrupt Coalescing, an I/O vector's interrupt waits until no
+    /// command arrived for this long (see `irq.rs`).
+    pub moderation: Duration,
+    /// When the last pass that fetched commands ended.
+    last_fetch: Option<Instant>,
     /// When the queues drained with event indices left unpublished.
     drained_at: Option<Instant>,
     /// PCI command register's Bus Master Enable (owned by the PCI config
@@ -242,6 +248,8 @@ impl Controller {
             work: false,
             dbbuf: None,
             poll: Duration::ZERO,
+            moderation: Duration::ZERO,
+            last_fetch: None,
             drained_at: None,
             bus_master: Arc::new(AtomicBool::new(false)),
             masked_events: 0,

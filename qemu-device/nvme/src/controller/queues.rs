@@ -110,6 +110,9 @@ impl Controller {
         // pass that fetched nothing visited every queue and none could
         // move (e.g. after a fatal error): another one would spin.
         let fetched = self.budget < PASS;
+        if fetched && !self.moderation.is_zero() {
+            self.last_fetch = Some(Instant::now());
+        }
         self.work = fetched
             && self.csts & CSTS_CFS == 0
             && self.sqs.iter().flatten().any(|sq| {

@@ -44,6 +44,7 @@ fn cmb_of_another_peer_group_never_captures_dma() {
         ],
         stats_socket: None,
         poll_us: 0,
+        irq_moderation_us: 0,
         fault: vec![],
         trace: None,
     };

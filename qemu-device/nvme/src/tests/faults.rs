@@ -461,6 +461,7 @@ fn start_up_refuses_bad_rules_naming_the_key() {
         controller: vec!["socket=/nonexistent/a,ns=/nonexistent/a.img:1M".into()],
         stats_socket: None,
         poll_us: 0,
+        irq_moderation_us: 0,
         fault: vec![rule.into()],
         trace: None,
     };

@@ -153,3 +153,76 @@ fn turning_coalescing_off_releases_held_interrupts() {
     );
     reap_all(&mut h, 4);
 }
+
+#[test]
+fn moderation_holds_io_interrupts_until_the_host_stops_submitting() {
+    let d = tempfile::tempdir().unwrap();
+    let mut h = host(&d);
+    h.create_io_queue(1, 16, None);
+    h.ctrl.moderation = std::time::Duration::from_millis(20);
+    h.take_interrupts();
+    submit_four_reads(&mut h);
+    while h.ctrl.step() == crate::controller::Step::Busy {}
+    assert_eq!(h.take_interrupts(), 0, "commands just arrived: held");
+    let due = h.ctrl.irq_deadline().expect("the worker wakes for them");
+    // More commands before that: still held, and due later.
+    submit_four_reads(&mut h);
+    while h.ctrl.step() == crate::controller::Step::Busy {}
+    assert_eq!(h.take_interrupts(), 0);
+    assert!(h.ctrl.irq_deadline().expect("held") >= due);
+    // Quiet for the moderation time: one interrupt for all eight.
+    let due = h.ctrl.irq_deadline().unwrap();
+    std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+    let _ = h.ctrl.step();
+    assert_eq!(h.take_interrupts(), 1);
+    reap_all(&mut h, 8);
+    assert!(h.ctrl.irq_deadline().is_none());
+}
+
+#[test]
+fn the_hosts_coalescing_setting_and_admin_completions_bypass_moderation() {
+    let d = tempfile::tempdir().unwrap();
+    let mut h = host(&d);
+    h.create_io_queue(1, 16, None);
+    h.ctrl.moderation = std::time::Duration::from_secs(10);
+    h.take_interrupts();
+    // Admin completions are never held.
+    set_coalescing(&mut h, 0, 0);
+    assert_eq!(h.take_interrupts(), 1, "admin completion signalled");
+    // With the host's threshold of 4 entries, the 4th signals at once.
+    set_coalescing(&mut h, 3, 255);
+    h.take_interrupts();
+    submit_four_reads(&mut h);
+    while h.ctrl.step() == crate::controller::Step::Busy {}
+    assert_eq!(h.take_interrupts(), 1, "the host's setting wins");
+    reap_all(&mut h, 4);
+}
+
+#[test]
+fn moderation_signals_a_host_that_never_stops_submitting_at_the_cap() {
+    let d = tempfile::tempdir().unwrap();
+    let mut h = host(&d);
+    h.create_io_queue(1, 16, None);
+    h.ctrl.moderation = std::time::Duration::from_millis(5);
+    h.take_interrupts();
+    let start = std::time::Instant::now();
+    // A command every 2 ms, each within the moderation time of the last.
+    let mut signalled = None;
+    for i in 0..40 {
+        submit_four_reads(&mut h);
+        while h.ctrl.step() == crate::controller::Step::Busy {}
+        reap_all(&mut h, 4);
+        if h.take_interrupts() > 0 {
+            signalled = Some((i, start.elapsed()));
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let (i, after) = signalled.expect("signalled while the host kept submitting");
+    assert!(i > 0, "held at first");
+    // 32 held entries (8 bursts) or 10 x 5 ms, whichever first.
+    assert!(
+        i <= 12 && after < std::time::Duration::from_millis(200),
+        "{i} {after:?}"
+    );
+}
