@@ -88,22 +88,20 @@ impl Controller {
                 continue;
             }
             let coalesce = cqid != 0 && no_coalescing & (1 << iv) == 0;
-            match (agg, now, coalesce) {
-                (Some((thr, _)), Some(now), true) => {
+            // How many entries a held vector collects before it signals:
+            // the host's threshold, or the device's moderation limit.
+            let limit = match (agg, coalesce) {
+                (Some((thr, _)), true) => Some(thr),
+                (None, true) if moderate => Some(MODERATION_ENTRIES),
+                _ => None,
+            };
+            match (limit, now) {
+                (Some(limit), Some(now)) => {
                     let held = &mut self.irq.held[iv];
                     held.0 = held.0.saturating_add(n);
                     held.1.get_or_insert(now);
                     self.irq.holding = true;
-                    if held.0 >= thr {
-                        signal |= 1 << iv;
-                    }
-                }
-                (None, Some(now), true) if moderate => {
-                    let held = &mut self.irq.held[iv];
-                    held.0 = held.0.saturating_add(n);
-                    held.1.get_or_insert(now);
-                    self.irq.holding = true;
-                    if held.0 >= MODERATION_ENTRIES {
+                    if held.0 >= limit {
                         signal |= 1 << iv;
                     }
                 }
