@@ -26,9 +26,11 @@ pub struct DeviceConfig<'a> {
     pub cmb_mib: u32,
     pub ns_size: u64,
     pub lba: u32,
-    pub poll_us: u64,
-    /// Adaptive interrupt moderation in µs (0: off).
-    pub irq_moderation_us: u64,
+    /// Shadow-doorbell polling in µs, per controller (the last repeats).
+    pub poll_us: &'a [u64],
+    /// Adaptive interrupt moderation in µs (0: off), per controller (the
+    /// last repeats).
+    pub irq_moderation_us: &'a [u64],
     pub stats_socket: &'a Path,
     /// Fault rules installed before the guest boots (already checked).
     pub faults: &'a [String],
@@ -50,10 +52,25 @@ fn controller_spec(cfg: &DeviceConfig, i: usize) -> String {
     if cfg.msi.contains(&i) {
         spec.push_str(",irq=msi");
     }
+    // One value for all travels as the device's global option.
+    for (key, list) in [
+        ("poll-us", cfg.poll_us),
+        ("moderation-us", cfg.irq_moderation_us),
+    ] {
+        if list.len() > 1 {
+            spec.push_str(&format!(",{key}={}", per_controller(list, i)));
+        }
+    }
     for f in &c.namespaces {
         spec.push_str(&format!(",ns={}:{}:{}", f.display(), cfg.ns_size, cfg.lba));
     }
     spec
+}
+
+/// Controller `i`'s value of a per-controller list (the last one repeats;
+/// 0 for an empty list).
+fn per_controller(list: &[u64], i: usize) -> u64 {
+    list.get(i).or(list.last()).copied().unwrap_or(0)
 }
 
 /// Starts the device process and waits for its sockets.
@@ -65,9 +82,10 @@ pub fn start(cfg: &DeviceConfig, log: PathBuf) -> Result<Helper> {
         cmd.arg("--controller").arg(controller_spec(cfg, i));
     }
     cmd.arg("--stats-socket").arg(cfg.stats_socket);
-    cmd.arg("--poll-us").arg(cfg.poll_us.to_string());
+    cmd.arg("--poll-us")
+        .arg(per_controller(cfg.poll_us, 0).to_string());
     cmd.arg("--irq-moderation-us")
-        .arg(cfg.irq_moderation_us.to_string());
+        .arg(per_controller(cfg.irq_moderation_us, 0).to_string());
     for rule in cfg.faults {
         cmd.arg("--fault").arg(rule);
     }
@@ -101,8 +119,8 @@ mod tests {
             cmb_mib: 16,
             ns_size: 1 << 30,
             lba: 512,
-            poll_us: 200,
-            irq_moderation_us: 0,
+            poll_us: &[200],
+            irq_moderation_us: &[30, 0],
             stats_socket: Path::new("/r/stats.sock"),
             faults: &[],
             trace: None,
@@ -110,11 +128,11 @@ mod tests {
         };
         assert_eq!(
             controller_spec(&cfg, 0),
-            "socket=/r/nvme0.sock,cmb-mib=16,serial=p2pnvme-0,ns=/r/ns0.img:1073741824:512"
+            "socket=/r/nvme0.sock,cmb-mib=16,serial=p2pnvme-0,moderation-us=30,ns=/r/ns0.img:1073741824:512"
         );
         assert_eq!(
             controller_spec(&cfg, 1),
-            "socket=/r/nvme1.sock,cmb-mib=16,serial=p2pnvme-1,irq=msi,ns=/r/ns1.img:1073741824:512"
+            "socket=/r/nvme1.sock,cmb-mib=16,serial=p2pnvme-1,irq=msi,moderation-us=0,ns=/r/ns1.img:1073741824:512"
         );
         // The device's own parser takes the spec.
         let args = p2pnvme_device::DeviceArgs {

@@ -146,14 +146,16 @@ mod tests {
                 for line in r.lines() {
                     let Ok(line) = line else { break };
                     let v: Value = serde_json::from_str(&line).unwrap();
-                    writeln!(w, r#"{{"return":{{}}}}"#).unwrap();
+                    // Recorded before the reply: the caller may check (and
+                    // hang up) as soon as it has its answer.
+                    s.lock().unwrap().push(v.clone());
+                    let _ = writeln!(w, r#"{{"return":{{}}}}"#);
                     if v["execute"] == "device_del" {
                         for id in &deleted {
                             let e = json!({"event": "DEVICE_DELETED", "data": {"device": id}});
-                            writeln!(w, "{e}").unwrap();
+                            let _ = writeln!(w, "{e}");
                         }
                     }
-                    s.lock().unwrap().push(v);
                 }
             }
         });

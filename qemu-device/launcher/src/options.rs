@@ -57,15 +57,19 @@ pub struct VmOptions {
     /// Boot without the project's guest module and CLI.
     #[arg(long)]
     pub no_guest_driver: bool,
-    /// How long (µs) the project's controllers poll shadow doorbells after
-    /// their queues drain (0: never; the driver then rings every time).
-    #[arg(long, default_value_t = p2pnvme_device::DEFAULT_POLL_US, value_parser = clap::value_parser!(u64).range(0..=100_000))]
-    pub poll_us: u64,
+    /// How long (µs) at most the project's controllers poll shadow
+    /// doorbells after their queues drain, adapting below that to the
+    /// driver's pace (0: never; the driver then rings every time). A
+    /// comma-separated list gives controller 0, 1, ... their own values
+    /// (the last one repeats), to compare settings in one guest.
+    #[arg(long, value_name = "US[,US...]", value_delimiter = ',', default_value = "1000", value_parser = clap::value_parser!(u64).range(0..=p2pnvme_device::MAX_POLL_US))]
+    pub poll_us: Vec<u64>,
     /// Adaptive interrupt moderation of the project's controllers, in µs
     /// (0: off): without a host Interrupt Coalescing setting, an I/O
-    /// interrupt waits until no command arrived for this long.
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
-    pub irq_moderation_us: u64,
+    /// interrupt waits until no command arrived for this long. A list, as
+    /// for --poll-us.
+    #[arg(long, value_name = "US[,US...]", value_delimiter = ',', default_value = "0", value_parser = clap::value_parser!(u64).range(0..=p2pnvme_device::MAX_MODERATION_US))]
+    pub irq_moderation_us: Vec<u64>,
     /// Share a host folder with the guest, read-write, through virtiofs
     /// (HOST_DIR[:GUEST_DIR]; default guest path /mnt/<basename>). Repeatable.
     #[arg(long = "share", value_name = "HOST[:GUEST]", value_parser = Share::parse)]

@@ -4,8 +4,9 @@ use crate::error::{config_bail as bail, Error, Result};
 use crate::irq_mode::IrqMode;
 use std::path::PathBuf;
 
-/// Default shadow-doorbell polling after the queues drain, in µs.
-pub const DEFAULT_POLL_US: u64 = 200;
+/// Default longest shadow-doorbell polling after the queues drain, in µs
+/// (the window adapts below it; see `controller/shadow.rs`).
+pub const DEFAULT_POLL_US: u64 = 1000;
 
 /// The `p2pnvme device` command line.
 #[derive(clap::Args, Clone, Debug)]
@@ -19,24 +20,27 @@ pub struct DeviceArgs {
     /// Namespace of the single controller: file=PATH,size=SIZE[,lba=512|4096].
     #[arg(long)]
     pub namespace: Vec<String>,
-    /// A controller: socket=PATH[,cmb-mib=M][,serial=S][,group=NAME][,irq=msix|msi],ns=FILE:SIZE[:LBA][,ns=...].
+    /// A controller: socket=PATH[,cmb-mib=M][,serial=S][,group=NAME][,irq=msix|msi][,poll-us=US][,moderation-us=US],ns=FILE:SIZE[:LBA][,ns=...].
     /// `irq=msi` offers plain MSI instead of MSI-X (QEMU 11.1 can hot-unplug
-    /// only such a controller). Controllers of one group (one VM) reach each other's CMBs; the
+    /// only such a controller). `poll-us` and `moderation-us` override
+    /// --poll-us and --irq-moderation-us for this controller (so two
+    /// settings can be compared in one guest). Controllers of one group (one VM) reach each other's CMBs; the
     /// default group is shared by every controller of the process.
     #[arg(long)]
     pub controller: Vec<String>,
     /// Unix socket serving the counters as JSON (`get`, `reset`).
     #[arg(long)]
     pub stats_socket: Option<PathBuf>,
-    /// Microseconds to keep polling shadow doorbells after the queues drain
-    /// (0: publish event indices at once, so the driver rings every time).
-    #[arg(long, default_value_t = DEFAULT_POLL_US, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    /// Microseconds at most to keep polling shadow doorbells after the
+    /// queues drain; the window adapts below this to the driver's pace (0:
+    /// publish event indices at once, so the driver rings every time).
+    #[arg(long, default_value_t = DEFAULT_POLL_US, value_parser = clap::value_parser!(u64).range(0..=MAX_POLL_US))]
     pub poll_us: u64,
     /// Adaptive interrupt moderation, in µs (0: off): while the host has
     /// not set Interrupt Coalescing, an I/O vector is signalled once no
     /// command arrived for this long (at most 10 times that after its
     /// first held entry, or at 32 entries).
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=MAX_MODERATION_US))]
     pub irq_moderation_us: u64,
     /// A fault rule, e.g. `op=read,ns=1,nth=10,status=0x281` (repeatable;
     /// grammar in the device README).
@@ -61,7 +65,24 @@ pub struct CtrlSpec {
     pub group: String,
     /// MSI-X or MSI.
     pub irq: IrqMode,
+    /// Shadow-doorbell polling in µs (None: --poll-us).
+    pub poll_us: Option<u64>,
+    /// Interrupt moderation in µs (None: --irq-moderation-us).
+    pub moderation_us: Option<u64>,
     pub namespaces: Vec<NsSpec>,
+}
+
+/// Largest --poll-us / poll-us=.
+pub const MAX_POLL_US: u64 = 100_000;
+/// Largest --irq-moderation-us / moderation-us=.
+pub const MAX_MODERATION_US: u64 = 10_000;
+
+/// A per-controller microsecond value, at most `max`.
+fn micros(key: &str, v: &str, max: u64) -> Result<u64> {
+    match v.parse::<u64>() {
+        Ok(n) if n <= max => Ok(n),
+        _ => bail!("bad {key}={v}: use a number of microseconds from 0 to {max}"),
+    }
 }
 
 /// Parses a size with an optional binary K/M/G/T suffix.
@@ -146,6 +167,8 @@ impl DeviceArgs {
                 serial: "p2pnvme-0".into(),
                 group: String::new(),
                 irq: IrqMode::Msix,
+                poll_us: None,
+                moderation_us: None,
                 namespaces,
             });
         } else if !self.namespace.is_empty() {
@@ -158,6 +181,8 @@ impl DeviceArgs {
                 serial: format!("p2pnvme-{}", out.len()),
                 group: String::new(),
                 irq: IrqMode::Msix,
+                poll_us: None,
+                moderation_us: None,
                 namespaces: vec![],
             };
             for kv in c.split(',') {
@@ -171,6 +196,10 @@ impl DeviceArgs {
                     Some(("irq", v)) => {
                         spec.irq = IrqMode::parse(v).ok_or_else(|| Error::Config(format!("bad irq '{v}': use irq=msix or irq=msi")))?
                     }
+                    Some(("poll-us", v)) => spec.poll_us = Some(micros("poll-us", v, MAX_POLL_US)?),
+                    Some(("moderation-us", v)) => {
+                        spec.moderation_us = Some(micros("moderation-us", v, MAX_MODERATION_US)?)
+                    }
                     Some(("ns", v)) => {
                         let p: Vec<&str> = v.rsplitn(3, ':').collect();
                         let n = match p.as_slice() {
@@ -181,7 +210,7 @@ impl DeviceArgs {
                         };
                         spec.namespaces.push(n);
                     }
-                    _ => bail!("bad --controller item '{kv}': use socket=PATH,cmb-mib=M,serial=S,group=NAME,irq=msix|msi,ns=FILE:SIZE[:LBA]"),
+                    _ => bail!("bad --controller item '{kv}': use socket=PATH,cmb-mib=M,serial=S,group=NAME,irq=msix|msi,poll-us=US,moderation-us=US,ns=FILE:SIZE[:LBA]"),
                 }
             }
             if spec.socket.as_os_str().is_empty() {
@@ -241,6 +270,29 @@ mod tests {
             panic!("irq=intx accepted");
         };
         assert_eq!(e.to_string(), "bad irq 'intx': use irq=msix or irq=msi");
+    }
+
+    #[test]
+    fn poll_and_moderation_can_differ_per_controller() {
+        let specs = args(&[
+            "socket=/tmp/a,moderation-us=30,poll-us=500,ns=/tmp/a.img:1M",
+            "socket=/tmp/b,ns=/tmp/b.img:1M",
+        ])
+        .controllers()
+        .unwrap();
+        assert_eq!(
+            (specs[0].moderation_us, specs[0].poll_us),
+            (Some(30), Some(500))
+        );
+        assert_eq!((specs[1].moderation_us, specs[1].poll_us), (None, None));
+        let Err(e) = args(&["socket=/tmp/a,moderation-us=20000,ns=/tmp/a.img:1M"]).controllers()
+        else {
+            panic!("moderation-us=20000 accepted");
+        };
+        assert_eq!(
+            e.to_string(),
+            "bad moderation-us=20000: use a number of microseconds from 0 to 10000"
+        );
     }
 
     #[test]

@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-pub use config::{parse_size, DeviceArgs, DEFAULT_POLL_US};
+pub use config::{parse_size, DeviceArgs, DEFAULT_POLL_US, MAX_MODERATION_US, MAX_POLL_US};
 #[cfg(any(test, feature = "test-utils"))]
 pub use controller::regs::RegMirror;
 pub use error::Error;
@@ -86,8 +86,9 @@ pub fn run(args: DeviceArgs) -> Result<()> {
             counters,
         )
         .map_err(io("creating the CMB memory"))?;
-        ctrl.poll = std::time::Duration::from_micros(args.poll_us);
-        ctrl.moderation = std::time::Duration::from_micros(args.irq_moderation_us);
+        ctrl.poll = std::time::Duration::from_micros(s.poll_us.unwrap_or(args.poll_us));
+        ctrl.moderation =
+            std::time::Duration::from_micros(s.moderation_us.unwrap_or(args.irq_moderation_us));
         ctrl.faults = faults.clone();
         ctrl.trace = tracer.clone();
         let server = p2pnvme_vfio_user::Server::bind(&s.socket).map_err(|source| Error::Serve {

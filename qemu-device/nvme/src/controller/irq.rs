@@ -10,8 +10,12 @@
 //! the admin queue's entries are never held. Without a host setting, the
 //! device's adaptive moderation (`--irq-moderation-us`, off by default)
 //! holds an I/O vector's entries until no command arrived for that long: a
-//! driver that keeps submitting gets one interrupt per burst, one waiting
-//! for a single command gets it that much later.
+//! driver that keeps submitting gets one interrupt per burst. A hold that
+//! gathered no entry beyond those it started with bought nothing (the
+//! driver was waiting for exactly those, as at queue depth 1, or its next
+//! command came later than the moderation time): the vector's next
+//! `MODERATION_PROBE` signals then go out at once, and only then is a hold
+//! tried again.
 
 use super::*;
 
@@ -19,6 +23,20 @@ use super::*;
 const MODERATION_ENTRIES: u32 = 32;
 /// Moderation holds an entry at most this many moderation periods.
 const MODERATION_CAP: u32 = 10;
+/// After a hold that gathered no new entry, this many signals of the
+/// vector go out unheld before moderation tries again.
+const MODERATION_PROBE: u32 = 16;
+
+/// A vector's entries held back from an interrupt.
+#[derive(Clone, Copy, Default)]
+struct Hold {
+    /// Entries held.
+    entries: u32,
+    /// When the first was held (None: nothing held).
+    since: Option<Instant>,
+    /// Entries the hold started with.
+    first: u32,
+}
 
 /// What the worker remembers about unsignalled completions.
 pub struct IrqState {
@@ -26,10 +44,12 @@ pub struct IrqState {
     due: u128,
     /// Per CQ: entries posted since its vector was last signalled.
     fresh: Vec<u32>,
-    /// Per vector: entries held by coalescing, and since when.
-    held: Vec<(u32, Option<Instant>)>,
+    /// Per vector: entries held by coalescing or moderation.
+    held: Vec<Hold>,
     /// Some vector holds entries.
     holding: bool,
+    /// Per vector: signals left that moderation lets out unheld.
+    unheld: Vec<u32>,
 }
 
 impl Default for IrqState {
@@ -37,8 +57,9 @@ impl Default for IrqState {
         IrqState {
             due: 0,
             fresh: vec![0; MAX_IO_QUEUES + 1],
-            held: vec![(0, None); crate::limits::MSIX_VECTORS],
+            held: vec![Hold::default(); crate::limits::MSIX_VECTORS],
             holding: false,
+            unheld: vec![0; crate::limits::MSIX_VECTORS],
         }
     }
 }
@@ -92,16 +113,26 @@ impl Controller {
             // the host's threshold, or the device's moderation limit.
             let limit = match (agg, coalesce) {
                 (Some((thr, _)), true) => Some(thr),
-                (None, true) if moderate => Some(MODERATION_ENTRIES),
+                (None, true) if moderate && self.irq.unheld[iv] == 0 => Some(MODERATION_ENTRIES),
+                (None, true) if moderate => {
+                    self.irq.unheld[iv] -= 1;
+                    None
+                }
                 _ => None,
             };
             match (limit, now) {
                 (Some(limit), Some(now)) => {
                     let held = &mut self.irq.held[iv];
-                    held.0 = held.0.saturating_add(n);
-                    held.1.get_or_insert(now);
+                    if held.since.is_none() {
+                        *held = Hold {
+                            entries: 0,
+                            since: Some(now),
+                            first: n,
+                        };
+                    }
+                    held.entries = held.entries.saturating_add(n);
                     self.irq.holding = true;
-                    if held.0 >= limit {
+                    if held.entries >= limit {
                         signal |= 1 << iv;
                     }
                 }
@@ -110,7 +141,7 @@ impl Controller {
         }
         if self.irq.holding {
             for (iv, held) in self.irq.held.iter().enumerate() {
-                let Some(since) = held.1 else { continue };
+                let Some(since) = held.since else { continue };
                 let release = match (agg, now) {
                     (Some((_, time)), Some(now)) => {
                         now.duration_since(since) >= time || no_coalescing & (1 << iv) != 0
@@ -128,10 +159,13 @@ impl Controller {
         while signal != 0 {
             let iv = signal.trailing_zeros() as usize;
             signal &= signal - 1;
-            self.irq.held[iv] = (0, None);
+            let held = std::mem::take(&mut self.irq.held[iv]);
+            if moderate && held.since.is_some() && held.entries <= held.first {
+                self.irq.unheld[iv] = MODERATION_PROBE;
+            }
             self.interrupt(iv as u16);
         }
-        self.irq.holding = self.irq.held.iter().any(|h| h.1.is_some());
+        self.irq.holding = self.irq.held.iter().any(|h| h.since.is_some());
     }
 
     /// When the earliest vector held by coalescing must be signalled (the
@@ -140,7 +174,7 @@ impl Controller {
         if !self.irq.holding {
             return None;
         }
-        let since = self.irq.held.iter().filter_map(|h| h.1).min()?;
+        let since = self.irq.held.iter().filter_map(|h| h.since).min()?;
         match aggregation(self.features.int_coalescing) {
             Some((_, time)) => since.checked_add(time),
             None => Some(self.moderation_due(since)),

@@ -137,9 +137,12 @@ pub struct Controller {
     pub work: bool,
     /// Shadow doorbells for I/O queues, once the driver configured them.
     pub dbbuf: Option<DoorbellBuffer>,
-    /// How long the worker keeps polling shadow SQ tails after the queues
-    /// drain before it publishes event indices (and the driver rings again).
+    /// How long at most the worker keeps polling shadow SQ tails after the
+    /// queues drain before it publishes event indices (and the driver rings
+    /// again); `pace` fits the window to the driver.
     pub poll: Duration,
+    /// The driver's pace, which sizes the poll window.
+    pace: shadow::PollPace,
     /// Adaptive interrupt moderation (0: off): while the host has not
     /// set Interrupt Coalescing, an I/O vector's interrupt waits until no
     /// command arrived for this long (see `irq.rs`).
@@ -251,6 +254,7 @@ impl Controller {
             moderation: Duration::ZERO,
             last_fetch: None,
             drained_at: None,
+            pace: Default::default(),
             bus_master: Arc::new(AtomicBool::new(false)),
             masked_events: 0,
             regs: Arc::default(),

@@ -110,8 +110,10 @@ impl Controller {
         // pass that fetched nothing visited every queue and none could
         // move (e.g. after a fatal error): another one would spin.
         let fetched = self.budget < PASS;
-        if fetched && !self.moderation.is_zero() {
-            self.last_fetch = Some(Instant::now());
+        if fetched && !(self.moderation.is_zero() && self.poll.is_zero()) {
+            let now = Instant::now();
+            self.last_fetch = Some(now);
+            self.paced(now);
         }
         self.work = fetched
             && self.csts & CSTS_CFS == 0

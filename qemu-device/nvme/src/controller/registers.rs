@@ -214,6 +214,7 @@ impl Controller {
         self.features = Default::default();
         self.dbbuf = None;
         self.drained_at = None;
+        self.pace = Default::default();
         self.reset_irqs();
         self.csts &= !(CSTS_RDY | CSTS_CFS);
     }

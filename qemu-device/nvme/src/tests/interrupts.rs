@@ -226,3 +226,40 @@ fn moderation_signals_a_host_that_never_stops_submitting_at_the_cap() {
         "{i} {after:?}"
     );
 }
+
+#[test]
+fn moderation_stops_holding_for_a_driver_that_waits_for_each_completion() {
+    let d = tempfile::tempdir().unwrap();
+    let mut h = host(&d);
+    h.create_io_queue(1, 16, None);
+    h.ctrl.moderation = std::time::Duration::from_millis(5);
+    h.take_interrupts();
+    let buf = h.alloc(4096);
+    let one_read = |h: &mut TestHost| {
+        let mut c = command(io::READ, 1);
+        c.dw[6] = buf as u32;
+        c.dw[7] = (buf >> 32) as u32;
+        h.manual = true;
+        h.submit_no_reap(1, c);
+        while h.ctrl.step() == crate::controller::Step::Busy {}
+    };
+    // Queue depth 1: the first completion is held, and no command arrives
+    // while it waits, so the hold only added latency.
+    one_read(&mut h);
+    assert_eq!(h.take_interrupts(), 0, "held at first");
+    let due = h.ctrl.irq_deadline().expect("held");
+    std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+    let _ = h.ctrl.step();
+    assert_eq!(h.take_interrupts(), 1);
+    reap_all(&mut h, 1);
+    // So the next completions go out at once...
+    for i in 0..16 {
+        one_read(&mut h);
+        assert_eq!(h.take_interrupts(), 1, "completion {i} not held");
+        reap_all(&mut h, 1);
+    }
+    // ...and then moderation tries a hold again.
+    one_read(&mut h);
+    assert_eq!(h.take_interrupts(), 0, "a new hold");
+    assert!(h.ctrl.irq_deadline().is_some());
+}
