@@ -57,9 +57,9 @@ pub struct VmOptions {
     /// Boot without the project's guest module and CLI.
     #[arg(long)]
     pub no_guest_driver: bool,
-    /// How long (µs) at most the project's controllers poll shadow
-    /// doorbells after their queues drain, adapting below that to the
-    /// driver's pace (0: never; the driver then rings every time). A
+    /// How long (µs) the project's controllers poll shadow doorbells after
+    /// their queues drain (a quarter of that while the driver pauses for
+    /// more than twice as long; 0: never, the driver then rings every time). A
     /// comma-separated list gives controller 0, 1, ... their own values
     /// (the last one repeats), to compare settings in one guest.
     #[arg(long, value_name = "US[,US...]", value_delimiter = ',', default_value = "1000", value_parser = clap::value_parser!(u64).range(0..=p2pnvme_device::MAX_POLL_US))]

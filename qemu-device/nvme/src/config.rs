@@ -4,8 +4,8 @@ use crate::error::{config_bail as bail, Error, Result};
 use crate::irq_mode::IrqMode;
 use std::path::PathBuf;
 
-/// Default longest shadow-doorbell polling after the queues drain, in µs
-/// (the window adapts below it; see `controller/shadow.rs`).
+/// Default shadow-doorbell polling after the queues drain, in µs (see
+/// `PollPace` in `controller/shadow.rs`).
 pub const DEFAULT_POLL_US: u64 = 1000;
 
 /// The `p2pnvme device` command line.
@@ -31,9 +31,10 @@ pub struct DeviceArgs {
     /// Unix socket serving the counters as JSON (`get`, `reset`).
     #[arg(long)]
     pub stats_socket: Option<PathBuf>,
-    /// Microseconds at most to keep polling shadow doorbells after the
-    /// queues drain; the window adapts below this to the driver's pace (0:
-    /// publish event indices at once, so the driver rings every time).
+    /// Microseconds to keep polling shadow doorbells after the queues
+    /// drain, a quarter of that while the driver pauses for more than twice
+    /// as long (0: publish event indices at once, so the driver rings every
+    /// time).
     #[arg(long, default_value_t = DEFAULT_POLL_US, value_parser = clap::value_parser!(u64).range(0..=MAX_POLL_US))]
     pub poll_us: u64,
     /// Adaptive interrupt moderation, in µs (0: off): while the host has

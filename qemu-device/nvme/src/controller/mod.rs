@@ -137,11 +137,11 @@ pub struct Controller {
     pub work: bool,
     /// Shadow doorbells for I/O queues, once the driver configured them.
     pub dbbuf: Option<DoorbellBuffer>,
-    /// How long at most the worker keeps polling shadow SQ tails after the
-    /// queues drain before it publishes event indices (and the driver rings
-    /// again); `pace` fits the window to the driver.
+    /// How long the worker keeps polling shadow SQ tails after the queues
+    /// drain before it publishes event indices (and the driver rings
+    /// again); `pace` shortens it while the driver's I/O is sparse.
     pub poll: Duration,
-    /// The driver's pace, which sizes the poll window.
+    /// Whether the driver's I/O is sparse, which sizes the poll window.
     pace: shadow::PollPace,
     /// Adaptive interrupt moderation (0: off): while the host has not
     /// set Interrupt Coalescing, an I/O vector's interrupt waits until no
