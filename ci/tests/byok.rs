@@ -31,8 +31,11 @@ fn sample_module(dst: &Path, name: &str) {
 fn shared_folder_carries_changes_both_ways_while_the_guest_runs() {
     let dir = scratch("share");
     std::fs::write(dir.join("from-host"), "host-1\n").unwrap();
-    // The guest writes, then waits for the host's answer to appear.
-    let cmd = "cat /mnt/share-test/from-host && echo guest-1 > /mnt/share-test/from-guest && \
+    // The guest writes, then waits for the host's answer to appear. It
+    // publishes its file by rename: a file written in place exists (empty)
+    // before its bytes arrive, and the host may read it in between.
+    let cmd = "cat /mnt/share-test/from-host && echo guest-1 > /mnt/share-test/.from-guest && \
+               mv /mnt/share-test/.from-guest /mnt/share-test/from-guest && \
                i=0; while [ ! -e /mnt/share-test/answer ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; \
                cat /mnt/share-test/answer";
     let share = format!("{}:/mnt/share-test", dir.display());
