@@ -142,15 +142,11 @@ impl Controller {
         if self.irq.holding {
             for (iv, held) in self.irq.held.iter().enumerate() {
                 let Some(since) = held.since else { continue };
-                let release = match (agg, now) {
-                    (Some((_, time)), Some(now)) => {
-                        now.duration_since(since) >= time || no_coalescing & (1 << iv) != 0
-                    }
-                    (None, Some(now)) => {
-                        self.moderation_due(since) <= now || no_coalescing & (1 << iv) != 0
-                    }
-                    _ => true,
-                };
+                // No clock: neither coalescing nor moderation holds now.
+                let release = now.is_none_or(|now| {
+                    no_coalescing & (1 << iv) != 0
+                        || self.hold_due(agg, since).is_some_and(|due| due <= now)
+                });
                 if release {
                     signal |= 1 << iv;
                 }
@@ -175,7 +171,13 @@ impl Controller {
             return None;
         }
         let since = self.irq.held.iter().filter_map(|h| h.since).min()?;
-        match aggregation(self.features.int_coalescing) {
+        self.hold_due(aggregation(self.features.int_coalescing), since)
+    }
+
+    /// When entries held since `since` are signalled: after the host's
+    /// aggregation time, or (no host setting) when moderation says.
+    fn hold_due(&self, agg: Option<(u32, Duration)>, since: Instant) -> Option<Instant> {
+        match agg {
             Some((_, time)) => since.checked_add(time),
             None => Some(self.moderation_due(since)),
         }

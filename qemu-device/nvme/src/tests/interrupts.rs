@@ -16,6 +16,13 @@ fn submit_four_reads(h: &mut TestHost) {
     }
 }
 
+/// Sleeps until the held interrupts are due, then runs one worker step.
+fn step_when_due(h: &mut TestHost) {
+    let due = h.ctrl.irq_deadline().expect("held");
+    std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+    let _ = h.ctrl.step();
+}
+
 #[test]
 fn completions_of_one_pass_share_one_interrupt() {
     let d = tempfile::tempdir().unwrap();
@@ -100,9 +107,7 @@ fn interrupt_coalescing_signals_when_the_aggregation_time_is_up() {
     submit_four_reads(&mut h);
     while h.ctrl.step() == crate::controller::Step::Busy {}
     assert_eq!(h.take_interrupts(), 0);
-    let due = h.ctrl.irq_deadline().expect("held");
-    std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
-    let _ = h.ctrl.step();
+    step_when_due(&mut h);
     assert_eq!(h.take_interrupts(), 1, "time is up");
     reap_all(&mut h, 4);
 }
@@ -171,9 +176,7 @@ fn moderation_holds_io_interrupts_until_the_host_stops_submitting() {
     assert_eq!(h.take_interrupts(), 0);
     assert!(h.ctrl.irq_deadline().expect("held") >= due);
     // Quiet for the moderation time: one interrupt for all eight.
-    let due = h.ctrl.irq_deadline().unwrap();
-    std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
-    let _ = h.ctrl.step();
+    step_when_due(&mut h);
     assert_eq!(h.take_interrupts(), 1);
     reap_all(&mut h, 8);
     assert!(h.ctrl.irq_deadline().is_none());
@@ -236,20 +239,18 @@ fn moderation_stops_holding_for_a_driver_that_waits_for_each_completion() {
     h.take_interrupts();
     let buf = h.alloc(4096);
     let one_read = |h: &mut TestHost| {
-        let mut c = command(io::READ, 1);
-        c.dw[6] = buf as u32;
-        c.dw[7] = (buf >> 32) as u32;
         h.manual = true;
-        h.submit_no_reap(1, c);
+        h.submit_no_reap(
+            1,
+            crate::testhost::rw_command(io::READ, 0, 1, buf, 0, false),
+        );
         while h.ctrl.step() == crate::controller::Step::Busy {}
     };
     // Queue depth 1: the first completion is held, and no command arrives
     // while it waits, so the hold only added latency.
     one_read(&mut h);
     assert_eq!(h.take_interrupts(), 0, "held at first");
-    let due = h.ctrl.irq_deadline().expect("held");
-    std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
-    let _ = h.ctrl.step();
+    step_when_due(&mut h);
     assert_eq!(h.take_interrupts(), 1);
     reap_all(&mut h, 1);
     // So the next completions go out at once...
