@@ -52,6 +52,22 @@ pub struct DeviceArgs {
     pub trace: Option<PathBuf>,
 }
 
+/// Limits on what one vfio-user client may make the process hold.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Limits {
+    /// DMA_MAP sections one client may hold; more are refused with ENOSPC.
+    #[arg(long, default_value_t = crate::dma::DEFAULT_MAX_DMA_MAPS as u64, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    pub max_dma_maps: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_dma_maps: crate::dma::DEFAULT_MAX_DMA_MAPS as u64,
+        }
+    }
+}
+
 pub struct NsSpec {
     pub file: PathBuf,
     pub size: u64,

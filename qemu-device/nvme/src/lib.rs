@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-pub use config::{parse_size, DeviceArgs, DEFAULT_POLL_US, MAX_MODERATION_US, MAX_POLL_US};
+pub use config::{parse_size, DeviceArgs, Limits, DEFAULT_POLL_US, MAX_MODERATION_US, MAX_POLL_US};
 #[cfg(any(test, feature = "test-utils"))]
 pub use controller::regs::RegMirror;
 pub use error::Error;
@@ -50,8 +50,15 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
-/// Serves every configured controller until SIGTERM or SIGINT.
+/// Serves every configured controller until SIGTERM or SIGINT, with the
+/// default per-client limits.
 pub fn run(args: DeviceArgs) -> Result<()> {
+    run_limited(args, Limits::default())
+}
+
+/// [`run`] with per-client limits (`--max-dma-maps`).
+pub fn run_limited(args: DeviceArgs, limits: Limits) -> Result<()> {
+    raise_fd_limit();
     let specs = args.controllers()?;
     let faults = Arc::new(faults::FaultTable::new(specs.len()));
     for rule in &args.fault {
@@ -91,6 +98,8 @@ pub fn run(args: DeviceArgs) -> Result<()> {
             std::time::Duration::from_micros(s.moderation_us.unwrap_or(args.irq_moderation_us));
         ctrl.faults = faults.clone();
         ctrl.trace = tracer.clone();
+        ctrl.ram
+            .set_limit(usize::try_from(limits.max_dma_maps).unwrap_or(usize::MAX));
         let server = p2pnvme_vfio_user::Server::bind(&s.socket).map_err(|source| Error::Serve {
             socket: s.socket.clone(),
             source,
@@ -135,6 +144,24 @@ pub fn run(args: DeviceArgs) -> Result<()> {
         let _ = std::fs::remove_file(s);
     }
     Ok(())
+}
+
+/// Raises RLIMIT_NOFILE to its hard limit: many clients' fds (in-flight
+/// DMA_MAP fds, interrupt eventfds, sockets) then fit.
+fn raise_fd_limit() {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                log::warn!("cannot raise the open-file limit to {}", r.rlim_max);
+            }
+        }
+    }
 }
 
 /// One CMB registry per peer group, indexed like `specs`: a controller's

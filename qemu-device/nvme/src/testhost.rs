@@ -16,7 +16,9 @@ use vmm_sys_util::eventfd::EventFd;
 
 mod admin;
 mod remote;
+mod socket;
 pub use remote::RemoteHost;
+pub use socket::{SocketHost, DATA, SOCKET_RAM};
 
 /// Guest physical address of the test host's RAM.
 pub const RAM_BASE: u64 = 0x4000_0000;
@@ -160,7 +162,12 @@ impl TestHost {
         let ram_fd = memfd("test-ram", ram_size).unwrap();
         let f = ram_fd.try_clone().unwrap();
         ctrl.ram
-            .map(RAM_BASE, ram_size, Some((f.try_clone().unwrap(), 0)))
+            .map(
+                RAM_BASE,
+                ram_size,
+                Some((f.try_clone().unwrap(), 0)),
+                crate::dma::Prot::RW,
+            )
             .unwrap();
         let ram = Mapping::new(&f, 0, ram_size as usize).unwrap();
         let irq = EventFd::new(libc::EFD_NONBLOCK).expect("eventfd");

@@ -36,14 +36,6 @@ pub enum Error {
         /// Why.
         source: io::Error,
     },
-    /// Waiting for or accepting a client failed.
-    #[error("accepting a client on {path}: {source}")]
-    Accept {
-        /// The socket path.
-        path: PathBuf,
-        /// Why.
-        source: io::Error,
-    },
 }
 
 /// Why a connection ended.
@@ -154,12 +146,11 @@ impl Server {
             .map(|stream| serve_connection_until(stream, backend, &self.stop)))
     }
 
-    /// Waits for the next client; `None` once stopped.
+    /// Waits for the next client; `None` once stopped. A failed accept
+    /// (out of fds or memory, a client gone before it was taken) is
+    /// logged and retried: the socket keeps listening for the next client.
     fn accept(&self) -> Result<Option<UnixStream>, Error> {
-        let err = |source| Error::Accept {
-            path: self.path.clone(),
-            source,
-        };
+        let mut failures = 0u64;
         loop {
             if self.stop.load(Ordering::SeqCst) {
                 return Ok(None);
@@ -171,20 +162,24 @@ impl Server {
             };
             // SAFETY: one valid pollfd.
             let r = unsafe { libc::poll(&mut p, 1, ACCEPT_POLL_MS) };
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(err(e));
-                }
-                continue;
-            }
-            if r == 0 {
-                continue;
+            if r <= 0 {
+                continue; // timeout, EINTR, or a transient poll failure
             }
             match self.listener.accept() {
                 Ok((s, _)) => return Ok(Some(s)),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(err(e)),
+                Err(e) => {
+                    failures += 1;
+                    if failures.is_power_of_two() {
+                        log::warn!(
+                            "vfio-user {}: accepting a client failed ({e}); retrying ({failures} so far)",
+                            self.path.display()
+                        );
+                    }
+                    // Out of fds, the pending client stays queued: wait
+                    // rather than spin.
+                    std::thread::sleep(std::time::Duration::from_millis(ACCEPT_POLL_MS as u64));
+                }
             }
         }
     }

@@ -8,7 +8,7 @@ use super::io::HostCounters;
 use crate::dma::{prp, Dma};
 use crate::namespace::Namespace;
 use crate::nvme::{CmdResult, Sqe, Status};
-use crate::stats::{Counters, Kind};
+use crate::stats::{Counters, Dir, Kind};
 use crate::wire::ErrorLogEntry;
 use std::collections::VecDeque;
 
@@ -46,13 +46,17 @@ pub struct AdminCtx<'a> {
 impl AdminCtx<'_> {
     /// Sends `data` to the host buffer of an admin command (metadata).
     pub fn send_to_host(&self, sqe: &Sqe, data: &[u8]) -> CmdResult {
-        prp::transfer(sqe, data.len(), &self.dma, Kind::Meta)?.scatter(data);
+        prp::transfer(sqe, data.len(), &self.dma, Kind::Meta, Dir::Written)?
+            .scatter(data)
+            .map_err(|_| Status::DATA_TRANSFER_ERROR)?;
         Ok(0)
     }
 
     /// Reads `len` bytes from the host buffer of an admin command.
     pub fn receive_from_host(&self, sqe: &Sqe, len: usize) -> Result<Vec<u8>, Status> {
-        Ok(prp::transfer(sqe, len, &self.dma, Kind::Meta)?.gather())
+        prp::transfer(sqe, len, &self.dma, Kind::Meta, Dir::Read)?
+            .gather()
+            .map_err(|_| Status::DATA_TRANSFER_ERROR)
     }
 
     /// The namespace index of `nsid`.

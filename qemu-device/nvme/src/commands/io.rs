@@ -94,7 +94,8 @@ fn data<'a>(
     if len > MAX_TRANSFER {
         return Err(Status::INVALID_FIELD);
     }
-    let r = prp::transfer(sqe, len, &c.dma, kind)?;
+    let dir = if to_memory { Dir::Written } else { Dir::Read };
+    let r = prp::transfer(sqe, len, &c.dma, kind, dir)?;
     let mut in_cmb = None;
     for (t, _) in r.targets() {
         let Some(t) = t else {
@@ -135,7 +136,11 @@ fn move_data(
             }
         }
     })
-    .map_err(|_| Status::INTERNAL_ERROR)?;
+    // EFAULT: guest RAM the client shrank away or a read-only map.
+    .map_err(|e| match e.raw_os_error() {
+        Some(libc::EFAULT) => Status::DATA_TRANSFER_ERROR,
+        _ => Status::INTERNAL_ERROR,
+    })?;
     Ok(0)
 }
 
@@ -170,7 +175,9 @@ fn durable(c: &IoCtx<'_>, ns: usize, sqe: &Sqe, fua_dw: usize) -> Result<(), Sta
 pub(super) fn compare(c: &mut IoCtx<'_>, sqe: &Sqe) -> CmdResult {
     let ns = namespace(c, sqe)?;
     let (off, len) = range(c, ns, sqe.slba(), sqe.nlb())?;
-    let host = data(c, sqe, len as usize, false, Kind::Data)?.gather();
+    let host = data(c, sqe, len as usize, false, Kind::Data)?
+        .gather()
+        .map_err(|_| Status::DATA_TRANSFER_ERROR)?;
     // Compare counts as a host read command (SMART).
     c.counters.reads += 1;
     let mut media = vec![0u8; len as usize];
@@ -197,7 +204,9 @@ pub(super) fn dsm(c: &mut IoCtx<'_>, sqe: &Sqe) -> CmdResult {
     let ns = namespace(c, sqe)?;
     let nr = (sqe.cdw(10) & 0xff) as usize + 1;
     let deallocate = sqe.cdw(11) & (1 << 2) != 0;
-    let ranges = data(c, sqe, nr * 16, false, Kind::Meta)?.gather();
+    let ranges = data(c, sqe, nr * 16, false, Kind::Meta)?
+        .gather()
+        .map_err(|_| Status::DATA_TRANSFER_ERROR)?;
     let mut checked = vec![];
     for r in ranges.chunks_exact(16) {
         let nlb = u32::from_le_bytes(r[4..8].try_into().unwrap()) as u64;
@@ -229,7 +238,9 @@ pub(super) fn copy(c: &mut IoCtx<'_>, sqe: &Sqe) -> CmdResult {
     if nr > 16 {
         return Err(Status::CMD_SIZE_LIMIT);
     }
-    let raw = data(c, sqe, nr * 32, false, Kind::Meta)?.gather();
+    let raw = data(c, sqe, nr * 32, false, Kind::Meta)?
+        .gather()
+        .map_err(|_| Status::DATA_TRANSFER_ERROR)?;
     let mut sources = vec![];
     let mut total = 0u64;
     for r in raw.chunks_exact(32) {

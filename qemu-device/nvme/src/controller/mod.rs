@@ -115,7 +115,9 @@ pub struct Controller {
     /// need not wait for the worker's pass.
     pub ram: Arc<GuestRam>,
     pub cmbs: CmbRegistry,
-    pub cmb: Option<(Arc<Mapping>, File)>,
+    /// The CMB memory and the memfd the client maps; a new pair for every
+    /// client (see `renew_cmb`).
+    pub cmb: Option<(Arc<Mapping>, Arc<File>)>,
     pub cc: u32,
     pub csts: u32,
     aqa: u32,
@@ -219,7 +221,7 @@ impl Controller {
                 base: None,
                 unreachable: false,
             });
-            Some((m, f))
+            Some((m, Arc::new(f)))
         } else {
             None
         };

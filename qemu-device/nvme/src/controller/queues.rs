@@ -10,6 +10,11 @@ impl Controller {
     /// doorbells, then runs a short pass or polls the shadow doorbells.
     pub fn step(&mut self) -> Step {
         self.apply_doorbells();
+        if self.ram.lost() && self.csts & (CSTS_RDY | CSTS_CFS) == CSTS_RDY {
+            // The client shrank a DMA_MAP file under a copy (its command
+            // failed with Data Transfer Error): its memory is not trusted.
+            self.fatal("guest RAM lost (a DMA_MAP file shrank)", 0);
+        }
         if !self.held.is_empty() {
             self.post_due(); // fault rules' delayed completions
         }

@@ -160,6 +160,12 @@ impl Controller {
             self.csts |= CSTS_CFS;
             return;
         }
+        if self.ram.lost() {
+            // Pages of this client's RAM are gone (see dma::sigbus): no
+            // more commands until it reconnects with memory that stays.
+            self.fatal("guest RAM lost (a DMA_MAP file shrank)", 0);
+            return;
+        }
         // The queues must fit the address space (the guest chose ASQ/ACQ);
         // the admin CQ may not be in a CMB (CMBSZ.CQS is 0), nor the admin
         // SQ in a peer's CMB.
@@ -246,9 +252,39 @@ impl Controller {
         self.ram.clear();
         self.irqs.iter_mut().for_each(|i| *i = Vector::default());
         self.bus_master.store(false, Ordering::Release);
-        if let Some((m, _)) = &self.cmb {
-            m.clear();
-        }
+        self.renew_cmb();
         self.publish();
+    }
+
+    /// Gives the CMB fresh memory: the memfd the last client got (and may
+    /// still map) is never used again, so it cannot see or change the next
+    /// client's CMB. Peers find the new memory through the group's table.
+    fn renew_cmb(&mut self) {
+        let Some((old, _)) = &self.cmb else { return };
+        let len = old.len();
+        let fresh = crate::dma::sealed_memfd(&format!("p2pnvme-cmb{}", self.id), len as u64)
+            .and_then(|f| Ok((Arc::new(Mapping::new(&f, 0, len)?), Arc::new(f))));
+        match fresh {
+            Ok((m, f)) => {
+                let mut windows = self.cmbs.write().unwrap_or_else(|e| e.into_inner());
+                if let Some(w) = windows.iter_mut().find(|w| w.ctrl == self.id) {
+                    w.mem = m.clone();
+                }
+                self.cmb = Some((m, f));
+            }
+            Err(e) => {
+                // No memory for a new CMB: the controller offers none rather
+                // than share the old one with the next client.
+                log::error!(
+                    "controller {}: no memory for a fresh CMB ({e}); it has no CMB until restarted",
+                    self.id
+                );
+                self.cmbs
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retain(|w| w.ctrl != self.id);
+                self.cmb = None;
+            }
+        }
     }
 }

@@ -54,17 +54,6 @@ impl Mapping {
             Err(_) => false,
         }
     }
-
-    /// Zeroes the whole mapping (a CMB between two clients).
-    pub fn clear(&self) {
-        let zeros = vec![0u8; 1 << 20];
-        let mut off = 0;
-        while off < self.len() {
-            let n = zeros.len().min(self.len() - off);
-            self.write(off, &zeros[..n]);
-            off += n;
-        }
-    }
 }
 
 /// A controller's CMB as seen by every controller of the process.

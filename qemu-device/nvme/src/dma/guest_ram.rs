@@ -1,30 +1,129 @@
-//! Guest RAM: the DMA_MAP sections a client announced, mapped through
-//! rust-vmm's vm-memory.
+//! Guest RAM: the DMA_MAP sections a client announced, each mapped with the
+//! protection the client gave it. Promises: a section mapped without WRITE
+//! is never written (the mapping is PROT_READ and lookups for writes miss
+//! it); no file descriptor outlives its DMA_MAP (the mapping keeps the
+//! memory, so a client cannot pin fds); at most `limit` sections per
+//! client. Once memory is lost (the client shrank the file under a copy,
+//! see `sigbus`) the copy's DMA fails and [`GuestRam::lost`] stays true
+//! until the client disconnects: the controller then runs no more commands
+//! (CSTS.CFS) — the lost pages now hold anonymous junk.
 
+use super::sigbus;
 use std::fs::File;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
-use vm_memory::{
-    FileOffset, GuestAddress, GuestMemoryRegion, GuestRegionMmap, MemoryRegionAddress, MmapRegion,
-};
+
+/// Default of `--max-dma-maps`: DMA_MAP sections one client may hold.
+/// QEMU sends one per RAM section (a handful) without a vIOMMU, one per
+/// guest IOMMU mapping with one.
+pub const DEFAULT_MAX_DMA_MAPS: usize = 8192;
+
+/// What the device may do with a section (the DMA_MAP flags).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prot {
+    /// The device may read it.
+    pub read: bool,
+    /// The device may write it.
+    pub write: bool,
+}
+
+impl Prot {
+    /// Readable and writable.
+    #[cfg(any(test, feature = "test-utils"))]
+    pub const RW: Prot = Prot {
+        read: true,
+        write: true,
+    };
+}
+
+/// How a DMA uses memory it looks up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Use {
+    /// Only asks where an address is.
+    Locate,
+    /// The device reads it.
+    Read,
+    /// The device writes it.
+    Write,
+}
+
+/// Why a DMA_MAP was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum MapError {
+    /// The client already holds the most sections it may.
+    #[error("{0} DMA maps already: the per-client limit (--max-dma-maps)")]
+    TooMany(usize),
+    /// The request or its file cannot be mapped.
+    #[error("{0}")]
+    Bad(String),
+    /// mmap failed.
+    #[error("mapping DMA section at {iova:#x}: {source}")]
+    Mmap {
+        /// The section.
+        iova: u64,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// One mapping of guest RAM in this process, unmapped when the last DMA
+/// using it and its section are gone.
+pub struct RamMap {
+    ptr: *mut u8,
+    len: usize,
+    /// Shared with the client's [`GuestRam`]: raised when this memory
+    /// raised SIGBUS.
+    lost: Arc<AtomicBool>,
+}
+
+// SAFETY: the mapping is process memory owned by this value; accesses go
+// through raw pointers whose lifetime the Arc holders bound.
+unsafe impl Send for RamMap {}
+// SAFETY: as above; concurrent DMAs into guest memory are the guest's race.
+unsafe impl Sync for RamMap {}
+
+impl RamMap {
+    /// Marks the client's guest RAM as lost (a SIGBUS in this mapping).
+    pub fn lose(&self) {
+        self.lost.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for RamMap {
+    fn drop(&mut self) {
+        sigbus::unmap(self.ptr, self.len);
+    }
+}
 
 /// One DMA_MAP section: fd-backed sections are guest RAM we can reach;
 /// fd-less ones (directly mapped BARs) are only remembered for unmapping.
 struct Section {
     iova: u64,
     size: u64,
-    region: Option<Arc<GuestRegionMmap>>,
+    prot: Prot,
+    region: Option<Arc<RamMap>>,
 }
 
-/// Guest RAM sections announced with DMA_MAP, mapped through rust-vmm's
-/// vm-memory. Shared between the controller's worker and the vfio-user
-/// message thread: a DMA holds the region it uses (an `Arc` clone) while it
-/// moves data, so an unmap removes the sections from the table first (no
-/// new DMA finds them) and then waits only for the DMAs still using them,
-/// never for the worker's whole pass.
-#[derive(Default)]
+/// Guest RAM sections announced with DMA_MAP. Shared between the
+/// controller's worker and the vfio-user message thread: a DMA holds the
+/// region it uses (an `Arc` clone) while it moves data, so an unmap removes
+/// the sections from the table first (no new DMA finds them) and then waits
+/// only for the DMAs still using them, never for the worker's whole pass.
 pub struct GuestRam {
     sections: RwLock<Vec<Section>>,
+    limit: AtomicUsize,
+    lost: Arc<AtomicBool>,
+}
+
+impl Default for GuestRam {
+    fn default() -> GuestRam {
+        GuestRam {
+            sections: RwLock::default(),
+            limit: AtomicUsize::new(DEFAULT_MAX_DMA_MAPS),
+            lost: Arc::default(),
+        }
+    }
 }
 
 /// How long an unmap waits for in-flight DMAs of its sections. The mapping
@@ -33,43 +132,85 @@ pub struct GuestRam {
 const UNMAP_WAIT: Duration = Duration::from_secs(10);
 
 impl GuestRam {
-    /// Maps a section; `file` is the fd QEMU sent and the offset in it.
-    pub fn map(&self, iova: u64, size: u64, file: Option<(File, u64)>) -> std::io::Result<()> {
+    /// Sets the most sections one client may hold (`--max-dma-maps`).
+    pub fn set_limit(&self, n: usize) {
+        self.limit.store(n, Ordering::Relaxed);
+    }
+
+    /// Some of this client's memory raised SIGBUS (until it disconnects).
+    pub fn lost(&self) -> bool {
+        self.lost.load(Ordering::Acquire)
+    }
+
+    /// Maps a section; `file` is the fd QEMU sent and the offset in it (the
+    /// fd is closed once mapped).
+    pub fn map(
+        &self,
+        iova: u64,
+        size: u64,
+        file: Option<(File, u64)>,
+        prot: Prot,
+    ) -> Result<(), MapError> {
+        let bad = |e: String| MapError::Bad(e);
+        iova.checked_add(size)
+            .ok_or_else(|| bad(format!("DMA section at {iova:#x} wraps")))?;
         let region = match file {
             Some((f, offset)) => {
-                let bad = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
                 // The server checks this too; a mapping past the end of its
                 // file would turn our accesses into SIGBUS.
                 let end = offset
                     .checked_add(size)
                     .ok_or_else(|| bad(format!("DMA section at {iova:#x} wraps its file")))?;
-                if f.metadata()?.len() < end {
+                let flen = f.metadata().map_err(|e| bad(e.to_string()))?.len();
+                if flen < end {
                     return Err(bad(format!(
                         "DMA section at {iova:#x} reaches past its file"
                     )));
                 }
-                iova.checked_add(size)
-                    .ok_or_else(|| bad(format!("DMA section at {iova:#x} wraps")))?;
-                let mmap = MmapRegion::from_file(FileOffset::new(f, offset), size as usize)
-                    .map_err(|e| bad(format!("mapping DMA section at {iova:#x}: {e}")))?;
-                let r = GuestRegionMmap::new(mmap, GuestAddress(iova))
-                    .ok_or_else(|| bad(format!("DMA section at {iova:#x} wraps")))?;
-                Some(Arc::new(r))
+                let len = usize::try_from(size)
+                    .map_err(|_| bad(format!("DMA section at {iova:#x} too large")))?;
+                self.check_room(iova, size)?;
+                let ptr = sigbus::map_shared(&f, offset, len, prot.write)
+                    .map_err(|source| MapError::Mmap { iova, source })?;
+                Some(Arc::new(RamMap {
+                    ptr,
+                    len,
+                    lost: self.lost.clone(),
+                }))
             }
             None => {
-                iova.checked_add(size).ok_or_else(|| {
-                    std::io::Error::new(std::io::ErrorKind::InvalidInput, "fd-less DMA map wraps")
-                })?;
+                self.check_room(iova, size)?;
                 None
             }
         };
         let removed = {
             let mut sections = self.write();
             let removed = take_overlapping(&mut sections, iova, size);
-            sections.push(Section { iova, size, region });
+            sections.push(Section {
+                iova,
+                size,
+                prot,
+                region,
+            });
             removed
         };
         wait_unused(removed);
+        Ok(())
+    }
+
+    /// Refuses a new section when the client is at its limit (sections the
+    /// new one replaces do not count).
+    fn check_room(&self, iova: u64, size: u64) -> Result<(), MapError> {
+        let limit = self.limit.load(Ordering::Relaxed);
+        let sections = self.sections.read().unwrap_or_else(|e| e.into_inner());
+        let end = iova.saturating_add(size);
+        let replaced = sections
+            .iter()
+            .filter(|s| s.iova < end && iova < s.iova.saturating_add(s.size))
+            .count();
+        if sections.len() - replaced >= limit {
+            return Err(MapError::TooMany(sections.len()));
+        }
         Ok(())
     }
 
@@ -80,10 +221,12 @@ impl GuestRam {
         wait_unused(removed);
     }
 
-    /// Forgets every section, then waits for the DMAs still using them.
+    /// Forgets every section, then waits for the DMAs still using them; a
+    /// new client starts with its memory not lost.
     pub fn clear(&self) {
         let removed = std::mem::take(&mut *self.write());
         wait_unused(removed);
+        self.lost.store(false, Ordering::Release);
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Section>> {
@@ -91,29 +234,44 @@ impl GuestRam {
     }
 
     /// Runs `f` on the host address of [addr, addr+len) and the region
-    /// holding it, when the range lies in one fd-backed section; the
-    /// section cannot be removed while `f` runs.
+    /// holding it, when the range lies in one fd-backed section that allows
+    /// `how`; the section cannot be removed while `f` runs.
     pub(super) fn with<R>(
         &self,
         addr: u64,
         len: u64,
-        f: impl FnOnce(*mut u8, &Arc<GuestRegionMmap>) -> R,
+        how: Use,
+        f: impl FnOnce(*mut u8, &Arc<RamMap>) -> R,
     ) -> Option<R> {
         let end = addr.checked_add(len)?;
         let sections = self.sections.read().unwrap_or_else(|e| e.into_inner());
         let s = sections
             .iter()
             .find(|s| s.iova <= addr && s.iova.checked_add(s.size).is_some_and(|e| end <= e))?;
+        let allowed = match how {
+            Use::Locate => true,
+            Use::Read => s.prot.read,
+            Use::Write => s.prot.write,
+        };
+        if !allowed {
+            log::debug!(
+                "DMA {how:?} of {len} bytes at {addr:#x}: the section at {:#x} does not allow it ({:?})",
+                s.iova,
+                s.prot
+            );
+            return None;
+        }
         let region = s.region.as_ref()?;
-        let off = MemoryRegionAddress(addr - s.iova);
-        let slice = region.get_slice(off, usize::try_from(len).ok()?).ok()?;
-        let p = slice.ptr_guard_mut().as_ptr();
+        // In range: addr - iova + len <= size <= region.len.
+        let off = usize::try_from(addr - s.iova).ok()?;
+        usize::try_from(len).ok()?;
+        // SAFETY: off + len lies within the mapping (checked above).
+        let p = unsafe { region.ptr.add(off) };
         Some(f(p, region))
     }
 }
 
-/// Removes the sections overlapping [iova, iova+size) and returns their
-/// regions.
+/// Removes the sections overlapping [iova, iova+size) and returns them.
 fn take_overlapping(sections: &mut Vec<Section>, iova: u64, size: u64) -> Vec<Section> {
     let end = iova.saturating_add(size);
     let (gone, kept) = std::mem::take(sections)

@@ -8,13 +8,14 @@ mod cmb;
 mod guest_ram;
 pub mod prp;
 pub mod route;
+mod sigbus;
 
 #[cfg(any(test, feature = "test-utils"))]
 pub use cmb::memfd;
 pub use cmb::{sealed_memfd, CmbRegistry, CmbWindow, Mapping};
-pub use guest_ram::GuestRam;
+use guest_ram::RamMap;
+pub use guest_ram::{GuestRam, MapError, Prot, Use, DEFAULT_MAX_DMA_MAPS};
 use std::sync::Arc;
-use vm_memory::GuestRegionMmap;
 
 pub use crate::dma::route::Target;
 use crate::dma::route::{Dir, Kind, TargetClass};
@@ -79,7 +80,7 @@ impl<'a> Dma<'a> {
     /// leaves one is invalid.
     pub fn classify(&self, addr: u64, len: u64) -> Result<Target, DmaFault> {
         let len = usize::try_from(len).map_err(|_| DmaFault)?;
-        self.with(addr, len, |_, _| ()).map(|(t, _)| t)
+        self.with(addr, len, Use::Locate, |_, _| ()).map(|(t, _)| t)
     }
 
     /// Finds [addr, addr+len) (CMB windows first) and runs `f` on its host
@@ -89,6 +90,7 @@ impl<'a> Dma<'a> {
         &self,
         addr: u64,
         len: usize,
+        how: Use,
         f: impl FnOnce(*mut u8, Holder<'_>) -> R,
     ) -> Result<(Target, R), DmaFault> {
         if !self.bus_master {
@@ -115,7 +117,7 @@ impl<'a> Dma<'a> {
         }
         let r = self
             .ram
-            .with(addr, len as u64, |p, region| f(p, Holder::Ram(region)))
+            .with(addr, len as u64, how, |p, region| f(p, Holder::Ram(region)))
             .ok_or(DmaFault)?;
         Ok((Target::GuestRam, r))
     }
@@ -127,7 +129,12 @@ impl<'a> Dma<'a> {
         &self,
         segs: &[(Option<u64>, usize)],
         kind: Kind,
+        dir: Dir,
     ) -> Result<Resolved<'a>, DmaFault> {
+        let how = match dir {
+            Dir::Read => Use::Read,
+            Dir::Written => Use::Write,
+        };
         let mut r = Resolved {
             stats: self.stats,
             cut: self.cut.filter(|_| kind == Kind::Data),
@@ -146,7 +153,7 @@ impl<'a> Dma<'a> {
                 continue;
             };
             let (cmbs, ram) = (&mut r.cmbs, &mut r.ram);
-            let (target, ptr) = self.with(addr, len, |p, held| {
+            let (target, ptr) = self.with(addr, len, how, |p, held| {
                 match held {
                     Holder::Cmb(m) if !cmbs.iter().any(|c| Arc::ptr_eq(c, m)) => {
                         cmbs.push(m.clone())
@@ -167,20 +174,22 @@ impl<'a> Dma<'a> {
 
     /// Reads `buf.len()` bytes of `kind` at `addr` (counted).
     pub fn read(&self, kind: Kind, addr: u64, buf: &mut [u8]) -> Result<Target, DmaFault> {
-        // SAFETY: `with` hands out a pointer to buf.len() mapped bytes.
-        let (t, ()) = self.with(addr, buf.len(), |p, _| unsafe {
-            std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), buf.len())
+        let (t, copied) = self.with(addr, buf.len(), Use::Read, |p, held| {
+            // SAFETY: `with` hands out a pointer to buf.len() mapped bytes.
+            held.copy(|| unsafe { std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), buf.len()) })
         })?;
+        copied?;
         self.stats.add(kind, Dir::Read, t, buf.len() as u64);
         Ok(t)
     }
 
     /// Writes `buf` as `kind` at `addr` (counted).
     pub fn write(&self, kind: Kind, addr: u64, buf: &[u8]) -> Result<Target, DmaFault> {
-        // SAFETY: as in read.
-        let (t, ()) = self.with(addr, buf.len(), |p, _| unsafe {
-            std::ptr::copy_nonoverlapping(buf.as_ptr(), p, buf.len())
+        let (t, copied) = self.with(addr, buf.len(), Use::Write, |p, held| {
+            // SAFETY: as in read.
+            held.copy(|| unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), p, buf.len()) })
         })?;
+        copied?;
         self.stats.add(kind, Dir::Written, t, buf.len() as u64);
         Ok(t)
     }
@@ -189,11 +198,11 @@ impl<'a> Dma<'a> {
     /// guest would through BAR2): not a DMA of this controller, not counted.
     #[cfg(any(test, feature = "test-utils"))]
     pub fn cpu_write(&self, addr: u64, buf: &[u8]) -> Result<Target, DmaFault> {
-        // SAFETY: as in read.
-        self.with(addr, buf.len(), |p, _| unsafe {
-            std::ptr::copy_nonoverlapping(buf.as_ptr(), p, buf.len())
+        self.with(addr, buf.len(), Use::Write, |p, held| {
+            // SAFETY: as in read.
+            held.copy(|| unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), p, buf.len()) })
         })
-        .map(|(t, ())| t)
+        .and_then(|(t, copied)| copied.map(|()| t))
     }
 }
 
@@ -202,7 +211,25 @@ enum Holder<'h> {
     /// A CMB mapping.
     Cmb(&'h Arc<Mapping>),
     /// A guest RAM section: while a clone lives, unmapping it waits.
-    Ram(&'h Arc<GuestRegionMmap>),
+    Ram(&'h Arc<RamMap>),
+}
+
+impl Holder<'_> {
+    /// Runs a CPU copy to or from this memory. Guest RAM can vanish under
+    /// it (the client shrank the file): then the client's memory is marked
+    /// lost and the DMA faults; the process lives on.
+    fn copy(&self, copy: impl FnOnce()) -> Result<(), DmaFault> {
+        match self {
+            Holder::Cmb(_) => {
+                copy();
+                Ok(())
+            }
+            Holder::Ram(r) => sigbus::guarded(copy).map_err(|sigbus::Lost| {
+                r.lose();
+                DmaFault
+            }),
+        }
+    }
 }
 
 /// Bytes of each piece a transfer moves (None: every piece whole).
@@ -232,7 +259,7 @@ pub struct Resolved<'a> {
     kind: Kind,
     pieces: Vec<Piece>,
     cmbs: Vec<Arc<Mapping>>,
-    ram: Vec<Arc<GuestRegionMmap>>,
+    ram: Vec<Arc<RamMap>>,
 }
 
 impl Resolved<'_> {
@@ -308,37 +335,57 @@ impl Resolved<'_> {
     }
 
     /// Copies `data` into the pieces in order, skipping bit buckets
-    /// (counted as written).
-    pub fn scatter(&self, data: &[u8]) {
+    /// (counted as written); faults when guest RAM vanished under the copy.
+    pub fn scatter(&self, data: &[u8]) -> Result<(), DmaFault> {
         let lens = self.lens();
-        self.count(Dir::Written, &lens);
-        let mut done = 0;
-        for (i, p) in self.pieces.iter().enumerate() {
-            let n = lens.of(i, p);
-            if p.target.is_some() {
-                // SAFETY: p.ptr..+n is inside a mapping this value keeps alive.
-                unsafe { std::ptr::copy_nonoverlapping(data[done..done + n].as_ptr(), p.ptr, n) }
+        self.guarded(|| {
+            let mut done = 0;
+            for (i, p) in self.pieces.iter().enumerate() {
+                let n = lens.of(i, p);
+                if p.target.is_some() {
+                    // SAFETY: p.ptr..+n is inside a mapping this value keeps alive.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(data[done..done + n].as_ptr(), p.ptr, n)
+                    }
+                }
+                done += p.len;
             }
-            done += p.len;
-        }
+        })?;
+        self.count(Dir::Written, &lens);
+        Ok(())
     }
 
     /// Collects the pieces in order; bit buckets read as zeros (counted as
-    /// read).
-    pub fn gather(&self) -> Vec<u8> {
+    /// read); faults when guest RAM vanished under the copy.
+    pub fn gather(&self) -> Result<Vec<u8>, DmaFault> {
         let lens = self.lens();
-        self.count(Dir::Read, &lens);
         let mut data = vec![0u8; self.pieces.iter().map(|p| p.len).sum()];
-        let mut done = 0;
-        for (i, p) in self.pieces.iter().enumerate() {
-            if p.target.is_some() {
-                // SAFETY: as in scatter.
-                let n = lens.of(i, p);
-                unsafe { std::ptr::copy_nonoverlapping(p.ptr, data[done..].as_mut_ptr(), n) }
+        self.guarded(|| {
+            let mut done = 0;
+            for (i, p) in self.pieces.iter().enumerate() {
+                if p.target.is_some() {
+                    // SAFETY: as in scatter.
+                    let n = lens.of(i, p);
+                    unsafe { std::ptr::copy_nonoverlapping(p.ptr, data[done..].as_mut_ptr(), n) }
+                }
+                done += p.len;
             }
-            done += p.len;
+        })?;
+        self.count(Dir::Read, &lens);
+        Ok(data)
+    }
+
+    /// Runs a copy over the pieces; guest RAM lost under it (SIGBUS) marks
+    /// the client's memory lost and faults the transfer.
+    fn guarded(&self, copy: impl FnOnce()) -> Result<(), DmaFault> {
+        if self.ram.is_empty() {
+            copy();
+            return Ok(());
         }
-        data
+        sigbus::guarded(copy).map_err(|sigbus::Lost| {
+            self.ram.iter().for_each(|r| r.lose());
+            DmaFault
+        })
     }
 }
 
@@ -350,8 +397,8 @@ mod tests {
     fn setup() -> (GuestRam, CmbRegistry) {
         let ram = GuestRam::default();
         let f = memfd("ram", 1 << 20).unwrap();
-        ram.map(0x10_0000, 1 << 20, Some((f, 0))).unwrap();
-        ram.map(0xfe00_0000, 1 << 20, None).unwrap(); // a directly mapped BAR, no fd
+        ram.map(0x10_0000, 1 << 20, Some((f, 0)), Prot::RW).unwrap();
+        ram.map(0xfe00_0000, 1 << 20, None, Prot::RW).unwrap(); // a directly mapped BAR, no fd
         let mut v = vec![];
         for (ctrl, base) in [(0usize, 0xfe00_0000u64), (1, 0xfd00_0000)] {
             let f = memfd("cmb", 2 << 20).unwrap();

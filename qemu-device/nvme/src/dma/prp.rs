@@ -2,7 +2,7 @@
 //! the list of memory segments to transfer. List pages are read through DMA
 //! and counted as metadata.
 
-use crate::dma::route::Kind;
+use crate::dma::route::{Dir, Kind};
 use crate::dma::{Dma, Resolved, Target};
 use crate::nvme::{Sqe, Status};
 
@@ -160,8 +160,9 @@ pub fn transfer<'a>(
     len: usize,
     dma: &Dma<'a>,
     kind: Kind,
+    dir: Dir,
 ) -> Result<Resolved<'a>, Status> {
     let segs = segments(sqe, len, dma)?;
-    dma.resolve(&segs, kind)
+    dma.resolve(&segs, kind, dir)
         .map_err(|_| Status::DATA_TRANSFER_ERROR)
 }

@@ -177,11 +177,17 @@ fn dma_unmap_waits_only_for_users_of_its_own_mapping() {
     pass.bus_master.store(true, Ordering::Release);
     for iova in [A, B] {
         let f = crate::dma::memfd("ram", SIZE).unwrap();
-        pass.ram.map(iova, SIZE, Some((f, 0))).unwrap();
+        pass.ram
+            .map(iova, SIZE, Some((f, 0)), crate::dma::Prot::RW)
+            .unwrap();
     }
     let dma = pass.dma();
     let in_flight = dma
-        .resolve(&[(Some(A + 4096), 8192)], crate::stats::Kind::Data)
+        .resolve(
+            &[(Some(A + 4096), 8192)],
+            crate::stats::Kind::Data,
+            crate::stats::Dir::Read,
+        )
         .unwrap();
     // Unmaps on the message thread; the backend comes back when it is done
     // (a failing check leaves a blocked thread behind rather than hanging).

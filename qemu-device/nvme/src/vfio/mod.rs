@@ -7,7 +7,7 @@ pub mod pci;
 
 use crate::controller::regs::{Doorbells, RegMirror};
 use crate::controller::{Controller, Step, DOORBELLS};
-use crate::dma::{GuestRam, Mapping};
+use crate::dma::{GuestRam, MapError, Mapping, Prot};
 use crate::irq_mode::IrqMode;
 use crate::stats::Counters;
 use p2pnvme_vfio_user::{
@@ -28,7 +28,9 @@ pub struct Backend {
     regs: Arc<RegMirror>,
     bells: Arc<Doorbells>,
     stats: Arc<Counters>,
-    cmb: Option<Arc<Mapping>>,
+    /// The current client's CMB (memory and memfd): region accesses and
+    /// region info are answered from it without the controller lock.
+    cmb: Option<(Arc<Mapping>, Arc<std::fs::File>)>,
     /// A `cmb-revoke=unmap` fault: CMB reads return all ones.
     cmb_unreachable: Arc<std::sync::atomic::AtomicBool>,
     /// Guest RAM maps: DMA_MAP/UNMAP change them without the controller
@@ -45,7 +47,7 @@ impl Backend {
             regs: ctrl.regs.clone(),
             bells: ctrl.bells.clone(),
             stats: ctrl.stats.clone(),
-            cmb: ctrl.cmb.as_ref().map(|(m, _)| m.clone()),
+            cmb: ctrl.cmb.clone(),
             cmb_unreachable: ctrl.cmb_unreachable.clone(),
             ram: ctrl.ram.clone(),
             ctrl: Arc::new(Mutex::new(ctrl)),
@@ -134,7 +136,7 @@ const REGIONS: u32 = 9;
 const IRQ_INDEXES: u32 = 5;
 
 /// The regions QEMU asks about, indexed like vfio-pci's.
-pub fn regions(ctrl: &Controller) -> Vec<RegionInfo> {
+pub fn regions(cmb: Option<&(Arc<Mapping>, Arc<std::fs::File>)>) -> Vec<RegionInfo> {
     (0..REGIONS)
         .map(|i| {
             let plain = |size| RegionInfo {
@@ -146,7 +148,7 @@ pub fn regions(ctrl: &Controller) -> Vec<RegionInfo> {
             match i {
                 0 => plain(pci::BAR0_SIZE),
                 4 => plain(pci::BAR4_SIZE),
-                2 => match &ctrl.cmb {
+                2 => match cmb {
                     Some((m, f)) => RegionInfo {
                         mmap: Some(RegionMmap {
                             fd: f.as_raw_fd(),
@@ -179,7 +181,8 @@ pub fn irqs(mode: IrqMode) -> Vec<IrqInfo> {
 
 impl VfioBackend for Backend {
     fn regions(&self) -> Vec<RegionInfo> {
-        regions(&self.lock())
+        // Asked before every region access: never waits for the worker.
+        regions(self.cmb.as_ref())
     }
 
     fn irqs(&self) -> Vec<IrqInfo> {
@@ -191,9 +194,9 @@ impl VfioBackend for Backend {
             CONFIG_REGION => self.pci.read(offset, data),
             0 => self.regs.read(offset, data),
             2 => {
-                let done = match (&self.cmb, usize::try_from(offset)) {
+                let done = match (self.cmb.as_ref(), usize::try_from(offset)) {
                     _ if self.cmb_unreachable.load(Ordering::Acquire) => false,
-                    (Some(m), Ok(off)) => m.read(off, data),
+                    (Some((m, _)), Ok(off)) => m.read(off, data),
                     _ => false,
                 };
                 if !done {
@@ -225,7 +228,7 @@ impl VfioBackend for Backend {
                 self.kick();
             }
             2 => {
-                if let (Some(m), Ok(off)) = (&self.cmb, usize::try_from(offset)) {
+                if let (Some((m, _)), Ok(off)) = (&self.cmb, usize::try_from(offset)) {
                     // Out of the CMB (checked, wrap included): dropped.
                     m.write(off, data);
                 }
@@ -238,10 +241,22 @@ impl VfioBackend for Backend {
     fn dma_map(&mut self, map: DmaMap) -> Result<(), Errno> {
         // Without an fd (QEMU's own directly mapped BARs) there is nothing to
         // map; the range is recorded so it is never mistaken for RAM.
-        self.ram.map(map.iova, map.size, map.fd).map_err(|e| {
-            log::debug!("DMA_MAP at {:#x}: {e}", map.iova);
-            Errno(libc::EINVAL)
-        })
+        let prot = Prot {
+            read: map.readable,
+            write: map.writable,
+        };
+        self.ram
+            .map(map.iova, map.size, map.fd, prot)
+            .map_err(|e| match e {
+                MapError::TooMany(_) => {
+                    log::warn!("DMA_MAP at {:#x} refused: {e}", map.iova);
+                    Errno(libc::ENOSPC)
+                }
+                e => {
+                    log::debug!("DMA_MAP at {:#x}: {e}", map.iova);
+                    Errno(libc::EINVAL)
+                }
+            })
     }
 
     fn dma_unmap(&mut self, range: Option<(u64, u64)>) -> Result<(), Errno> {
@@ -303,11 +318,13 @@ impl VfioBackend for Backend {
         // The worker's DMAs stop finding guest RAM at once; the in-flight
         // ones finish before the lock is ours.
         self.ram.clear();
-        let (cmb, bme) = {
+        let (cmb, bytes, bme) = {
             let mut c = self.lock();
             c.disconnect();
-            (c.cmb_bytes(), c.bus_master.clone())
+            (c.cmb.clone(), c.cmb_bytes(), c.bus_master.clone())
         };
-        self.pci = PciConfig::new(cmb, self.pci.irq(), bme);
+        // The next client gets the fresh CMB memfd, never this one's.
+        self.cmb = cmb;
+        self.pci = PciConfig::new(bytes, self.pci.irq(), bme);
     }
 }
