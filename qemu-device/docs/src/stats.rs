@@ -9,6 +9,10 @@ use std::collections::BTreeMap;
 pub struct StatsDoc {
     /// One entry per controller, in the order they were configured.
     pub controllers: Vec<ControllerStats>,
+    /// Trace records dropped because the trace's consumer did not keep up
+    /// (the device never waits for it).
+    #[serde(default)]
+    pub trace_dropped: u64,
 }
 
 /// Exact counters of one controller.

@@ -30,9 +30,9 @@ impl Control {
     pub fn answer(&self, line: &str) -> String {
         let doc = |d| serde_json::to_string(&d).unwrap_or_default();
         match line.trim() {
-            "get" => doc(document(&self.stats, &self.faults)),
+            "get" => doc(self.document()),
             "reset" => {
-                let d = document(&self.stats, &self.faults);
+                let d = self.document();
                 self.stats.iter().for_each(|c| c.reset());
                 doc(d)
             }
@@ -48,6 +48,14 @@ impl Control {
                 "error": format!("unknown request '{other}': use get, reset or a JSON request"),
             })
             .to_string(),
+        }
+    }
+
+    /// The stats document, with the trace's drops.
+    fn document(&self) -> p2pnvme_docs::stats::StatsDoc {
+        p2pnvme_docs::stats::StatsDoc {
+            trace_dropped: self.trace.dropped(),
+            ..document(&self.stats, &self.faults)
         }
     }
 

@@ -159,6 +159,7 @@ pub fn document(all: &[Arc<Counters>], faults: &crate::faults::FaultTable) -> St
                 ..c.snapshot()
             })
             .collect(),
+        trace_dropped: 0,
     }
 }
 

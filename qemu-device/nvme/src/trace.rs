@@ -1,42 +1,115 @@
 //! The command trace: one JSON line per completed (or dropped) command
-//! (`p2pnvme_docs::trace::TraceRecord`), through a buffered writer shared
-//! by the controllers of the process. Off, it costs one relaxed load per
-//! command; a write error stops it with one warning, never the device.
+//! (`p2pnvme_docs::trace::TraceRecord`), shared by the controllers of the
+//! process. Promises: recording never blocks a controller, whatever the
+//! consumer does (a FIFO nobody reads, a slow disk): records go to a
+//! bounded buffer that a writer thread of its own drains, and records that
+//! do not fit are dropped and counted ([`Tracer::dropped`], reported in the
+//! stats document). Off, it costs one relaxed load per command. A write
+//! error stops it with one warning, never the device. The file is opened
+//! without following a symbolic link (a FIFO is fine).
 
 use p2pnvme_docs::trace::TraceRecord;
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::Mutex;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
-/// Buffer of the trace writer: records reach the file in large writes.
-const BUFFER: usize = 256 << 10;
+/// Records waiting for the writer, in bytes: beyond this they are dropped.
+const BUFFER: usize = 1 << 20;
+/// How long `stop` waits for the writer to drain (a stalled consumer must
+/// not hold up the caller, e.g. the process exiting on SIGTERM).
+const STOP_WAIT: Duration = Duration::from_millis(500);
 
+/// What the writer thread and the recorders share.
+#[derive(Default)]
+struct Pipe {
+    state: Mutex<PipeState>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct PipeState {
+    /// Serialized records not yet written.
+    buf: Vec<u8>,
+    /// No more records: write what is left and end.
+    closed: bool,
+    /// The writer ended (done or failed).
+    finished: bool,
+}
+
+/// The current trace file.
 struct Sink {
     /// The file the trace goes (or last went) to.
     path: Option<PathBuf>,
-    out: Option<BufWriter<File>>,
+    pipe: Option<Arc<Pipe>>,
 }
 
 /// The process's trace.
 pub struct Tracer {
-    on: AtomicBool,
+    on: Arc<AtomicBool>,
     start: Instant,
     sink: Mutex<Sink>,
+    dropped: AtomicU64,
 }
 
 impl Default for Tracer {
     fn default() -> Tracer {
         Tracer {
-            on: AtomicBool::new(false),
+            on: Arc::default(),
             start: Instant::now(),
             sink: Mutex::new(Sink {
                 path: None,
-                out: None,
+                pipe: None,
             }),
+            dropped: AtomicU64::new(0),
         }
+    }
+}
+
+/// How a trace file is opened: never through a symbolic link, and without
+/// waiting for a FIFO's reader (the writer thread waits instead).
+enum Opened {
+    File(File),
+    /// A FIFO with no reader yet.
+    Fifo,
+}
+
+fn open(path: &Path, append: bool) -> std::io::Result<Opened> {
+    let mut o = OpenOptions::new();
+    o.write(true)
+        .create(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC);
+    if append {
+        o.append(true);
+    } else {
+        o.truncate(true);
+    }
+    match o.open(path) {
+        Ok(f) => {
+            // Blocking writes from here on: only the writer thread waits.
+            // SAFETY: fcntl on a descriptor we own.
+            unsafe {
+                let fl = libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&f), libc::F_GETFL);
+                libc::fcntl(
+                    std::os::fd::AsRawFd::as_raw_fd(&f),
+                    libc::F_SETFL,
+                    fl & !libc::O_NONBLOCK,
+                );
+            }
+            Ok(Opened::File(f))
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Ok(Opened::Fifo),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "{} is a symbolic link: give the path of a regular file or FIFO",
+                path.display()
+            ),
+        )),
+        Err(e) => Err(e),
     }
 }
 
@@ -45,6 +118,11 @@ impl Tracer {
     #[inline]
     pub fn on(&self) -> bool {
         self.on.load(Relaxed)
+    }
+
+    /// Records dropped because the consumer did not keep up.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Relaxed)
     }
 
     /// µs since the device started.
@@ -56,11 +134,10 @@ impl Tracer {
         self.sink.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts tracing to `file` (created or truncated); without a file,
-    /// resumes the last one, appending.
+    /// Starts tracing to `file` (created or truncated; not through a
+    /// symbolic link); without a file, resumes the last one, appending.
     pub fn start(&self, file: Option<&Path>) -> std::io::Result<()> {
-        let mut s = self.sink();
-        let path = match (file, &s.path) {
+        let path = match (file, &self.sink().path) {
             (Some(f), _) => f.to_path_buf(),
             (None, Some(p)) => p.clone(),
             (None, None) => {
@@ -70,67 +147,116 @@ impl Tracer {
                 ))
             }
         };
-        let f = match file {
-            Some(_) => File::create(&path)?,
-            None => OpenOptions::new().append(true).create(true).open(&path)?,
-        };
-        finish(&mut s);
-        s.out = Some(BufWriter::with_capacity(BUFFER, f));
+        let opened = open(&path, file.is_none())?;
+        self.stop();
+        let pipe = Arc::new(Pipe::default());
+        let (p, on, at) = (pipe.clone(), self.on.clone(), path.clone());
+        std::thread::Builder::new()
+            .name("trace-writer".into())
+            .spawn(move || write_out(&p, opened, &at, &on))?;
+        let mut s = self.sink();
+        s.pipe = Some(pipe);
         s.path = Some(path);
         self.on.store(true, Relaxed);
         Ok(())
     }
 
-    /// Stops tracing; everything recorded so far is in the file.
+    /// Stops tracing; what was recorded goes to the file, unless the
+    /// consumer stalls: then the rest is dropped after a short wait.
     pub fn stop(&self) {
-        let mut s = self.sink();
-        self.on.store(false, Relaxed);
-        finish(&mut s);
-    }
-
-    /// Pushes buffered records to the file (a periodic flush).
-    pub fn flush(&self) {
-        let mut s = self.sink();
-        if let Some(out) = s.out.as_mut() {
-            if let Err(e) = out.flush() {
-                self.failed(&mut s, &e);
+        let pipe = {
+            let mut s = self.sink();
+            self.on.store(false, Relaxed);
+            s.pipe.take()
+        };
+        let Some(pipe) = pipe else { return };
+        let mut st = pipe.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.closed = true;
+        pipe.wake.notify_all();
+        let deadline = Instant::now() + STOP_WAIT;
+        while !st.finished {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                log::warn!("trace: the consumer does not read; the last records are lost");
+                return;
             }
+            st = pipe
+                .wake
+                .wait_timeout(st, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 
-    /// Appends one record.
+    /// Wakes the writer (records reach the file at most this late).
+    pub fn flush(&self) {
+        if let Some(p) = &self.sink().pipe {
+            p.wake.notify_all();
+        }
+    }
+
+    /// Appends one record; never waits for the consumer.
     pub fn record(&self, r: &TraceRecord) {
-        let mut s = self.sink();
-        let Some(out) = s.out.as_mut() else { return };
-        let res = serde_json::to_writer(&mut *out, r)
-            .map_err(std::io::Error::from)
-            .and_then(|()| out.write_all(b"\n"));
-        if let Err(e) = res {
-            self.failed(&mut s, &e);
+        let Some(pipe) = self.sink().pipe.clone() else {
+            return;
+        };
+        let mut line = match serde_json::to_vec(r) {
+            Ok(l) => l,
+            Err(_) => return,
+        };
+        line.push(b'\n');
+        let mut st = pipe.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.closed || st.buf.len() + line.len() > BUFFER {
+            self.dropped.fetch_add(1, Relaxed);
+            return;
         }
-    }
-
-    /// A write failed: tracing stops, the device goes on.
-    fn failed(&self, s: &mut Sink, e: &std::io::Error) {
-        self.on.store(false, Relaxed);
-        s.out = None;
-        log::warn!(
-            "trace {}: {e}: tracing stopped (the device goes on)",
-            s.path.as_deref().unwrap_or(Path::new("?")).display()
-        );
+        let was_empty = st.buf.is_empty();
+        st.buf.extend_from_slice(&line);
+        drop(st);
+        if was_empty {
+            pipe.wake.notify_all();
+        }
     }
 }
 
-/// Flushes and closes the current file.
-fn finish(s: &mut Sink) {
-    if let Some(mut out) = s.out.take() {
-        if let Err(e) = out.flush() {
-            log::warn!(
-                "trace {}: {e}: the last records are lost",
-                s.path.as_deref().unwrap_or(Path::new("?")).display()
-            );
+/// The writer thread: waits for a FIFO's reader if need be, then writes
+/// whatever the recorders buffered until the pipe closes or a write fails.
+fn write_out(pipe: &Pipe, opened: Opened, path: &Path, on: &AtomicBool) {
+    let result = (|| -> std::io::Result<()> {
+        let mut f = match opened {
+            Opened::File(f) => f,
+            Opened::Fifo => OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(path)?,
+        };
+        loop {
+            let (chunk, last) = {
+                let mut st = pipe.state.lock().unwrap_or_else(|e| e.into_inner());
+                while st.buf.is_empty() && !st.closed {
+                    st = pipe.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+                }
+                (std::mem::take(&mut st.buf), st.closed)
+            };
+            f.write_all(&chunk)?;
+            if last {
+                return Ok(());
+            }
         }
+    })();
+    if let Err(e) = result {
+        // Tracing stops; the device goes on.
+        on.store(false, Relaxed);
+        log::warn!(
+            "trace {}: {e}: tracing stopped (the device goes on)",
+            path.display()
+        );
     }
+    let mut st = pipe.state.lock().unwrap_or_else(|e| e.into_inner());
+    st.closed = true;
+    st.buf = Vec::new();
+    st.finished = true;
+    pipe.wake.notify_all();
 }
 
 #[cfg(test)]
@@ -179,23 +305,76 @@ mod tests {
         assert_eq!(lines.iter().map(|r| r.cid).collect::<Vec<_>>(), [1, 2, 4]);
     }
 
+    /// Waits (bounded) for `cond`.
+    fn eventually(cond: impl Fn() -> bool) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
     #[test]
     fn full_disk_stops_tracing_not_the_caller() {
         let t = Tracer::default();
         t.start(Some(Path::new("/dev/full"))).unwrap();
-        // Enough records to overflow the buffer: the write fails inside record.
-        for i in 0..(BUFFER / 100 + 10) {
-            t.record(&rec(i as u16));
-            if !t.on() {
-                break;
-            }
-        }
-        assert!(!t.on(), "tracing stopped on ENOSPC");
+        t.record(&rec(1));
+        assert!(eventually(|| !t.on()), "tracing stopped on ENOSPC");
         t.record(&rec(0)); // no panic, nothing happens
         t.start(Some(Path::new("/dev/full"))).unwrap();
         t.record(&rec(1));
-        t.flush(); // the flush fails: stopped again
-        assert!(!t.on());
+        t.flush();
+        assert!(eventually(|| !t.on()), "stopped again");
         t.stop();
+    }
+
+    #[test]
+    fn a_fifo_nobody_reads_never_blocks_recording_or_stopping() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("t.fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a valid path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // A reader that opened the FIFO and never reads.
+        let _reader = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .unwrap();
+        let t = Arc::new(Tracer::default());
+        t.start(Some(&fifo)).unwrap();
+        let done = Arc::new(AtomicBool::new(false));
+        let (t2, d2) = (t.clone(), done.clone());
+        // Far more than the pipe and the buffer hold.
+        let n = 3 * BUFFER / 200;
+        std::thread::spawn(move || {
+            for i in 0..n {
+                t2.record(&rec(i as u16));
+            }
+            t2.stop();
+            d2.store(true, Relaxed);
+        });
+        assert!(
+            eventually(|| done.load(Relaxed)),
+            "recording or stopping waited for the consumer"
+        );
+        assert!(t.dropped() > 0, "the records that did not fit are counted");
+    }
+
+    #[test]
+    fn a_symlink_is_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("precious");
+        std::fs::write(&target, "keep me").unwrap();
+        let link = dir.path().join("trace.jsonl");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let t = Tracer::default();
+        let e = t.start(Some(&link)).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert!(!t.on());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
     }
 }
