@@ -18,7 +18,7 @@ mod admin;
 mod remote;
 mod socket;
 pub use remote::RemoteHost;
-pub use socket::{SocketHost, DATA, SOCKET_RAM};
+pub use socket::{SocketHost, DATA, IO_ENTRIES, SOCKET_RAM};
 
 /// Guest physical address of the test host's RAM.
 pub const RAM_BASE: u64 = 0x4000_0000;

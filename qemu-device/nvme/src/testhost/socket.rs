@@ -24,6 +24,11 @@ const ACQ: u64 = RAM_BASE + 0x1000;
 /// First free page of the socket host's RAM (for data buffers).
 pub const DATA: u64 = RAM_BASE + 0x2000;
 const ENTRIES: u16 = 16;
+/// I/O queue pair 1: its SQ and CQ (above the pages tests use for data).
+const IOSQ: u64 = RAM_BASE + 0x1_0000;
+const IOCQ: u64 = RAM_BASE + 0x1_1000;
+/// Entries of I/O queue pair 1.
+pub const IO_ENTRIES: u16 = 64;
 /// How long a command or CSTS.RDY is waited for.
 const PATIENCE: Duration = Duration::from_secs(10);
 /// PCI config region (vfio-pci index 7) and its COMMAND register.
@@ -40,6 +45,9 @@ pub struct SocketHost {
     cq_head: u16,
     phase: bool,
     cid: u16,
+    io_tail: u16,
+    io_head: u16,
+    io_phase: bool,
 }
 
 impl SocketHost {
@@ -66,6 +74,9 @@ impl SocketHost {
             cq_head: 0,
             phase: true,
             cid: 0,
+            io_tail: 0,
+            io_head: 0,
+            io_phase: true,
         };
         let errno = h.dma_map(RAM_BASE, SOCKET_RAM, dma::READ | dma::WRITE);
         if errno != 0 {
@@ -197,6 +208,65 @@ impl SocketHost {
         let mut sn = [0u8; 20];
         self.ram.read((DATA - RAM_BASE) as usize + 4, &mut sn);
         Some(String::from_utf8_lossy(&sn).trim().to_string())
+    }
+
+    /// Creates I/O queue pair 1 ([`IO_ENTRIES`] entries, polled: no
+    /// interrupt); false if a command failed.
+    pub fn create_io_queue(&mut self) -> bool {
+        let size = u32::from(IO_ENTRIES - 1) << 16 | 1;
+        let mut cq = command(crate::nvme::admin::CREATE_CQ, 0);
+        (cq.dw[6], cq.dw[7]) = (IOCQ as u32, (IOCQ >> 32) as u32);
+        (cq.dw[10], cq.dw[11]) = (size, 1); // contiguous, interrupts off
+        let mut sq = command(crate::nvme::admin::CREATE_SQ, 0);
+        (sq.dw[6], sq.dw[7]) = (IOSQ as u32, (IOSQ >> 32) as u32);
+        (sq.dw[10], sq.dw[11]) = (size, 1 << 16 | 1); // CQ 1, contiguous
+        (self.io_tail, self.io_head, self.io_phase) = (0, 0, true);
+        self.admin(cq).is_some_and(|c| c.ok()) && self.admin(sq).is_some_and(|c| c.ok())
+    }
+
+    /// Puts I/O commands on SQ 1 and rings its doorbell once; false if the
+    /// doorbell write failed.
+    pub fn submit_io(&mut self, sqes: &[Sqe]) -> bool {
+        for s in sqes {
+            self.cid = self.cid.wrapping_add(1);
+            let mut s = *s;
+            s.dw[0] = (s.dw[0] & 0xffff) | u32::from(self.cid) << 16;
+            let raw: Vec<u8> = s.dw.iter().flat_map(|d| d.to_le_bytes()).collect();
+            let at = (IOSQ - RAM_BASE) as usize + usize::from(self.io_tail) * 64;
+            assert!(self.ram.write(at, &raw));
+            self.io_tail = (self.io_tail + 1) % IO_ENTRIES;
+        }
+        let tail = u32::from(self.io_tail);
+        self.write_reg(DOORBELLS + 8, &tail.to_le_bytes()) == 0
+    }
+
+    /// The I/O completions posted so far (not waiting); rings CQ 1's head
+    /// doorbell when there were any.
+    pub fn reap_io(&mut self) -> Vec<Completion> {
+        let mut done = vec![];
+        loop {
+            let mut e = [0u8; 16];
+            let at = (IOCQ - RAM_BASE) as usize + usize::from(self.io_head) * 16;
+            assert!(self.ram.read(at, &mut e));
+            if (e[14] & 1 == 1) != self.io_phase {
+                break;
+            }
+            self.io_head = (self.io_head + 1) % IO_ENTRIES;
+            if self.io_head == 0 {
+                self.io_phase = !self.io_phase;
+            }
+            done.push(completion(&e));
+        }
+        if !done.is_empty() {
+            let head = u32::from(self.io_head);
+            self.write_reg(DOORBELLS + 12, &head.to_le_bytes());
+        }
+        done
+    }
+
+    /// Writes guest RAM at `addr`.
+    pub fn write_mem(&self, addr: u64, data: &[u8]) {
+        assert!(self.ram.write((addr - RAM_BASE) as usize, data));
     }
 
     /// Reads guest RAM at `addr`.

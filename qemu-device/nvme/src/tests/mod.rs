@@ -8,6 +8,7 @@ mod doorbells;
 mod faults;
 mod interrupts;
 mod msi;
+mod register_reads;
 mod trace;
 
 use crate::controller::{reg, DOORBELLS};
