@@ -162,7 +162,13 @@ impl Client {
 
     /// Sends raw bytes with fds.
     pub fn send(&self, bytes: &[u8], fds: &[RawFd]) {
-        send_raw(&self.sock, bytes, fds).expect("send");
+        self.try_send(bytes, fds).expect("send");
+    }
+
+    /// Sends raw bytes with fds; the error if the socket refused them (the
+    /// server closed the connection).
+    pub fn try_send(&self, bytes: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
+        send_raw(&self.sock, bytes, fds)
     }
 
     /// Sends a request and reads its reply.
