@@ -18,6 +18,7 @@
 #include <linux/module.h>
 #include <linux/pci-p2pdma.h>
 #include <linux/pci.h>
+#include <linux/refcount.h>
 #include <linux/sched/signal.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
@@ -33,7 +34,28 @@
 static struct {
 	atomic64_t copies, p2p_copies, bounce_copies, failed;
 	atomic64_t p2p_bytes, bounce_bytes, fallbacks;
+	atomic64_t stale_completions;	/* bios that found their copy gone */
 } stats;
+
+#define P2PCOPY_INFLIGHT_LIVE	0x7032706c	/* "p2pl" */
+#define P2PCOPY_INFLIGHT_DEAD	0x6b6b6b6b
+
+/*
+ * The completion state of one copy's bios, on the heap: the waiter and
+ * every bio in flight hold a reference, so p2pcopy_end_io() may still wake
+ * the waiter and record an error after the waiter saw the last completion
+ * and returned (the submitter's stack frame is gone by then). The magic
+ * catches a completion that outlived it anyway (counted, and a WARN).
+ */
+struct p2pcopy_inflight {
+	u32 magic;
+	refcount_t ref;
+	atomic_t pending;
+	wait_queue_head_t wait;
+	int error;		/* first failed bio's errno */
+	struct block_device *failed;	/* and its device and direction */
+	bool failed_write;
+};
 
 struct p2pcopy_buf {
 	void *p2p;		/* P2P memory, or NULL for bounce pages */
@@ -45,11 +67,7 @@ struct p2pcopy_ctx {
 	struct pci_dev *provider;
 	struct p2pcopy_buf *bufs;
 	unsigned int nbufs, chunk, nr_pages;
-	atomic_t pending;
-	wait_queue_head_t wait;
-	int error;		/* first failed bio's errno */
-	struct block_device *failed;	/* and its device and direction */
-	bool failed_write;
+	struct p2pcopy_inflight *in;
 };
 
 static struct pci_dev *bdev_pci_dev(struct block_device *bdev)
@@ -93,18 +111,46 @@ static struct pci_dev *p2pcopy_parse_bdf(const char *s)
 	return pci_get_domain_bus_and_slot(dom, bus, PCI_DEVFN(dev, fn));
 }
 
+static struct p2pcopy_inflight *p2pcopy_inflight_new(void)
+{
+	struct p2pcopy_inflight *in = kzalloc(sizeof(*in), GFP_KERNEL);
+
+	if (!in)
+		return NULL;
+	in->magic = P2PCOPY_INFLIGHT_LIVE;
+	refcount_set(&in->ref, 1);
+	atomic_set(&in->pending, 0);
+	init_waitqueue_head(&in->wait);
+	return in;
+}
+
+static void p2pcopy_inflight_put(struct p2pcopy_inflight *in)
+{
+	if (refcount_dec_and_test(&in->ref)) {
+		WRITE_ONCE(in->magic, P2PCOPY_INFLIGHT_DEAD);
+		kfree(in);
+	}
+}
+
 static void p2pcopy_end_io(struct bio *bio)
 {
-	struct p2pcopy_ctx *ctx = bio->bi_private;
+	struct p2pcopy_inflight *in = bio->bi_private;
 
+	if (WARN_ON_ONCE(READ_ONCE(in->magic) != P2PCOPY_INFLIGHT_LIVE)) {
+		atomic64_inc(&stats.stale_completions);
+		bio_put(bio);
+		return;
+	}
 	if (bio->bi_status &&
-	    !cmpxchg(&ctx->error, 0, blk_status_to_errno(bio->bi_status))) {
-		ctx->failed = bio->bi_bdev;
-		ctx->failed_write = op_is_write(bio_op(bio));
+	    !cmpxchg(&in->error, 0, blk_status_to_errno(bio->bi_status))) {
+		in->failed = bio->bi_bdev;
+		in->failed_write = op_is_write(bio_op(bio));
 	}
 	bio_put(bio);
-	if (atomic_dec_and_test(&ctx->pending))
-		wake_up(&ctx->wait);
+	if (atomic_dec_and_test(&in->pending))
+		wake_up(&in->wait);
+	/* The bio's reference: the waiter may have returned already. */
+	p2pcopy_inflight_put(in);
 }
 
 static struct page *buf_page(struct p2pcopy_buf *b, unsigned int i)
@@ -132,8 +178,9 @@ static int p2pcopy_submit(struct p2pcopy_ctx *ctx, struct block_device *bdev,
 		}
 	}
 	bio->bi_end_io = p2pcopy_end_io;
-	bio->bi_private = ctx;
-	atomic_inc(&ctx->pending);
+	bio->bi_private = ctx->in;
+	refcount_inc(&ctx->in->ref);
+	atomic_inc(&ctx->in->pending);
 	submit_bio(bio);
 	return 0;
 }
@@ -143,13 +190,13 @@ static void p2pcopy_log_failure(struct p2pcopy_ctx *ctx, u64 pos)
 {
 	if (ctx->bufs[0].p2p)
 		pr_warn("%s of %pg failed with error %d after %llu bytes of the copy %pg -> %pg (P2P memory of %s)\n",
-			ctx->failed_write ? "write" : "read", ctx->failed,
-			ctx->error, pos, ctx->src, ctx->dst,
+			ctx->in->failed_write ? "write" : "read", ctx->in->failed,
+			ctx->in->error, pos, ctx->src, ctx->dst,
 			pci_name(ctx->provider));
 	else
 		pr_warn("%s of %pg failed with error %d after %llu bytes of the copy %pg -> %pg (bounce buffers)\n",
-			ctx->failed_write ? "write" : "read", ctx->failed,
-			ctx->error, pos, ctx->src, ctx->dst);
+			ctx->in->failed_write ? "write" : "read", ctx->in->failed,
+			ctx->in->error, pos, ctx->src, ctx->dst);
 }
 
 /* Reads a wave of chunks into the buffers, then writes them all out. */
@@ -180,8 +227,8 @@ static int p2pcopy_run(struct p2pcopy_ctx *ctx, struct p2pcopy_req *req)
 						       req->dst_off + o, &ctx->bufs[i], lens[i]);
 			}
 			/* Buffers may be reused or freed only when idle. */
-			wait_event(ctx->wait, atomic_read(&ctx->pending) == 0);
-			if (!ret && ctx->error) {
+			wait_event(ctx->in->wait, atomic_read(&ctx->in->pending) == 0);
+			if (!ret && ctx->in->error) {
 				p2pcopy_log_failure(ctx, pos);
 				/* Any device error is EIO (the ioctl's ABI). */
 				return -EIO;
@@ -370,8 +417,11 @@ static int p2pcopy_copy(struct p2pcopy_req *req)
 	ctx.chunk = req->chunk ? req->chunk : P2PCOPY_DEFAULT_CHUNK;
 	ctx.nbufs = req->depth ? req->depth : P2PCOPY_DEFAULT_DEPTH;
 	ctx.nr_pages = DIV_ROUND_UP(ctx.chunk, PAGE_SIZE);
-	atomic_set(&ctx.pending, 0);
-	init_waitqueue_head(&ctx.wait);
+	ctx.in = p2pcopy_inflight_new();
+	if (!ctx.in) {
+		ret = -ENOMEM;
+		goto out;
+	}
 
 	ret = p2pcopy_check(&ctx, req);
 	if (ret)
@@ -408,6 +458,8 @@ static int p2pcopy_copy(struct p2pcopy_req *req)
 		atomic64_add(req->len, p2p ? &stats.p2p_bytes : &stats.bounce_bytes);
 	}
 out:
+	if (ctx.in)
+		p2pcopy_inflight_put(ctx.in);
 	if (ctx.provider)
 		pci_dev_put(ctx.provider);
 	fput(df);
@@ -502,14 +554,15 @@ static ssize_t stats_show(struct device *dev, struct device_attribute *attr,
 			  char *buf)
 {
 	return sysfs_emit(buf,
-			  "copies %lld\np2p_copies %lld\nbounce_copies %lld\nfailed %lld\np2p_bytes %lld\nbounce_bytes %lld\nfallbacks %lld\n",
+			  "copies %lld\np2p_copies %lld\nbounce_copies %lld\nfailed %lld\np2p_bytes %lld\nbounce_bytes %lld\nfallbacks %lld\nstale_completions %lld\n",
 			  atomic64_read(&stats.copies),
 			  atomic64_read(&stats.p2p_copies),
 			  atomic64_read(&stats.bounce_copies),
 			  atomic64_read(&stats.failed),
 			  atomic64_read(&stats.p2p_bytes),
 			  atomic64_read(&stats.bounce_bytes),
-			  atomic64_read(&stats.fallbacks));
+			  atomic64_read(&stats.fallbacks),
+			  atomic64_read(&stats.stale_completions));
 }
 static DEVICE_ATTR_RO(stats);
 
