@@ -30,6 +30,7 @@ done
 echo "signalled=$n"
 echo "interrupted=$interrupted"
 # The stuck read: SIGTERM while the driver waits for its timeout.
+t0=$(date +%s)
 p2pcopy copy --src "$A:$stuck" --dst "$B:$stuck" --len 1M --provider "$P" \
 	>/dev/null 2>&1 &
 pid=$!
@@ -37,6 +38,7 @@ sleep 1
 kill -s TERM "$pid"
 wait "$pid"
 echo "stuck_rc=$?"
+echo "stuck_s=$(($(date +%s) - t0))"
 mark "stuck-copy-done"
 copy after --src "$A:0" --dst "$B:0" --len 4M --provider "$P"
 echo "avail_after=$(avail "$P")"
@@ -44,4 +46,5 @@ echo "stale=$(sed -n 's/^stale_completions //p' /sys/class/misc/p2pcopy/stats)"
 rmmod p2pcopy
 echo "rmmod_rc=$?"
 echo "warnings=$(dmesg | grep -c -E 'WARNING:|BUG:|Oops|refcount_t|use-after-free')"
-dmesg | grep -E 'p2pcopy|WARNING|BUG|Oops|refcount_t' | sed 's/^/dmesg=/'
+echo "timeouts=$(dmesg | grep -c -E 'nvme.*timeout')"
+dmesg | grep -E 'p2pcopy|nvme|WARNING|BUG|Oops|refcount_t' | sed 's/^/dmesg=/'

@@ -67,6 +67,8 @@ fn interrupted_and_timed_out_copies_leave_no_stale_completion_or_kernel_warning(
     // The copy stuck behind the never-completing read ends on the signal
     // once the driver's reset completed its bios.
     assert_ne!(num("stuck_rc"), 0, "{stdout}");
+    assert!(num("timeouts") >= 1, "the stuck read never timed out:\n{stdout}");
+    assert!(num("stuck_s") >= 4, "the stuck copy did not wait for the timeout");
     assert_eq!(num("after_rc"), 0, "a copy after the interrupted ones");
     assert_eq!(num("stale"), 0, "a completion found its copy gone");
     assert_eq!(num("warnings"), 0, "kernel warnings:\n{stdout}");
