@@ -53,7 +53,11 @@ fn interrupted_and_timed_out_copies_leave_no_stale_completion_or_kernel_warning(
             .parse()
             .unwrap_or_else(|e| panic!("{k}: {e}"))
     };
-    assert_eq!(out.status.code(), Some(0), "the guest script ran to its end");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the guest script ran to its end"
+    );
     assert_eq!(num("signalled"), 12);
     // Not every signal lands mid-copy, but most do (or the test proves nothing).
     assert!(num("interrupted") >= 6, "{stdout}");
@@ -67,8 +71,14 @@ fn interrupted_and_timed_out_copies_leave_no_stale_completion_or_kernel_warning(
     // The copy stuck behind the never-completing read ends on the signal
     // once the driver's reset completed its bios.
     assert_ne!(num("stuck_rc"), 0, "{stdout}");
-    assert!(num("timeouts") >= 1, "the stuck read never timed out:\n{stdout}");
-    assert!(num("stuck_s") >= 4, "the stuck copy did not wait for the timeout");
+    assert!(
+        num("timeouts") >= 1,
+        "the stuck read never timed out:\n{stdout}"
+    );
+    assert!(
+        num("stuck_s") >= 4,
+        "the stuck copy did not wait for the timeout"
+    );
     assert_eq!(num("after_rc"), 0, "a copy after the interrupted ones");
     assert_eq!(num("stale"), 0, "a completion found its copy gone");
     assert_eq!(num("warnings"), 0, "kernel warnings:\n{stdout}");

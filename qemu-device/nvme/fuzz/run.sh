@@ -3,7 +3,8 @@
 # (an input running over 10 s).
 # Usage: qemu-device/nvme/fuzz/run.sh SECONDS [TARGET...]   (default: ops)
 # Targets: ops (structured op stream; seeds generated into fuzz/corpus/ops),
-# commands (raw submission entries). Needs cargo-fuzz (installed if missing)
+# commands (raw submission entries), two_clients (a raw vfio-user stream from
+# one client while another's Identify must keep working). Needs cargo-fuzz (installed if missing)
 # and runs on a stable toolchain through RUSTC_BOOTSTRAP=1.
 set -eu
 secs=${1:?usage: run.sh SECONDS [TARGET...]}

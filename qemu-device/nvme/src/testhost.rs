@@ -17,6 +17,7 @@ use vmm_sys_util::eventfd::EventFd;
 mod admin;
 mod remote;
 mod socket;
+pub use crate::dma::Prot;
 pub use remote::RemoteHost;
 pub use socket::{SocketHost, DATA, IO_ENTRIES, SOCKET_RAM};
 

@@ -293,7 +293,11 @@ pub(crate) fn send_raw(sock: &UnixStream, bytes: &[u8], fds: &[RawFd]) -> io::Re
     let mut sent = 0;
     while sent < bytes.len() {
         let with_fds = if sent == 0 { fds } else { &[] };
-        sent += send_with_fds(sock.as_raw_fd(), &bytes[sent..], with_fds)?;
+        match send_with_fds(sock.as_raw_fd(), &bytes[sent..], with_fds) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }

@@ -6,7 +6,7 @@
 //! commands completed successfully, so the seed generator can check its
 //! corpus reaches the data path.
 
-use p2pnvme_device::testhost::{command, Completion, TestHost, RAM_BASE};
+use p2pnvme_device::testhost::{command, Completion, Prot, TestHost, RAM_BASE};
 use std::collections::BTreeSet;
 
 /// Guest RAM of each controller.
@@ -384,7 +384,7 @@ pub fn run(rig: &mut Rig, ops: &[Op]) -> BTreeSet<(u8, u8)> {
                     1 => None,
                     _ => Some((file, RAM)),
                 };
-                let _ = h.ctrl.ram.map(iova, size, fd);
+                let _ = h.ctrl.ram.map(iova, size, fd, Prot::RW);
             }
             Op::Unmap { page, pages } => match pages {
                 0 => h.ctrl.ram.clear(),
@@ -426,7 +426,7 @@ pub fn run(rig: &mut Rig, ops: &[Op]) -> BTreeSet<(u8, u8)> {
             Op::Disconnect => {
                 h.ctrl.disconnect();
                 let file = h.ram_file().try_clone().expect("dup");
-                let _ = h.ctrl.ram.map(RAM_BASE, RAM, Some((file, 0)));
+                let _ = h.ctrl.ram.map(RAM_BASE, RAM, Some((file, 0)), Prot::RW);
                 h.ctrl
                     .bus_master
                     .store(true, std::sync::atomic::Ordering::Release);
