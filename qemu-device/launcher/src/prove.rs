@@ -64,7 +64,7 @@ impl Range {
         let (ns, off, len) = match parts[..] {
             [ns, len] => (ns, None, size(len)?),
             [ns, off, len] => (ns, Some(size(off)?), size(len)?),
-            _ => return Err(format!("'{s}' is not NS[:OFF]:LEN (e.g. nvme0n1:1M:16M)")),
+            _ => return Err(format!("'{s}' is not NS[:OFF]:LEN (e.g. p2p0n1:1M:16M)")),
         };
         if len == 0 || len % ramscan::SECTOR as u64 != 0 {
             return Err(format!(
