@@ -223,8 +223,8 @@ mod tests {
         );
     }
 
-    /// The scan is fast enough to cover a big guest (measured: see the
-    /// launcher README); slower than 100 MB/s in an optimised build is a bug.
+    /// The scan is fast enough to cover a big guest (measured: see README.md,
+    /// "Develop your own driver"); below 100 MB/s in a release build is a bug.
     #[test]
     #[ignore = "timing: cargo test --release -p p2pnvme -- --ignored ram_scan_speed"]
     fn ram_scan_speed() {
