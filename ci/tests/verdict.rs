@@ -233,3 +233,41 @@ fn kvm_is_refused_where_unusable_and_auto_reports_its_choice() {
     );
     assert_eq!(r.accel, if kvm_works { "kvm" } else { "tcg" }, "{r:?}");
 }
+
+/// `image info`'s `kernel:` line is the kernel a run boots next.
+#[test]
+fn image_info_names_the_kernel_the_next_run_boots() {
+    let info = p2pnvme(&["image", "info"]);
+    let text = String::from_utf8_lossy(&info.stdout);
+    let line = text.lines().find(|l| l.starts_with("kernel:")).unwrap();
+    let release = line.split_whitespace().nth(1).unwrap();
+    let booted = guest_ok(&[], "uname -r");
+    assert_eq!(release, booted.trim(), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("initrd:")), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("modules:")), "{text}");
+}
+
+/// The repository's documents stand on their own: no pointer to design
+/// notes or style guides kept outside it.
+#[test]
+fn documents_refer_to_nothing_outside_the_repository() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = std::process::Command::new("git")
+        .args(["ls-files", "*.md"])
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    let files = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(files.lines().any(|f| f == "README.md"), "{files}");
+    for f in files.lines() {
+        let text = std::fs::read_to_string(root.join(f)).unwrap();
+        for needle in [
+            "DESIGN.md",
+            "STYLE.md",
+            "design document",
+            "in the shared folder",
+        ] {
+            assert!(!text.contains(needle), "{f} mentions '{needle}'");
+        }
+    }
+}
