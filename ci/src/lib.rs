@@ -2,6 +2,7 @@
 
 pub use p2pnvme_docs::report::{DemoReport, ProveReport};
 pub use p2pnvme_docs::stats::StatsDoc;
+pub use p2pnvme_docs::verdict::Verdict;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -86,8 +87,8 @@ pub fn report(name: &str, doc: &DemoReport) {
     let n = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
     let _ = writeln!(
         open("e2e-report.txt"),
-        "{name:<28} {verdict:<5} mode={mode:<7} bytes={bytes:<10} ram_data={ram:<10} cmb={cmb:<10} peer={peer:<10} ram_hits={hits:<6} match={m} {secs:.1}s",
-        verdict = if doc.verdict { "PASS" } else { "FAIL" },
+        "{name:<28} {verdict:<7} mode={mode:<7} bytes={bytes:<10} ram_data={ram:<10} cmb={cmb:<10} peer={peer:<10} ram_hits={hits:<6} match={m} {secs:.1}s",
+        verdict = doc.verdict.to_string(),
         mode = doc.mode,
         bytes = doc.bytes,
         ram = n(doc.guest_ram_data_bytes),

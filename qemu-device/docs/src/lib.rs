@@ -10,4 +10,5 @@ pub mod control;
 pub mod report;
 pub mod stats;
 pub mod trace;
+pub mod verdict;
 pub mod witness;

@@ -2,6 +2,7 @@
 //! ([`ProveReport`]) and `p2pnvme demo --json` ([`DemoReport`]), read back by
 //! ci/ and by users' CI.
 
+use crate::verdict::{ControllerId, KernelHealth, RamRange, Verdict};
 use crate::witness::WitnessReport;
 use serde::{Deserialize, Serialize};
 
@@ -18,21 +19,33 @@ pub struct ProveReport {
     pub cmb_data_bytes: Option<u64>,
     /// Data bytes through a peer controller's CMB.
     pub peer_data_bytes: Option<u64>,
-    /// Distinct 4 KiB blocks of the data found in a dump of guest RAM.
+    /// Distinct 512-byte sectors of the data found in a dump of guest RAM
+    /// (at any 512-byte offset).
     pub ram_dump_hits: u64,
-    /// Blocks of the data (the most `ram_dump_hits` can be).
-    pub ram_dump_blocks: u64,
+    /// Sectors of the data (the most `ram_dump_hits` can be).
+    pub ram_dump_sectors: u64,
+    /// The guest RAM ranges the dump covered.
+    pub ram_ranges: Vec<RamRange>,
+    /// 512-byte sectors of guest RAM compared with the data.
+    pub ram_sectors_scanned: u64,
     /// The destination range equals the source (None without `--prove-dst`).
     pub dst_match: Option<bool>,
-    /// No data block in guest RAM and no counted data byte through it.
-    pub bypassed_system_memory: bool,
+    /// No data sector in guest RAM and no counted data byte through it
+    /// (None: the evidence for the claim is missing).
+    pub bypassed_system_memory: Option<bool>,
     /// The guest command's exit status.
     pub status: i32,
+    /// The accelerator the guest ran on (`tcg` or `kvm`).
+    pub accel: String,
+    /// Every NVMe controller of the run.
+    pub controllers: Vec<ControllerId>,
+    /// What the guest kernel reported while the command ran.
+    pub kernel: KernelHealth,
     /// Seconds from launch to verdict.
     pub elapsed_s: f64,
-    /// True when every check held.
-    pub verdict: bool,
-    /// One line per failed check.
+    /// pass, fail or unknown.
+    pub verdict: Verdict,
+    /// One line per failed check or missing piece of evidence.
     pub reasons: Vec<String>,
     /// What the guest CPU touched (with `--witness FILE`; the same report).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -44,8 +57,9 @@ pub struct ProveReport {
 pub struct DemoReport {
     /// Bytes copied.
     pub bytes: u64,
-    /// No data block in guest RAM and no counted data byte through it.
-    pub bypassed_system_memory: bool,
+    /// No data sector in guest RAM and no counted data byte through it
+    /// (None: the evidence for the claim is missing).
+    pub bypassed_system_memory: Option<bool>,
     /// The P2P memory pool was as full after the copy as before.
     pub p2pmem_returned: bool,
     /// Mode the copy used (`p2p` or `bounce`).
@@ -70,19 +84,29 @@ pub struct DemoReport {
     pub peer_data_bytes: Option<u64>,
     /// The destination equals the source.
     pub checksum_match: bool,
-    /// Distinct 4 KiB data blocks found in guest RAM.
+    /// Distinct 512-byte data sectors found in guest RAM.
     pub ram_dump_hits: u64,
-    /// Blocks of the data.
-    pub ram_dump_blocks: u64,
+    /// Sectors of the data.
+    pub ram_dump_sectors: u64,
+    /// The guest RAM ranges the dump covered.
+    pub ram_ranges: Vec<RamRange>,
+    /// 512-byte sectors of guest RAM compared with the data.
+    pub ram_sectors_scanned: u64,
+    /// The accelerator the guest ran on (`tcg` or `kvm`).
+    pub accel: String,
+    /// Every NVMe controller of the run.
+    pub controllers: Vec<ControllerId>,
+    /// What the guest kernel reported while the copy ran.
+    pub kernel: KernelHealth,
     /// The copy's own time, as the guest tool measured it.
     pub copy_elapsed_s: Option<f64>,
     /// Seconds from launch to verdict.
     pub elapsed_s: f64,
     /// The guest tool's JSON result.
     pub copy: serde_json::Value,
-    /// True when the copy behaved as its mode says.
-    pub verdict: bool,
-    /// One line per failed check.
+    /// pass (the copy behaved as its mode says), fail or unknown.
+    pub verdict: Verdict,
+    /// One line per failed check or missing piece of evidence.
     pub reasons: Vec<String>,
     /// What the guest CPU touched (with `--witness FILE`; the same report).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -103,41 +127,63 @@ fn num(v: Option<u64>) -> String {
     v.map(|n| n.to_string()).unwrap_or_else(|| "n/a".into())
 }
 
-fn pass(ok: bool) -> &'static str {
-    if ok {
-        "PASS"
-    } else {
-        "FAIL"
+fn yes(ok: Option<bool>) -> &'static str {
+    match ok {
+        Some(true) => "yes",
+        Some(false) => "NO",
+        None => "unknown",
     }
 }
 
-fn yes(ok: bool) -> &'static str {
-    if ok {
-        "yes"
-    } else {
-        "NO"
+/// `p2p0 (p2pnvme-0 at 0000:03:00.0), qemu0 (...)`.
+fn controllers(c: &[ControllerId]) -> String {
+    if c.is_empty() {
+        return "none".into();
     }
+    let one = |c: &ControllerId| {
+        format!(
+            "{} ({} at {})",
+            c.name,
+            c.serial,
+            c.pci.as_deref().unwrap_or("no PCI address")
+        )
+    };
+    c.iter().map(one).collect::<Vec<_>>().join(", ")
+}
+
+/// `RAM dump hits H/S sectors (N scanned in R ranges)`.
+fn ram(hits: u64, sectors: u64, scanned: u64, ranges: &[RamRange]) -> String {
+    let r: Vec<String> = ranges.iter().map(|r| r.to_string()).collect();
+    format!(
+        "RAM dump hits {hits}/{sectors} sectors ({scanned} scanned in {})",
+        if r.is_empty() {
+            "no ranges".into()
+        } else {
+            r.join(" ")
+        }
+    )
 }
 
 impl ProveReport {
     /// The one-line verdict, in the same words as `demo`'s.
     pub fn one_line(&self) -> String {
         format!(
-            "{}: {} proved (guest exit {}); bypassed system memory: {}; guest RAM data bytes {}, CMB {}, peer CMB {}; RAM dump hits {}/{}; destination {}; {:.1} s",
-            pass(self.verdict),
+            "{}: {} proved (guest exit {}); bypassed system memory: {}; guest RAM data bytes {}, CMB {}, peer CMB {}; {}; destination {}; controllers {}; {}; {:.1} s",
+            self.verdict,
             human(self.bytes),
             self.status,
             yes(self.bypassed_system_memory),
             num(self.guest_ram_data_bytes),
             num(self.cmb_data_bytes),
             num(self.peer_data_bytes),
-            self.ram_dump_hits,
-            self.ram_dump_blocks,
+            ram(self.ram_dump_hits, self.ram_dump_sectors, self.ram_sectors_scanned, &self.ram_ranges),
             match self.dst_match {
                 Some(true) => "match",
                 Some(false) => "MISMATCH",
                 None => "not checked",
             },
+            controllers(&self.controllers),
+            self.accel,
             self.elapsed_s
         )
     }
@@ -152,8 +198,8 @@ impl DemoReport {
             Some(v) => v.to_string(),
         };
         format!(
-            "{}: {} copied in {} mode via {} ({map}); bypassed system memory: {}; guest RAM data bytes {}, CMB {}, peer CMB {}; RAM dump hits {}/{}; checksum {}; {:.1} s",
-            pass(self.verdict),
+            "{}: {} copied in {} mode via {} ({map}); bypassed system memory: {}; guest RAM data bytes {}, CMB {}, peer CMB {}; {}; checksum {}; controllers {}; {}; {:.1} s",
+            self.verdict,
             human(self.bytes),
             self.mode,
             self.provider.as_deref().unwrap_or("system memory"),
@@ -161,9 +207,10 @@ impl DemoReport {
             num(self.guest_ram_data_bytes),
             num(self.cmb_data_bytes),
             num(self.peer_data_bytes),
-            self.ram_dump_hits,
-            self.ram_dump_blocks,
+            ram(self.ram_dump_hits, self.ram_dump_sectors, self.ram_sectors_scanned, &self.ram_ranges),
             if self.checksum_match { "match" } else { "MISMATCH" },
+            controllers(&self.controllers),
+            self.accel,
             self.elapsed_s
         )
     }
@@ -180,10 +227,10 @@ mod tests {
             guest_ram_data_bytes: Some(0),
             cmb_data_bytes: Some(1 << 20),
             peer_data_bytes: Some(0),
-            ram_dump_blocks: 256,
+            ram_dump_sectors: 2048,
             dst_match: Some(true),
-            bypassed_system_memory: true,
-            verdict: true,
+            bypassed_system_memory: Some(true),
+            verdict: Verdict::Pass,
             ..Default::default()
         };
         let v = serde_json::to_value(&r).unwrap();
@@ -196,12 +243,16 @@ mod tests {
             "dst_match",
             "verdict",
             "reasons",
+            "ram_ranges",
+            "controllers",
+            "accel",
         ] {
             assert!(v.get(k).is_some(), "{k} missing in {v}");
         }
         let line = r.one_line();
         assert!(line.starts_with("PASS: 1 MiB proved"), "{line}");
         assert!(line.contains("bypassed system memory: yes"), "{line}");
+        assert_eq!(v["verdict"], "pass");
         let back: ProveReport = serde_json::from_value(v).unwrap();
         assert_eq!(back, r);
     }
@@ -235,8 +286,8 @@ mod tests {
             provider: Some("0000:04:00.0".into()),
             map_type: Some("bus address".into()),
             checksum_match: true,
-            verdict: true,
-            bypassed_system_memory: true,
+            verdict: Verdict::Pass,
+            bypassed_system_memory: Some(true),
             ..Default::default()
         };
         let l = d.one_line();
@@ -244,5 +295,32 @@ mod tests {
             l.starts_with("PASS: 64 MiB copied in p2p mode via 0000:04:00.0 (bus address); bypassed system memory: yes"),
             "{l}"
         );
+    }
+
+    #[test]
+    fn unknown_is_printed_as_unknown_never_as_pass() {
+        let r = ProveReport {
+            bytes: 4096,
+            verdict: Verdict::Unknown,
+            bypassed_system_memory: None,
+            controllers: vec![ControllerId {
+                name: "qemu0".into(),
+                serial: "qemu-nvme-0".into(),
+                pci: Some("0000:02:00.0".into()),
+                ..Default::default()
+            }],
+            ram_ranges: vec![RamRange {
+                start: 0,
+                len: 1 << 30,
+            }],
+            ..Default::default()
+        };
+        let l = r.one_line();
+        assert!(l.starts_with("UNKNOWN: 4 KiB proved"), "{l}");
+        assert!(l.contains("bypassed system memory: unknown"), "{l}");
+        assert!(l.contains("qemu0 (qemu-nvme-0 at 0000:02:00.0)"), "{l}");
+        assert!(l.contains("0x0-0x40000000"), "{l}");
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["verdict"], "unknown");
     }
 }

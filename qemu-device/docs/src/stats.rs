@@ -121,6 +121,38 @@ impl StatsDoc {
     }
 }
 
+/// A controller's health at the end of a run: what a bypass claim needs
+/// besides the counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControllerHealth {
+    /// CSTS.CFS was set (a fatal controller error) at any time since the
+    /// counters were last reset.
+    pub cfs: bool,
+    /// The controller was unplugged (surprise removal) since then.
+    pub removed: bool,
+    /// Error-log entries of fatal errors since then.
+    pub fatal_errors: u64,
+}
+
+/// The health part of the stats document: each controller's optional
+/// `health` object (read beside [`StatsDoc`] from the same JSON, so a device
+/// that does not report health still gives a valid document).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthView {
+    /// One entry per controller, in the stats document's order.
+    pub controllers: Vec<HealthEntry>,
+}
+
+/// One controller of [`HealthView`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthEntry {
+    /// Controller index in the device process.
+    pub id: usize,
+    /// Its health (None: the device does not report it).
+    #[serde(default)]
+    pub health: Option<ControllerHealth>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,5 +180,21 @@ mod tests {
         let back: StatsDoc = serde_json::from_str(&serde_json::to_string(&doc).unwrap()).unwrap();
         assert_eq!(back, doc);
         assert!(serde_json::from_str::<StatsDoc>("{}").is_err());
+        let h: HealthView = serde_json::from_str(line).unwrap();
+        assert_eq!(h.controllers[0].health, None, "no health reported");
+    }
+
+    #[test]
+    fn health_is_read_beside_the_counters() {
+        let line = r#"{"controllers": [{"id": 1, "serial": "p2pnvme-1", "health": {"cfs": true, "removed": false, "fatal_errors": 1}}]}"#;
+        let h: HealthView = serde_json::from_str(line).unwrap();
+        assert_eq!(
+            h.controllers[0].health,
+            Some(ControllerHealth {
+                cfs: true,
+                removed: false,
+                fatal_errors: 1
+            })
+        );
     }
 }

@@ -70,24 +70,6 @@ pub fn tail(path: &Path, lines: usize) -> String {
     s
 }
 
-/// The first kernel report in the console text, up to 25 lines of it.
-pub fn first_oops(text: &str) -> Option<String> {
-    let lines: Vec<&str> = text.lines().collect();
-    let at = lines
-        .iter()
-        .position(|l| OOPS_MARKERS.iter().any(|m| l.contains(m)))?;
-    Some(lines[at..(at + 25).min(lines.len())].join("\n") + "\n")
-}
-
-/// A kernel oops or panic (not a warning) in the console text.
-pub fn has_fatal_oops(text: &str) -> bool {
-    text.lines().any(|l| {
-        ["BUG:", "Oops:", "general protection fault", "Kernel panic"]
-            .iter()
-            .any(|m| l.contains(m))
-    })
-}
-
 /// The console's tail, preceded by the start of the first kernel report
 /// when the tail alone would hide it.
 pub fn report(path: &Path) -> String {
@@ -113,20 +95,4 @@ pub fn save_log(console: &Path) -> PathBuf {
     let dst = std::env::temp_dir().join(format!("p2pnvme-console-{}.log", std::process::id()));
     let _ = fs::copy(console, &dst);
     dst
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn oops_is_found_and_warnings_are_not_fatal() {
-        let t = "boot\nWARNING: CPU: 0 at foo\nok\n";
-        assert!(!has_fatal_oops(t));
-        assert!(first_oops(t).unwrap().starts_with("WARNING"));
-        let t = "boot\nBUG: kernel NULL pointer dereference, address: 0\nRIP: x\n";
-        assert!(has_fatal_oops(t));
-        assert!(first_oops(t).unwrap().contains("RIP: x"));
-        assert!(first_oops("clean\n").is_none());
-    }
 }

@@ -5,12 +5,15 @@
 //! all of it `run --prove`'s machinery (prove.rs); demo adds the copy
 //! command and judges by the mode the copy used.
 
+use crate::health;
+use crate::judge::{self, Evidence};
 use crate::options::VmOptions;
-use crate::prove::{Evidence, Proof, ProveArgs, Range};
+use crate::prove::{Proof, ProveArgs, Range};
 use crate::session::{Output, Session};
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use p2pnvme_docs::report::{human, DemoReport};
+use p2pnvme_docs::verdict::{KernelHealth, Verdict};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -90,8 +93,8 @@ pub fn run(a: DemoArgs) -> Result<i32> {
     let last = n - 1;
     let (src, dst) = if ours {
         (
-            "nvme0n1".to_string(),
-            format!("nvme{last}n{}", if same_ctrl { 2 } else { 1 }),
+            "p2p0n1".to_string(),
+            format!("p2p{last}n{}", if same_ctrl { 2 } else { 1 }),
         )
     } else {
         ("qemu0n1".to_string(), format!("qemu{last}n1"))
@@ -140,7 +143,9 @@ pub fn run(a: DemoArgs) -> Result<i32> {
         .rev()
         .find_map(|l| serde_json::from_str(l).ok())
         .unwrap_or(Value::Null);
+    let kernel = r.guest.kernel_health(s.opts.allow_warn);
     if r.status != 0 {
+        health::enforce(&r.guest, &kernel)?;
         bail!(
             "the copy failed in the guest (exit {}):\n{}{}",
             r.status,
@@ -154,7 +159,7 @@ pub fn run(a: DemoArgs) -> Result<i32> {
         None => None,
     };
     progress(&a, "checking the destination, the counters and guest RAM");
-    let ev = proof.evidence(&s)?;
+    let ev = proof.evidence(&s, &r.guest)?;
     let used_mode = copy
         .get("mode")
         .and_then(Value::as_str)
@@ -173,16 +178,21 @@ pub fn run(a: DemoArgs) -> Result<i32> {
     );
     let p2pmem_returned = before.is_some() && before == after;
     let checksum_match = ev.dst_match == Some(true);
-    let mut verdict = Verdict::judge(&used_mode, &ev);
+    let mut verdict = Judged::judge(&used_mode, &ev, &kernel);
     if !p2pmem_returned {
-        verdict.ok = false;
-        verdict.reasons.push(format!(
+        verdict.failed.push(format!(
             "P2P memory not returned: available {before:?} before, {after:?} after"
         ));
     }
+    let (outcome, reasons) = verdict.outcome();
     let doc = DemoReport {
         bytes: a.size,
         bypassed_system_memory: ev.bypassed(),
+        ram_ranges: ev.ram_ranges.clone(),
+        ram_sectors_scanned: ev.ram_sectors_scanned,
+        accel: crate::accel::name(s.accel).into(),
+        controllers: ev.controllers.clone(),
+        kernel: kernel.clone(),
         p2pmem_returned,
         mode: used_mode,
         requested_mode: mode,
@@ -199,52 +209,57 @@ pub fn run(a: DemoArgs) -> Result<i32> {
         peer_data_bytes: ev.counters.map(|c| c.peer_cmb),
         checksum_match,
         ram_dump_hits: ev.ram_dump_hits,
-        ram_dump_blocks: ev.blocks(),
+        ram_dump_sectors: ev.sectors,
         copy_elapsed_s: copy
             .get("elapsed_ns")
             .and_then(Value::as_f64)
             .map(|ns| ns / 1e9),
         elapsed_s: start.elapsed().as_secs_f64(),
         copy,
-        verdict: verdict.ok,
-        reasons: verdict.reasons.clone(),
+        verdict: outcome,
+        reasons,
         witness,
     };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         println!("{}", doc.one_line());
-        for r in &verdict.reasons {
-            println!("  FAILED: {r}");
+        for r in &doc.reasons {
+            println!("  {outcome}: {r}");
         }
     }
-    Ok(if verdict.ok { 0 } else { 1 })
+    health::enforce(&r.guest, &kernel)?;
+    Ok(i32::from(outcome.exit_code()))
 }
 
-/// The checks a copy must pass, given the mode it actually used.
-pub struct Verdict {
-    pub ok: bool,
-    pub reasons: Vec<String>,
+/// The checks a copy must pass, given the mode it actually used: what
+/// failed and what evidence is missing.
+pub struct Judged {
+    pub failed: Vec<String>,
+    pub missing: Vec<String>,
 }
 
-impl Verdict {
+impl Judged {
     /// Judges a copy of `ev.bytes` in `mode`: the destination must match, a
-    /// p2p copy must bypass guest RAM and move each byte through a CMB twice,
-    /// a bounce copy must show its data in guest RAM.
-    pub fn judge(mode: &str, ev: &Evidence) -> Verdict {
+    /// p2p copy must hold the bypass claim (judge.rs) and move each byte
+    /// through a CMB twice, a bounce copy must show its data in guest RAM;
+    /// the kernel must stay healthy.
+    pub fn judge(mode: &str, ev: &Evidence, kernel: &KernelHealth) -> Judged {
         let size = ev.bytes;
-        let mut reasons = vec![];
+        let (mut failed, mut missing) = (vec![], vec![]);
         if ev.dst_match != Some(true) {
-            reasons.push("destination differs from the source data".to_string());
+            failed.push("destination differs from the source data".to_string());
         }
         match mode {
             "p2p" => {
-                reasons.extend(ev.ram_reasons());
+                let (f, m) = ev.bypass_checks();
+                failed.extend(f);
+                missing.extend(m);
                 if let Some(c) = &ev.counters {
                     // Each byte is written into a CMB by one controller and read
                     // back out of it by the other (or the same) controller.
                     if c.own_cmb + c.peer_cmb != 2 * size {
-                        reasons.push(format!(
+                        failed.push(format!(
                             "CMB data bytes {} + peer {} != 2 x {size}",
                             c.own_cmb, c.peer_cmb
                         ));
@@ -252,24 +267,32 @@ impl Verdict {
                 }
             }
             "bounce" => {
+                // Data sectors in the dump are direct evidence of the RAM route.
                 if ev.ram_dump_hits == 0 {
-                    reasons.push("bounce copy left no data blocks in guest RAM".into());
+                    failed.push("bounce copy left no data sectors in guest RAM".into());
                 }
                 if let Some(c) = &ev.counters {
                     if c.guest_ram != 2 * size {
-                        reasons.push(format!(
+                        failed.push(format!(
                             "guest RAM data bytes {} != 2 x {size} (read into RAM, written out of it)",
                             c.guest_ram
                         ));
                     }
                 }
             }
-            other => reasons.push(format!("unknown copy mode '{other}'")),
+            other => failed.push(format!("unknown copy mode '{other}'")),
         }
-        Verdict {
-            ok: reasons.is_empty(),
-            reasons,
-        }
+        failed.extend(judge::kernel_reasons(kernel));
+        Judged { failed, missing }
+    }
+
+    /// The verdict and every reason, failures first.
+    pub fn outcome(&self) -> (Verdict, Vec<String>) {
+        let v = Verdict::from_checks(!self.failed.is_empty(), !self.missing.is_empty());
+        (
+            v,
+            self.failed.iter().chain(&self.missing).cloned().collect(),
+        )
     }
 }
 
@@ -290,31 +313,56 @@ mod tests {
     fn ev(hits: u64, matched: bool, counters: Option<(u64, u64, u64)>) -> Evidence {
         Evidence {
             bytes: MB,
+            sectors: MB / 512,
             ram_dump_hits: hits,
             counters: counters.map(|(ram, own, peer)| DataTotals {
                 guest_ram: ram,
                 own_cmb: own,
                 peer_cmb: peer,
             }),
+            uncounted: if counters.is_none() {
+                vec!["qemu0".into(), "qemu1".into()]
+            } else {
+                vec![]
+            },
             dst_match: Some(matched),
+            ..Default::default()
         }
+    }
+
+    fn v(mode: &str, e: &Evidence) -> Verdict {
+        Judged::judge(mode, e, &KernelHealth::default()).outcome().0
     }
 
     #[test]
     fn p2p_passes_only_without_ram_traffic() {
-        assert!(Verdict::judge("p2p", &ev(0, true, Some((0, MB, MB)))).ok);
-        assert!(!Verdict::judge("p2p", &ev(3, true, Some((0, MB, MB)))).ok);
-        assert!(!Verdict::judge("p2p", &ev(0, true, Some((4096, MB, MB)))).ok);
-        assert!(!Verdict::judge("p2p", &ev(0, false, Some((0, MB, MB)))).ok);
-        assert!(!Verdict::judge("p2p", &ev(0, true, Some((0, MB, 0)))).ok);
-        // Reference device: no counters, RAM dump and data only.
-        assert!(Verdict::judge("p2p", &ev(0, true, None)).ok);
+        assert_eq!(v("p2p", &ev(0, true, Some((0, MB, MB)))), Verdict::Pass);
+        assert_eq!(v("p2p", &ev(3, true, Some((0, MB, MB)))), Verdict::Fail);
+        assert_eq!(v("p2p", &ev(0, true, Some((4096, MB, MB)))), Verdict::Fail);
+        assert_eq!(v("p2p", &ev(0, false, Some((0, MB, MB)))), Verdict::Fail);
+        assert_eq!(v("p2p", &ev(0, true, Some((0, MB, 0)))), Verdict::Fail);
+    }
+
+    #[test]
+    fn p2p_on_a_device_without_counters_is_unknown() {
+        let j = Judged::judge("p2p", &ev(0, true, None), &KernelHealth::default());
+        let (verdict, reasons) = j.outcome();
+        assert_eq!(verdict, Verdict::Unknown);
+        assert!(reasons[0].starts_with("no counters: qemu0"), "{reasons:?}");
+        // Data in the dump still fails it.
+        assert_eq!(v("p2p", &ev(5, true, None)), Verdict::Fail);
     }
 
     #[test]
     fn bounce_must_show_the_data_in_ram() {
-        assert!(Verdict::judge("bounce", &ev(256, true, Some((2 * MB, 0, 0)))).ok);
-        assert!(!Verdict::judge("bounce", &ev(0, true, Some((2 * MB, 0, 0)))).ok);
-        assert!(!Verdict::judge("bounce", &ev(256, true, Some((0, 0, 0)))).ok);
+        assert_eq!(
+            v("bounce", &ev(2048, true, Some((2 * MB, 0, 0)))),
+            Verdict::Pass
+        );
+        assert_eq!(
+            v("bounce", &ev(0, true, Some((2 * MB, 0, 0)))),
+            Verdict::Fail
+        );
+        assert_eq!(v("bounce", &ev(2048, true, Some((0, 0, 0)))), Verdict::Fail);
     }
 }

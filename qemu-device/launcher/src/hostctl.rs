@@ -6,7 +6,7 @@
 //! Protocol: one request line, one reply line (`ok`, `pong`, `error MSG`).
 
 use crate::witness::Witness;
-use crate::{qmp, stats};
+use crate::{qmp, ramscan, stats};
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -18,8 +18,11 @@ use std::time::Duration;
 
 /// The counters `prove-end` saves in the run directory.
 pub const PROVE_STATS: &str = "prove-stats.json";
-/// The guest RAM dump `prove-end` saves in the run directory.
-pub const PROVE_RAM: &str = "prove-ram.bin";
+/// The dump of guest RAM range `i` (ramscan::q35_ranges) that `prove-end`
+/// saves in the run directory.
+pub fn prove_ram(i: usize) -> String {
+    format!("prove-ram-{i}.bin")
+}
 
 /// What the channel may touch on the host.
 #[derive(Clone)]
@@ -130,7 +133,9 @@ fn handle(req: &str, ctx: &HostCtx) -> Result<String> {
             Ok("ok".into())
         }
         (Some("pmemsave"), Some(name)) => {
-            qmp::pmemsave(&ctx.qmp_socket, ctx.mem_bytes, &run_file(ctx, name)?)?;
+            // The RAM below 4 GiB (all of it for a guest below 2.75 GiB).
+            let r = ramscan::q35_ranges(ctx.mem_bytes)[0];
+            qmp::pmemsave(&ctx.qmp_socket, r.start, r.len, &run_file(ctx, name)?)?;
             Ok("ok".into())
         }
         // Sent by the guest's init around a `--prove` command.
@@ -145,7 +150,9 @@ fn handle(req: &str, ctx: &HostCtx) -> Result<String> {
                 let doc = stats::get(s)?;
                 std::fs::write(ctx.run_dir.join(PROVE_STATS), serde_json::to_string(&doc)?)?;
             }
-            qmp::pmemsave(&ctx.qmp_socket, ctx.mem_bytes, &ctx.run_dir.join(PROVE_RAM))?;
+            for (i, r) in ramscan::q35_ranges(ctx.mem_bytes).iter().enumerate() {
+                qmp::pmemsave(&ctx.qmp_socket, r.start, r.len, &ctx.run_dir.join(prove_ram(i)))?;
+            }
             Ok("ok".into())
         }
         (Some("witness-start"), Some(name)) => {

@@ -8,14 +8,18 @@ mod demo;
 mod device;
 mod exit;
 mod faults;
+mod health;
 mod hostctl;
 mod hotplug;
 mod image;
+mod judge;
 mod kbuild;
 mod kernel;
 mod kernel_build;
 mod logger;
+mod modcheck;
 mod modcmd;
+mod names;
 mod options;
 mod overlay;
 mod paths;
@@ -203,12 +207,14 @@ fn run(args: RunArgs) -> Result<i32> {
         None => None,
     };
     s.stop_helpers();
+    let kernel = r.guest.kernel_health(s.opts.allow_warn);
     let Some(proof) = proof else {
+        health::enforce(&r.guest, &kernel)?;
         return Ok(r.status);
     };
-    let mut report = proof
-        .evidence(&s)?
-        .report(r.status, start.elapsed().as_secs_f64());
+    let ev = proof.evidence(&s, &r.guest)?;
+    let elapsed = start.elapsed().as_secs_f64();
+    let mut report = prove::report(&ev, r.status, kernel, accel::name(s.accel), elapsed);
     report.witness = witness;
     if args.prove.json {
         // The command's own output would not be JSON: keep it on stderr.
@@ -219,15 +225,16 @@ fn run(args: RunArgs) -> Result<i32> {
     } else {
         println!("{}", report.one_line());
         for reason in &report.reasons {
-            println!("  FAILED: {reason}");
+            println!("  {}: {reason}", report.verdict);
         }
     }
-    Ok(
-        match (r.status, args.prove.require_bypass && !report.verdict) {
-            (0, true) => 1,
-            (status, _) => status,
-        },
-    )
+    // Kernel health (exit 3) outranks the verdict it is part of.
+    health::enforce(&r.guest, &report.kernel)?;
+    Ok(if args.prove.require_bypass {
+        i32::from(report.verdict.exit_code())
+    } else {
+        r.status
+    })
 }
 
 fn image_cmd(op: ImageOp) -> Result<i32> {
@@ -235,7 +242,6 @@ fn image_cmd(op: ImageOp) -> Result<i32> {
     let img = image::ensure(matches!(op, ImageOp::Build { force: true, .. }))?;
     println!("rootfs:   {}", img.rootfs.display());
     println!("image:    {}", img.dir.display());
-    println!("kernel:   {}", img.kernel_version);
     println!("manifest: {}", img.dir.join("manifest.txt").display());
     let flavor = kernel_build::KernelFlavor { debug: false };
     let minimal = match op {
@@ -266,7 +272,7 @@ fn image_cmd(op: ImageOp) -> Result<i32> {
         img.kernel_version,
         kernel::p2pdma_state(&debian_config)
     );
-    let default = match minimal {
+    let default = match &minimal {
         Some(tree) => {
             println!("minimal kernel: {}", tree.display());
             println!(
@@ -282,14 +288,50 @@ fn image_cmd(op: ImageOp) -> Result<i32> {
             "debian (until the minimal kernel is built)"
         }
     };
-    let default = match kernel_build::env_default()? {
+    let env = kernel_build::env_default()?;
+    let default = match env {
         Some(GuestKernelChoice::Debian) => "debian (P2PNVME_GUEST_KERNEL)",
         Some(GuestKernelChoice::Minimal) => "minimal (P2PNVME_GUEST_KERNEL)",
         None => default,
     };
     println!("default kernel: {default}");
+    next_run(&img, env, minimal.as_deref())?;
     if let ImageOp::Build { .. } = op {
         println!("ready in {:.1} s", t.elapsed().as_secs_f64());
     }
     Ok(0)
+}
+
+/// What a `run` without kernel options boots next: kernel, initramfs and
+/// modules (the `kernel:` line's second word is that kernel's release).
+fn next_run(
+    img: &image::Image,
+    env: Option<GuestKernelChoice>,
+    minimal: Option<&std::path::Path>,
+) -> Result<()> {
+    let mut opts = VmOptions::default();
+    match (env, minimal) {
+        (Some(GuestKernelChoice::Debian), _) | (None, None) => {}
+        (_, Some(tree)) => opts.kernel = Some(tree.to_path_buf()),
+        (Some(GuestKernelChoice::Minimal), None) => {
+            println!("kernel:   none yet: the next run builds the minimal kernel first (~15 min)");
+            return Ok(());
+        }
+    }
+    let k = kernel::GuestKernel::resolve(&opts, img)?;
+    println!("kernel:   {} ({})", k.release, k.bzimage.display());
+    println!(
+        "initrd:   {} + a per-run overlay (p2pcopy.ko built for {}, the p2pcopy CLI, ci/guest scripts, --module files)",
+        img.initramfs().display(),
+        k.release
+    );
+    match &k.modules {
+        Some(dir) => println!(
+            "modules:  {}",
+            dir.join("lib/modules").join(&k.release).display()
+        ),
+        None if opts.kernel.is_some() => println!("modules:  built into the kernel"),
+        None => println!("modules:  the image's /lib/modules/{}", k.release),
+    }
+    Ok(())
 }

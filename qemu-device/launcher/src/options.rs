@@ -45,9 +45,21 @@ pub struct VmOptions {
     /// Guest CPUs.
     #[arg(long, default_value_t = 2)]
     pub smp: u32,
-    /// Use KVM if a probe boot shows it works (TCG otherwise).
-    #[arg(long)]
+    /// Accelerator: tcg (the default), kvm (an error where KVM does not
+    /// work) or auto (KVM where a probe boot shows it works, else TCG).
+    #[arg(long, value_enum, default_value = "tcg", value_name = "kvm|tcg|auto")]
+    pub accel: AccelChoice,
+    /// Same as --accel kvm.
+    #[arg(long, conflicts_with = "accel")]
     pub kvm: bool,
+    /// Let kernel WARNINGs pass the kernel health check (they are still
+    /// listed); Oops, BUG, KASAN, UBSAN, lockdep and hung tasks still fail.
+    #[arg(long)]
+    pub allow_warn: bool,
+    /// Load this kernel module in the guest before the command (repeatable,
+    /// in order); checked against the kernel that boots before boot.
+    #[arg(long = "module", value_name = "FILE.ko")]
+    pub user_modules: Vec<PathBuf>,
     /// TCG vCPU threading: single (default; robust) or multi (faster, may crash the guest rarely).
     #[arg(long, value_enum, default_value = "single")]
     pub tcg_threads: TcgThreads,
@@ -116,6 +128,17 @@ fn parse_lba(s: &str) -> Result<u32, String> {
         "4096" => Ok(4096),
         _ => Err(format!("bad LBA size '{s}': use 512 or 4096")),
     }
+}
+
+/// `--accel`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccelChoice {
+    /// KVM, or an error when it does not work here.
+    Kvm,
+    /// TCG (the default).
+    Tcg,
+    /// KVM when it works, TCG otherwise; the report says which.
+    Auto,
 }
 
 /// The guest kernels the project builds or ships (`--guest-kernel`).
@@ -226,6 +249,15 @@ impl VmOptions {
             bail!("--trace records the project's controllers: add --nvme N");
         }
         Ok(())
+    }
+
+    /// The accelerator asked for (`--kvm` is `--accel kvm`).
+    pub fn accel_choice(&self) -> AccelChoice {
+        if self.kvm {
+            AccelChoice::Kvm
+        } else {
+            self.accel
+        }
     }
 
     /// The project's guest module and CLI go into the guest.

@@ -66,11 +66,13 @@ fn is_executable(p: &Path) -> bool {
 }
 
 /// Builds `run_dir/initrd.img` = base image + overlay.
+/// The user's `--module` files go below `modcheck::GUEST_DIR`.
 pub fn guest_initrd(
     image: &Image,
     kernel: &GuestKernel,
     run_dir: &Path,
     with_driver: bool,
+    user_modules: &[PathBuf],
 ) -> Result<PathBuf> {
     let src = paths::source_root();
     let mut ov = Overlay { files: vec![] };
@@ -79,6 +81,7 @@ pub fn guest_initrd(
     }
     if with_driver {
         if let Some(ko) = guest_module(image, kernel, &src.join("guest-driver/module"))? {
+            crate::modcheck::check(&ko, &kernel.release)?;
             ov.add(
                 format!("lib/modules/{}/extra/p2pcopy.ko", kernel.release),
                 0o644,
@@ -88,6 +91,9 @@ pub fn guest_initrd(
         if let Some(cli) = guest_cli(&src)? {
             ov.add("usr/bin/p2pcopy".into(), 0o755, fs::read(cli)?);
         }
+    }
+    for (i, ko) in user_modules.iter().enumerate() {
+        ov.add(crate::modcheck::guest_path(i, ko), 0o644, fs::read(ko)?);
     }
     ov.add_tree(&src.join("guest-driver/tests"), "opt/p2pnvme/tests")?;
     ov.add_tree(&src.join("ci/guest"), "opt/p2pnvme/ci")?;

@@ -5,13 +5,17 @@
 //! counters and a dump of guest RAM; the launcher then scans the dump for the
 //! data, compares the destination range on the host and judges.
 
-use crate::hostctl::{PROVE_RAM, PROVE_STATS};
+use crate::health::GuestReport;
+use crate::hostctl::{prove_ram, PROVE_STATS};
+use crate::judge::{self, Evidence};
+use crate::names::{Kind, NsName};
 use crate::ramscan;
 use crate::session::Session;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use p2pnvme_docs::report::ProveReport;
-use p2pnvme_docs::stats::{DataTotals, StatsDoc};
+use p2pnvme_docs::stats::{DataTotals, HealthView, StatsDoc};
+use p2pnvme_docs::verdict::KernelHealth;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -24,15 +28,17 @@ pub const DEFAULT_OFFSET: u64 = 1 << 20;
 #[derive(Args, Clone, Debug, Default)]
 pub struct ProveArgs {
     /// Write random data into NS's backing file at OFF (default 1M) for LEN
-    /// bytes, then prove where the command moved it (NS: nvme<C>n<N> for the
-    /// project's controllers, qemu<C>n1 for QEMU's). In the guest:
-    /// $P2PNVME_PROVE_SRC, _DST, _OFF, _DST_OFF, _LEN.
+    /// bytes, then prove where the command moved it (NS: p2p<C>n<N> for the
+    /// project's controller C, qemu<C>n1 for QEMU's; host-side names, not
+    /// the guest's /dev names). In the guest: $P2PNVME_PROVE_SRC, _DST,
+    /// _OFF, _DST_OFF, _LEN.
     #[arg(long, value_name = "NS[:OFF]:LEN", value_parser = Range::parse_src)]
     pub prove: Option<Range>,
     /// Compare this range with the source on the host afterwards (default OFF: the source's).
     #[arg(long, value_name = "NS[:OFF]", requires = "prove", value_parser = Range::parse_dst)]
     pub prove_dst: Option<Range>,
-    /// Exit 1 when data went through guest RAM (or the destination differs).
+    /// Exit with the verdict: 0 pass, 1 fail (data through guest RAM, the
+    /// destination differs, ...), 2 unknown (evidence missing).
     #[arg(long, requires = "prove")]
     pub require_bypass: bool,
     /// Print the verdict as one JSON document.
@@ -43,7 +49,7 @@ pub struct ProveArgs {
 /// A byte range of a namespace, as named on the command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Range {
-    /// Namespace name (`nvme0n1`, `qemu1n1`).
+    /// Namespace name (`p2p0n1`, `qemu1n1`; `nvme0n1` is the old `p2p0n1`).
     pub ns: String,
     /// Start in bytes (None: the default or the source's).
     pub off: Option<u64>,
@@ -58,13 +64,14 @@ impl Range {
         let (ns, off, len) = match parts[..] {
             [ns, len] => (ns, None, size(len)?),
             [ns, off, len] => (ns, Some(size(off)?), size(len)?),
-            _ => return Err(format!("'{s}' is not NS[:OFF]:LEN (e.g. nvme0n1:1M:16M)")),
+            _ => return Err(format!("'{s}' is not NS[:OFF]:LEN (e.g. p2p0n1:1M:16M)")),
         };
-        if len == 0 || len % ramscan::BLOCK as u64 != 0 {
+        if len == 0 || len % ramscan::SECTOR as u64 != 0 {
             return Err(format!(
-                "--prove length must be a non-zero multiple of 4K, not {len}"
+                "--prove length must be a non-zero multiple of 512, not {len}"
             ));
         }
+        NsName::parse(ns)?;
         Ok(Range {
             ns: ns.to_string(),
             off,
@@ -77,6 +84,7 @@ impl Range {
             Some((ns, off)) => (ns, Some(p2pnvme_device::parse_size(off)?)),
             None => (s, None),
         };
+        NsName::parse(ns)?;
         Ok(Range {
             ns: ns.to_string(),
             off,
@@ -87,46 +95,41 @@ impl Range {
 
 /// A namespace resolved to its backing file and how the guest finds it.
 struct Ns {
+    name: NsName,
     file: PathBuf,
     serial: String,
-    nsid: usize,
 }
 
-fn resolve(s: &Session, name: &str) -> Result<Ns> {
-    let parse = |prefix: &str| -> Option<(usize, usize)> {
-        let (c, n) = name.strip_prefix(prefix)?.split_once('n')?;
-        Some((c.parse().ok()?, n.parse().ok()?))
+fn resolve(s: &Session, text: &str) -> Result<Ns> {
+    let (name, note) = NsName::parse(text).map_err(anyhow::Error::msg)?;
+    if let Some(note) = note {
+        log::warn!("{note}");
+    }
+    let file = match name.kind {
+        Kind::P2p => s
+            .controllers
+            .get(name.ctrl)
+            .and_then(|ctl| ctl.namespaces.get(name.nsid - 1)),
+        Kind::Qemu if name.nsid == 1 => s.qemu_backing.get(name.ctrl),
+        Kind::Qemu => None,
     };
-    let found = if let Some((c, n)) = parse("nvme") {
-        s.controllers
-            .get(c)
-            .and_then(|ctl| ctl.namespaces.get(n.checked_sub(1)?))
-            .map(|f| Ns {
-                file: f.clone(),
-                serial: crate::device::nvme_serial(c),
-                nsid: n,
-            })
-    } else if let Some((c, 1)) = parse("qemu") {
-        s.qemu_backing.get(c).map(|f| Ns {
-            file: f.clone(),
-            serial: format!("qemu-nvme-{c}"),
-            nsid: 1,
-        })
-    } else {
-        None
+    let serial = match name.kind {
+        Kind::P2p => crate::device::nvme_serial(name.ctrl),
+        Kind::Qemu => format!("qemu-nvme-{}", name.ctrl),
     };
-    found.with_context(|| {
+    let file = file.cloned().with_context(|| {
         format!(
-            "--prove names '{name}', which this guest does not have: it has {}",
+            "--prove names '{text}', which this guest does not have: it has {}",
             names(s)
         )
-    })
+    })?;
+    Ok(Ns { name, file, serial })
 }
 
 fn names(s: &Session) -> String {
     let mut v: Vec<String> = vec![];
     for (c, ctl) in s.controllers.iter().enumerate() {
-        v.extend((1..=ctl.namespaces.len()).map(|n| format!("nvme{c}n{n}")));
+        v.extend((1..=ctl.namespaces.len()).map(|n| format!("p2p{c}n{n}")));
     }
     v.extend((0..s.qemu_backing.len()).map(|c| format!("qemu{c}n1")));
     if v.is_empty() {
@@ -139,6 +142,7 @@ fn names(s: &Session) -> String {
 /// A proof in progress: the data and where it went.
 pub struct Proof {
     data: Vec<u8>,
+    src: NsName,
     dst: Option<(Ns, u64)>,
 }
 
@@ -180,36 +184,56 @@ impl Proof {
         write_at(&src.file, src_off, &data)?;
         let mut env = format!(
             "export P2PNVME_PROVE_SRC=$(sh /opt/p2pnvme/ci/nvme-dev.sh {} {}) P2PNVME_PROVE_OFF={src_off} P2PNVME_PROVE_LEN={len}\n",
-            src.serial, src.nsid
+            src.serial, src.name.nsid
         );
         if let Some((d, off)) = &dst {
             write_at(&d.file, *off, &vec![0u8; data.len()])?;
             env += &format!(
                 "export P2PNVME_PROVE_DST=$(sh /opt/p2pnvme/ci/nvme-dev.sh {} {}) P2PNVME_PROVE_DST_OFF={off}\n",
-                d.serial, d.nsid
+                d.serial, d.name.nsid
             );
         }
         s.preamble += &env;
         s.kernel_args.push("p2pnvme.prove=1".into());
-        Ok(Some(Proof { data, dst }))
+        Ok(Some(Proof {
+            data,
+            src: src.name,
+            dst,
+        }))
     }
 
     /// What happened to the data, once the command has ended.
-    pub fn evidence(&self, s: &Session) -> Result<Evidence> {
-        let ram = s.run_file(PROVE_RAM);
-        if !ram.exists() {
-            bail!("the guest ended without saving the proof (no RAM dump): did the command power the guest off?");
+    pub fn evidence(&self, s: &Session, guest: &GuestReport) -> Result<Evidence> {
+        let ranges = ramscan::q35_ranges(u64::from(s.opts.mem_mib) << 20);
+        let mut scan = ramscan::Scanner::new(&self.data);
+        for i in 0..ranges.len() {
+            let ram = s.run_file(&prove_ram(i));
+            if !ram.exists() {
+                bail!("the guest ended without saving the proof (no RAM dump): did the command power the guest off?");
+            }
+            scan.scan_file(&ram)?;
+            let _ = fs::remove_file(&ram);
         }
-        let ram_dump_hits = ramscan::hits(&self.data, &ram)?;
-        let _ = fs::remove_file(&ram);
-        let counters = if s.controllers.is_empty() {
+        let stats = if s.controllers.is_empty() {
             None
         } else {
             let text =
                 fs::read(s.run_file(PROVE_STATS)).context("the device counters of the proof")?;
             let doc: StatsDoc =
                 serde_json::from_slice(&text).context("the device's stats document")?;
-            Some(doc.data_totals())
+            let health: HealthView =
+                serde_json::from_slice(&text).context("the device's stats document")?;
+            Some((doc, health))
+        };
+        let involved = std::iter::once(self.src).chain(self.dst.as_ref().map(|(d, _)| d.name));
+        let mut uncounted: Vec<String> = involved
+            .filter(|n| n.kind == Kind::Qemu)
+            .map(|n| n.controller())
+            .collect();
+        uncounted.dedup();
+        let counters = match &stats {
+            Some((doc, _)) if uncounted.is_empty() => Some(doc.data_totals()),
+            _ => None,
         };
         let dst_match = match &self.dst {
             None => None,
@@ -217,76 +241,52 @@ impl Proof {
         };
         Ok(Evidence {
             bytes: self.data.len() as u64,
-            ram_dump_hits,
+            ram_dump_hits: scan.hits(),
+            sectors: scan.sectors(),
+            ram_ranges: ranges,
+            ram_sectors_scanned: scan.scanned,
             counters,
+            uncounted,
             dst_match,
+            controllers: judge::controllers(
+                s.qemu_backing.len(),
+                s.controllers.len(),
+                guest,
+                stats.as_ref().map(|(d, h)| (d, h)),
+            ),
         })
     }
 }
 
-/// Where the data went.
-pub struct Evidence {
-    pub bytes: u64,
-    pub ram_dump_hits: u64,
-    /// Data bytes by route (None: no counting device).
-    pub counters: Option<DataTotals>,
-    pub dst_match: Option<bool>,
-}
-
-impl Evidence {
-    /// No data block in RAM and (where counted) no data byte through it.
-    pub fn bypassed(&self) -> bool {
-        self.ram_dump_hits == 0 && self.counters.is_none_or(|c| c.guest_ram == 0)
-    }
-
-    /// Blocks of the data.
-    pub fn blocks(&self) -> u64 {
-        self.bytes / ramscan::BLOCK as u64
-    }
-
-    /// Why the data did not bypass system memory (empty when it did): data
-    /// bytes the device counted through guest RAM, data blocks in the dump.
-    pub fn ram_reasons(&self) -> Vec<String> {
-        let mut reasons = vec![];
-        if let Some(c) = self.counters {
-            if c.guest_ram != 0 {
-                reasons.push(format!("{} data bytes went through guest RAM", c.guest_ram));
-            }
-        }
-        if self.ram_dump_hits != 0 {
-            reasons.push(format!(
-                "{} of {} data blocks found in guest RAM",
-                self.ram_dump_hits,
-                self.blocks()
-            ));
-        }
-        reasons
-    }
-
-    /// `run --prove`'s verdict: bypassed, and the destination (if checked) matches.
-    pub fn report(&self, status: i32, elapsed_s: f64) -> ProveReport {
-        let mut reasons = self.ram_reasons();
-        if self.dst_match == Some(false) {
-            reasons.push("destination differs from the source data".into());
-        }
-        if status != 0 {
-            reasons.push(format!("the guest command exited {status}"));
-        }
-        ProveReport {
-            bytes: self.bytes,
-            guest_ram_data_bytes: self.counters.map(|c| c.guest_ram),
-            cmb_data_bytes: self.counters.map(|c| c.own_cmb),
-            peer_data_bytes: self.counters.map(|c| c.peer_cmb),
-            ram_dump_hits: self.ram_dump_hits,
-            ram_dump_blocks: self.blocks(),
-            dst_match: self.dst_match,
-            bypassed_system_memory: self.bypassed(),
-            status,
-            elapsed_s,
-            verdict: reasons.is_empty(),
-            reasons,
-            witness: None,
-        }
+/// `run --prove`'s report: the evidence and the verdict on the bypass claim.
+pub fn report(
+    ev: &Evidence,
+    status: i32,
+    kernel: KernelHealth,
+    accel: &str,
+    elapsed_s: f64,
+) -> ProveReport {
+    let (verdict, reasons) = judge::prove(ev, status, &kernel);
+    let c = |f: fn(&DataTotals) -> u64| ev.counters.as_ref().map(f);
+    ProveReport {
+        bytes: ev.bytes,
+        guest_ram_data_bytes: c(|c| c.guest_ram),
+        cmb_data_bytes: c(|c| c.own_cmb),
+        peer_data_bytes: c(|c| c.peer_cmb),
+        ram_dump_hits: ev.ram_dump_hits,
+        ram_dump_sectors: ev.sectors,
+        ram_ranges: ev.ram_ranges.clone(),
+        ram_sectors_scanned: ev.ram_sectors_scanned,
+        dst_match: ev.dst_match,
+        bypassed_system_memory: ev.bypassed(),
+        status,
+        accel: accel.into(),
+        controllers: ev.controllers.clone(),
+        kernel,
+        elapsed_s,
+        verdict,
+        reasons,
+        witness: None,
     }
 }
 
@@ -317,33 +317,17 @@ mod tests {
     fn ranges_parse_with_and_without_offset() {
         let r = Range::parse_src("nvme0n1:16M").unwrap();
         assert_eq!((r.ns.as_str(), r.off, r.len), ("nvme0n1", None, 16 << 20));
-        let r = Range::parse_src("nvme1n2:2M:4K").unwrap();
+        let r = Range::parse_src("p2p1n2:2M:4K").unwrap();
         assert_eq!((r.off, r.len), (Some(2 << 20), 4096));
+        assert_eq!(Range::parse_src("qemu0n1:1536").unwrap().len, 1536);
         assert!(Range::parse_src("nvme0n1").is_err());
         assert!(Range::parse_src("nvme0n1:100")
             .unwrap_err()
-            .contains("multiple of 4K"));
+            .contains("multiple of 512"));
+        assert!(Range::parse_src("sda:4K")
+            .unwrap_err()
+            .contains("p2p<C>n<N>"));
         assert_eq!(Range::parse_dst("nvme1n1").unwrap().off, None);
         assert_eq!(Range::parse_dst("nvme1n1:8M").unwrap().off, Some(8 << 20));
-    }
-
-    #[test]
-    fn verdict_fails_on_ram_bytes_dump_hits_or_mismatch() {
-        let e = |ram, hits, m| Evidence {
-            bytes: 1 << 20,
-            ram_dump_hits: hits,
-            counters: Some(DataTotals {
-                guest_ram: ram,
-                own_cmb: 1 << 20,
-                peer_cmb: 0,
-            }),
-            dst_match: m,
-        };
-        assert!(e(0, 0, Some(true)).report(0, 1.0).verdict);
-        assert!(e(0, 0, None).report(0, 1.0).verdict);
-        let r = e(4096, 3, Some(true)).report(0, 1.0);
-        assert!(!r.verdict && !r.bypassed_system_memory && r.reasons.len() == 2);
-        assert!(!e(0, 0, Some(false)).report(0, 1.0).verdict);
-        assert!(!e(0, 0, None).report(1, 1.0).verdict);
     }
 }

@@ -119,10 +119,10 @@ fn is_timeout(e: &anyhow::Error) -> bool {
 }
 
 /// Saves guest physical memory [0, len) to `file`.
-pub fn pmemsave(socket: &Path, len: u64, file: &Path) -> Result<()> {
+pub fn pmemsave(socket: &Path, start: u64, len: u64, file: &Path) -> Result<()> {
     Qmp::connect(socket)?.execute(
         "pmemsave",
-        json!({"val": 0, "size": len, "filename": file.display().to_string()}),
+        json!({"val": start, "size": len, "filename": file.display().to_string()}),
     )?;
     Ok(())
 }

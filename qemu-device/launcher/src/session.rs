@@ -6,6 +6,7 @@ use crate::console::{self, Tail};
 use crate::device::{self, Controller};
 use crate::exit;
 use crate::faults;
+use crate::health::GuestReport;
 use crate::hostctl;
 use crate::hotplug;
 use crate::image::{self, Image};
@@ -30,6 +31,8 @@ pub struct GuestResult {
     pub status: i32,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+    /// The guest's report: taint, kernel log, controllers (health.rs).
+    pub guest: GuestReport,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -69,6 +72,9 @@ impl Session {
         let image = image::ensure(false)?;
         let opts = kernel_build::pick(opts, &image.rootfs)?;
         let kernel = GuestKernel::resolve(&opts, &image)?;
+        for ko in &opts.user_modules {
+            crate::modcheck::check(ko, &kernel.release)?;
+        }
         let run_dir = tempfile::Builder::new()
             .prefix("p2pnvme-")
             .tempdir()
@@ -108,7 +114,7 @@ impl Session {
             qemu_backing,
             controllers,
             helpers: vec![],
-            preamble: String::new(),
+            preamble: crate::modcheck::preamble(&opts.user_modules),
             kernel_args: vec![],
             witness: None,
             image,
@@ -237,6 +243,7 @@ impl Session {
             &self.kernel,
             self.run_dir.path(),
             self.opts.with_driver(),
+            &self.opts.user_modules,
         )?;
         self.start_helpers()?;
         let interactive = command.is_none();
@@ -258,9 +265,10 @@ impl Session {
         Guarded::spawn("qemu", &mut cmd, !interactive)
     }
 
-    /// Runs `command` with the guest's shell; returns its exit status and
-    /// output. A timeout is an error with exit status 124; a guest kernel
-    /// that died (panic, or an oops under a failing command) one with 255.
+    /// Runs `command` with the guest's shell; returns its exit status,
+    /// output and the guest's report (kernel health is the caller's to
+    /// judge). A timeout is an error with exit status 124; a guest that
+    /// died without reporting (a kernel panic) one with 255.
     pub fn run(&mut self, command: &str, timeout: Duration, output: Output) -> Result<GuestResult> {
         let dir = self.run_dir.path().to_path_buf();
         let script = dir.join("cmd.sh");
@@ -342,8 +350,8 @@ impl Session {
         out.pump();
         err.pump();
         let text = fs::read_to_string(&console).unwrap_or_default();
-        let status = fs::read_to_string(&status_path).unwrap_or_default();
-        let Ok(status) = status.trim().parse::<i32>() else {
+        let report = fs::read_to_string(&status_path).unwrap_or_default();
+        let Some(guest) = GuestReport::parse(&report) else {
             let saved = console::save_log(&console);
             let (code, who) = stop_cause(qemu_exit, &text);
             return Err(exit::with(
@@ -356,21 +364,11 @@ impl Session {
                 ),
             ));
         };
-        if status != 0 && console::has_fatal_oops(&text) {
-            let saved = console::save_log(&console);
-            return Err(exit::with(
-                exit::KERNEL_DIED,
-                format!(
-                    "the guest kernel oopsed and the command failed (exit {status}; console log {}):\n{}",
-                    saved.display(),
-                    console::first_oops(&text).unwrap_or_default()
-                ),
-            ));
-        }
         Ok(GuestResult {
-            status,
+            status: guest.status,
             stdout: out.captured,
             stderr: err.captured,
+            guest,
         })
     }
 

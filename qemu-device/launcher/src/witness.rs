@@ -208,8 +208,8 @@ pub fn attach(s: &mut Session, wanted: bool) -> Result<()> {
     if !wanted {
         return Ok(());
     }
-    if s.opts.kvm {
-        bail!("--witness needs TCG (QEMU's plugins do not see KVM guests): drop --kvm");
+    if s.opts.accel_choice() != crate::options::AccelChoice::Tcg {
+        bail!("--witness needs TCG (QEMU's plugins do not see KVM guests): use --accel tcg");
     }
     s.witness = Some(Arc::new(Witness::new(s.opts.qemu_nvme, s.opts.cmb_mib)?));
     Ok(())
