@@ -325,6 +325,7 @@ mod tests {
                     ..Default::default()
                 },
             ],
+            ..Default::default()
         };
         let health = HealthView {
             controllers: vec![HealthEntry {

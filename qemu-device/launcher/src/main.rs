@@ -88,6 +88,8 @@ struct DeviceCmd {
     op: Option<ctl::DeviceOp>,
     #[command(flatten)]
     args: p2pnvme_device::DeviceArgs,
+    #[command(flatten)]
+    limits: p2pnvme_device::Limits,
 }
 
 #[derive(Subcommand)]
@@ -169,7 +171,9 @@ fn dispatch(cli: Cli) -> Result<i32> {
         }
         Cmd::Module { op } => modcmd::run(op),
         Cmd::Device(DeviceCmd { op: Some(op), .. }) => ctl::run(op),
-        Cmd::Device(DeviceCmd { args, .. }) => Ok(p2pnvme_device::run(args).map(|_| 0)?),
+        Cmd::Device(DeviceCmd { args, limits, .. }) => {
+            Ok(p2pnvme_device::run_limited(args, limits).map(|_| 0)?)
+        }
         Cmd::Trace { op } => trace_summary::run(op),
         Cmd::Shell(a) => {
             let mut s = Session::prepare(a.vm)?;
