@@ -30,6 +30,7 @@ mod qmp;
 mod ramscan;
 mod session;
 mod stats;
+mod testrun;
 mod trace_summary;
 mod virtiofs;
 mod witness;
@@ -74,6 +75,8 @@ enum Cmd {
     },
     /// Serve the project's NVMe controllers over vfio-user (QEMU attaches with vfio-user-pci).
     Device(DeviceCmd),
+    /// Run the cases of test files in guests, up to --jobs at once; JUnit and KTAP reports.
+    Test(testrun::TestArgs),
     /// Read a device command trace (`--trace FILE`).
     Trace {
         #[command(subcommand)]
@@ -175,6 +178,12 @@ fn dispatch(cli: Cli) -> Result<i32> {
             Ok(p2pnvme_device::run_limited(args, limits).map(|_| 0)?)
         }
         Cmd::Trace { op } => trace_summary::run(op),
+        Cmd::Test(args) => {
+            procs::catch_signals();
+            let cli = <Cli as clap::CommandFactory>::command();
+            let run = cli.find_subcommand("run").expect("run is a subcommand");
+            testrun::run(args, run)
+        }
         Cmd::Shell(a) => {
             let mut s = Session::prepare(a.vm)?;
             s.shell()
