@@ -8,6 +8,7 @@ mod demo;
 mod device;
 mod exit;
 mod faults;
+mod guest_ram;
 mod health;
 mod hostctl;
 mod hotplug;

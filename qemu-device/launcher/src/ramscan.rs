@@ -68,10 +68,20 @@ fn prefix_hash(s: &[u8]) -> u64 {
     h
 }
 
+/// Size of the pre-filter: 2^21 bits (256 KiB, about an L2 cache).
+const FILTER_BITS: u32 = 21;
+
+fn filter_bit(h: u64) -> usize {
+    (h >> (64 - FILTER_BITS)) as usize
+}
+
 /// The data's sectors, ready to be looked for.
 pub struct Scanner<'a> {
     data: &'a [u8],
     wanted: HashMap<u64, Vec<u32>, BuildHasherDefault<Identity>>,
+    /// One bit per value of a hash's top `FILTER_BITS` bits: a cache-sized
+    /// pre-filter, so most RAM sectors never touch the (large) map.
+    filter: Vec<u64>,
     found: Vec<bool>,
     /// RAM sectors compared so far.
     pub scanned: u64,
@@ -82,15 +92,20 @@ impl<'a> Scanner<'a> {
     /// all zero (free RAM is zero).
     pub fn new(data: &'a [u8]) -> Scanner<'a> {
         let mut wanted: HashMap<u64, Vec<u32>, BuildHasherDefault<Identity>> = HashMap::default();
+        let mut filter = vec![0u64; (1 << FILTER_BITS) / 64];
         for (i, s) in data.chunks_exact(SECTOR).enumerate() {
             if s.iter().any(|&x| x != 0) {
                 let i = u32::try_from(i).expect("--prove data is below 2 TiB");
-                wanted.entry(prefix_hash(s)).or_default().push(i);
+                let h = prefix_hash(s);
+                let b = filter_bit(h);
+                filter[b / 64] |= 1 << (b % 64);
+                wanted.entry(h).or_default().push(i);
             }
         }
         Scanner {
             data,
             wanted,
+            filter,
             found: vec![false; data.len() / SECTOR],
             scanned: 0,
         }
@@ -108,17 +123,37 @@ impl<'a> Scanner<'a> {
 
     /// Compares every 512-byte sector of `ram` with the data.
     pub fn scan(&mut self, ram: &[u8]) {
+        let mut hits = vec![];
+        self.matches(ram, &mut hits);
+        self.record(ram.len() as u64 / SECTOR as u64, &hits);
+    }
+
+    /// The data sectors `ram` holds, appended to `hits` (no state changes,
+    /// so several threads can scan at once).
+    pub fn matches(&self, ram: &[u8], hits: &mut Vec<u32>) {
         for s in ram.chunks_exact(SECTOR) {
-            self.scanned += 1;
-            let Some(cands) = self.wanted.get(&prefix_hash(s)) else {
+            let h = prefix_hash(s);
+            let b = filter_bit(h);
+            if self.filter[b / 64] & (1 << (b % 64)) == 0 {
+                continue;
+            }
+            let Some(cands) = self.wanted.get(&h) else {
                 continue;
             };
             for &i in cands {
-                let i = i as usize;
-                if &self.data[i * SECTOR..(i + 1) * SECTOR] == s {
-                    self.found[i] = true;
+                let at = i as usize * SECTOR;
+                if &self.data[at..at + SECTOR] == s {
+                    hits.push(i);
                 }
             }
+        }
+    }
+
+    /// Counts `sectors` compared and marks `hits` found.
+    pub fn record(&mut self, sectors: u64, hits: &[u32]) {
+        self.scanned += sectors;
+        for &i in hits {
+            self.found[i as usize] = true;
         }
     }
 
