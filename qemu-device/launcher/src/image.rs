@@ -12,6 +12,19 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+/// Runs a binary of the root filesystem through that filesystem's own
+/// dynamic loader, so it uses its libraries without a chroot.
+pub fn rootfs_command(rootfs: &Path, bin: &Path) -> Command {
+    let mut cmd = Command::new(rootfs.join("lib64/ld-linux-x86-64.so.2"));
+    cmd.arg("--library-path")
+        .arg(format!(
+            "{r}/lib/x86_64-linux-gnu:{r}/usr/lib/x86_64-linux-gnu",
+            r = rootfs.display()
+        ))
+        .arg(bin);
+    cmd
+}
+
 /// A built guest image and the root filesystem it came from.
 pub struct Image {
     pub rootfs: PathBuf,

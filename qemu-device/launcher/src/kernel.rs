@@ -327,7 +327,7 @@ fn decompress(rootfs: &Path, tool: &str, input: &[u8]) -> Option<Vec<u8>> {
     if !bin.exists() {
         return None;
     }
-    let mut child = crate::qemu::rootfs_command(rootfs, &bin)
+    let mut child = crate::image::rootfs_command(rootfs, &bin)
         .arg("-dc")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

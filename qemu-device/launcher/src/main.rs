@@ -32,6 +32,7 @@ mod session;
 mod stats;
 mod trace_summary;
 mod virtiofs;
+mod vm;
 mod witness;
 
 use anyhow::{bail, Result};
@@ -189,7 +190,7 @@ fn run(args: RunArgs) -> Result<i32> {
     procs::catch_signals();
     let start = Instant::now();
     let mut s = Session::prepare(args.vm)?;
-    witness::attach(&mut s, args.witness.is_some())?;
+    s.attach_witness(args.witness.is_some())?;
     let proof = prove::Proof::arm(&mut s, &args.prove)?;
     let out = if args.prove.json {
         Output::Capture
@@ -207,7 +208,7 @@ fn run(args: RunArgs) -> Result<i32> {
             .map_err(|e| anyhow::anyhow!("cannot write --stats-json {}: {e}", path.display()))?;
     }
     let witness = match &args.witness {
-        Some(file) => Some(witness::save(&s, file)?),
+        Some(file) => Some(s.save_witness(file)?),
         None => None,
     };
     s.stop_helpers();

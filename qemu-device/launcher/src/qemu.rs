@@ -1,53 +1,10 @@
 //! QEMU command line: machine, PCIe topology and the NVMe controllers.
 
-use crate::image::Image;
-pub use crate::virtiofs::FsDevice;
-use clap::ValueEnum;
+use crate::image::{rootfs_command, Image};
+use crate::vm::{Accel, CpuModel, FsDevice, TcgThreads, Topology};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Topology {
-    /// Every controller below one PCIe switch (P2PDMA distance: bus address).
-    Switch,
-    /// Every controller on its own root port (P2P only through the host bridge).
-    RootPorts,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum CpuModel {
-    /// Intel-like CPU: Linux refuses P2P through the host bridge.
-    Intel,
-    /// AMD Zen (family 17h): Linux allows P2P through the host bridge.
-    Amd,
-}
-
-impl CpuModel {
-    fn qemu_name(self) -> &'static str {
-        match self {
-            CpuModel::Intel => "max,vendor=GenuineIntel",
-            CpuModel::Amd => "EPYC",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Accel {
-    Tcg(TcgThreads),
-    Kvm,
-}
-
-/// How TCG runs the guest's vCPUs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum TcgThreads {
-    /// One host thread takes turns between vCPUs. The default: multi-threaded
-    /// TCG can let a vCPU run stale code while another patches the kernel's
-    /// text (static keys), which crashed guests now and then.
-    Single,
-    /// A host thread per vCPU: faster guests, rare guest crashes.
-    Multi,
-}
 
 /// A PCI function to attach, in slot order.
 #[derive(Clone, Debug)]
@@ -88,19 +45,6 @@ pub struct MachineConfig<'a> {
     pub fs_devices: Vec<FsDevice>,
     /// Extra fw_cfg files for the guest's init: (name below opt/p2pnvme/, host file).
     pub fw_files: Vec<(String, PathBuf)>,
-}
-
-/// Runs a binary of the root filesystem through that filesystem's own
-/// dynamic loader, so it uses its libraries without a chroot.
-pub fn rootfs_command(rootfs: &Path, bin: &Path) -> Command {
-    let mut cmd = Command::new(rootfs.join("lib64/ld-linux-x86-64.so.2"));
-    cmd.arg("--library-path")
-        .arg(format!(
-            "{r}/lib/x86_64-linux-gnu:{r}/usr/lib/x86_64-linux-gnu",
-            r = rootfs.display()
-        ))
-        .arg(bin);
-    cmd
 }
 
 /// The root filesystem's QEMU (see [`rootfs_command`]).
@@ -322,6 +266,7 @@ pub fn build_args(cfg: &MachineConfig) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vm::FsDevice;
 
     fn image() -> Image {
         Image {

@@ -11,7 +11,6 @@
 //! the controllers' serial numbers), so the classification is exact.
 
 use crate::qmp::Qmp;
-use crate::session::Session;
 use anyhow::{bail, Context, Result};
 use p2pnvme_docs::witness::{AddrWindow, WindowReport, WitnessReport, QEMU_PLUGIN_API};
 use serde_json::{json, Value};
@@ -19,7 +18,7 @@ use std::ffi::CString;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// File name of the plugin cargo builds next to the launcher.
@@ -201,29 +200,6 @@ impl Witness {
             .with_context(|| format!("cannot write --witness {}", file.display()))?;
         Ok(doc)
     }
-}
-
-/// Gives the session a witness when `wanted` (before it boots).
-pub fn attach(s: &mut Session, wanted: bool) -> Result<()> {
-    if !wanted {
-        return Ok(());
-    }
-    if s.opts.accel_choice() != crate::options::AccelChoice::Tcg {
-        bail!("--witness needs TCG (QEMU's plugins do not see KVM guests): use --accel tcg");
-    }
-    s.witness = Some(Arc::new(Witness::new(s.opts.qemu_nvme, s.opts.cmb_mib)?));
-    Ok(())
-}
-
-/// Writes the session's witness report to `file`, logs one line per
-/// window, and returns the report.
-pub fn save(s: &Session, file: &Path) -> Result<WitnessReport> {
-    let w = s.witness.as_ref().context("this session has no witness")?;
-    let doc = w.save(file)?;
-    for win in &doc.windows {
-        log::info!("witness: {}", summary(win));
-    }
-    Ok(doc)
 }
 
 /// Name of the window `run --witness` puts around the guest command.
