@@ -14,6 +14,7 @@ mod hotplug;
 mod image;
 mod judge;
 mod kbuild;
+mod kconfig;
 mod kernel;
 mod kernel_build;
 mod logger;
@@ -275,14 +276,14 @@ fn image_cmd(op: ImageOp) -> Result<i32> {
     println!(
         "debian kernel:  {}, {}",
         img.kernel_version,
-        kernel::p2pdma_state(&debian_config)
+        kconfig::p2pdma_state(&debian_config)
     );
     let default = match &minimal {
         Some(tree) => {
             println!("minimal kernel: {}", tree.display());
             println!(
                 "minimal config: {}",
-                kernel::p2pdma_state(&tree.join(".config"))
+                kconfig::p2pdma_state(&tree.join(".config"))
             );
             "minimal"
         }
