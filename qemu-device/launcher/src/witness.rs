@@ -12,6 +12,7 @@
 
 use crate::qmp::Qmp;
 use anyhow::{bail, Context, Result};
+use p2pnvme_docs::kv;
 use p2pnvme_docs::witness::{AddrWindow, WindowReport, WitnessReport, QEMU_PLUGIN_API};
 use serde_json::{json, Value};
 use std::ffi::CString;
@@ -117,12 +118,7 @@ impl Witness {
     pub fn qemu_args(&self) -> Vec<String> {
         vec![
             "-plugin".into(),
-            format!(
-                "{},sock={},out={}",
-                self.plugin.display(),
-                self.socket().display(),
-                self.exit_report().display()
-            ),
+            plugin_option(&self.plugin, &self.socket(), &self.exit_report()),
         ]
     }
 
@@ -200,6 +196,13 @@ impl Witness {
             .with_context(|| format!("cannot write --witness {}", file.display()))?;
         Ok(doc)
     }
+}
+
+/// QEMU's `-plugin` option value: commas in the paths doubled, as QEMU's
+/// option syntax (and the plugin's key=value parser) wants them.
+fn plugin_option(plugin: &Path, sock: &Path, out: &Path) -> String {
+    let esc = |p: &Path| kv::escape(&p.display().to_string());
+    format!("{},sock={},out={}", esc(plugin), esc(sock), esc(out))
 }
 
 /// Name of the window `run --witness` puts around the guest command.
@@ -299,6 +302,28 @@ pub fn nvme_windows(pci: &Value, qemu_nvme: usize, cmb: bool) -> Result<Vec<Addr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plugin_paths_with_commas_reach_the_plugin_whole() {
+        let (sock, out) = (
+            Path::new("/tmp/a,b=c/ctl.sock"),
+            Path::new("/t,x/exit.json"),
+        );
+        let opt = plugin_option(Path::new("/p,q/w.so"), sock, out);
+        // QEMU splits at single commas; the first item is the file.
+        let items = kv::parse(
+            &opt,
+            &[
+                kv::Key::flag("/p,q/w.so"),
+                kv::Key::value("sock"),
+                kv::Key::value("out"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(items[0].key, "/p,q/w.so");
+        assert_eq!(items[1].value.as_deref(), Some("/tmp/a,b=c/ctl.sock"));
+        assert_eq!(items[2].value.as_deref(), Some("/t,x/exit.json"));
+    }
 
     fn nvme(bar0: i64, bar2: i64) -> Value {
         json!({"class_info": {"class": 264}, "qdev_id": "", "regions": [

@@ -20,6 +20,7 @@
 //! text) whenever the witness registered one, and booted with callbacks.
 
 pub mod api;
+mod args;
 pub mod control;
 pub mod counters;
 pub mod sys;
@@ -61,32 +62,6 @@ pub struct Witness {
 }
 
 static WITNESS: OnceLock<Witness> = OnceLock::new();
-
-/// Plugin arguments.
-#[derive(Debug, Default, PartialEq)]
-struct Args {
-    sock: Option<PathBuf>,
-    out: Option<PathBuf>,
-    always: bool,
-}
-
-fn parse_args(args: &[String]) -> Result<Args, String> {
-    let mut a = Args::default();
-    for arg in args {
-        match arg.split_once('=') {
-            Some(("sock", p)) if !p.is_empty() => a.sock = Some(p.into()),
-            Some(("out", p)) if !p.is_empty() => a.out = Some(p.into()),
-            Some(("arm", "always")) => a.always = true,
-            Some(("arm", "windows")) => a.always = false,
-            _ => {
-                return Err(format!(
-                    "unknown argument '{arg}' (use sock=PATH, out=PATH, arm=windows|always)"
-                ))
-            }
-        }
-    }
-    Ok(a)
-}
 
 /// Most windows open at once (nesting depth).
 const MAX_OPEN: usize = 16;
@@ -334,7 +309,7 @@ fn install(id: sys::PluginId, info: &sys::QemuInfo, args: &[String]) -> Result<(
     if !info.system_emulation {
         return Err("needs system emulation (guest physical addresses)".into());
     }
-    let args = parse_args(args)?;
+    let args = args::parse_args(args)?;
     let api = api::init()?;
     let _ = log::set_logger(&QemuLog).map(|()| log::set_max_level(log::LevelFilter::Warn));
     let vcpus = usize::try_from(info.max_vcpus.max(info.smp_vcpus)).unwrap_or(1);
@@ -392,22 +367,5 @@ pub unsafe extern "C" fn qemu_plugin_install(
             }
             -1
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn args_are_sock_out_and_arm_only() {
-        let a = parse_args(&["sock=/t/s".into(), "out=/t/o".into()]).unwrap();
-        assert_eq!(a.sock, Some("/t/s".into()));
-        assert_eq!(a.out, Some("/t/o".into()));
-        assert!(!a.always);
-        assert!(parse_args(&["arm=always".into()]).unwrap().always);
-        assert!(parse_args(&["arm=sometimes".into()]).is_err());
-        assert!(parse_args(&["sock=".into()]).is_err());
-        assert!(parse_args(&["verbose".into()]).is_err());
     }
 }
