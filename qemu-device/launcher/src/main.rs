@@ -145,14 +145,6 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet = matches!(&cli.cmd, Cmd::Run(r) if r.prove.json);
     logger::init(quiet);
-    // RUST_LOG=debug (or trace, off, ...) overrides the level, e.g. for the
-    // device's per-command debug lines (one per error-log entry).
-    if let Some(level) = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|l| l.parse::<log::LevelFilter>().ok())
-    {
-        log::set_max_level(level);
-    }
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {

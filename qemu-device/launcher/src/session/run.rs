@@ -141,10 +141,7 @@ impl Session {
     /// Interactive console on this terminal; returns QEMU's exit code.
     pub fn shell(&mut self) -> Result<i32> {
         // The terminal is QEMU's: Ctrl-C goes to the guest, Ctrl-A X quits.
-        // SAFETY: ignoring SIGINT in the launcher only.
-        unsafe {
-            libc::signal(libc::SIGINT, libc::SIG_IGN);
-        }
+        procs::ignore_interrupt();
         let mut qemu = self.boot(None)?;
         let _removals = self.watch_removals();
         Ok(qemu.child.wait().map(|s| s.code().unwrap_or(1))?)
