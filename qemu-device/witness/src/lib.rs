@@ -284,7 +284,10 @@ unsafe extern "C" fn on_exit(ud: *mut c_void) {
     w.write_out();
 }
 
-/// Forwards the `log` crate to QEMU's log output.
+/// Forwards the `log` crate to QEMU's log output. Hand-written on purpose:
+/// a plugin shares QEMU's process, so it must write through
+/// `qemu_plugin_outs` (QEMU's `-D`/stderr routing) and must not install a
+/// crate logger that reads the environment or owns stderr for QEMU.
 struct QemuLog;
 
 impl log::Log for QemuLog {
