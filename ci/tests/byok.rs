@@ -1,4 +1,4 @@
-//! Bring your own files, module and command (issue 10): shared folders,
+//! Bring your own files, module and command: shared folders,
 //! `module build`, `run --prove` for any command, exit statuses, bad input.
 
 use p2pnvme_ci::*;

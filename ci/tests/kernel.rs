@@ -1,4 +1,4 @@
-//! `--kernel PATH` (issue 10): a kernel tree boots with its own modules and
+//! `--kernel PATH`: a kernel tree boots with its own modules and
 //! the project's module built against it; a kernel without P2PDMA is refused
 //! before boot.
 

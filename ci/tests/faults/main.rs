@@ -21,7 +21,6 @@ mod trace;
 
 use p2pnvme_ci::*;
 use p2pnvme_docs::trace::{SegmentTarget, TraceRecord};
-use std::collections::HashMap;
 use std::path::Path;
 
 /// Where the faulted copies start, and the LBA range a rule limits itself
@@ -42,63 +41,6 @@ fn lbas(off: u64, len: u64) -> String {
     format!("lba={}-{}", off / 512, (off + len) / 512 - 1)
 }
 
-/// What a guest script printed: the last value of each key, and every
-/// `dmesg=` line.
-struct Kv {
-    map: HashMap<String, String>,
-    dmesg: Vec<String>,
-}
-
-impl Kv {
-    fn parse(out: &str) -> Kv {
-        let mut map = HashMap::new();
-        let mut dmesg = vec![];
-        for line in out.lines() {
-            if let Some((k, v)) = line.split_once('=') {
-                if k == "dmesg" {
-                    dmesg.push(v.to_string());
-                } else {
-                    map.insert(k.to_string(), v.to_string());
-                }
-            }
-        }
-        Kv { map, dmesg }
-    }
-
-    fn get(&self, k: &str) -> &str {
-        self.map
-            .get(k)
-            .unwrap_or_else(|| panic!("the guest printed no {k}"))
-    }
-
-    fn num(&self, k: &str) -> i64 {
-        self.get(k)
-            .trim()
-            .parse()
-            .unwrap_or_else(|e| panic!("{k}={} ({e})", self.get(k)))
-    }
-
-    fn json(&self, k: &str) -> serde_json::Value {
-        serde_json::from_str(self.get(k)).unwrap_or_else(|e| panic!("{k}: {e}"))
-    }
-
-    /// Kernel log lines containing every one of `words`.
-    fn log(&self, words: &[&str]) -> Vec<&str> {
-        self.dmesg
-            .iter()
-            .filter(|l| words.iter().all(|w| l.contains(w)))
-            .map(|l| l.as_str())
-            .collect()
-    }
-
-    /// Kernel timestamp (s) of the first log line containing `what`.
-    fn time(&self, what: &str) -> Option<f64> {
-        let l = self.log(&[what]).into_iter().next()?;
-        let t = l.trim_start().strip_prefix('[')?.split(']').next()?;
-        t.trim().parse().ok()
-    }
-}
-
 /// The guest kernel a scenario boots.
 #[derive(Clone, Copy, Debug)]
 enum Kernel {
@@ -110,7 +52,7 @@ enum Kernel {
 /// guest script printed, the device's final counters and its trace.
 struct Run {
     code: Option<i32>,
-    kv: Kv,
+    kv: GuestOutput,
     stats: StatsDoc,
     stderr: String,
     trace: Vec<TraceRecord>,
@@ -146,7 +88,7 @@ fn scenario(k: Kernel, rules: &[String], extra: &[&str], script: &str) -> Run {
     let out = p2pnvme(&a);
     let run = Run {
         code: out.status.code(),
-        kv: Kv::parse(&String::from_utf8_lossy(&out.stdout)),
+        kv: GuestOutput::parse(&String::from_utf8_lossy(&out.stdout)),
         stats: read_stats(&stats),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         trace: read_trace(&trace),

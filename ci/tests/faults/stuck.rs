@@ -26,7 +26,7 @@ fn stuck_read(k: Kernel, action: &str) -> Run {
 }
 
 /// Seconds from the stuck read to `what` in the kernel log.
-fn since_start(kv: &Kv, what: &str) -> f64 {
+fn since_start(kv: &GuestOutput, what: &str) -> f64 {
     let t0 = kv.time("p2pnvme-fault: read-start").expect("start mark");
     let t = kv
         .time(what)

@@ -1,4 +1,25 @@
 //! p2pnvme: boots QEMU guests with P2P-capable NVMe controllers.
+//!
+//! Modules by layer (each imports only from layers below it):
+//! - subcommands: this file (`run`, `shell`, `image`, `device`), `demo`,
+//!   `prove`, `ctl`, `modcmd`, `trace_summary`;
+//! - one guest run: `session` (prepare, boot, run; owns every process it
+//!   starts), `accel` (TCG/KVM choice), `witness` (host side of the TCG
+//!   plugin), `judge` and `health` (the verdict's rules);
+//! - pieces a session uses: `qemu` (command line), `device` (the device
+//!   process), `virtiofs`, `hotplug`, `qmp`, `console`, `hostctl`, `stats`,
+//!   `faults`, `image`, `kernel`, `kconfig`, `kernel_build`, `kbuild`,
+//!   `overlay`, `cpio`, `modcheck`, `names`, `ramscan`;
+//! - plain values and plumbing: `options` (`VmOptions`), `vm` (topology,
+//!   CPU, accelerator, shares), `paths`, `procs`, `exit`, `logger`.
+//!
+//! Data path of `run --prove` / `demo`: options -> `Session::prepare`
+//! (image, kernel, backing files, host-written data: prove.rs) -> boot
+//! (session/boot.rs: the device process, QEMU from qemu.rs) -> the guest
+//! command (session/run.rs; the guest's host requests in hostctl.rs save
+//! the device counters over the stats socket and dump RAM over QMP) ->
+//! `judge` (counters, RAM dump hits from ramscan.rs, kernel health) ->
+//! verdict and exit status (exit.rs).
 
 mod accel;
 mod console;

@@ -18,6 +18,18 @@
 //! Instructions are not counted with QEMU's inline per-vCPU scoreboard ops:
 //! a guest kernel crashed early in boot (unexpected int3 while patching its
 //! text) whenever the witness registered one, and booted with callbacks.
+//!
+//! Modules, bottom up: `sys` (the raw C ABI of QEMU's plugin API), `api`
+//! (safe handles over it), `counters` (the window table, per-vCPU counters
+//! and reports; pure data), `args` (the plugin's arguments), `control` (the
+//! control socket's thread); this file holds the plugin's state and its
+//! callbacks.
+//!
+//! Data path of one access: QEMU translates a block -> `on_tb_trans` asks
+//! for memory callbacks on its instructions while armed -> `on_load` /
+//! `on_store` -> `on_mem` classifies the physical address with the window
+//! table and bumps the vCPU's counters -> the launcher's `stop` on the
+//! control socket (or the exit) -> a `WindowReport` (counters.rs) as JSON.
 
 pub mod api;
 mod args;
