@@ -48,6 +48,12 @@ pub fn p2pnvme(args: &[&str]) -> Output {
     out
 }
 
+/// Asserts that a `p2pnvme` run exited with `code`; returns its stderr.
+pub fn stderr_of_exit(out: &Output, code: i32) -> String {
+    assert_eq!(out.status.code(), Some(code), "p2pnvme's exit status");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// Boots a guest with `vm_args`, runs `cmd`, asserts it succeeded, returns stdout.
 pub fn guest_ok(vm_args: &[&str], cmd: &str) -> String {
     let mut args = vec!["run"];

@@ -7,8 +7,9 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// The last signal that asked the launcher to stop (0: none).
@@ -43,6 +44,35 @@ pub fn ignore_interrupt() {
     // handler for SIGINT is simply no longer called.
     if let Err(e) = unsafe { signal::signal(Signal::SIGINT, SigHandler::SigIgn) } {
         log::warn!("cannot ignore SIGINT ({e}): Ctrl-C may stop the launcher");
+    }
+}
+
+/// A thread that runs until asked to stop: its body polls the flag it is
+/// given; dropping the handle sets the flag and joins the thread.
+pub struct Worker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Runs `body` on a new thread with the stop flag.
+    pub fn spawn(body: impl FnOnce(&AtomicBool) + Send + 'static) -> Worker {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || body(&s));
+        Worker {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -183,6 +213,20 @@ mod tests {
         catch_signals();
         signal_hook::low_level::raise(SIGHUP).unwrap();
         assert_eq!(signalled(), Some(SIGHUP));
+    }
+
+    #[test]
+    fn dropping_a_worker_stops_and_joins_its_thread() {
+        let done = Arc::new(AtomicBool::new(false));
+        let d = done.clone();
+        let w = Worker::spawn(move |stop| {
+            while !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            d.store(true, Ordering::SeqCst);
+        });
+        drop(w);
+        assert!(done.load(Ordering::SeqCst));
     }
 
     #[test]
