@@ -1,6 +1,9 @@
 //! One guest session: backing files, the helper processes (device process,
 //! virtiofsd per shared folder), QEMU, and the command channel (fw_cfg in,
-//! virtio-serial ports out).
+//! virtio-serial ports out). This file prepares a session (nothing runs
+//! yet); `boot` starts its processes, `run` runs a command or a console in
+//! it. The session owns every process it starts; the modules it uses
+//! (accel, witness, qemu, device, ...) get plain values, never the session.
 
 mod boot;
 mod run;
