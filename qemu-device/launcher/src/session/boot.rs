@@ -94,7 +94,7 @@ impl Session {
         }
         let interactive = command.is_none();
         Ok(MachineConfig {
-            image: &self.image,
+            rootfs: &self.image.rootfs,
             kernel: self.kernel.bzimage.clone(),
             initrd,
             devices,
