@@ -309,6 +309,15 @@ Package: linux-source-7.3\nStatus: install ok installed\nPriority: optional\nVer
         panic!("a kernel build started")
     }
 
+    /// `--guest-kernel minimal` named, nothing cached: what `build` makes of it.
+    fn minimal_named(build: impl FnOnce() -> Result<PathBuf>) -> Result<VmOptions> {
+        choose(
+            opts(None, Some(GuestKernelChoice::Minimal)),
+            never_built,
+            build,
+        )
+    }
+
     #[test]
     fn default_boots_the_minimal_kernel_when_it_is_built() {
         let o = choose(
@@ -355,30 +364,15 @@ Package: linux-source-7.3\nStatus: install ok installed\nPriority: optional\nVer
 
     #[test]
     fn guest_kernel_minimal_builds_when_missing() {
-        let o = choose(
-            opts(None, Some(GuestKernelChoice::Minimal)),
-            never_built,
-            || Ok("/c/kernel-new".into()),
-        )
-        .unwrap();
+        let o = minimal_named(|| Ok("/c/kernel-new".into())).unwrap();
         assert_eq!(o.kernel, Some(PathBuf::from("/c/kernel-new")));
-        let e = choose(
-            opts(None, Some(GuestKernelChoice::Minimal)),
-            never_built,
-            || bail!("kernel build failed; see /c/kernel-new.log"),
-        )
-        .unwrap_err();
+        let e = minimal_named(|| bail!("kernel build failed; see /c/kernel-new.log")).unwrap_err();
         assert!(e.to_string().contains(".log"), "{e}");
     }
 
     #[test]
     fn picked_minimal_kernel_validates_again_for_the_kvm_probe() {
-        let o = choose(
-            opts(None, Some(GuestKernelChoice::Minimal)),
-            never_built,
-            || Ok("/c/kernel-k".into()),
-        )
-        .unwrap();
+        let o = minimal_named(|| Ok("/c/kernel-k".into())).unwrap();
         assert_eq!(o.guest_kernel, None);
         o.validate().unwrap();
     }
