@@ -1,5 +1,5 @@
 #!/bin/sh
-# A p2p copy that a fault rule breaks (ci/tests/faults.rs): a control copy
+# A p2p copy that a fault rule breaks (ci/tests/faults/copy_errors.rs): a control copy
 # outside the rule's LBA range, the faulted copy, the same copy again (the
 # rule fired once), then the module unloads.
 # Usage: fault-copy.sh OFFSET CONTROL_OFFSET LEN

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Surprise removal of the P2P memory provider during a p2p copy
-# (ci/tests/faults.rs): the copy fails cleanly, the controller goes, comes
+# (ci/tests/faults/removal.rs): the copy fails cleanly, the controller goes, comes
 # back when the launcher plugs it in again, and works.
 # Usage: fault-remove.sh OFFSET LEN
 . /opt/p2pnvme/ci/faults-lib.sh

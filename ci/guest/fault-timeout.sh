@@ -1,6 +1,6 @@
 #!/bin/sh
 # A read the controller never completes (a `never` or `cfs` fault rule on
-# its LBA; ci/tests/faults.rs): the nvme driver must time out, abort and
+# its LBA; ci/tests/faults/stuck.rs): the nvme driver must time out, abort and
 # reset the controller, and I/O must work again. Kernel-log marks time it.
 # Usage: fault-timeout.sh OFFSET
 . /opt/p2pnvme/ci/faults-lib.sh

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Helpers of the fault-injection scenarios (ci/tests/faults.rs), sourced.
+# Helpers of the fault-injection scenarios (ci/tests/faults/), sourced.
 # Every result is a `key=value` line on stdout for the host test to parse.
 
 # Block device of namespace NSID on the controller with serial SERIAL.

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Issue 4: a namespace read into P2P memory (mmap of p2pmem/allocate,
+# A namespace read into P2P memory (mmap of p2pmem/allocate,
 # O_DIRECT) lands in the CMB with zero data bytes in guest RAM; the same read
 # into an ordinary buffer lands in guest RAM. Counters from log page 0xC0.
 set -u

@@ -1,4 +1,15 @@
 //! Helpers for end-to-end tests that drive the `p2pnvme` binary.
+//!
+//! Map: this file runs the launcher (`p2pnvme`, `guest_ok`, `prove`) and
+//! keeps the artifacts (`report`); `guest_output` reads what guest scripts
+//! print. Data path of a test: tests/*.rs -> `p2pnvme run|demo` (the
+//! binary under test) -> a guest script's `key=value` lines
+//! ([`GuestOutput`]) and the launcher's JSON documents (p2pnvme_docs) ->
+//! assertions.
+
+mod guest_output;
+
+pub use guest_output::GuestOutput;
 
 pub use p2pnvme_docs::report::{DemoReport, ProveReport};
 pub use p2pnvme_docs::stats::StatsDoc;
@@ -35,6 +46,12 @@ pub fn p2pnvme(args: &[&str]) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// Asserts that a `p2pnvme` run exited with `code`; returns its stderr.
+pub fn stderr_of_exit(out: &Output, code: i32) -> String {
+    assert_eq!(out.status.code(), Some(code), "p2pnvme's exit status");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Boots a guest with `vm_args`, runs `cmd`, asserts it succeeded, returns stdout.

@@ -1,4 +1,4 @@
-//! Bring your own files, module and command (issue 10): shared folders,
+//! Bring your own files, module and command: shared folders,
 //! `module build`, `run --prove` for any command, exit statuses, bad input.
 
 use p2pnvme_ci::*;
@@ -196,8 +196,7 @@ fn module_that_does_not_compile_fails_with_the_compilers_messages() {
     )
     .unwrap();
     let out = p2pnvme(&["module", "build", dir.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stderr_of_exit(&out, 2);
     assert!(err.contains("undeclared_thing"), "{err}");
     assert!(
         err.lines().next().unwrap().contains("did not build"),
@@ -234,8 +233,7 @@ fn kernel_panic_under_the_command_exits_255_with_the_report() {
         "--",
         "insmod /mnt/oops/oops.ko; sleep 30",
     ]);
-    assert_eq!(out.status.code(), Some(255));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stderr_of_exit(&out, 255);
     assert!(err.contains("Kernel panic"), "{err}");
     assert!(
         err.contains("without reporting an exit status"),
@@ -257,8 +255,7 @@ fn kernel_oops_in_the_middle_of_a_run_exits_3_with_the_oops() {
         "--",
         "insmod /mnt/oops/oops.ko; echo after",
     ]);
-    assert_eq!(out.status.code(), Some(3));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stderr_of_exit(&out, 3);
     assert!(err.contains("reported an error"), "{err}");
     assert!(err.contains("NULL pointer"), "the oops is printed: {err}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("after"));

@@ -8,7 +8,6 @@
 //! No KASAN kernel exists yet: the module's magic/refcount check stands in.
 
 use p2pnvme_ci::*;
-use std::collections::HashMap;
 
 /// Where the stuck read is (512-byte LBAs), away from the signalled copies
 /// (the first LEN bytes) and from the guest's boot-time reads.
@@ -41,18 +40,8 @@ fn interrupted_and_timed_out_copies_leave_no_stale_completion_or_kernel_warning(
         &script,
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let kv: HashMap<&str, &str> = stdout
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .filter(|(k, _)| *k != "dmesg")
-        .collect();
-    let num = |k: &str| -> i64 {
-        kv.get(k)
-            .unwrap_or_else(|| panic!("the guest printed no {k}:\n{stdout}"))
-            .trim()
-            .parse()
-            .unwrap_or_else(|e| panic!("{k}: {e}"))
-    };
+    let kv = GuestOutput::parse(&stdout);
+    let num = |k: &str| kv.num(k);
     assert_eq!(
         out.status.code(),
         Some(0),

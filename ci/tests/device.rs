@@ -1,4 +1,4 @@
-//! The project's vfio-user controller under the stock Linux nvme driver (issue 3).
+//! The project's vfio-user controller under the stock Linux nvme driver.
 
 use p2pnvme_ci::*;
 

@@ -1,4 +1,4 @@
-//! End-to-end copy offload scenarios (issue 6): every scenario boots a guest,
+//! End-to-end copy offload scenarios: every scenario boots a guest,
 //! copies host-written random data with the guest module and checks the data
 //! on the host, the device's DMA counters and a QMP dump of guest RAM.
 //! Each result is appended to the report in ci/artifacts/.
@@ -39,7 +39,7 @@ enum Kernel {
     /// The image's Debian kernel (`--guest-kernel debian`; the default is
     /// minimal once built).
     Debian,
-    /// images/kernel: everything built in (issue 14).
+    /// images/kernel: everything built in.
     Minimal,
 }
 

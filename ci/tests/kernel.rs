@@ -1,4 +1,4 @@
-//! `--kernel PATH` (issue 10): a kernel tree boots with its own modules and
+//! `--kernel PATH`: a kernel tree boots with its own modules and
 //! the project's module built against it; a kernel without P2PDMA is refused
 //! before boot.
 
@@ -72,8 +72,7 @@ fn trixies_own_kernel_without_p2pdma_is_refused_before_boot() {
             "--",
             "true",
         ]);
-        assert_eq!(out.status.code(), Some(2));
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = stderr_of_exit(&out, 2);
         assert_eq!(err.trim().lines().count(), 1, "{err}");
         if path == tree {
             assert!(err.contains("lacks CONFIG_PCI_P2PDMA"), "{err}");

@@ -1,4 +1,4 @@
-//! The launcher boots guests, runs commands in them and cleans up (issue 2).
+//! The launcher boots guests, runs commands in them and cleans up.
 
 use p2pnvme_ci::*;
 use std::time::{Duration, Instant};

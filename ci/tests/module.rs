@@ -1,4 +1,4 @@
-//! The guest copy-offload module and CLI (issue 5), on the project's
+//! The guest copy-offload module and CLI, on the project's
 //! controllers and on QEMU's built-in nvme (the reference).
 
 use p2pnvme_ci::*;

@@ -168,8 +168,7 @@ fn a_kernel_warning_in_the_middle_of_a_run_fails_it_unless_allowed() {
         "--",
         "insmod /mnt/warn/warn.ko; echo after",
     ]);
-    assert_eq!(out.status.code(), Some(3));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stderr_of_exit(&out, 3);
     assert!(
         err.contains("WARNING") && err.contains("--allow-warn"),
         "{err}"
@@ -201,8 +200,7 @@ fn a_module_built_for_another_kernel_is_refused_before_boot() {
         "--",
         "true",
     ]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stderr_of_exit(&out, 2);
     assert!(
         err.contains("was built for kernel") && err.contains("p2pnvme module build"),
         "{err}"
@@ -218,8 +216,7 @@ fn kvm_is_refused_where_unusable_and_auto_reports_its_choice() {
     let out = p2pnvme(&["run", "--kvm", "--", "true"]);
     let kvm_works = out.status.code() == Some(0);
     if !kvm_works {
-        assert_eq!(out.status.code(), Some(2));
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = stderr_of_exit(&out, 2);
         let errors: Vec<&str> = err.lines().filter(|l| l.contains("error:")).collect();
         assert_eq!(errors.len(), 1, "{err}");
         assert!(

@@ -1,4 +1,4 @@
-//! The TCG witness (issue 11) end to end: what the guest CPU itself touched
+//! The TCG witness end to end: what the guest CPU itself touched
 //! during copies, classified by guest physical address.
 //!
 //! The bound for p2p and bounce copies: the CPU stores nothing of the data

@@ -6,11 +6,9 @@
 use crate::exit;
 use crate::options::{AccelChoice, VmOptions};
 use crate::paths;
-use crate::qemu::Accel;
-use crate::session::{Output, Session};
+use crate::vm::Accel;
 use anyhow::Result;
 use std::fs;
-use std::time::Duration;
 
 /// The accelerator's name in reports (`kvm`, `tcg`).
 pub fn name(a: Accel) -> &'static str {
@@ -20,14 +18,20 @@ pub fn name(a: Accel) -> &'static str {
     }
 }
 
-/// The accelerator for a session with these options.
-pub fn choose(opts: &VmOptions, image_key: &str) -> Result<Accel> {
+/// The accelerator for a session with these options. `probe` boots a short
+/// KVM guest with them and says whether it ran (the session owns booting,
+/// so it is passed in); it runs only when the answer is not cached.
+pub fn choose(
+    opts: &VmOptions,
+    image_key: &str,
+    probe: impl FnOnce(&VmOptions) -> Result<bool>,
+) -> Result<Accel> {
     let tcg = Accel::Tcg(opts.tcg_threads);
     let choice = opts.accel_choice();
     if choice == AccelChoice::Tcg {
         return Ok(tcg);
     }
-    let usable = kvm_works(opts, image_key);
+    let usable = kvm_works(opts, image_key, probe);
     match (choice, usable) {
         (_, Ok(())) => Ok(Accel::Kvm),
         (AccelChoice::Auto, Err(why)) => {
@@ -42,7 +46,11 @@ pub fn choose(opts: &VmOptions, image_key: &str) -> Result<Accel> {
 }
 
 /// Ok when KVM runs a guest here; otherwise why not.
-fn kvm_works(opts: &VmOptions, image_key: &str) -> Result<(), String> {
+fn kvm_works(
+    opts: &VmOptions,
+    image_key: &str,
+    probe: impl FnOnce(&VmOptions) -> Result<bool>,
+) -> Result<(), String> {
     if let Err(e) = fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -70,24 +78,4 @@ fn kvm_works(opts: &VmOptions, image_key: &str) -> Result<(), String> {
     } else {
         Err(failed.into())
     }
-}
-
-fn probe(opts: &VmOptions) -> Result<bool> {
-    let mut probe = Session::prepare(VmOptions {
-        qemu_nvme: 0,
-        nvme: 0,
-        accel: AccelChoice::Tcg,
-        kvm: false,
-        no_guest_driver: true,
-        shares: vec![],
-        user_modules: vec![],
-        faults: vec![],
-        trace: None,
-        ..opts.clone()
-    })?;
-    probe.accel = Accel::Kvm;
-    Ok(probe
-        .run("true", Duration::from_secs(60), Output::Capture)
-        .map(|r| r.status == 0)
-        .unwrap_or(false))
 }

@@ -114,7 +114,7 @@ pub fn run(a: DemoArgs) -> Result<i32> {
     };
     let start = Instant::now();
     let mut s = Session::prepare(vm)?;
-    crate::witness::attach(&mut s, a.witness.is_some())?;
+    s.attach_witness(a.witness.is_some())?;
     progress(
         &a,
         &format!(
@@ -155,7 +155,7 @@ pub fn run(a: DemoArgs) -> Result<i32> {
     }
 
     let witness = match &a.witness {
-        Some(file) => Some(crate::witness::save(&s, file)?),
+        Some(file) => Some(s.save_witness(file)?),
         None => None,
     };
     progress(&a, "checking the destination, the counters and guest RAM");

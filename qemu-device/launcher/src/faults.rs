@@ -34,6 +34,13 @@ pub fn removable(rules: &[String], controllers: usize) -> Vec<usize> {
         .collect()
 }
 
+/// Whether the rule `text` takes its controller down when it fires (a
+/// controller fatal status, or a surprise removal): a run in which it fired
+/// has a failed controller by design.
+pub fn breaks_controller(text: &str) -> bool {
+    Rule::parse(text).is_ok_and(|r| matches!(r.action, Action::Cfs | Action::Remove { .. }))
+}
+
 fn remove_rules(rules: &[String]) -> impl Iterator<Item = Rule> + '_ {
     rules
         .iter()

@@ -7,6 +7,7 @@
 
 use crate::ramscan::{Scanner, SECTOR};
 use anyhow::{bail, Context, Result};
+use nix::unistd::Whence;
 use p2pnvme_docs::verdict::RamRange;
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -126,27 +127,22 @@ impl GuestRam {
 
     /// The data extents in [from, to), page aligned (SEEK_DATA/SEEK_HOLE).
     fn extents(&self, from: u64, to: u64) -> Result<Vec<(u64, u64)>> {
-        let fd = self.file.as_raw_fd();
         let seek = |at: u64, whence| -> Result<Option<u64>> {
             let at = i64::try_from(at).context("guest RAM offset")?;
-            // SAFETY: lseek on an fd we own.
-            let r = unsafe { libc::lseek(fd, at, whence) };
-            if r < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.raw_os_error() == Some(libc::ENXIO) {
-                    return Ok(None);
-                }
-                return Err(e).context("seeking guest RAM");
+            match nix::unistd::lseek(self.file.as_raw_fd(), at, whence) {
+                Ok(r) => Ok(Some(r as u64)),
+                // No data (or hole) at or after `at`.
+                Err(nix::errno::Errno::ENXIO) => Ok(None),
+                Err(e) => Err(e).context("seeking guest RAM"),
             }
-            Ok(Some(r as u64))
         };
         let mut out = vec![];
         let mut at = from;
         while at < to {
-            let Some(data) = seek(at, libc::SEEK_DATA)?.filter(|d| *d < to) else {
+            let Some(data) = seek(at, Whence::SeekData)?.filter(|d| *d < to) else {
                 break;
             };
-            let hole = seek(data, libc::SEEK_HOLE)?.unwrap_or(to).min(to);
+            let hole = seek(data, Whence::SeekHole)?.unwrap_or(to).min(to);
             out.push((data, hole - data));
             at = hole;
         }
@@ -173,10 +169,12 @@ mod tests {
     }
 
     fn memfd(size: u64) -> File {
-        // SAFETY: a fresh memfd, owned by the File.
-        let fd = unsafe { libc::memfd_create(c"memory-backend-memfd".as_ptr(), 0) };
-        assert!(fd >= 0);
-        let f = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let fd = nix::sys::memfd::memfd_create(
+            c"memory-backend-memfd",
+            nix::sys::memfd::MemFdCreateFlag::empty(),
+        )
+        .unwrap();
+        let f = File::from(fd);
         f.set_len(size).unwrap();
         f
     }

@@ -5,6 +5,7 @@
 //!
 //! Protocol: one request line, one reply line (`ok`, `pong`, `error MSG`).
 
+use crate::procs::Worker;
 use crate::witness::Witness;
 use crate::{qmp, ramscan, stats};
 use anyhow::{bail, Context, Result};
@@ -13,7 +14,6 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// The counters `prove-end` saves in the run directory.
@@ -36,27 +36,15 @@ pub struct HostCtx {
 
 /// Serves the guest's requests until `stop` is set.
 pub struct Server {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    /// Held for its Drop: stops and joins the thread.
+    _thread: Worker,
 }
 
 impl Server {
+    /// Starts serving the control socket `ctl_socket` (QEMU's) with `ctx`.
     pub fn start(ctl_socket: PathBuf, ctx: HostCtx) -> Server {
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let thread = std::thread::spawn(move || serve(&ctl_socket, &ctx, &s));
         Server {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            _thread: Worker::spawn(move |s| serve(&ctl_socket, &ctx, s)),
         }
     }
 }

@@ -4,13 +4,12 @@
 //! the guest let go of it) and, with `replug_ms`, plugs the same device
 //! back (`device_add` with the same properties) that long after.
 
+use crate::procs::Worker;
 use crate::qmp::Qmp;
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How often the device's events are read.
@@ -28,28 +27,15 @@ pub struct Plan {
 
 /// The removal thread; stopped and joined when dropped.
 pub struct Watch {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    /// Held for its Drop: stops and joins the thread.
+    _thread: Worker,
 }
 
 impl Watch {
     /// Starts polling the device's events.
     pub fn start(plan: Plan) -> Watch {
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let thread = std::thread::spawn(move || watch(&plan, &s));
         Watch {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            _thread: Worker::spawn(move |s| watch(&plan, s)),
         }
     }
 }
@@ -130,7 +116,7 @@ mod tests {
     use super::*;
     use std::io::{BufRead, BufReader, Write};
     use std::os::unix::net::UnixListener;
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
 
     /// A stand-in for QEMU's QMP: answers every command, records it, and
     /// after `device_del` sends DEVICE_DELETED for each id in `deleted`.

@@ -5,12 +5,26 @@
 
 use crate::paths;
 use anyhow::{bail, Context, Result};
+use nix::fcntl::{Flock, FlockArg};
+use nix::unistd::geteuid;
 use sha2::{Digest, Sha256};
 use std::fs;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
+
+/// Runs a binary of the root filesystem through that filesystem's own
+/// dynamic loader, so it uses its libraries without a chroot.
+pub fn rootfs_command(rootfs: &Path, bin: &Path) -> Command {
+    let mut cmd = Command::new(rootfs.join("lib64/ld-linux-x86-64.so.2"));
+    cmd.arg("--library-path")
+        .arg(format!(
+            "{r}/lib/x86_64-linux-gnu:{r}/usr/lib/x86_64-linux-gnu",
+            r = rootfs.display()
+        ))
+        .arg(bin);
+    cmd
+}
 
 /// A built guest image and the root filesystem it came from.
 pub struct Image {
@@ -47,29 +61,38 @@ fn read(path: &Path) -> Result<Vec<u8>> {
     fs::read(path).with_context(|| format!("reading {}", path.display()))
 }
 
-/// Exclusive lock on the cache so concurrent launchers do not build twice.
-pub struct CacheLock(#[allow(dead_code)] fs::File);
+/// An exclusive `flock` on a lock file in a cache directory, held until
+/// dropped, so that concurrent launchers do not build the same thing twice.
+pub struct CacheLock {
+    _lock: Flock<fs::File>,
+}
 
 impl CacheLock {
+    /// Locks the whole cache (root filesystem, image, module builds).
     pub fn take() -> Result<Self> {
         let root = paths::cache_root();
-        fs::create_dir_all(&root).with_context(|| {
+        Self::file(&root.join(".lock"))
+    }
+
+    /// Locks `path` (created in its cache directory if missing); waits
+    /// while another launcher holds it.
+    pub fn file(path: &Path) -> Result<Self> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir).with_context(|| {
             format!(
                 "cannot create the cache {}: run as root or set P2PNVME_CACHE to a writable directory",
-                root.display()
+                dir.display()
             )
         })?;
         let f = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(root.join(".lock"))
-            .with_context(|| format!("opening lock in {}", root.display()))?;
-        // SAFETY: flock on an fd we own.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            bail!("cannot lock {}", root.display());
-        }
-        Ok(CacheLock(f))
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let lock = Flock::lock(f, FlockArg::LockExclusive)
+            .map_err(|(_, e)| anyhow::anyhow!("cannot lock {}: {e}", path.display()))?;
+        Ok(CacheLock { _lock: lock })
     }
 }
 
@@ -149,8 +172,7 @@ fn remove_tree(p: &Path) -> Result<()> {
 }
 
 fn require_root(what: &str) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !geteuid().is_root() {
         bail!("building the {what} needs root (it runs mmdebstrap and chroot): run 'sudo p2pnvme image build' once");
     }
     Ok(())
@@ -193,6 +215,25 @@ pub fn ensure_host_tool(binary: &str, package: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_second_launcher_waits_for_the_cache_lock_until_the_first_lets_go() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("sub/k.lock");
+        let first = CacheLock::file(&path).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        let t = std::thread::spawn(move || {
+            let _second = CacheLock::file(&p).unwrap();
+            tx.send(()).unwrap();
+        });
+        let wait = std::time::Duration::from_millis(300);
+        assert!(rx.recv_timeout(wait).is_err(), "the lock was taken twice");
+        drop(first);
+        rx.recv_timeout(std::time::Duration::from_secs(5))
+            .expect("the second took the lock once the first let go");
+        t.join().unwrap();
+    }
 
     #[test]
     fn key_changes_with_any_input() {

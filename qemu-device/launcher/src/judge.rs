@@ -5,6 +5,7 @@
 //! counted through guest RAM and no data sector in the RAM dump. Missing
 //! evidence makes the claim UNKNOWN, never PASS.
 
+use crate::faults;
 use crate::health::GuestReport;
 use crate::names::{controller_name, Kind};
 use p2pnvme_docs::stats::{DataTotals, HealthView, StatsDoc};
@@ -190,11 +191,7 @@ fn device_failures(doc: &StatsDoc, health: &HealthView, c: usize) -> Vec<String>
     }
     for s in doc.controllers.iter().filter(|s| s.id == c) {
         for f in s.faults.iter().filter(|f| f.fired > 0) {
-            let breaks = f
-                .rule
-                .split(',')
-                .any(|k| matches!(k.trim(), "cfs" | "remove"));
-            if breaks {
+            if faults::breaks_controller(&f.rule) {
                 v.push(format!("fault rule '{}' fired {} time(s)", f.rule, f.fired));
             }
         }

@@ -8,13 +8,12 @@
 //! against) under the cache, keyed by the source version, the fragments and
 //! the build script: a changed input rebuilds, an unchanged one is a no-op.
 
-use crate::image::key_of;
+use crate::image::{key_of, CacheLock};
 use crate::options::{GuestKernelChoice, VmOptions};
 use crate::paths;
 use anyhow::{bail, Context, Result};
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -86,12 +85,11 @@ pub fn ensure_minimal(
         return Ok(tree);
     }
     // Its own lock: image builds and runs need not wait for a kernel build.
-    let _lock = KernelLock::take(&tree)?;
+    let _lock = CacheLock::file(&tree.with_extension("lock"))?;
     if is_complete(&tree) {
         return Ok(tree); // another launcher built it while we waited
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !nix::unistd::geteuid().is_root() {
         bail!("building the minimal kernel needs root (it runs chroot): run 'sudo p2pnvme image build --guest-kernel minimal' once");
     }
     if tree.exists() {
@@ -178,33 +176,6 @@ fn choose(
 pub fn built_tree(rootfs: &Path, flavor: KernelFlavor) -> Result<Option<PathBuf>> {
     let tree = tree_dir(rootfs, flavor)?;
     Ok(is_complete(&tree).then_some(tree))
-}
-
-/// Exclusive lock on one kernel tree's build (`<tree>.lock` beside it).
-struct KernelLock(#[allow(dead_code)] fs::File);
-
-impl KernelLock {
-    fn take(tree: &Path) -> Result<Self> {
-        let cache = tree.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(cache).with_context(|| {
-            format!(
-                "cannot create the cache {}: run as root or set P2PNVME_CACHE to a writable directory",
-                cache.display()
-            )
-        })?;
-        let path = tree.with_extension("lock");
-        let f = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        // SAFETY: flock on an fd we own.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            bail!("cannot lock {}", path.display());
-        }
-        Ok(KernelLock(f))
-    }
 }
 
 /// build.sh moves the tree into place only after a successful build.
@@ -338,6 +309,15 @@ Package: linux-source-7.3\nStatus: install ok installed\nPriority: optional\nVer
         panic!("a kernel build started")
     }
 
+    /// `--guest-kernel minimal` named, nothing cached: what `build` makes of it.
+    fn minimal_named(build: impl FnOnce() -> Result<PathBuf>) -> Result<VmOptions> {
+        choose(
+            opts(None, Some(GuestKernelChoice::Minimal)),
+            never_built,
+            build,
+        )
+    }
+
     #[test]
     fn default_boots_the_minimal_kernel_when_it_is_built() {
         let o = choose(
@@ -384,30 +364,15 @@ Package: linux-source-7.3\nStatus: install ok installed\nPriority: optional\nVer
 
     #[test]
     fn guest_kernel_minimal_builds_when_missing() {
-        let o = choose(
-            opts(None, Some(GuestKernelChoice::Minimal)),
-            never_built,
-            || Ok("/c/kernel-new".into()),
-        )
-        .unwrap();
+        let o = minimal_named(|| Ok("/c/kernel-new".into())).unwrap();
         assert_eq!(o.kernel, Some(PathBuf::from("/c/kernel-new")));
-        let e = choose(
-            opts(None, Some(GuestKernelChoice::Minimal)),
-            never_built,
-            || bail!("kernel build failed; see /c/kernel-new.log"),
-        )
-        .unwrap_err();
+        let e = minimal_named(|| bail!("kernel build failed; see /c/kernel-new.log")).unwrap_err();
         assert!(e.to_string().contains(".log"), "{e}");
     }
 
     #[test]
     fn picked_minimal_kernel_validates_again_for_the_kvm_probe() {
-        let o = choose(
-            opts(None, Some(GuestKernelChoice::Minimal)),
-            never_built,
-            || Ok("/c/kernel-k".into()),
-        )
-        .unwrap();
+        let o = minimal_named(|| Ok("/c/kernel-k".into())).unwrap();
         assert_eq!(o.guest_kernel, None);
         o.validate().unwrap();
     }

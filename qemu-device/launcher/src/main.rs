@@ -1,4 +1,25 @@
 //! p2pnvme: boots QEMU guests with P2P-capable NVMe controllers.
+//!
+//! Modules by layer (each imports only from layers below it):
+//! - subcommands: this file (`run`, `shell`, `image`, `device`), `demo`,
+//!   `prove`, `ctl`, `modcmd`, `trace_summary`;
+//! - one guest run: `session` (prepare, boot, run; owns every process it
+//!   starts), `accel` (TCG/KVM choice), `witness` (host side of the TCG
+//!   plugin), `judge` and `health` (the verdict's rules);
+//! - pieces a session uses: `qemu` (command line), `device` (the device
+//!   process), `virtiofs`, `hotplug`, `qmp`, `console`, `hostctl`, `stats`,
+//!   `faults`, `image`, `kernel`, `kconfig`, `kernel_build`, `kbuild`,
+//!   `overlay`, `cpio`, `modcheck`, `names`, `ramscan`;
+//! - plain values and plumbing: `options` (`VmOptions`), `vm` (topology,
+//!   CPU, accelerator, shares), `paths`, `procs`, `exit`, `logger`.
+//!
+//! Data path of `run --prove` / `demo`: options -> `Session::prepare`
+//! (image, kernel, backing files, host-written data: prove.rs) -> boot
+//! (session/boot.rs: the device process, QEMU from qemu.rs) -> the guest
+//! command (session/run.rs; the guest's host requests in hostctl.rs save
+//! the device counters over the stats socket and dump RAM over QMP) ->
+//! `judge` (counters, RAM dump hits from ramscan.rs, kernel health) ->
+//! verdict and exit status (exit.rs).
 
 mod accel;
 mod console;
@@ -15,6 +36,7 @@ mod hotplug;
 mod image;
 mod judge;
 mod kbuild;
+mod kconfig;
 mod kernel;
 mod kernel_build;
 mod logger;
@@ -34,6 +56,7 @@ mod stats;
 mod testrun;
 mod trace_summary;
 mod virtiofs;
+mod vm;
 mod witness;
 
 use anyhow::{bail, Result};
@@ -147,14 +170,6 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet = matches!(&cli.cmd, Cmd::Run(r) if r.prove.json);
     logger::init(quiet);
-    // RUST_LOG=debug (or trace, off, ...) overrides the level, e.g. for the
-    // device's per-command debug lines (one per error-log entry).
-    if let Some(level) = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|l| l.parse::<log::LevelFilter>().ok())
-    {
-        log::set_max_level(level);
-    }
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
@@ -199,7 +214,7 @@ fn run(args: RunArgs) -> Result<i32> {
     procs::catch_signals();
     let start = Instant::now();
     let mut s = Session::prepare(args.vm)?;
-    witness::attach(&mut s, args.witness.is_some())?;
+    s.attach_witness(args.witness.is_some())?;
     let proof = prove::Proof::arm(&mut s, &args.prove)?;
     let out = if args.prove.json {
         Output::Capture
@@ -217,7 +232,7 @@ fn run(args: RunArgs) -> Result<i32> {
             .map_err(|e| anyhow::anyhow!("cannot write --stats-json {}: {e}", path.display()))?;
     }
     let witness = match &args.witness {
-        Some(file) => Some(witness::save(&s, file)?),
+        Some(file) => Some(s.save_witness(file)?),
         None => None,
     };
     s.stop_helpers();
@@ -284,14 +299,14 @@ fn image_cmd(op: ImageOp) -> Result<i32> {
     println!(
         "debian kernel:  {}, {}",
         img.kernel_version,
-        kernel::p2pdma_state(&debian_config)
+        kconfig::p2pdma_state(&debian_config)
     );
     let default = match &minimal {
         Some(tree) => {
             println!("minimal kernel: {}", tree.display());
             println!(
                 "minimal config: {}",
-                kernel::p2pdma_state(&tree.join(".config"))
+                kconfig::p2pdma_state(&tree.join(".config"))
             );
             "minimal"
         }

@@ -1,7 +1,8 @@
 //! The VM options shared by `run`, `shell` and `demo` (one clap struct,
 //! flattened into each), and their checks before anything starts.
 
-use crate::qemu::{CpuModel, TcgThreads, Topology};
+pub use crate::vm::Share;
+use crate::vm::{CpuModel, TcgThreads, Topology};
 use anyhow::{bail, Result};
 use clap::Args;
 use std::path::PathBuf;
@@ -150,57 +151,6 @@ pub enum GuestKernelChoice {
     Debian,
 }
 
-/// A host folder the guest mounts through virtiofs.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Share {
-    /// Absolute host path (an existing directory).
-    pub host: PathBuf,
-    /// Absolute guest mount point.
-    pub guest: String,
-}
-
-impl Share {
-    /// Parses `HOST_DIR[:GUEST_DIR]`; the host folder must exist.
-    pub fn parse(s: &str) -> Result<Share, String> {
-        let (host, guest) = match s.split_once(':') {
-            Some((h, g)) => (h, Some(g)),
-            None => (s, None),
-        };
-        let host = std::fs::canonicalize(host).map_err(|e| {
-            format!("shared folder '{host}' does not exist or is not reachable ({e}): create it or fix the path")
-        })?;
-        if !host.is_dir() {
-            return Err(format!(
-                "'{}' is not a folder: --share takes a directory",
-                host.display()
-            ));
-        }
-        let guest = match guest {
-            Some(g) if g.starts_with('/') && !g.contains(char::is_whitespace) && g.len() > 1 => {
-                g.trim_end_matches('/').to_string()
-            }
-            Some(g) => {
-                return Err(format!(
-                    "guest path '{g}' must be absolute, without spaces, and not '/' (e.g. /mnt/src)"
-                ))
-            }
-            None => {
-                let base = host.file_name().map(|b| b.to_string_lossy().to_string());
-                match base {
-                    Some(b) if !b.contains(char::is_whitespace) => format!("/mnt/{b}"),
-                    _ => {
-                        return Err(format!(
-                        "name a guest path for '{}' (HOST:GUEST): its name cannot be a mount point",
-                        host.display()
-                    ))
-                    }
-                }
-            }
-        };
-        Ok(Share { host, guest })
-    }
-}
-
 impl VmOptions {
     /// Checks that need no child process; each failure is one line saying what to fix.
     pub fn validate(&self) -> Result<()> {
@@ -269,26 +219,6 @@ impl VmOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn share_defaults_to_mnt_basename_and_refuses_missing_folders() {
-        let d = tempfile::tempdir().unwrap();
-        let sub = d.path().join("mydrv");
-        std::fs::create_dir(&sub).unwrap();
-        let s = Share::parse(sub.to_str().unwrap()).unwrap();
-        assert_eq!(s.guest, "/mnt/mydrv");
-        let s = Share::parse(&format!("{}:/src/x/", sub.display())).unwrap();
-        assert_eq!(s.guest, "/src/x");
-        assert!(Share::parse("/does/not/exist")
-            .unwrap_err()
-            .contains("does not exist"));
-        assert!(Share::parse(&format!("{}:rel", sub.display())).is_err());
-        let f = d.path().join("file");
-        std::fs::write(&f, b"x").unwrap();
-        assert!(Share::parse(f.to_str().unwrap())
-            .unwrap_err()
-            .contains("not a folder"));
-    }
 
     #[test]
     fn kernel_and_guest_kernel_together_are_refused_in_one_line() {

@@ -1,34 +1,78 @@
 //! Child processes that never outlive the launcher, and signal handling.
 
 use anyhow::{Context, Result};
+use nix::sys::signal::{self, SigHandler, Signal};
+use nix::unistd::Pid;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-static SIGNALLED: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn on_signal(sig: libc::c_int) {
-    SIGNALLED.store(sig, Ordering::SeqCst);
+/// The last signal that asked the launcher to stop (0: none).
+fn signal_flag() -> &'static Arc<AtomicUsize> {
+    static SIGNALLED: OnceLock<Arc<AtomicUsize>> = OnceLock::new();
+    SIGNALLED.get_or_init(|| Arc::new(AtomicUsize::new(0)))
 }
 
 /// Routes SIGINT/SIGTERM/SIGHUP to a flag the supervising loops poll, so
 /// cleanup runs through normal drops instead of dying mid-way.
 pub fn catch_signals() {
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: the handler only stores to an atomic.
-        unsafe {
-            libc::signal(sig, on_signal as *const () as libc::sighandler_t);
+    for sig in [SIGINT, SIGTERM, SIGHUP] {
+        let value = usize::try_from(sig).unwrap_or(usize::MAX);
+        if let Err(e) = signal_hook::flag::register_usize(sig, signal_flag().clone(), value) {
+            log::warn!("cannot catch signal {sig} ({e}): it will stop the launcher at once");
         }
     }
 }
 
 /// The signal that asked us to stop, if any.
 pub fn signalled() -> Option<i32> {
-    match SIGNALLED.load(Ordering::SeqCst) {
+    match signal_flag().load(Ordering::SeqCst) {
         0 => None,
-        s => Some(s),
+        s => i32::try_from(s).ok(),
+    }
+}
+
+/// Ignores SIGINT from now on (the interactive console's terminal belongs
+/// to QEMU: Ctrl-C goes to the guest).
+pub fn ignore_interrupt() {
+    // SAFETY: SIG_IGN installs no handler code; any earlier signal-hook
+    // handler for SIGINT is simply no longer called.
+    if let Err(e) = unsafe { signal::signal(Signal::SIGINT, SigHandler::SigIgn) } {
+        log::warn!("cannot ignore SIGINT ({e}): Ctrl-C may stop the launcher");
+    }
+}
+
+/// A thread that runs until asked to stop: its body polls the flag it is
+/// given; dropping the handle sets the flag and joins the thread.
+pub struct Worker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Runs `body` on a new thread with the stop flag.
+    pub fn spawn(body: impl FnOnce(&AtomicBool) + Send + 'static) -> Worker {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || body(&s));
+        Worker {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -42,12 +86,13 @@ impl Guarded {
     /// `own_group` keeps terminal Ctrl-C away from the child so the launcher
     /// decides how to stop it; interactive children must share the terminal.
     pub fn spawn(name: &str, cmd: &mut Command, own_group: bool) -> Result<Self> {
-        // SAFETY: only async-signal-safe calls between fork and exec.
+        // SAFETY: only async-signal-safe calls (prctl, setpgid) between
+        // fork and exec.
         unsafe {
             cmd.pre_exec(move || {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
                 if own_group {
-                    libc::setpgid(0, 0);
+                    let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
                 }
                 Ok(())
             });
@@ -85,9 +130,8 @@ impl Guarded {
         if self.try_exit().is_some() {
             return;
         }
-        // SAFETY: signalling our own child by pid.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = signal::kill(Pid::from_raw(pid), Signal::SIGTERM);
         }
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
@@ -157,5 +201,39 @@ impl Helper {
             proc,
             log,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_caught_signal_is_reported_to_the_loops_instead_of_killing_the_launcher() {
+        catch_signals();
+        signal_hook::low_level::raise(SIGHUP).unwrap();
+        assert_eq!(signalled(), Some(SIGHUP));
+    }
+
+    #[test]
+    fn dropping_a_worker_stops_and_joins_its_thread() {
+        let done = Arc::new(AtomicBool::new(false));
+        let d = done.clone();
+        let w = Worker::spawn(move |stop| {
+            while !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            d.store(true, Ordering::SeqCst);
+        });
+        drop(w);
+        assert!(done.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn a_stopped_child_is_gone_and_its_exit_says_which_signal() {
+        let mut c = Guarded::spawn("sleep", Command::new("sleep").arg("30"), true).unwrap();
+        assert_eq!(c.try_exit(), None);
+        c.stop(Duration::from_secs(5));
+        assert_eq!(c.try_exit(), Some(128 + libc::SIGTERM));
     }
 }

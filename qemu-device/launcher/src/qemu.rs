@@ -1,53 +1,10 @@
 //! QEMU command line: machine, PCIe topology and the NVMe controllers.
 
-use crate::image::Image;
-pub use crate::virtiofs::FsDevice;
-use clap::ValueEnum;
+use crate::image::rootfs_command;
+use crate::vm::{Accel, CpuModel, FsDevice, TcgThreads, Topology};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Topology {
-    /// Every controller below one PCIe switch (P2PDMA distance: bus address).
-    Switch,
-    /// Every controller on its own root port (P2P only through the host bridge).
-    RootPorts,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum CpuModel {
-    /// Intel-like CPU: Linux refuses P2P through the host bridge.
-    Intel,
-    /// AMD Zen (family 17h): Linux allows P2P through the host bridge.
-    Amd,
-}
-
-impl CpuModel {
-    fn qemu_name(self) -> &'static str {
-        match self {
-            CpuModel::Intel => "max,vendor=GenuineIntel",
-            CpuModel::Amd => "EPYC",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Accel {
-    Tcg(TcgThreads),
-    Kvm,
-}
-
-/// How TCG runs the guest's vCPUs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum TcgThreads {
-    /// One host thread takes turns between vCPUs. The default: multi-threaded
-    /// TCG can let a vCPU run stale code while another patches the kernel's
-    /// text (static keys), which crashed guests now and then.
-    Single,
-    /// A host thread per vCPU: faster guests, rare guest crashes.
-    Multi,
-}
 
 /// A PCI function to attach, in slot order.
 #[derive(Clone, Debug)]
@@ -67,8 +24,11 @@ pub struct GuestPorts {
     pub control: PathBuf,
 }
 
+/// Everything the QEMU command line is built from: plain values, so this
+/// module needs neither the session nor the options.
 pub struct MachineConfig<'a> {
-    pub image: &'a Image,
+    /// The toolchain root filesystem (QEMU, its firmware and modules).
+    pub rootfs: &'a Path,
     /// The kernel to boot (the image's, or `--kernel`).
     pub kernel: PathBuf,
     pub initrd: PathBuf,
@@ -88,19 +48,6 @@ pub struct MachineConfig<'a> {
     pub fs_devices: Vec<FsDevice>,
     /// Extra fw_cfg files for the guest's init: (name below opt/p2pnvme/, host file).
     pub fw_files: Vec<(String, PathBuf)>,
-}
-
-/// Runs a binary of the root filesystem through that filesystem's own
-/// dynamic loader, so it uses its libraries without a chroot.
-pub fn rootfs_command(rootfs: &Path, bin: &Path) -> Command {
-    let mut cmd = Command::new(rootfs.join("lib64/ld-linux-x86-64.so.2"));
-    cmd.arg("--library-path")
-        .arg(format!(
-            "{r}/lib/x86_64-linux-gnu:{r}/usr/lib/x86_64-linux-gnu",
-            r = rootfs.display()
-        ))
-        .arg(bin);
-    cmd
 }
 
 /// The root filesystem's QEMU (see [`rootfs_command`]).
@@ -190,7 +137,7 @@ fn firmware(rootfs: &Path) -> &'static str {
 pub fn build_args(cfg: &MachineConfig) -> Vec<String> {
     let mut a: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
-    let rootfs = &cfg.image.rootfs;
+    let rootfs = cfg.rootfs;
     // vfio-user needs guest RAM the device process can map: fd-backed, shared.
     let mem = format!("memory-backend-memfd,id=mem,size={}M,share=on", cfg.mem_mib);
     let accel = match cfg.accel {
@@ -322,19 +269,11 @@ pub fn build_args(cfg: &MachineConfig) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vm::FsDevice;
 
-    fn image() -> Image {
-        Image {
-            rootfs: "/r".into(),
-            dir: "/i".into(),
-            kernel_version: "7".into(),
-            key: "k".into(),
-        }
-    }
-
-    fn cfg(image: &Image, topology: Topology) -> MachineConfig<'_> {
+    fn cfg(topology: Topology) -> MachineConfig<'static> {
         MachineConfig {
-            image,
+            rootfs: Path::new("/r"),
             kernel: "/i/vmlinuz".into(),
             initrd: "/i/initrd".into(),
             devices: vec![
@@ -366,8 +305,7 @@ mod tests {
 
     #[test]
     fn switch_puts_every_device_below_one_upstream_port() {
-        let img = image();
-        let a = build_args(&cfg(&img, Topology::Switch)).join(" ");
+        let a = build_args(&cfg(Topology::Switch)).join(" ");
         assert_eq!(a.matches("x3130-upstream").count(), 1);
         assert!(a.contains("xio3130-downstream,id=p2p_dn0,bus=p2p_up"));
         assert!(a.contains("xio3130-downstream,id=p2p_dn1,bus=p2p_up"));
@@ -390,9 +328,8 @@ mod tests {
 
     #[test]
     fn replug_properties_are_the_ones_the_device_booted_with() {
-        let img = image();
         for t in [Topology::Switch, Topology::RootPorts] {
-            let a = build_args(&cfg(&img, t));
+            let a = build_args(&cfg(t));
             // Slot 1 holds the first project controller (after QEMU's nvme).
             let props = vfio_user_device(t, 1, 0, Path::new("/s1")).to_string();
             assert!(a.contains(&props), "{props} in {a:?}");
@@ -410,8 +347,7 @@ mod tests {
 
     #[test]
     fn multi_threaded_tcg_and_kvm_are_asked_for_by_name() {
-        let img = image();
-        let mut c = cfg(&img, Topology::Switch);
+        let mut c = cfg(Topology::Switch);
         c.accel = Accel::Tcg(TcgThreads::Multi);
         assert!(build_args(&c).join(" ").contains("-accel tcg,thread=multi"));
         c.accel = Accel::Kvm;
@@ -420,17 +356,15 @@ mod tests {
 
     #[test]
     fn hotplug_is_native_pcie_so_a_kernel_without_acpiphp_sees_device_del() {
-        let img = image();
         for t in [Topology::Switch, Topology::RootPorts] {
-            let a = build_args(&cfg(&img, t)).join(" ");
+            let a = build_args(&cfg(t)).join(" ");
             assert!(a.contains("-global ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off"));
         }
     }
 
     #[test]
     fn root_ports_give_each_device_its_own_port() {
-        let img = image();
-        let a = build_args(&cfg(&img, Topology::RootPorts)).join(" ");
+        let a = build_args(&cfg(Topology::RootPorts)).join(" ");
         assert!(!a.contains("x3130"));
         assert!(a.contains("pcie-root-port,id=p2p_rp0,chassis=2"));
         assert!(a.contains("pcie-root-port,id=p2p_rp1,chassis=3"));

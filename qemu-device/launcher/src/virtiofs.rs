@@ -2,19 +2,12 @@
 //! `--share`, a vhost-user-fs device in QEMU, and a mount table the guest's
 //! init reads from fw_cfg.
 
-use crate::options::Share;
+use crate::image::rootfs_command;
 use crate::procs::Helper;
+use crate::vm::Share;
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// A share as QEMU and the guest see it.
-pub struct FsDevice {
-    /// virtiofs tag the guest mounts.
-    pub tag: String,
-    /// virtiofsd's vhost-user socket.
-    pub socket: PathBuf,
-}
 
 /// Where virtiofsd lives in the root filesystem.
 const VIRTIOFSD: &str = "usr/libexec/virtiofsd";
@@ -34,7 +27,7 @@ pub fn start(rootfs: &Path, share: &Share, socket: &Path, log: PathBuf) -> Resul
             rootfs.display()
         );
     }
-    let mut cmd = crate::qemu::rootfs_command(rootfs, &bin);
+    let mut cmd = rootfs_command(rootfs, &bin);
     cmd.arg("--shared-dir")
         .arg(&share.host)
         .arg("--socket-path")

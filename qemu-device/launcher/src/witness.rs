@@ -11,15 +11,15 @@
 //! the controllers' serial numbers), so the classification is exact.
 
 use crate::qmp::Qmp;
-use crate::session::Session;
 use anyhow::{bail, Context, Result};
+use p2pnvme_docs::kv;
 use p2pnvme_docs::witness::{AddrWindow, WindowReport, WitnessReport, QEMU_PLUGIN_API};
 use serde_json::{json, Value};
 use std::ffi::CString;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// File name of the plugin cargo builds next to the launcher.
@@ -118,12 +118,7 @@ impl Witness {
     pub fn qemu_args(&self) -> Vec<String> {
         vec![
             "-plugin".into(),
-            format!(
-                "{},sock={},out={}",
-                self.plugin.display(),
-                self.socket().display(),
-                self.exit_report().display()
-            ),
+            plugin_option(&self.plugin, &self.socket(), &self.exit_report()),
         ]
     }
 
@@ -203,27 +198,11 @@ impl Witness {
     }
 }
 
-/// Gives the session a witness when `wanted` (before it boots).
-pub fn attach(s: &mut Session, wanted: bool) -> Result<()> {
-    if !wanted {
-        return Ok(());
-    }
-    if s.opts.accel_choice() != crate::options::AccelChoice::Tcg {
-        bail!("--witness needs TCG (QEMU's plugins do not see KVM guests): use --accel tcg");
-    }
-    s.witness = Some(Arc::new(Witness::new(s.opts.qemu_nvme, s.opts.cmb_mib)?));
-    Ok(())
-}
-
-/// Writes the session's witness report to `file`, logs one line per
-/// window, and returns the report.
-pub fn save(s: &Session, file: &Path) -> Result<WitnessReport> {
-    let w = s.witness.as_ref().context("this session has no witness")?;
-    let doc = w.save(file)?;
-    for win in &doc.windows {
-        log::info!("witness: {}", summary(win));
-    }
-    Ok(doc)
+/// QEMU's `-plugin` option value: commas in the paths doubled, as QEMU's
+/// option syntax (and the plugin's key=value parser) wants them.
+fn plugin_option(plugin: &Path, sock: &Path, out: &Path) -> String {
+    let esc = |p: &Path| kv::escape(&p.display().to_string());
+    format!("{},sock={},out={}", esc(plugin), esc(sock), esc(out))
 }
 
 /// Name of the window `run --witness` puts around the guest command.
@@ -323,6 +302,28 @@ pub fn nvme_windows(pci: &Value, qemu_nvme: usize, cmb: bool) -> Result<Vec<Addr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plugin_paths_with_commas_reach_the_plugin_whole() {
+        let (sock, out) = (
+            Path::new("/tmp/a,b=c/ctl.sock"),
+            Path::new("/t,x/exit.json"),
+        );
+        let opt = plugin_option(Path::new("/p,q/w.so"), sock, out);
+        // QEMU splits at single commas; the first item is the file.
+        let items = kv::parse(
+            &opt,
+            &[
+                kv::Key::flag("/p,q/w.so"),
+                kv::Key::value("sock"),
+                kv::Key::value("out"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(items[0].key, "/p,q/w.so");
+        assert_eq!(items[1].value.as_deref(), Some("/tmp/a,b=c/ctl.sock"));
+        assert_eq!(items[2].value.as_deref(), Some("/t,x/exit.json"));
+    }
 
     fn nvme(bar0: i64, bar2: i64) -> Value {
         json!({"class_info": {"class": 264}, "qdev_id": "", "regions": [

@@ -18,8 +18,21 @@
 //! Instructions are not counted with QEMU's inline per-vCPU scoreboard ops:
 //! a guest kernel crashed early in boot (unexpected int3 while patching its
 //! text) whenever the witness registered one, and booted with callbacks.
+//!
+//! Modules, bottom up: `sys` (the raw C ABI of QEMU's plugin API), `api`
+//! (safe handles over it), `counters` (the window table, per-vCPU counters
+//! and reports; pure data), `args` (the plugin's arguments), `control` (the
+//! control socket's thread); this file holds the plugin's state and its
+//! callbacks.
+//!
+//! Data path of one access: QEMU translates a block -> `on_tb_trans` asks
+//! for memory callbacks on its instructions while armed -> `on_load` /
+//! `on_store` -> `on_mem` classifies the physical address with the window
+//! table and bumps the vCPU's counters -> the launcher's `stop` on the
+//! control socket (or the exit) -> a `WindowReport` (counters.rs) as JSON.
 
 pub mod api;
+mod args;
 pub mod control;
 pub mod counters;
 pub mod sys;
@@ -61,32 +74,6 @@ pub struct Witness {
 }
 
 static WITNESS: OnceLock<Witness> = OnceLock::new();
-
-/// Plugin arguments.
-#[derive(Debug, Default, PartialEq)]
-struct Args {
-    sock: Option<PathBuf>,
-    out: Option<PathBuf>,
-    always: bool,
-}
-
-fn parse_args(args: &[String]) -> Result<Args, String> {
-    let mut a = Args::default();
-    for arg in args {
-        match arg.split_once('=') {
-            Some(("sock", p)) if !p.is_empty() => a.sock = Some(p.into()),
-            Some(("out", p)) if !p.is_empty() => a.out = Some(p.into()),
-            Some(("arm", "always")) => a.always = true,
-            Some(("arm", "windows")) => a.always = false,
-            _ => {
-                return Err(format!(
-                    "unknown argument '{arg}' (use sock=PATH, out=PATH, arm=windows|always)"
-                ))
-            }
-        }
-    }
-    Ok(a)
-}
 
 /// Most windows open at once (nesting depth).
 const MAX_OPEN: usize = 16;
@@ -309,7 +296,10 @@ unsafe extern "C" fn on_exit(ud: *mut c_void) {
     w.write_out();
 }
 
-/// Forwards the `log` crate to QEMU's log output.
+/// Forwards the `log` crate to QEMU's log output. Hand-written on purpose:
+/// a plugin shares QEMU's process, so it must write through
+/// `qemu_plugin_outs` (QEMU's `-D`/stderr routing) and must not install a
+/// crate logger that reads the environment or owns stderr for QEMU.
 struct QemuLog;
 
 impl log::Log for QemuLog {
@@ -334,7 +324,7 @@ fn install(id: sys::PluginId, info: &sys::QemuInfo, args: &[String]) -> Result<(
     if !info.system_emulation {
         return Err("needs system emulation (guest physical addresses)".into());
     }
-    let args = parse_args(args)?;
+    let args = args::parse_args(args)?;
     let api = api::init()?;
     let _ = log::set_logger(&QemuLog).map(|()| log::set_max_level(log::LevelFilter::Warn));
     let vcpus = usize::try_from(info.max_vcpus.max(info.smp_vcpus)).unwrap_or(1);
@@ -392,22 +382,5 @@ pub unsafe extern "C" fn qemu_plugin_install(
             }
             -1
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn args_are_sock_out_and_arm_only() {
-        let a = parse_args(&["sock=/t/s".into(), "out=/t/o".into()]).unwrap();
-        assert_eq!(a.sock, Some("/t/s".into()));
-        assert_eq!(a.out, Some("/t/o".into()));
-        assert!(!a.always);
-        assert!(parse_args(&["arm=always".into()]).unwrap().always);
-        assert!(parse_args(&["arm=sometimes".into()]).is_err());
-        assert!(parse_args(&["sock=".into()]).is_err());
-        assert!(parse_args(&["verbose".into()]).is_err());
     }
 }

@@ -1,6 +1,6 @@
 //! The part of QEMU 11.1's TCG plugin ABI (API version 7) the witness uses,
 //! written from the facts verified against the QEMU 11.1.3 binary of the
-//! toolchain root filesystem (see the design document, "TCG plugins"): the
+//! toolchain root filesystem: the
 //! signatures below were checked by disassembling QEMU's exported
 //! `qemu_plugin_register_*` functions and by a test plugin.
 //!

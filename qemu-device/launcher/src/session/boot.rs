@@ -1,0 +1,167 @@
+//! Booting a session's guest: the helper processes QEMU connects to (the
+//! device process, a virtiofsd per shared folder), the machine description
+//! handed to qemu.rs, QEMU itself, and the surprise-removal watch.
+
+use super::Session;
+use crate::device;
+use crate::faults;
+use crate::hotplug;
+use crate::overlay;
+use crate::procs::Guarded;
+use crate::qemu::{self, GuestPorts, MachineConfig, PciDevice};
+use crate::virtiofs;
+use crate::vm::FsDevice;
+use anyhow::Result;
+use std::fs;
+use std::path::PathBuf;
+use std::process::Stdio;
+
+impl Session {
+    /// Starts the helper processes QEMU connects to: the device process
+    /// and a virtiofsd per shared folder.
+    pub(super) fn start_helpers(&mut self) -> Result<()> {
+        if !self.helpers.is_empty() {
+            return Ok(());
+        }
+        if !self.controllers.is_empty() {
+            let msi = faults::removable(&self.opts.faults, self.controllers.len());
+            if !msi.is_empty() {
+                log::info!(
+                    "controller(s) {msi:?} use MSI instead of MSI-X: a fault rule may unplug them, and \
+                     QEMU 11.1's vfio-user-pci aborts freeing an unplugged device with MSI-X \
+                     (its MSI-X PBA teardown, vfio_user_msix_teardown)"
+                );
+            }
+            let cfg = device::DeviceConfig {
+                controllers: &self.controllers,
+                cmb_mib: self.opts.cmb_mib,
+                ns_size: self.opts.ns_size,
+                lba: self.opts.lba,
+                poll_us: &self.opts.poll_us,
+                irq_moderation_us: &self.opts.irq_moderation_us,
+                stats_socket: &self.stats_socket(),
+                faults: &self.opts.faults,
+                trace: self.opts.trace.as_deref(),
+                msi: &msi,
+            };
+            let h = device::start(&cfg, self.run_file("device.log"))?;
+            self.helpers.push(h);
+        }
+        for (i, share) in self.opts.shares.clone().iter().enumerate() {
+            let h = virtiofs::start(
+                &self.image.rootfs,
+                share,
+                &self.fs_socket(i),
+                self.run_file(&format!("virtiofsd{i}.log")),
+            )?;
+            self.helpers.push(h);
+        }
+        Ok(())
+    }
+
+    fn machine(
+        &self,
+        command: Option<(PathBuf, GuestPorts)>,
+        initrd: PathBuf,
+    ) -> Result<MachineConfig<'_>> {
+        let mut devices: Vec<PciDevice> = self
+            .qemu_backing
+            .iter()
+            .map(|f| PciDevice::QemuNvme {
+                backing: f.clone(),
+                cmb_mib: self.opts.cmb_mib,
+            })
+            .collect();
+        devices.extend(self.controllers.iter().map(|c| PciDevice::VfioUser {
+            socket: c.socket.clone(),
+        }));
+        // no_timer_check: a TCG vCPU starved by a busy host fails the IO-APIC
+        // timer check and panics; tsc=reliable: TCG's TSC is the host's, so
+        // skip the clocksource watchdog and its wait (ci/bench/boot).
+        let mut append = format!(
+            "console=ttyS0 panic=-1 quiet no_timer_check tsc=reliable p2pnvme.nvme={}",
+            self.opts.qemu_nvme + self.opts.nvme
+        );
+        for a in self.kernel_args.iter().chain(&self.opts.append) {
+            append.push(' ');
+            append.push_str(a);
+        }
+        let mut fw_files = vec![];
+        if !self.opts.shares.is_empty() {
+            let table = self.run_file("shares");
+            fs::write(&table, virtiofs::mount_table(&self.opts.shares))?;
+            fw_files.push(("shares".to_string(), table));
+        }
+        let interactive = command.is_none();
+        Ok(MachineConfig {
+            rootfs: &self.image.rootfs,
+            kernel: self.kernel.bzimage.clone(),
+            initrd,
+            devices,
+            topology: self.opts.topology,
+            cpu: self.opts.cpu,
+            accel: self.accel,
+            mem_mib: self.opts.mem_mib,
+            smp: self.opts.smp,
+            append,
+            extra_args: self.opts.qemu_args.clone(),
+            command,
+            console_log: (!interactive).then(|| self.run_file("console.log")),
+            qmp_socket: Some(self.qmp_socket()),
+            fs_devices: (0..self.opts.shares.len())
+                .map(|i| FsDevice {
+                    tag: virtiofs::tag(i),
+                    socket: self.fs_socket(i),
+                })
+                .collect(),
+            fw_files,
+        })
+    }
+
+    pub(super) fn boot(&mut self, command: Option<(PathBuf, GuestPorts)>) -> Result<Guarded> {
+        let initrd = overlay::guest_initrd(
+            &self.image,
+            &self.kernel,
+            self.run_dir.path(),
+            self.opts.with_driver(),
+            &self.opts.user_modules,
+        )?;
+        self.start_helpers()?;
+        let interactive = command.is_none();
+        let args = qemu::build_args(&self.machine(command, initrd)?);
+        let mut cmd = qemu::qemu_command(&self.image.rootfs);
+        cmd.args(&args);
+        if let Some(w) = &self.witness {
+            cmd.args(w.qemu_args());
+        }
+        if self.opts.verbose {
+            log::info!("qemu {}", args.join(" "));
+        }
+        if !interactive {
+            let log = fs::File::create(self.run_file("qemu.log"))?;
+            cmd.stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log);
+        }
+        Guarded::spawn("qemu", &mut cmd, !interactive)
+    }
+
+    /// The surprise-removal watch, when a fault rule may ask for one.
+    pub(super) fn watch_removals(&self) -> Option<hotplug::Watch> {
+        if !faults::wants_removal(&self.opts.faults) {
+            return None;
+        }
+        let slot0 = self.qemu_backing.len();
+        let devices = self
+            .controllers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| qemu::vfio_user_device(self.opts.topology, slot0 + i, i, &c.socket))
+            .collect();
+        Some(hotplug::Watch::start(hotplug::Plan {
+            stats_socket: self.stats_socket(),
+            qmp_socket: self.qmp_socket(),
+            devices,
+        }))
+    }
+}

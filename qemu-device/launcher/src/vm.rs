@@ -1,0 +1,138 @@
+//! Plain value types that describe a guest machine: the PCIe topology, the
+//! CPU model, the accelerator, shared folders. The bottom layer of the
+//! launcher: options, the QEMU command line, virtiofs and the session all
+//! use them, and this module uses none of those.
+
+use std::path::PathBuf;
+
+/// Where the NVMe controllers sit in the emulated PCIe tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Topology {
+    /// Every controller below one PCIe switch (P2PDMA distance: bus address).
+    Switch,
+    /// Every controller on its own root port (P2P only through the host bridge).
+    RootPorts,
+}
+
+/// The guest CPU vendor model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CpuModel {
+    /// Intel-like CPU: Linux refuses P2P through the host bridge.
+    Intel,
+    /// AMD Zen (family 17h): Linux allows P2P through the host bridge.
+    Amd,
+}
+
+impl CpuModel {
+    /// QEMU's `-cpu` value.
+    pub fn qemu_name(self) -> &'static str {
+        match self {
+            CpuModel::Intel => "max,vendor=GenuineIntel",
+            CpuModel::Amd => "EPYC",
+        }
+    }
+}
+
+/// The accelerator a guest runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    /// TCG, with this vCPU threading.
+    Tcg(TcgThreads),
+    /// KVM.
+    Kvm,
+}
+
+/// How TCG runs the guest's vCPUs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TcgThreads {
+    /// One host thread takes turns between vCPUs. The default: multi-threaded
+    /// TCG can let a vCPU run stale code while another patches the kernel's
+    /// text (static keys), which crashed guests now and then.
+    Single,
+    /// A host thread per vCPU: faster guests, rare guest crashes.
+    Multi,
+}
+
+/// A share as QEMU and the guest see it.
+pub struct FsDevice {
+    /// virtiofs tag the guest mounts.
+    pub tag: String,
+    /// virtiofsd's vhost-user socket.
+    pub socket: PathBuf,
+}
+
+/// A host folder the guest mounts through virtiofs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Share {
+    /// Absolute host path (an existing directory).
+    pub host: PathBuf,
+    /// Absolute guest mount point.
+    pub guest: String,
+}
+
+impl Share {
+    /// Parses `HOST_DIR[:GUEST_DIR]`; the host folder must exist.
+    pub fn parse(s: &str) -> Result<Share, String> {
+        let (host, guest) = match s.split_once(':') {
+            Some((h, g)) => (h, Some(g)),
+            None => (s, None),
+        };
+        let host = std::fs::canonicalize(host).map_err(|e| {
+            format!("shared folder '{host}' does not exist or is not reachable ({e}): create it or fix the path")
+        })?;
+        if !host.is_dir() {
+            return Err(format!(
+                "'{}' is not a folder: --share takes a directory",
+                host.display()
+            ));
+        }
+        let guest = match guest {
+            Some(g) if g.starts_with('/') && !g.contains(char::is_whitespace) && g.len() > 1 => {
+                g.trim_end_matches('/').to_string()
+            }
+            Some(g) => {
+                return Err(format!(
+                    "guest path '{g}' must be absolute, without spaces, and not '/' (e.g. /mnt/src)"
+                ))
+            }
+            None => {
+                let base = host.file_name().map(|b| b.to_string_lossy().to_string());
+                match base {
+                    Some(b) if !b.contains(char::is_whitespace) => format!("/mnt/{b}"),
+                    _ => {
+                        return Err(format!(
+                        "name a guest path for '{}' (HOST:GUEST): its name cannot be a mount point",
+                        host.display()
+                    ))
+                    }
+                }
+            }
+        };
+        Ok(Share { host, guest })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn share_defaults_to_mnt_basename_and_refuses_missing_folders() {
+        let d = tempfile::tempdir().unwrap();
+        let sub = d.path().join("mydrv");
+        std::fs::create_dir(&sub).unwrap();
+        let s = Share::parse(sub.to_str().unwrap()).unwrap();
+        assert_eq!(s.guest, "/mnt/mydrv");
+        let s = Share::parse(&format!("{}:/src/x/", sub.display())).unwrap();
+        assert_eq!(s.guest, "/src/x");
+        assert!(Share::parse("/does/not/exist")
+            .unwrap_err()
+            .contains("does not exist"));
+        assert!(Share::parse(&format!("{}:rel", sub.display())).is_err());
+        let f = d.path().join("file");
+        std::fs::write(&f, b"x").unwrap();
+        assert!(Share::parse(f.to_str().unwrap())
+            .unwrap_err()
+            .contains("not a folder"));
+    }
+}
