@@ -2,7 +2,7 @@
 //! ([`ProveReport`]) and `p2pnvme demo --json` ([`DemoReport`]), read back by
 //! ci/ and by users' CI.
 
-use crate::verdict::{ControllerId, KernelHealth, RamRange, Verdict};
+use crate::verdict::{ControllerId, KernelHealth, RamRange, Timings, Verdict};
 use crate::witness::WitnessReport;
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +43,9 @@ pub struct ProveReport {
     pub kernel: KernelHealth,
     /// Seconds from launch to verdict.
     pub elapsed_s: f64,
+    /// Where the time went.
+    #[serde(flatten)]
+    pub timings: Timings,
     /// pass, fail or unknown.
     pub verdict: Verdict,
     /// One line per failed check or missing piece of evidence.
@@ -102,6 +105,9 @@ pub struct DemoReport {
     pub copy_elapsed_s: Option<f64>,
     /// Seconds from launch to verdict.
     pub elapsed_s: f64,
+    /// Where the time went.
+    #[serde(flatten)]
+    pub timings: Timings,
     /// The guest tool's JSON result.
     pub copy: serde_json::Value,
     /// pass (the copy behaved as its mode says), fail or unknown.

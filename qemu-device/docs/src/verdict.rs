@@ -98,6 +98,24 @@ impl KernelHealth {
     }
 }
 
+/// Where a verdict's time went, on the host clock (seconds).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    /// From launch to the command's start (guest boot included).
+    pub boot_s: Option<f64>,
+    /// The command itself.
+    pub command_s: Option<f64>,
+    /// The scan of guest RAM for the data, after the command.
+    pub scan_s: Option<f64>,
+    /// Bytes of guest RAM the scan covered.
+    pub scan_bytes: u64,
+    /// Of those, bytes the guest had written (read by the scan; the rest
+    /// were never-touched holes, zero).
+    pub scan_read_bytes: u64,
+    /// From launch to verdict.
+    pub total_s: f64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -215,6 +215,7 @@ pub fn run(a: DemoArgs) -> Result<i32> {
             .and_then(Value::as_f64)
             .map(|ns| ns / 1e9),
         elapsed_s: start.elapsed().as_secs_f64(),
+        timings: ev.timings_since(start),
         copy,
         verdict: outcome,
         reasons,

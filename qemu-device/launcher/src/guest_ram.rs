@@ -3,8 +3,6 @@
 //! lies, skipping the holes the guest never wrote (they read as zeros, and
 //! a zero sector is never evidence), instead of dumping it through QMP.
 
-#![allow(dead_code)] // not yet wired into prove-end
-
 use crate::ramscan::{Scanner, SECTOR};
 use anyhow::{bail, Context, Result};
 use nix::unistd::Whence;
@@ -13,12 +11,104 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 /// Bytes one thread maps and scans at a time.
 const PIECE: u64 = 64 << 20;
 
 /// The name QEMU gives the memfd of `-object memory-backend-memfd`.
 const BACKEND_MEMFD: &str = "/memfd:memory-backend-memfd";
+
+/// A proof's host-side watch: when the command started and ended (the
+/// guest's init asks `prove-start` and `prove-end`), and the scan of guest
+/// RAM for the data, taken at `prove-end` while the guest waits for the
+/// reply, so it sees RAM as the command left it.
+pub struct ProofWatch {
+    data: Arc<Vec<u8>>,
+    ranges: Vec<RamRange>,
+    qemu: OnceLock<u32>,
+    seen: Mutex<Seen>,
+}
+
+/// What the watch saw.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Seen {
+    /// When the command started (host clock).
+    pub started: Option<Instant>,
+    /// When it ended.
+    pub ended: Option<Instant>,
+    /// The scan, once taken.
+    pub scan: Option<ScanResult>,
+}
+
+/// One scan of guest RAM.
+#[derive(Clone, Copy, Debug)]
+pub struct ScanResult {
+    /// Distinct data sectors found.
+    pub hits: u64,
+    /// Sectors of the data.
+    pub sectors: u64,
+    /// RAM sectors compared (holes included).
+    pub scanned: u64,
+    /// What the scan covered.
+    pub coverage: Coverage,
+    /// How long it took.
+    pub seconds: f64,
+}
+
+impl ProofWatch {
+    /// A watch for `data` over the guest-physical `ranges`.
+    pub fn new(data: Arc<Vec<u8>>, ranges: Vec<RamRange>) -> Arc<ProofWatch> {
+        Arc::new(ProofWatch {
+            data,
+            ranges,
+            qemu: OnceLock::new(),
+            seen: Mutex::default(),
+        })
+    }
+
+    /// The QEMU process that runs the guest (its RAM is opened at the
+    /// scan: QEMU creates it after it starts).
+    pub fn attach(&self, qemu_pid: u32) {
+        let _ = self.qemu.set(qemu_pid);
+    }
+
+    /// The command starts.
+    pub fn started(&self) {
+        self.seen.lock().unwrap().started = Some(Instant::now());
+    }
+
+    /// The command ended: scan guest RAM now.
+    pub fn ended(&self) -> Result<()> {
+        let ended = Instant::now();
+        let pid = self.qemu.get().context("no QEMU to scan the RAM of")?;
+        let ram = GuestRam::of_qemu(*pid)?;
+        let mut scanner = Scanner::new(&self.data);
+        let coverage = ram.scan(&self.ranges, &mut scanner)?;
+        let scan = ScanResult {
+            hits: scanner.hits(),
+            sectors: scanner.sectors(),
+            scanned: scanner.scanned,
+            coverage,
+            seconds: ended.elapsed().as_secs_f64(),
+        };
+        let mut seen = self.seen.lock().unwrap();
+        seen.ended = Some(ended);
+        seen.scan = Some(scan);
+        Ok(())
+    }
+
+    /// What the watch saw so far.
+    pub fn seen(&self) -> Seen {
+        *self.seen.lock().unwrap()
+    }
+
+    /// The guest-physical ranges the scan covers.
+    pub fn ranges(&self) -> &[RamRange] {
+        &self.ranges
+    }
+}
 
 /// Guest RAM, as QEMU's memory backend holds it: the ranges of the guest's
 /// physical map back to back (q35: RAM below 4 GiB first, then above).

@@ -5,6 +5,7 @@
 //!
 //! Protocol: one request line, one reply line (`ok`, `pong`, `error MSG`).
 
+use crate::guest_ram::ProofWatch;
 use crate::procs::Worker;
 use crate::witness::Witness;
 use crate::{qmp, ramscan, stats};
@@ -18,12 +19,6 @@ use std::time::Duration;
 
 /// The counters `prove-end` saves in the run directory.
 pub const PROVE_STATS: &str = "prove-stats.json";
-/// The dump of guest RAM range `i` (ramscan::q35_ranges) that `prove-end`
-/// saves in the run directory.
-pub fn prove_ram(i: usize) -> String {
-    format!("prove-ram-{i}.bin")
-}
-
 /// What the channel may touch on the host.
 #[derive(Clone)]
 pub struct HostCtx {
@@ -32,6 +27,8 @@ pub struct HostCtx {
     pub qmp_socket: PathBuf,
     pub mem_bytes: u64,
     pub witness: Option<Arc<Witness>>,
+    /// `--prove`'s watch: times the command and scans guest RAM at its end.
+    pub proof: Option<Arc<ProofWatch>>,
 }
 
 /// Serves the guest's requests until `stop` is set.
@@ -131,6 +128,9 @@ fn handle(req: &str, ctx: &HostCtx) -> Result<String> {
             if let Some(s) = &ctx.stats_socket {
                 stats::reset(s)?;
             }
+            if let Some(p) = &ctx.proof {
+                p.started();
+            }
             Ok("ok".into())
         }
         (Some("prove-end"), None) => {
@@ -138,8 +138,8 @@ fn handle(req: &str, ctx: &HostCtx) -> Result<String> {
                 let doc = stats::get(s)?;
                 std::fs::write(ctx.run_dir.join(PROVE_STATS), serde_json::to_string(&doc)?)?;
             }
-            for (i, r) in ramscan::q35_ranges(ctx.mem_bytes).iter().enumerate() {
-                qmp::pmemsave(&ctx.qmp_socket, r.start, r.len, &ctx.run_dir.join(prove_ram(i)))?;
+            if let Some(p) = &ctx.proof {
+                p.ended()?;
             }
             Ok("ok".into())
         }

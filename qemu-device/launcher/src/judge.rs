@@ -9,7 +9,8 @@ use crate::faults;
 use crate::health::GuestReport;
 use crate::names::{controller_name, Kind};
 use p2pnvme_docs::stats::{DataTotals, HealthView, StatsDoc};
-use p2pnvme_docs::verdict::{ControllerId, KernelHealth, RamRange, Verdict};
+use p2pnvme_docs::verdict::{ControllerId, KernelHealth, RamRange, Timings, Verdict};
+use std::time::Instant;
 
 /// Where the data went, as the host saw it after the command.
 #[derive(Clone, Debug, Default)]
@@ -33,9 +34,24 @@ pub struct Evidence {
     pub dst_match: Option<bool>,
     /// Every controller of the run, with why it is unhealthy.
     pub controllers: Vec<ControllerId>,
+    /// The command's and the scan's times (boot and total: `timings_since`).
+    pub timings: Timings,
+    /// When the command started (host clock).
+    pub command_started: Option<Instant>,
 }
 
 impl Evidence {
+    /// The timings of a run launched at `launched`, up to now.
+    pub fn timings_since(&self, launched: Instant) -> Timings {
+        Timings {
+            boot_s: self
+                .command_started
+                .map(|c| c.saturating_duration_since(launched).as_secs_f64()),
+            total_s: launched.elapsed().as_secs_f64(),
+            ..self.timings
+        }
+    }
+
     /// Why the claim fails, and what it lacks.
     pub fn bypass_checks(&self) -> (Vec<String>, Vec<String>) {
         let (mut failed, mut missing) = (vec![], vec![]);

@@ -242,8 +242,7 @@ fn run(args: RunArgs) -> Result<i32> {
         return Ok(r.status);
     };
     let ev = proof.evidence(&s, &r.guest)?;
-    let elapsed = start.elapsed().as_secs_f64();
-    let mut report = prove::report(&ev, r.status, kernel, accel::name(s.accel), elapsed);
+    let mut report = prove::report(&ev, r.status, kernel, accel::name(s.accel), start);
     report.witness = witness;
     if args.prove.json {
         // The command's own output would not be JSON: keep it on stderr.

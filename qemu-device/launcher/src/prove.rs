@@ -5,8 +5,9 @@
 //! counters and a dump of guest RAM; the launcher then scans the dump for the
 //! data, compares the destination range on the host and judges.
 
+use crate::guest_ram::ProofWatch;
 use crate::health::GuestReport;
-use crate::hostctl::{prove_ram, PROVE_STATS};
+use crate::hostctl::PROVE_STATS;
 use crate::judge::{self, Evidence};
 use crate::names::{Kind, NsName};
 use crate::ramscan;
@@ -15,10 +16,12 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use p2pnvme_docs::report::ProveReport;
 use p2pnvme_docs::stats::{DataTotals, HealthView, StatsDoc};
-use p2pnvme_docs::verdict::KernelHealth;
+use p2pnvme_docs::verdict::{KernelHealth, Timings};
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
 
 /// Where a range starts when `--prove` names no offset: clear of the
 /// sectors the kernel's partition scan reads into RAM at the start of a disk.
@@ -141,7 +144,7 @@ fn names(s: &Session) -> String {
 
 /// A proof in progress: the data and where it went.
 pub struct Proof {
-    data: Vec<u8>,
+    data: Arc<Vec<u8>>,
     src: NsName,
     dst: Option<(Ns, u64)>,
 }
@@ -195,6 +198,9 @@ impl Proof {
         }
         s.preamble += &env;
         s.kernel_args.push("p2pnvme.prove=1".into());
+        let data = Arc::new(data);
+        let ranges = ramscan::q35_ranges(u64::from(s.opts.mem_mib) << 20);
+        s.proof = Some(ProofWatch::new(data.clone(), ranges));
         Ok(Some(Proof {
             data,
             src: src.name,
@@ -204,16 +210,11 @@ impl Proof {
 
     /// What happened to the data, once the command has ended.
     pub fn evidence(&self, s: &Session, guest: &GuestReport) -> Result<Evidence> {
-        let ranges = ramscan::q35_ranges(u64::from(s.opts.mem_mib) << 20);
-        let mut scan = ramscan::Scanner::new(&self.data);
-        for i in 0..ranges.len() {
-            let ram = s.run_file(&prove_ram(i));
-            if !ram.exists() {
-                bail!("the guest ended without saving the proof (no RAM dump): did the command power the guest off?");
-            }
-            scan.scan_file(&ram)?;
-            let _ = fs::remove_file(&ram);
-        }
+        let watch = s.proof.as_ref().context("the session lost its proof")?;
+        let seen = watch.seen();
+        let Some(scan) = seen.scan else {
+            bail!("the guest ended without the host scanning its RAM: did the command power the guest off?");
+        };
         let stats = if s.controllers.is_empty() {
             None
         } else {
@@ -237,17 +238,28 @@ impl Proof {
         };
         let dst_match = match &self.dst {
             None => None,
-            Some((d, off)) => Some(read_at(&d.file, *off, self.data.len())? == self.data),
+            Some((d, off)) => Some(read_at(&d.file, *off, self.data.len())? == *self.data),
         };
         Ok(Evidence {
             bytes: self.data.len() as u64,
-            ram_dump_hits: scan.hits(),
-            sectors: scan.sectors(),
-            ram_ranges: ranges,
+            ram_dump_hits: scan.hits,
+            sectors: scan.sectors,
+            ram_ranges: watch.ranges().to_vec(),
             ram_sectors_scanned: scan.scanned,
             counters,
             uncounted,
             dst_match,
+            timings: Timings {
+                command_s: seen
+                    .started
+                    .zip(seen.ended)
+                    .map(|(a, b)| b.saturating_duration_since(a).as_secs_f64()),
+                scan_s: Some(scan.seconds),
+                scan_bytes: scan.coverage.bytes,
+                scan_read_bytes: scan.coverage.resident,
+                ..Timings::default()
+            },
+            command_started: seen.started,
             controllers: judge::controllers(
                 s.qemu_backing.len(),
                 s.controllers.len(),
@@ -264,8 +276,9 @@ pub fn report(
     status: i32,
     kernel: KernelHealth,
     accel: &str,
-    elapsed_s: f64,
+    launched: Instant,
 ) -> ProveReport {
+    let timings = ev.timings_since(launched);
     let (verdict, reasons) = judge::prove(ev, status, &kernel);
     let c = |f: fn(&DataTotals) -> u64| ev.counters.as_ref().map(f);
     ProveReport {
@@ -283,7 +296,8 @@ pub fn report(
         accel: accel.into(),
         controllers: ev.controllers.clone(),
         kernel,
-        elapsed_s,
+        elapsed_s: timings.total_s,
+        timings,
         verdict,
         reasons,
         witness: None,

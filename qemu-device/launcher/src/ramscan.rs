@@ -1,4 +1,4 @@
-//! Looks for copied data in dumps of guest RAM, 512-byte sector by sector.
+//! Looks for copied data in guest RAM, 512-byte sector by sector.
 //!
 //! Data that passed through system memory lands at some 512-byte aligned
 //! address (the smallest logical block a device transfers), not always at
@@ -6,13 +6,9 @@
 //! pages, or partly overwritten afterwards. So every 512-byte sector of the
 //! source is looked for at every 512-byte offset of every guest RAM range.
 
-use anyhow::{Context, Result};
 use p2pnvme_docs::verdict::RamRange;
 use std::collections::HashMap;
-use std::fs::File;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::io::Read;
-use std::path::Path;
 
 /// The unit of the scan.
 pub const SECTOR: usize = 512;
@@ -122,6 +118,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Compares every 512-byte sector of `ram` with the data.
+    #[cfg(test)]
     pub fn scan(&mut self, ram: &[u8]) {
         let mut hits = vec![];
         self.matches(ram, &mut hits);
@@ -156,31 +153,6 @@ impl<'a> Scanner<'a> {
             self.found[i as usize] = true;
         }
     }
-
-    /// Scans a dump file (a range's `pmemsave`), 1 MiB at a time.
-    pub fn scan_file(&mut self, dump: &Path) -> Result<()> {
-        let mut f =
-            File::open(dump).with_context(|| format!("opening RAM dump {}", dump.display()))?;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = read_full(&mut f, &mut buf)?;
-            if n == 0 {
-                return Ok(());
-            }
-            self.scan(&buf[..n]);
-        }
-    }
-}
-
-fn read_full(f: &mut File, buf: &mut [u8]) -> Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }
 
 #[cfg(test)]
@@ -225,17 +197,14 @@ mod tests {
     }
 
     #[test]
-    fn scans_dump_files_and_ignores_zero_sectors() {
+    fn zero_sectors_of_the_data_are_not_evidence() {
         let mut data = pseudo_random(2 * PAGE, 7);
         data[..SECTOR].fill(0);
         let mut ram = vec![0u8; 16 * PAGE];
         ram[5 * SECTOR..5 * SECTOR + 2 * PAGE].copy_from_slice(&data);
-        let f = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(f.path(), &ram).unwrap();
         let mut s = Scanner::new(&data);
-        s.scan_file(f.path()).unwrap();
+        s.scan(&ram);
         assert_eq!(s.hits(), 15, "the zero sector is not evidence");
-        assert!(s.scan_file(Path::new("/no/such/dump")).is_err());
     }
 
     #[test]

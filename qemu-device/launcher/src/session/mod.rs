@@ -12,6 +12,7 @@ pub use run::Output;
 
 use crate::accel;
 use crate::device::Controller;
+use crate::guest_ram::ProofWatch;
 use crate::image::{self, Image};
 use crate::kernel::GuestKernel;
 use crate::kernel_build;
@@ -49,6 +50,8 @@ pub struct Session {
     pub kernel_args: Vec<String>,
     /// The TCG witness plugin, when asked for (see witness.rs).
     pub witness: Option<Arc<Witness>>,
+    /// `--prove`'s host-side watch (command times, the RAM scan).
+    pub proof: Option<Arc<ProofWatch>>,
 }
 
 impl Session {
@@ -104,6 +107,7 @@ impl Session {
             preamble: crate::modcheck::preamble(&opts.user_modules),
             kernel_args: vec![],
             witness: None,
+            proof: None,
             image,
             kernel,
             run_dir,

@@ -55,6 +55,9 @@ impl Session {
         );
         let control = ports.control.clone();
         let mut qemu = self.boot(Some((script, ports)))?;
+        if let Some(p) = &self.proof {
+            p.attach(qemu.child.id());
+        }
         // The timeout covers the guest, not building the image overlay.
         let start = Instant::now();
         let _host = hostctl::Server::start(
@@ -65,6 +68,7 @@ impl Session {
                 qmp_socket: self.qmp_socket(),
                 mem_bytes: u64::from(self.opts.mem_mib) << 20,
                 witness: self.witness.clone(),
+                proof: self.proof.clone(),
             },
         );
         let _removals = self.watch_removals();
