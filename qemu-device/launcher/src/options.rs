@@ -48,10 +48,17 @@ pub struct VmOptions {
     pub smp: u32,
     /// Accelerator: tcg (the default), kvm (an error where KVM does not
     /// work) or auto (KVM where a probe boot shows it works, else TCG).
-    #[arg(long, value_enum, default_value = "tcg", value_name = "kvm|tcg|auto")]
+    /// P2PNVME_ACCEL sets it for every run (e.g. `auto` in CI).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "tcg",
+        value_name = "kvm|tcg|auto",
+        env = "P2PNVME_ACCEL"
+    )]
     pub accel: AccelChoice,
-    /// Same as --accel kvm.
-    #[arg(long, conflicts_with = "accel")]
+    /// Same as --accel kvm (and wins over P2PNVME_ACCEL).
+    #[arg(long)]
     pub kvm: bool,
     /// Let kernel WARNINGs pass the kernel health check (they are still
     /// listed); Oops, BUG, KASAN, UBSAN, lockdep and hung tasks still fail.
