@@ -128,3 +128,10 @@ pub fn prove(args: &[&str], cmd: &str) -> (Option<i32>, ProveReport) {
         .unwrap_or_else(|e| panic!("no prove report on stdout ({e})"));
     (out.status.code(), doc)
 }
+
+/// A fresh folder for one test's files (under the system's temp folder).
+pub fn tempfile_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("p2pnvme-test-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}

@@ -106,12 +106,6 @@ fn cmb_published_with_and_without_sqs_in_it() {
     assert_eq!(s.matches("available=16777216").count(), 2, "{s}");
 }
 
-fn tempfile_dir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("p2pnvme-test-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 #[test]
 fn user_space_p2pmem_read_lands_in_the_cmb_not_in_ram() {
     let s = guest_ok(&["--nvme", "1"], "sh /opt/p2pnvme/ci/p2pmem-read.sh");

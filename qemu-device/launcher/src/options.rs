@@ -113,6 +113,12 @@ pub struct VmOptions {
     /// Write one JSON line per command the project's controllers run here.
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
+    /// Start QEMU's gdb stub on 127.0.0.1:PORT (default 1234) with the
+    /// guest stopped before its first instruction, boot with nokaslr, and
+    /// print the gdb command line with the kernel's vmlinux; the guest runs
+    /// once gdb continues it, and --timeout does not apply.
+    #[arg(long, value_name = "PORT", num_args = 0..=1, default_missing_value = "1234")]
+    pub gdb: Option<u16>,
     /// Print the QEMU command line.
     #[arg(long, short)]
     pub verbose: bool,

@@ -6,6 +6,7 @@ use super::Session;
 use crate::device;
 use crate::faults;
 use crate::hotplug;
+use crate::kernel::KernelBuild;
 use crate::overlay;
 use crate::procs::Guarded;
 use crate::qemu::{self, GuestPorts, MachineConfig, PciDevice};
@@ -86,6 +87,13 @@ impl Session {
             append.push(' ');
             append.push_str(a);
         }
+        let mut extra_args = self.opts.qemu_args.clone();
+        if let Some(port) = self.opts.gdb {
+            // Symbols match only at the link address.
+            append.push_str(" nokaslr");
+            extra_args.extend(["-gdb".into(), format!("tcp:127.0.0.1:{port}"), "-S".into()]);
+            log::info!("{}", gdb_hint(port, &self.kernel.build));
+        }
         let mut fw_files = vec![];
         if !self.opts.shares.is_empty() {
             let table = self.run_file("shares");
@@ -104,7 +112,7 @@ impl Session {
             mem_mib: self.opts.mem_mib,
             smp: self.opts.smp,
             append,
-            extra_args: self.opts.qemu_args.clone(),
+            extra_args,
             command,
             console_log: (!interactive).then(|| self.run_file("console.log")),
             qmp_socket: Some(self.qmp_socket()),
@@ -163,5 +171,26 @@ impl Session {
             qmp_socket: self.qmp_socket(),
             devices,
         }))
+    }
+}
+
+/// What to type to debug the guest's kernel (`--gdb`).
+fn gdb_hint(port: u16, build: &KernelBuild) -> String {
+    let target = format!("-ex 'target remote 127.0.0.1:{port}'");
+    match build {
+        KernelBuild::Tree(tree) if tree.join("vmlinux").is_file() => {
+            let scripts = if tree.join("vmlinux-gdb.py").exists() {
+                format!(" -ex 'add-auto-load-safe-path {}'", tree.display())
+            } else {
+                String::new()
+            };
+            format!(
+                "the guest waits for gdb on 127.0.0.1:{port}; attach with: gdb{scripts} {target} {}",
+                tree.join("vmlinux").display()
+            )
+        }
+        _ => format!(
+            "the guest waits for gdb on 127.0.0.1:{port}; this kernel has no vmlinux with symbols here (boot --guest-kernel minimal or --kernel TREE for one): gdb {target}"
+        ),
     }
 }

@@ -85,7 +85,7 @@ impl Session {
                 qemu.stop(Duration::from_secs(2));
                 bail!("interrupted by signal {sig}; the guest and its devices were stopped");
             }
-            if start.elapsed() > timeout {
+            if self.opts.gdb.is_none() && start.elapsed() > timeout {
                 qemu.stop(Duration::from_secs(2));
                 let saved = console::save_log(&console);
                 return Err(exit::with(
