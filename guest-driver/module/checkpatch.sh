@@ -1,5 +1,6 @@
 #!/bin/bash
-# Runs the kernel's checkpatch.pl (--strict) on the module. checkpatch comes
+# Runs the kernel's checkpatch.pl (--strict) on the module and the test
+# modules of ci/guest-modules. checkpatch comes
 # from the guest kernel's own source package (Debian ships it in no headers
 # package), fetched through the toolchain root filesystem and cached.
 # Usage: checkpatch.sh ROOTFS KERNEL_VERSION
@@ -28,4 +29,5 @@ if [ ! -x "$cache/checkpatch.pl" ]; then
 	mv "$cache.partial" "$cache"
 fi
 cd "$(dirname "$0")"
-perl "$cache/checkpatch.pl" --no-tree --strict --terse -f p2pcopy.c uapi/p2pcopy.h
+# The module, and the test modules the guest suites load.
+perl "$cache/checkpatch.pl" --no-tree --strict --terse -f p2pcopy.c uapi/p2pcopy.h ../../ci/guest-modules/*/*.c

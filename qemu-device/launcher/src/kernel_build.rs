@@ -21,7 +21,8 @@ use std::time::Instant;
 /// Which configuration to build.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KernelFlavor {
-    /// Adds images/kernel/p2pnvme-debug.config (kprobes, ftrace, debug info).
+    /// Adds images/kernel/p2pnvme-debug.config (KASAN, lockdep, kmemleak,
+    /// fault injection, tracing, debug info): `--guest-kernel debug`.
     pub debug: bool,
 }
 
@@ -115,14 +116,13 @@ pub fn ensure_minimal(
 /// `P2PNVME_GUEST_KERNEL=minimal|debian` stands for a `--guest-kernel` that
 /// was not given (with neither option), e.g. to run a test suite on both.
 pub fn pick(mut opts: VmOptions, rootfs: &Path) -> Result<VmOptions> {
-    let flavor = KernelFlavor { debug: false };
     if opts.guest_kernel.is_none() && opts.kernel.is_none() {
         opts.guest_kernel = env_default()?;
     }
     choose(
         opts,
-        || built_tree(rootfs, flavor),
-        || ensure_minimal(rootfs, flavor, &mut |l| log::info!("{l}")),
+        || built_tree(rootfs, KernelFlavor { debug: false }),
+        |flavor| ensure_minimal(rootfs, flavor, &mut |l| log::info!("{l}")),
     )
 }
 
@@ -140,7 +140,9 @@ fn env_choice(v: Option<&str>) -> Result<Option<GuestKernelChoice>> {
     match v.map(str::trim) {
         None | Some("") => Ok(None),
         Some(s) => GuestKernelChoice::from_str(s, true).map(Some).map_err(|_| {
-            anyhow::anyhow!("{GUEST_KERNEL_ENV}={s}: set it to minimal or debian, or unset it")
+            anyhow::anyhow!(
+                "{GUEST_KERNEL_ENV}={s}: set it to minimal, debug or debian, or unset it"
+            )
         }),
     }
 }
@@ -149,11 +151,12 @@ fn env_choice(v: Option<&str>) -> Result<Option<GuestKernelChoice>> {
 fn choose(
     mut opts: VmOptions,
     built: impl FnOnce() -> Result<Option<PathBuf>>,
-    build: impl FnOnce() -> Result<PathBuf>,
+    build: impl FnOnce(KernelFlavor) -> Result<PathBuf>,
 ) -> Result<VmOptions> {
     match (opts.guest_kernel, &opts.kernel) {
-        (Some(GuestKernelChoice::Minimal), _) => {
-            opts.kernel = Some(build()?);
+        (Some(choice @ (GuestKernelChoice::Minimal | GuestKernelChoice::Debug)), _) => {
+            let debug = choice == GuestKernelChoice::Debug;
+            opts.kernel = Some(build(KernelFlavor { debug })?);
             // Resolved into --kernel: the result validates again (the KVM
             // probe boots a copy of these options).
             opts.guest_kernel = None;

@@ -127,8 +127,9 @@ enum ImageOp {
         #[arg(long)]
         force: bool,
         /// Also build this guest kernel: minimal (images/kernel, cached; the
-        /// default guest kernel once built) or debian (the image's own, always there).
-        #[arg(long, value_enum, value_name = "minimal|debian")]
+        /// default guest kernel once built), debug (minimal with the kernel's
+        /// bug finders, cached) or debian (the image's own, always there).
+        #[arg(long, value_enum, value_name = "minimal|debug|debian")]
         guest_kernel: Option<GuestKernelChoice>,
         /// Same as --guest-kernel minimal (older spelling).
         #[arg(long, hide = true, conflicts_with = "guest_kernel")]
@@ -272,6 +273,15 @@ fn image_cmd(op: ImageOp) -> Result<i32> {
     println!("image:    {}", img.dir.display());
     println!("manifest: {}", img.dir.join("manifest.txt").display());
     let flavor = kernel_build::KernelFlavor { debug: false };
+    if let ImageOp::Build {
+        guest_kernel: Some(GuestKernelChoice::Debug),
+        ..
+    } = op
+    {
+        let debug = kernel_build::KernelFlavor { debug: true };
+        let tree = kernel_build::ensure_minimal(&img.rootfs, debug, &mut |l| log::info!("{l}"))?;
+        println!("debug kernel:   {}", tree.display());
+    }
     let minimal = match op {
         ImageOp::Build {
             guest_kernel: Some(GuestKernelChoice::Minimal),
@@ -320,6 +330,7 @@ fn image_cmd(op: ImageOp) -> Result<i32> {
     let default = match env {
         Some(GuestKernelChoice::Debian) => "debian (P2PNVME_GUEST_KERNEL)",
         Some(GuestKernelChoice::Minimal) => "minimal (P2PNVME_GUEST_KERNEL)",
+        Some(GuestKernelChoice::Debug) => "debug (P2PNVME_GUEST_KERNEL)",
         None => default,
     };
     println!("default kernel: {default}");
@@ -338,8 +349,18 @@ fn next_run(
     minimal: Option<&std::path::Path>,
 ) -> Result<()> {
     let mut opts = VmOptions::default();
+    let debug = kernel_build::KernelFlavor { debug: true };
     match (env, minimal) {
         (Some(GuestKernelChoice::Debian), _) | (None, None) => {}
+        (Some(GuestKernelChoice::Debug), _) => {
+            match kernel_build::built_tree(&img.rootfs, debug)? {
+                Some(tree) => opts.kernel = Some(tree),
+                None => {
+                    println!("kernel:   none yet: the next run builds the debug kernel first");
+                    return Ok(());
+                }
+            }
+        }
         (_, Some(tree)) => opts.kernel = Some(tree.to_path_buf()),
         (Some(GuestKernelChoice::Minimal), None) => {
             println!("kernel:   none yet: the next run builds the minimal kernel first (~15 min)");

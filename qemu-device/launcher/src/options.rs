@@ -98,9 +98,11 @@ pub struct VmOptions {
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
     /// Which guest kernel to boot: minimal (images/kernel; the default once
-    /// built, and built on first use when named) or debian (the image's
-    /// packaged kernel; the default's fallback until minimal is built). Not with --kernel.
-    #[arg(long, value_enum, value_name = "minimal|debian")]
+    /// built, and built on first use when named), debug (minimal with
+    /// KASAN, lockdep, kmemleak, fault injection; built on first use) or
+    /// debian (the image's packaged kernel; the default's fallback until
+    /// minimal is built). Not with --kernel.
+    #[arg(long, value_enum, value_name = "minimal|debug|debian")]
     pub guest_kernel: Option<GuestKernelChoice>,
     /// Extra modules of the --kernel tree to put in the guest (comma-separated names).
     #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
@@ -160,6 +162,9 @@ pub enum AccelChoice {
 pub enum GuestKernelChoice {
     /// images/kernel: everything built in, booted as `--kernel <its cached tree>`.
     Minimal,
+    /// The minimal kernel with KASAN, lockdep, DEBUG_LIST, kmemleak, fault
+    /// injection and debug info (built on first use, cached like minimal).
+    Debug,
     /// The image's Debian kernel and its modules.
     Debian,
 }
