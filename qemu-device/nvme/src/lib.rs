@@ -38,17 +38,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-pub use config::{parse_size, DeviceArgs, Limits, DEFAULT_POLL_US, MAX_MODERATION_US, MAX_POLL_US};
+pub use config::{
+    parse_size, validate as validate_config, CtrlSpec, DeviceArgs, Limits, NsSpec, DEFAULT_POLL_US,
+    MAX_DMA_MAPS, MAX_MODERATION_US, MAX_POLL_US,
+};
 #[cfg(any(test, feature = "test-utils"))]
 pub use controller::regs::RegMirror;
 pub use error::Error;
 pub use irq_mode::IrqMode;
-
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
+pub use p2pnvme_docs::device_config::{ControllerConfig, DeviceConfig, Irq, NamespaceConfig};
 
 /// Serves every configured controller until SIGTERM or SIGINT, with the
 /// default per-client limits.
@@ -58,14 +56,20 @@ pub fn run(args: DeviceArgs) -> Result<()> {
 
 /// [`run`] with per-client limits (`--max-dma-maps`).
 pub fn run_limited(args: DeviceArgs, limits: Limits) -> Result<()> {
+    run_config(args.to_config(&limits)?)
+}
+
+/// Serves what `cfg` describes (after [`validate_config`]) until SIGTERM
+/// or SIGINT.
+pub fn run_config(cfg: DeviceConfig) -> Result<()> {
     raise_fd_limit();
-    let specs = args.controllers()?;
+    let specs = validate_config(&cfg)?;
     let faults = Arc::new(faults::FaultTable::new(specs.len()));
-    for rule in &args.fault {
+    for rule in &cfg.faults {
         faults.add(rule).map_err(|e| Error::Config(e.to_string()))?;
     }
     let tracer = Arc::new(trace::Tracer::default());
-    if let Some(f) = &args.trace {
+    if let Some(f) = &cfg.trace {
         tracer
             .start(Some(f))
             .map_err(io(format!("cannot write --trace {}", f.display())))?;
@@ -93,13 +97,12 @@ pub fn run_limited(args: DeviceArgs, limits: Limits) -> Result<()> {
             counters,
         )
         .map_err(io("creating the CMB memory"))?;
-        ctrl.poll = std::time::Duration::from_micros(s.poll_us.unwrap_or(args.poll_us));
-        ctrl.moderation =
-            std::time::Duration::from_micros(s.moderation_us.unwrap_or(args.irq_moderation_us));
+        ctrl.poll = std::time::Duration::from_micros(s.poll_us);
+        ctrl.moderation = std::time::Duration::from_micros(s.moderation_us);
         ctrl.faults = faults.clone();
         ctrl.trace = tracer.clone();
         ctrl.ram
-            .set_limit(usize::try_from(limits.max_dma_maps).unwrap_or(usize::MAX));
+            .set_limit(usize::try_from(cfg.max_dma_maps).unwrap_or(usize::MAX));
         let server = p2pnvme_vfio_user::Server::bind(&s.socket).map_err(|source| Error::Serve {
             socket: s.socket.clone(),
             source,
@@ -108,7 +111,7 @@ pub fn run_limited(args: DeviceArgs, limits: Limits) -> Result<()> {
         let pci = vfio::pci::PciConfig::new(ctrl.cmb_bytes(), s.irq, ctrl.bus_master.clone());
         servers.push((server, vfio::Backend::new(ctrl, pci)));
     }
-    if let Some(p) = &args.stats_socket {
+    if let Some(p) = &cfg.stats_socket {
         claim_socket(p)?;
         let c = control::Control {
             stats: all_stats,
@@ -127,12 +130,13 @@ pub fn run_limited(args: DeviceArgs, limits: Limits) -> Result<()> {
             }
         });
     }
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic.
-        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())
+            .map_err(io("installing the SIGTERM/SIGINT handler"))?;
     }
     let mut ticks = 0u32;
-    while !STOP.load(Ordering::SeqCst) {
+    while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(std::time::Duration::from_millis(50));
         ticks = ticks.wrapping_add(1);
         if ticks.is_multiple_of(20) && tracer.on() {
@@ -167,7 +171,7 @@ fn raise_fd_limit() {
 /// One CMB registry per peer group, indexed like `specs`: a controller's
 /// DMA never resolves to the CMB of a controller outside its group (another
 /// client, another VM).
-fn peer_groups(specs: &[config::CtrlSpec]) -> Vec<dma::CmbRegistry> {
+fn peer_groups(specs: &[CtrlSpec]) -> Vec<dma::CmbRegistry> {
     let mut groups: std::collections::HashMap<&str, dma::CmbRegistry> = Default::default();
     specs
         .iter()

@@ -34,21 +34,15 @@ fn cmb_memfd_is_sealed_against_resizing() {
 #[test]
 fn cmb_of_another_peer_group_never_captures_dma() {
     let args = crate::config::DeviceArgs {
-        socket: None,
-        cmb_mib: 16,
-        namespace: vec![],
         controller: vec![
             "socket=/tmp/a,group=vm-a,ns=/tmp/a.img:1M".into(),
             "socket=/tmp/b,group=vm-b,ns=/tmp/b.img:1M".into(),
             "socket=/tmp/c,group=vm-a,ns=/tmp/c.img:1M".into(),
         ],
-        stats_socket: None,
-        poll_us: 0,
-        irq_moderation_us: 0,
-        fault: vec![],
-        trace: None,
+        ..Default::default()
     };
-    let specs = args.controllers().unwrap();
+    let cfg = args.to_config(&Default::default()).unwrap();
+    let specs = crate::config::validate(&cfg).unwrap();
     let r = crate::peer_groups(&specs);
     assert!(
         std::sync::Arc::ptr_eq(&r[0], &r[2]),

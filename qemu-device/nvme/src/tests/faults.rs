@@ -455,15 +455,9 @@ fn deleted_queue_takes_its_held_completions_along() {
 #[test]
 fn start_up_refuses_bad_rules_naming_the_key() {
     let args = |rule: &str| crate::config::DeviceArgs {
-        socket: None,
-        cmb_mib: 16,
-        namespace: vec![],
         controller: vec!["socket=/nonexistent/a,ns=/nonexistent/a.img:1M".into()],
-        stats_socket: None,
-        poll_us: 0,
-        irq_moderation_us: 0,
         fault: vec![rule.into()],
-        trace: None,
+        ..Default::default()
     };
     let e = crate::run(args("ctrl=1,op=read,never"))
         .unwrap_err()
