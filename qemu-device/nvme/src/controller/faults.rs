@@ -120,7 +120,7 @@ impl Controller {
             .zip(self.ns.get((sqe.nsid() as usize).wrapping_sub(1)))
             .and_then(|(_, ns)| sqe.nlb().checked_shl(ns.lba_shift))
             .and_then(|n| usize::try_from(n).ok())
-            .filter(|n| *n <= crate::commands::io::MAX_TRANSFER);
+            .filter(|n| *n <= crate::commands::state::MAX_TRANSFER);
         let Some(len) = len else { return first() };
         let scratch = Counters::new(self.id, "");
         let dma = Dma {
@@ -192,6 +192,7 @@ impl Controller {
             Action::Aen(kind) => self.raise_event(kind, f.ns.unwrap_or(sqe.nsid())),
             Action::CmbRevoke(how) => self.revoke_cmb(how),
             Action::Remove { replug_ms } => {
+                self.stats.removed();
                 self.faults
                     .push_event(EventKind::Remove, self.id, f.id, replug_ms);
                 hold = true;

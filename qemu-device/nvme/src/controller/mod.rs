@@ -129,12 +129,12 @@ pub struct Controller {
     pub sqs: Vec<Option<Sq>>,
     pub cqs: Vec<Option<Cq>>,
     irqs: Vec<Vector>,
-    pub features: crate::commands::features::Features,
+    pub features: crate::commands::state::Features,
     pub aers: Vec<u16>,
     pub events: VecDeque<u32>,
     pub errlog: VecDeque<crate::wire::ErrorLogEntry>,
     pub error_count: u64,
-    pub host: crate::commands::io::HostCounters,
+    pub host: crate::commands::state::HostCounters,
     /// the vfio-user reply to a doorbell write does not wait for the I/O.
     pub work: bool,
     /// Shadow doorbells for I/O queues, once the driver configured them.

@@ -136,6 +136,7 @@ impl Controller {
     pub(super) fn fatal(&mut self, what: &str, addr: u64) {
         log::debug!("controller {}: fatal: {what} at {addr:#x}", self.id);
         self.csts |= CSTS_CFS;
+        self.stats.fatal_error();
         self.stats
             .errors
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -202,7 +203,7 @@ impl Controller {
             } else {
                 let mut ctx = self.io_ctx();
                 ctx.dma.cut = cut;
-                Some(crate::commands::io::execute(&mut ctx, &sqe))
+                Some(crate::commands::table::execute_io(&mut ctx, &sqe))
             };
             if qid != 0 {
                 let extra = self.data_units(&sqe);

@@ -158,6 +158,7 @@ impl Controller {
         let css = (self.cc >> 4) & 7;
         if asqs == 0 || acqs == 0 || mps != 0 || css != 0 || self.asq == 0 || self.acq == 0 {
             self.csts |= CSTS_CFS;
+            self.stats.fatal_error();
             return;
         }
         if self.ram.lost() {
@@ -187,6 +188,7 @@ impl Controller {
                 self.acq
             );
             self.csts |= CSTS_CFS;
+            self.stats.fatal_error();
             return;
         }
         self.cqs[0] = Some(Cq {

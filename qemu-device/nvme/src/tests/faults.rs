@@ -43,8 +43,9 @@ fn log_page(h: &mut TestHost, lid: u32, bytes: u32) -> Vec<u8> {
 }
 
 fn counts(h: &TestHost) -> Vec<(u64, u64)> {
-    crate::stats::document(std::slice::from_ref(&h.ctrl.stats), &h.ctrl.faults).controllers[0]
+    h.ctrl
         .faults
+        .counts_of(h.ctrl.stats.ctrl)
         .iter()
         .map(|f| (f.matched, f.fired))
         .collect()
@@ -398,7 +399,13 @@ fn ctrl_key_matches_only_its_controller() {
     let (ba, bb) = (a.alloc(4096), b.alloc(4096));
     assert!(a.rw(1, io::READ, 0, 8, ba, 0).ok());
     assert_eq!(status(b.rw(1, io::READ, 0, 8, bb, 0)).1, 0x81);
-    let doc = crate::stats::document(&[a.ctrl.stats.clone(), b.ctrl.stats.clone()], &table);
+    let doc = crate::control::Control {
+        stats: vec![a.ctrl.stats.clone(), b.ctrl.stats.clone()],
+        faults: table.clone(),
+        trace: Default::default(),
+    }
+    .answer("get");
+    let doc: p2pnvme_docs::stats::StatsDoc = serde_json::from_str(&doc).unwrap();
     assert!(doc.controllers[0].faults.is_empty());
     assert_eq!(
         (
