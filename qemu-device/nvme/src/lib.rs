@@ -2,10 +2,29 @@
 //! to QEMU over vfio-user. One process serves several controllers so that
 //! DMA between their CMBs is a real peer-to-peer transfer.
 //!
-//! Data path: `transport` (vfio-user) -> `ctrl` (registers, queues) ->
-//! `admin` / `io` (commands) -> `prp` (data pointers) -> `mem` (DMA address
-//! resolution: own CMB, peer CMB, guest RAM) and `backing` (namespace files);
-//! `stats` counts every byte.
+//! Modules, top layer first (each imports only from layers below it):
+//! - `config`: the command line and the `DeviceConfig` document, checked
+//!   once by `config::validate`; [`run_config`] starts what it describes.
+//! - `vfio`: the adapter the vfio-user server (crate `p2pnvme-vfio-user`)
+//!   calls: BAR0 and CMB region accesses, DMA maps, interrupt fds, and the
+//!   PCI configuration space (`vfio::pci`). `control`: the stats socket.
+//! - `controller`: one NVMe controller's state (registers, queues, shadow
+//!   doorbells, events, held completions, interrupts) and its worker.
+//! - `commands`: admin and I/O command execution on narrow contexts, driven
+//!   by the command table (`commands::table`).
+//! - `dma` (address routing, PRP/SGL walking, guest RAM, CMBs),
+//!   `namespace` (backing files), `faults` (rules and matching).
+//! - `stats` (exact counters), `trace` (one JSON line per command).
+//! - `wire`, `nvme`, `limits`, `irq_mode`: spec layouts and constants.
+//!
+//! Data path of one command: the host rings a doorbell (a BAR0 write in
+//! `vfio`, or a shadow doorbell the worker polls, `controller::shadow`) ->
+//! the worker fetches the submission entry (`controller::queues`) ->
+//! `commands::table` runs the command -> every data pointer is resolved by
+//! `dma` to guest RAM, the own CMB or a peer's CMB -> `stats::Counters`
+//! counts each byte by where it went -> the completion is posted
+//! (`controller::queues`) -> the interrupt is signalled on its eventfd
+//! (`controller::irq`).
 
 #![deny(missing_docs)]
 
@@ -20,8 +39,6 @@ mod irq_mode;
 mod limits;
 mod namespace;
 mod nvme;
-#[cfg(test)]
-mod regressions;
 mod stats;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod testhost;

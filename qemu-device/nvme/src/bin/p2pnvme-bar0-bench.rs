@@ -2,6 +2,8 @@
 //! busy: latency percentiles of CSTS/CAP/VS reads while 32 FUA Copy
 //! commands of 32 MiB each run, against the device served in this process
 //! on a real socket. Usage: p2pnvme-bar0-bench [ROUNDS] (default 1).
+//! Register reads take the vfio adapter's lock-free mirror; the copies run
+//! on the controller's worker.
 
 use p2pnvme_device::testhost::{command, SocketHost, DATA};
 use std::time::{Duration, Instant};

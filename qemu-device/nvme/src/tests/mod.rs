@@ -6,6 +6,7 @@ mod cmb;
 mod commands;
 mod doorbells;
 mod faults;
+pub(crate) mod hostile;
 mod interrupts;
 mod msi;
 mod register_reads;

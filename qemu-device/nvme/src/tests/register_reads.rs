@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 #[test]
 fn bar0_and_doorbell_messages_never_wait_for_the_controller_lock() {
     let d = tempfile::tempdir().unwrap();
-    let mut backend = crate::regressions::backend(&d);
+    let mut backend = crate::tests::hostile::backend(&d);
     let ctrl = backend.ctrl.clone();
     let (ours, theirs) = UnixStream::pair().unwrap();
     let server = std::thread::spawn(move || {

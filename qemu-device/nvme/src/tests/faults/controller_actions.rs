@@ -126,7 +126,7 @@ fn cmb_revoke_unmap_makes_the_window_unreachable_until_function_reset() {
 fn cmb_unreachable_reads_all_ones_through_the_transport() {
     use p2pnvme_vfio_user::Backend as _;
     let d = tempfile::tempdir().unwrap();
-    let mut be = crate::regressions::backend(&d);
+    let mut be = crate::tests::hostile::backend(&d);
     let flag = be.ctrl.lock().unwrap().cmb_unreachable.clone();
     let mut b = [0u8; 8];
     be.region_read(2, 0, &mut b).unwrap();

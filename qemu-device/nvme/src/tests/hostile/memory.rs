@@ -1,4 +1,4 @@
-//! Holes 1-3 and 8: what a client can reach (region offsets, the CMB memfd, peer groups, resets, Bus Master Enable).
+//! What a client can reach: region offsets, the CMB memfd, peer groups, resets, Bus Master Enable.
 
 use super::*;
 

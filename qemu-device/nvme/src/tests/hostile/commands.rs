@@ -1,4 +1,4 @@
-//! Holes 9 and 10 in commands: log pages, SGLs, PSDT, fused, durability, features, CMB use, SMART, identify.
+//! Bad commands: log pages, SGLs, PSDT, fused, durability, features, CMB use, SMART, identify.
 
 use super::*;
 

@@ -1,4 +1,4 @@
-//! Holes 5, 6 and 9 on the controller side: admin queue checks, fatal status, doorbells, events, the worker.
+//! Bad controller use: admin queue checks, fatal status, doorbells, events, the worker.
 
 use super::*;
 
