@@ -245,17 +245,7 @@ pub fn socket_line(path: &Path, line: &str) -> Result<String> {
 /// One request to a device's stats socket (`get` or `reset`): the document
 /// (for `reset`, the counters just before they were zeroed).
 pub fn stats_query(path: &Path, op: &str) -> Result<StatsDoc> {
-    let mut s = UnixStream::connect(path).map_err(io(format!(
-        "connecting to the device stats socket {}",
-        path.display()
-    )))?;
-    let what = || format!("stats socket {}", path.display());
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .map_err(io(what()))?;
-    s.write_all(format!("{op}\n").as_bytes())
-        .map_err(io(what()))?;
-    let mut line = String::new();
-    BufReader::new(s).read_line(&mut line).map_err(io(what()))?;
+    let line = socket_line(path, op)?;
     let v: serde_json::Value = serde_json::from_str(&line)
         .map_err(|e| Error::Stats(format!("bad stats reply ({e}): {line}")))?;
     if let Some(e) = v.get("error") {

@@ -3,8 +3,9 @@
 use super::*;
 use std::sync::atomic::Ordering::Relaxed;
 
-/// Four reads on I/O queue 1, written to the SQ with one doorbell write.
-fn submit_four_reads(h: &mut TestHost) {
+/// Four reads on I/O queue 1, written to the SQ with one doorbell write,
+/// then the worker's pass over them.
+fn run_four_reads(h: &mut TestHost) {
     let buf = h.alloc(4096);
     h.manual = true;
     for lba in 0..4u32 {
@@ -14,6 +15,7 @@ fn submit_four_reads(h: &mut TestHost) {
         c.dw[10] = lba * 8;
         h.submit_no_reap(1, c);
     }
+    while h.ctrl.step() == crate::controller::Step::Busy {}
 }
 
 /// Sleeps until the held interrupts are due, then runs one worker step.
@@ -30,8 +32,7 @@ fn completions_of_one_pass_share_one_interrupt() {
     h.create_io_queue(1, 16, None);
     h.take_interrupts();
     let signalled = h.ctrl.stats.interrupts.load(Relaxed);
-    submit_four_reads(&mut h);
-    while h.ctrl.step() == crate::controller::Step::Busy {}
+    run_four_reads(&mut h);
     for _ in 0..4 {
         assert!(h.reap(1).expect("completed").ok());
     }
@@ -85,13 +86,11 @@ fn interrupt_coalescing_holds_io_completions_until_the_threshold() {
     // 8 entries per interrupt, at most 25.5 ms apart (never reached here).
     set_coalescing(&mut h, 7, 255);
     h.take_interrupts();
-    submit_four_reads(&mut h);
-    while h.ctrl.step() == crate::controller::Step::Busy {}
+    run_four_reads(&mut h);
     reap_all(&mut h, 4);
     assert_eq!(h.take_interrupts(), 0, "4 entries are below the threshold");
     assert!(h.ctrl.irq_deadline().is_some(), "the worker wakes for them");
-    submit_four_reads(&mut h);
-    while h.ctrl.step() == crate::controller::Step::Busy {}
+    run_four_reads(&mut h);
     reap_all(&mut h, 4);
     assert_eq!(h.take_interrupts(), 1, "the 8th entry signals");
     assert!(h.ctrl.irq_deadline().is_none());
@@ -104,8 +103,7 @@ fn interrupt_coalescing_signals_when_the_aggregation_time_is_up() {
     h.create_io_queue(1, 16, None);
     set_coalescing(&mut h, 7, 1); // 100 us
     h.take_interrupts();
-    submit_four_reads(&mut h);
-    while h.ctrl.step() == crate::controller::Step::Busy {}
+    run_four_reads(&mut h);
     assert_eq!(h.take_interrupts(), 0);
     step_when_due(&mut h);
     assert_eq!(h.take_interrupts(), 1, "time is up");
@@ -133,8 +131,7 @@ fn coalescing_disable_and_admin_completions_are_never_held() {
     g.dw[11] = iv;
     assert_eq!(h.submit(0, g).unwrap().dw0, 1 << 16 | iv, "CD reported");
     h.take_interrupts();
-    submit_four_reads(&mut h);
-    while h.ctrl.step() == crate::controller::Step::Busy {}
+    run_four_reads(&mut h);
     reap_all(&mut h, 4);
     assert_eq!(h.take_interrupts(), 1);
 }
@@ -146,8 +143,7 @@ fn turning_coalescing_off_releases_held_interrupts() {
     h.create_io_queue(1, 16, None);
     set_coalescing(&mut h, 7, 255);
     h.take_interrupts();
-    submit_four_reads(&mut h);
-    while h.ctrl.step() == crate::controller::Step::Busy {}
+    run_four_reads(&mut h);
     assert_eq!(h.take_interrupts(), 0);
     h.manual = false;
     set_coalescing(&mut h, 0, 0);
@@ -166,13 +162,11 @@ fn moderation_holds_io_interrupts_until_the_host_stops_submitting() {
     h.create_io_queue(1, 16, None);
     h.ctrl.moderation = std::time::Duration::from_millis(20);
     h.take_interrupts();
-    submit_four_reads(&mut h);
-    while h.ctrl.step() == crate::controller::Step::Busy {}
+    run_four_reads(&mut h);
     assert_eq!(h.take_interrupts(), 0, "commands just arrived: held");
     let due = h.ctrl.irq_deadline().expect("the worker wakes for them");
     // More commands before that: still held, and due later.
-    submit_four_reads(&mut h);
-    while h.ctrl.step() == crate::controller::Step::Busy {}
+    run_four_reads(&mut h);
     assert_eq!(h.take_interrupts(), 0);
     assert!(h.ctrl.irq_deadline().expect("held") >= due);
     // Quiet for the moderation time: one interrupt for all eight.
@@ -195,8 +189,7 @@ fn the_hosts_coalescing_setting_and_admin_completions_bypass_moderation() {
     // With the host's threshold of 4 entries, the 4th signals at once.
     set_coalescing(&mut h, 3, 255);
     h.take_interrupts();
-    submit_four_reads(&mut h);
-    while h.ctrl.step() == crate::controller::Step::Busy {}
+    run_four_reads(&mut h);
     assert_eq!(h.take_interrupts(), 1, "the host's setting wins");
     reap_all(&mut h, 4);
 }
@@ -212,8 +205,7 @@ fn moderation_signals_a_host_that_never_stops_submitting_at_the_cap() {
     // A command every 2 ms, each within the moderation time of the last.
     let mut signalled = None;
     for i in 0..40 {
-        submit_four_reads(&mut h);
-        while h.ctrl.step() == crate::controller::Step::Busy {}
+        run_four_reads(&mut h);
         reap_all(&mut h, 4);
         if h.take_interrupts() > 0 {
             signalled = Some((i, start.elapsed()));
