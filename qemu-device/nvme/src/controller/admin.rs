@@ -9,8 +9,6 @@ use crate::dma::Target;
 use crate::nvme::{CmdResult, Sqe, Status};
 use std::collections::VecDeque;
 
-const AER_LIMIT: usize = 4;
-
 impl Controller {
     /// Runs one admin command through the command table; `None` holds it
     /// (Asynchronous Event Request).
@@ -42,10 +40,9 @@ impl Controller {
 
     /// Asynchronous Event Request: held until an event completes it.
     fn async_event(&mut self, sqe: &Sqe) -> Option<CmdResult> {
-        if self.aers.len() >= AER_LIMIT {
+        if !self.events.request(sqe.cid()) {
             return Some(Err(Status::AER_LIMIT));
         }
-        self.aers.push(sqe.cid());
         self.deliver_events();
         None
     }

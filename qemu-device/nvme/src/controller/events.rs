@@ -2,7 +2,6 @@
 //! vectors as eventfds, with masking).
 
 use super::*;
-use crate::wire::{ErrorLogEntry, FromZeros, U16, U32, U64};
 
 impl Controller {
     /// Interrupt vectors (MSI-X or MSI): a queue's vector must be below this.
@@ -52,10 +51,7 @@ impl Controller {
     pub(super) fn doorbell_error(&mut self, info: u32) {
         // Asynchronous event: error status, info, log page 01h; one of a
         // kind outstanding, so a misbehaving guest cannot grow the queue.
-        let ev = info << 8 | 0x01 << 16;
-        if !self.events.contains(&ev) {
-            self.events.push_back(ev);
-        }
+        self.events.queue(info << 8 | 0x01 << 16);
         self.deliver_events();
     }
 
@@ -63,18 +59,8 @@ impl Controller {
     /// masked; a delivered type stays masked until the host reads its log
     /// page without RAE (see `commands::log_pages`).
     pub fn deliver_events(&mut self) {
-        while !self.aers.is_empty() {
-            let Some(i) = self
-                .events
-                .iter()
-                .position(|ev| self.masked_events & (1 << (ev & 7)) == 0)
-            else {
-                return;
-            };
-            let ev = self.events.remove(i).unwrap_or_default();
-            self.masked_events |= 1 << (ev & 7);
-            let cid = self.aers.remove(0);
-            self.post(0, 0, cid, ev, Status::SUCCESS);
+        while let Some(d) = self.events.next_delivery() {
+            self.post(0, 0, d.cid, d.dw0, Status::SUCCESS);
         }
     }
 
@@ -87,19 +73,14 @@ impl Controller {
             s.sct,
             s.sc
         );
-        self.error_count += 1;
         self.stats
             .errors
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut e = ErrorLogEntry::new_zeroed();
-        e.error_count = U64::new(self.error_count);
-        e.sqid = U16::new(sqid);
-        e.cid = U16::new(cid);
-        e.status = U16::new(s.field());
-        e.param_error_location = U16::new(0xffff); // not specific to a field
-        e.lba = U64::new(lba);
-        e.nsid = U32::new(nsid);
-        self.errlog.push_front(e);
-        self.errlog.truncate(ERROR_LOG_ENTRIES);
+        self.errors.record(sqid, cid, s, nsid, lba);
+    }
+
+    /// Events waiting for an Asynchronous Event Request.
+    pub fn queued_events(&self) -> usize {
+        self.events.queued()
     }
 }

@@ -2,9 +2,12 @@
 //! doorbells, completions and interrupts.
 
 mod admin;
+mod async_events;
 pub mod dbbuf;
+mod error_log;
 mod events;
 mod faults;
+mod held;
 mod irq;
 mod queues;
 mod registers;
@@ -25,7 +28,7 @@ use std::time::{Duration, Instant};
 use vmm_sys_util::eventfd::EventFd;
 
 pub const DOORBELLS: u64 = 0x1000;
-pub use crate::limits::{ERROR_LOG_ENTRIES, MAX_IO_QUEUES, MQES, NVME_VERSION};
+pub use crate::limits::{MAX_IO_QUEUES, MQES, NVME_VERSION};
 
 /// BAR0 register offsets, taken from the typed register layout.
 pub mod reg {
@@ -130,10 +133,11 @@ pub struct Controller {
     pub cqs: Vec<Option<Cq>>,
     irqs: Vec<Vector>,
     pub features: crate::commands::state::Features,
-    pub aers: Vec<u16>,
-    pub events: VecDeque<u32>,
-    pub errlog: VecDeque<crate::wire::ErrorLogEntry>,
-    pub error_count: u64,
+    /// Asynchronous event requests, queued events and what their log
+    /// pages report.
+    events: async_events::AsyncEvents,
+    /// The error log (log page 01h).
+    errors: error_log::ErrorLog,
     pub host: crate::commands::state::HostCounters,
     /// the vfio-user reply to a doorbell write does not wait for the I/O.
     pub work: bool,
@@ -156,9 +160,6 @@ pub struct Controller {
     /// PCI command register's Bus Master Enable (owned by the PCI config
     /// space): while clear, the controller performs no DMA at all.
     pub bus_master: Arc<AtomicBool>,
-    /// Event types (bit = AER type) masked until their log page is read
-    /// without Retain Asynchronous Event.
-    pub masked_events: u8,
     /// BAR0 as the message thread reads it, without this controller's lock.
     pub regs: Arc<RegMirror>,
     /// Doorbell writes the message thread recorded for the worker.
@@ -175,13 +176,7 @@ pub struct Controller {
     /// The command trace of the process (off: no cost).
     pub trace: Arc<crate::trace::Tracer>,
     /// Completions fault rules hold back (delayed, or never posted).
-    held: Vec<faults::Held>,
-    /// A `no-irq` fault: the completion being posted marks no interrupt.
-    withhold_irq: bool,
-    /// SMART critical warning bits (a `aen=smart` fault sets them).
-    pub critical_warning: u8,
-    /// Changed Namespace List (log page 04h) since it was last read.
-    pub changed_ns: Vec<u32>,
+    held: held::HeldCompletions<Option<faults::Traced>>,
     /// A `cmb-revoke=unmap` fault: CPU reads of the CMB return all ones.
     pub cmb_unreachable: Arc<AtomicBool>,
     /// Completions not yet signalled (batching and coalescing).
@@ -245,10 +240,8 @@ impl Controller {
             cqs: (0..=MAX_IO_QUEUES).map(|_| None).collect(),
             irqs: (0..cfg.irq.vectors()).map(|_| Vector::default()).collect(),
             features: Default::default(),
-            aers: vec![],
-            events: VecDeque::new(),
-            errlog: VecDeque::new(),
-            error_count: 0,
+            events: Default::default(),
+            errors: Default::default(),
             host: Default::default(),
             work: false,
             dbbuf: None,
@@ -258,7 +251,6 @@ impl Controller {
             drained_at: None,
             pace: Default::default(),
             bus_master: Arc::new(AtomicBool::new(false)),
-            masked_events: 0,
             regs: Arc::default(),
             bells: Arc::default(),
             shutdown_pending: false,
@@ -266,10 +258,7 @@ impl Controller {
             next_sq: 0,
             faults: Arc::new(crate::faults::FaultTable::new(0)),
             trace: Arc::default(),
-            held: vec![],
-            withhold_irq: false,
-            critical_warning: 0,
-            changed_ns: vec![],
+            held: Default::default(),
             cmb_unreachable: Arc::default(),
             irq: Default::default(),
         })
@@ -294,6 +283,7 @@ impl Controller {
 
     /// The narrow view identify, features and log pages get.
     pub fn admin_ctx(&mut self) -> crate::commands::admin::AdminCtx<'_> {
+        let (masked_events, critical_warning, changed_ns) = self.events.log_view();
         crate::commands::admin::AdminCtx {
             id: self.id,
             serial: &self.serial,
@@ -306,13 +296,13 @@ impl Controller {
                 &self.stats,
             ),
             features: &mut self.features,
-            errlog: &self.errlog,
-            error_count: self.error_count,
+            errlog: self.errors.entries(),
+            error_count: self.errors.count(),
             host: &self.host,
             stats: &self.stats,
-            masked_events: &mut self.masked_events,
-            critical_warning: self.critical_warning,
-            changed_ns: &mut self.changed_ns,
+            masked_events,
+            critical_warning,
+            changed_ns,
             vectors: self.irqs.len(),
         }
     }

@@ -98,7 +98,7 @@ impl Controller {
                 .as_ref()
                 .is_some_and(|cq| !cq.pending.is_empty())
             {
-                self.drain_pending(qid);
+                self.drain_pending(qid, true);
             }
         }
         self.budget = PASS;
@@ -251,6 +251,31 @@ impl Controller {
     /// Queues a completion on `cqid`; its interrupt is raised when the
     /// pass ends (`signal_marked`).
     pub fn post(&mut self, cqid: usize, sqid: u16, cid: u16, dw0: u32, status: Status) {
+        self.queue_completion(cqid, sqid, cid, dw0, status, true);
+    }
+
+    /// [`Controller::post`] without marking an interrupt for this entry (a
+    /// `no-irq` fault rule).
+    pub(super) fn post_without_irq(
+        &mut self,
+        cqid: usize,
+        sqid: u16,
+        cid: u16,
+        dw0: u32,
+        status: Status,
+    ) {
+        self.queue_completion(cqid, sqid, cid, dw0, status, false);
+    }
+
+    fn queue_completion(
+        &mut self,
+        cqid: usize,
+        sqid: u16,
+        cid: u16,
+        dw0: u32,
+        status: Status,
+        irq: bool,
+    ) {
         let sq_head = self
             .sqs
             .get(sqid as usize)
@@ -263,10 +288,12 @@ impl Controller {
         // Phase is filled in when the entry is written.
         cq.pending
             .push_back(cqe(dw0, sq_head, sqid, cid, status.field(), false));
-        self.drain_pending(cqid);
+        self.drain_pending(cqid, irq);
     }
 
-    pub(super) fn drain_pending(&mut self, cqid: usize) {
+    /// Writes queued entries of `cqid` while it has room; `irq`: mark the
+    /// queue's interrupt for what was written.
+    pub(super) fn drain_pending(&mut self, cqid: usize, irq: bool) {
         let mut wrote = 0;
         loop {
             let Some(cq) = self.cqs.get_mut(cqid).and_then(|q| q.as_mut()) else {
@@ -297,8 +324,7 @@ impl Controller {
             }
             wrote += 1;
         }
-        // A `no-irq` fault rule's entry asks for no interrupt of its own.
-        if wrote > 0 && !self.withhold_irq {
+        if wrote > 0 && irq {
             self.mark_irq(cqid, wrote);
         }
     }

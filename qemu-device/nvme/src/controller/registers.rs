@@ -217,8 +217,7 @@ impl Controller {
         self.drop_held(); // fault rules' held completions go with the queues
         self.sqs.iter_mut().for_each(|q| *q = None);
         self.cqs.iter_mut().for_each(|q| *q = None);
-        self.aers.clear();
-        self.events.clear();
+        self.events.reset();
         self.features = Default::default();
         self.dbbuf = None;
         self.drained_at = None;
@@ -238,10 +237,9 @@ impl Controller {
         self.acq = 0;
         self.intms = 0;
         self.set_cmbmsc(0);
-        self.masked_events = 0;
+        self.events.power_on(); // masks, and what `aen` fault rules set
         self.clear_fault_state(); // what fault rules changed ends with a function reset
-        self.errlog.clear();
-        self.error_count = 0;
+        self.errors.clear();
         self.shutdown_pending = false;
         self.bells.clear();
         self.publish();

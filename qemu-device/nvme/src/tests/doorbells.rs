@@ -105,12 +105,12 @@ fn shadow_doorbells_are_checked_and_spare_register_writes() {
     h.write_shadow(2, 500);
     h.ctrl.run_pending();
     assert_eq!(
-        h.ctrl.events.len(),
+        h.ctrl.queued_events(),
         1,
         "invalid doorbell value queued as an event"
     );
     h.ctrl.run_pending();
-    assert_eq!(h.ctrl.events.len(), 1, "one event of a kind outstanding");
+    assert_eq!(h.ctrl.queued_events(), 1, "one event of a kind outstanding");
     h.manual = false;
     // A controller reset forgets the buffers (the driver sets them again).
     h.write32(reg::CC, 0);
