@@ -225,7 +225,7 @@ impl Controller {
     /// A `cmb-revoke` rule.
     fn revoke_cmb(&mut self, how: Revoke) {
         match how {
-            Revoke::Disable => self.set_cmbmsc(self.cmbmsc & !(CMBMSC_CRE | CMBMSC_CMSE)),
+            Revoke::Disable => self.set_cmbmsc(self.bar0.cmbmsc() & !(CMBMSC_CRE | CMBMSC_CMSE)),
             Revoke::Unmap => {
                 self.cmb_unreachable.store(true, Ordering::Release);
                 for w in self.cmbs.write().unwrap().iter_mut() {

@@ -3,6 +3,7 @@
 
 mod admin;
 mod async_events;
+mod bar0;
 pub mod dbbuf;
 mod error_log;
 mod events;
@@ -28,7 +29,7 @@ use std::time::{Duration, Instant};
 use vmm_sys_util::eventfd::EventFd;
 
 pub const DOORBELLS: u64 = 0x1000;
-pub use crate::limits::{MAX_IO_QUEUES, MQES, NVME_VERSION};
+pub use crate::limits::{MAX_IO_QUEUES, MQES};
 
 /// BAR0 register offsets, taken from the typed register layout.
 pub mod reg {
@@ -64,13 +65,7 @@ pub mod reg {
     pub const CMBSTS: u64 = offset_of!(R, cmbsts) as u64;
 }
 
-const CC_EN: u32 = 1;
-const CSTS_RDY: u32 = 1;
-const CSTS_CFS: u32 = 2;
-const CSTS_SHST_OCCURRING: u32 = 1 << 2;
-const CSTS_SHST_COMPLETE: u32 = 2 << 2;
-const CMBMSC_CRE: u64 = 1;
-const CMBMSC_CMSE: u64 = 2;
+use bar0::{CMBMSC_CMSE, CMBMSC_CRE};
 
 pub struct Sq {
     pub base: u64,
@@ -121,14 +116,8 @@ pub struct Controller {
     /// The CMB memory and the memfd the client maps; a new pair for every
     /// client (see `renew_cmb`).
     pub cmb: Option<(Arc<Mapping>, Arc<File>)>,
-    pub cc: u32,
-    pub csts: u32,
-    aqa: u32,
-    asq: u64,
-    acq: u64,
-    intms: u32,
-    cmbmsc: u64,
-    cmbsts: u32,
+    /// BAR0 register values (the mirror below is what clients read).
+    bar0: bar0::Registers,
     pub sqs: Vec<Option<Sq>>,
     pub cqs: Vec<Option<Cq>>,
     irqs: Vec<Vector>,
@@ -228,14 +217,7 @@ impl Controller {
             ram: Arc::default(),
             cmbs,
             cmb,
-            cc: 0,
-            csts: 0,
-            aqa: 0,
-            asq: 0,
-            acq: 0,
-            intms: 0,
-            cmbmsc: 0,
-            cmbsts: 0,
+            bar0: Default::default(),
             sqs: (0..=MAX_IO_QUEUES).map(|_| None).collect(),
             cqs: (0..=MAX_IO_QUEUES).map(|_| None).collect(),
             irqs: (0..cfg.irq.vectors()).map(|_| Vector::default()).collect(),

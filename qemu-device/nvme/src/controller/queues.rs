@@ -10,7 +10,7 @@ impl Controller {
     /// doorbells, then runs a short pass or polls the shadow doorbells.
     pub fn step(&mut self) -> Step {
         self.apply_doorbells();
-        if self.ram.lost() && self.csts & (CSTS_RDY | CSTS_CFS) == CSTS_RDY {
+        if self.ram.lost() && self.bar0.ready() && !self.bar0.fatal() {
             // The client shrank a DMA_MAP file under a copy (its command
             // failed with Data Transfer Error): its memory is not trusted.
             self.fatal("guest RAM lost (a DMA_MAP file shrank)", 0);
@@ -43,7 +43,7 @@ impl Controller {
         for (slot, v) in writes {
             self.doorbell(DOORBELLS + slot as u64 * 4, v);
         }
-        if bad && self.csts & CSTS_RDY != 0 {
+        if bad && self.bar0.ready() {
             self.doorbell_error(0x00);
         }
     }
@@ -51,7 +51,7 @@ impl Controller {
     pub(super) fn doorbell(&mut self, off: u64, v: u32) {
         let idx = (off - DOORBELLS) / 4;
         let qid = (idx / 2) as usize;
-        if self.csts & CSTS_RDY == 0 {
+        if !self.bar0.ready() {
             return;
         }
         let v = v as u16;
@@ -121,7 +121,7 @@ impl Controller {
             self.paced(now);
         }
         self.work = fetched
-            && self.csts & CSTS_CFS == 0
+            && !self.bar0.fatal()
             && self.sqs.iter().flatten().any(|sq| {
                 sq.head != sq.tail
                     && self.cqs[sq.cqid as usize]
@@ -135,7 +135,7 @@ impl Controller {
     /// and no more commands until a reset, as QEMU's nvme does.
     pub(super) fn fatal(&mut self, what: &str, addr: u64) {
         log::debug!("controller {}: fatal: {what} at {addr:#x}", self.id);
-        self.csts |= CSTS_CFS;
+        self.bar0.set_fatal();
         self.stats.fatal_error();
         self.stats
             .errors
@@ -149,7 +149,7 @@ impl Controller {
         // index published): otherwise a driver that skipped the doorbell
         // would wait forever.
         loop {
-            if self.csts & CSTS_CFS != 0 {
+            if self.bar0.fatal() {
                 return;
             }
             let Some(sq) = self.sqs[qid].as_mut() else {

@@ -22,7 +22,7 @@ fn bar0_and_doorbell_messages_never_wait_for_the_controller_lock() {
     let held = ctrl.lock().unwrap();
     for (off, want) in [
         (reg::CSTS, 1u32),
-        (reg::VS, crate::controller::NVME_VERSION),
+        (reg::VS, crate::limits::NVME_VERSION),
     ] {
         let start = Instant::now();
         let r = c.call(cmd::REGION_READ, &region_rw(0, off, 4, &[]), &[]);
