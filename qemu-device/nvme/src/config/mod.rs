@@ -197,7 +197,7 @@ impl DeviceArgs {
     /// flags turned into one. Not yet validated (see [`validate`]).
     pub fn to_config(&self, limits: &Limits) -> Result<DeviceConfig> {
         if let Some(path) = &self.config {
-            return self.from_file(path, limits);
+            return self.read_config_file(path, limits);
         }
         let mut controllers = vec![];
         if let Some(sock) = &self.socket {
@@ -225,7 +225,7 @@ impl DeviceArgs {
         Ok(cfg)
     }
 
-    fn from_file(&self, path: &std::path::Path, limits: &Limits) -> Result<DeviceConfig> {
+    fn read_config_file(&self, path: &std::path::Path, limits: &Limits) -> Result<DeviceConfig> {
         let flags = [
             ("--socket", self.socket.is_some()),
             ("--cmb-mib", self.cmb_mib.is_some()),

@@ -60,7 +60,7 @@ fn namespace(n: &NamespaceConfig) -> Result<NsSpec> {
     if n.lba != 512 && n.lba != 4096 {
         bail!("bad lba '{}': use 512 or 4096", n.lba);
     }
-    if n.size == 0 || n.size % u64::from(n.lba) != 0 {
+    if n.size == 0 || !n.size.is_multiple_of(u64::from(n.lba)) {
         bail!(
             "namespace {}: size {} must be a non-zero multiple of the LBA size {}",
             n.file.display(),

@@ -1,29 +1,24 @@
-//! Asynchronous events, the error log and interrupt delivery (MSI-X
-//! vectors as eventfds, with masking).
+//! Where the controller meets its event parts: interrupt delivery through
+//! `vectors`, asynchronous events through `async_events`, the error log
+//! through `error_log`.
 
 use super::*;
 
 impl Controller {
     /// Interrupt vectors (MSI-X or MSI): a queue's vector must be below this.
     pub fn vectors(&self) -> usize {
-        self.irqs.len()
+        self.irqs.count()
     }
 
     /// Routes `vector` to an eventfd (None: deassigned).
     pub fn set_irq(&mut self, vector: usize, fd: Option<EventFd>) {
-        if let Some(slot) = self.irqs.get_mut(vector) {
-            slot.fd = fd;
-        }
+        self.irqs.route(vector, fd);
     }
 
     /// Masks or unmasks a vector; an interrupt raised while masked is
     /// delivered on unmask.
     pub fn mask_irq(&mut self, vector: usize, masked: bool) {
-        let Some(slot) = self.irqs.get_mut(vector) else {
-            return;
-        };
-        slot.masked = masked;
-        if !masked && std::mem::take(&mut slot.pending) {
+        if self.irqs.mask(vector, masked) {
             self.interrupt(vector as u16);
         }
     }
@@ -34,14 +29,7 @@ impl Controller {
     }
 
     pub(super) fn interrupt(&mut self, iv: u16) {
-        let Some(slot) = self.irqs.get_mut(iv as usize) else {
-            return;
-        };
-        if slot.masked {
-            slot.pending = true;
-        } else if let Some(fd) = &slot.fd {
-            // Non-blocking: a full counter already means "interrupt".
-            let _ = fd.write(1);
+        if self.irqs.raise(iv as usize) {
             self.stats
                 .interrupts
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -14,6 +14,7 @@ mod queues;
 mod registers;
 pub mod regs;
 mod shadow;
+mod vectors;
 
 use crate::controller::dbbuf::{Bell, DoorbellBuffer};
 use crate::controller::regs::{Doorbells, RegMirror};
@@ -86,14 +87,6 @@ pub struct Cq {
     pub pending: VecDeque<crate::wire::Cqe>,
 }
 
-/// One MSI-X vector's routing.
-#[derive(Default)]
-struct Vector {
-    fd: Option<EventFd>,
-    masked: bool,
-    pending: bool,
-}
-
 /// Per-controller settings from the command line.
 pub struct CtrlConfig {
     pub id: usize,
@@ -120,7 +113,8 @@ pub struct Controller {
     bar0: bar0::Registers,
     pub sqs: Vec<Option<Sq>>,
     pub cqs: Vec<Option<Cq>>,
-    irqs: Vec<Vector>,
+    /// Interrupt vectors: eventfds and masks.
+    irqs: vectors::Vectors,
     pub features: crate::commands::state::Features,
     /// Asynchronous event requests, queued events and what their log
     /// pages report.
@@ -220,7 +214,7 @@ impl Controller {
             bar0: Default::default(),
             sqs: (0..=MAX_IO_QUEUES).map(|_| None).collect(),
             cqs: (0..=MAX_IO_QUEUES).map(|_| None).collect(),
-            irqs: (0..cfg.irq.vectors()).map(|_| Vector::default()).collect(),
+            irqs: vectors::Vectors::new(cfg.irq.vectors()),
             features: Default::default(),
             events: Default::default(),
             errors: Default::default(),
@@ -285,7 +279,7 @@ impl Controller {
             masked_events,
             critical_warning,
             changed_ns,
-            vectors: self.irqs.len(),
+            vectors: self.irqs.count(),
         }
     }
 

@@ -200,7 +200,7 @@ impl Controller {
     pub fn disconnect(&mut self) {
         self.device_reset();
         self.ram.clear();
-        self.irqs.iter_mut().for_each(|i| *i = Vector::default());
+        self.irqs.clear();
         self.bus_master.store(false, Ordering::Release);
         self.renew_cmb();
         self.publish();

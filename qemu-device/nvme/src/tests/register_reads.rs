@@ -20,10 +20,7 @@ fn bar0_and_doorbell_messages_never_wait_for_the_controller_lock() {
     let mut c = Client::new(ours);
     // The worker is in the middle of a long command.
     let held = ctrl.lock().unwrap();
-    for (off, want) in [
-        (reg::CSTS, 1u32),
-        (reg::VS, crate::limits::NVME_VERSION),
-    ] {
+    for (off, want) in [(reg::CSTS, 1u32), (reg::VS, crate::limits::NVME_VERSION)] {
         let start = Instant::now();
         let r = c.call(cmd::REGION_READ, &region_rw(0, off, 4, &[]), &[]);
         assert!(start.elapsed() < Duration::from_secs(1), "waited");
