@@ -226,14 +226,7 @@ impl Controller {
     fn revoke_cmb(&mut self, how: Revoke) {
         match how {
             Revoke::Disable => self.set_cmbmsc(self.bar0.cmbmsc() & !(CMBMSC_CRE | CMBMSC_CMSE)),
-            Revoke::Unmap => {
-                self.cmb_unreachable.store(true, Ordering::Release);
-                for w in self.cmbs.write().unwrap().iter_mut() {
-                    if w.ctrl == self.id {
-                        w.unreachable = true;
-                    }
-                }
-            }
+            Revoke::Unmap => self.cmb.make_unreachable(),
         }
         self.publish();
     }
@@ -242,14 +235,7 @@ impl Controller {
     /// reset, new client): the CMB answers again. (The critical warning and
     /// the changed namespace list are reset with the async events.)
     pub(super) fn clear_fault_state(&mut self) {
-        if !self.cmb_unreachable.swap(false, Ordering::AcqRel) {
-            return;
-        }
-        for w in self.cmbs.write().unwrap().iter_mut() {
-            if w.ctrl == self.id {
-                w.unreachable = false;
-            }
-        }
+        self.cmb.make_reachable();
     }
 
     /// Posts a command's completion as its rule says (delayed, or without

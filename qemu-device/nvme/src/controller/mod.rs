@@ -4,6 +4,7 @@
 mod admin;
 mod async_events;
 mod bar0;
+mod cmb;
 pub mod dbbuf;
 mod error_log;
 mod events;
@@ -18,12 +19,11 @@ mod vectors;
 
 use crate::controller::dbbuf::{Bell, DoorbellBuffer};
 use crate::controller::regs::{Doorbells, RegMirror};
-use crate::dma::{CmbRegistry, Dma, GuestRam, Mapping, Target};
+use crate::dma::{CmbRegistry, Dma, GuestRam, Target};
 use crate::namespace::Namespace;
 use crate::nvme::{cqe, Sqe, Status};
 use crate::stats::{Counters, Kind};
 use std::collections::VecDeque;
-use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -105,10 +105,8 @@ pub struct Controller {
     /// Guest RAM maps, shared with the message thread so DMA_MAP/UNMAP
     /// need not wait for the worker's pass.
     pub ram: Arc<GuestRam>,
-    pub cmbs: CmbRegistry,
-    /// The CMB memory and the memfd the client maps; a new pair for every
-    /// client (see `renew_cmb`).
-    pub cmb: Option<(Arc<Mapping>, Arc<File>)>,
+    /// The CMB and its window in the peer group's table.
+    cmb: cmb::Cmb,
     /// BAR0 register values (the mirror below is what clients read).
     bar0: bar0::Registers,
     pub sqs: Vec<Option<Sq>>,
@@ -160,8 +158,6 @@ pub struct Controller {
     pub trace: Arc<crate::trace::Tracer>,
     /// Completions fault rules hold back (delayed, or never posted).
     held: held::HeldCompletions<Option<faults::Traced>>,
-    /// A `cmb-revoke=unmap` fault: CPU reads of the CMB return all ones.
-    pub cmb_unreachable: Arc<AtomicBool>,
     /// Completions not yet signalled (batching and coalescing).
     irq: irq::IrqState,
 }
@@ -190,26 +186,13 @@ impl Controller {
         cmbs: CmbRegistry,
         stats: Arc<Counters>,
     ) -> std::io::Result<Controller> {
-        let cmb = if cfg.cmb_bytes > 0 {
-            let f = crate::dma::sealed_memfd(&format!("p2pnvme-cmb{}", cfg.id), cfg.cmb_bytes)?;
-            let m = Arc::new(Mapping::new(&f, 0, cfg.cmb_bytes as usize)?);
-            cmbs.write().unwrap().push(crate::dma::CmbWindow {
-                ctrl: cfg.id,
-                mem: m.clone(),
-                base: None,
-                unreachable: false,
-            });
-            Some((m, Arc::new(f)))
-        } else {
-            None
-        };
+        let cmb = cmb::Cmb::new(cfg.id, cfg.cmb_bytes, cmbs)?;
         Ok(Controller {
             id: cfg.id,
             serial: cfg.serial,
             ns: cfg.namespaces,
             stats,
             ram: Arc::default(),
-            cmbs,
             cmb,
             bar0: Default::default(),
             sqs: (0..=MAX_IO_QUEUES).map(|_| None).collect(),
@@ -235,7 +218,6 @@ impl Controller {
             faults: Arc::new(crate::faults::FaultTable::new(0)),
             trace: Arc::default(),
             held: Default::default(),
-            cmb_unreachable: Arc::default(),
             irq: Default::default(),
         })
         .inspect(|c| c.publish())
@@ -248,7 +230,7 @@ impl Controller {
             dma: dma_over(
                 self.id,
                 &self.ram,
-                &self.cmbs,
+                self.cmb.group(),
                 &self.bus_master,
                 &self.stats,
             ),
@@ -267,7 +249,7 @@ impl Controller {
             dma: dma_over(
                 self.id,
                 &self.ram,
-                &self.cmbs,
+                self.cmb.group(),
                 &self.bus_master,
                 &self.stats,
             ),
@@ -287,14 +269,26 @@ impl Controller {
         dma_over(
             self.id,
             &self.ram,
-            &self.cmbs,
+            self.cmb.group(),
             &self.bus_master,
             &self.stats,
         )
     }
 
+    /// CMB size in bytes (0: none).
     pub fn cmb_bytes(&self) -> u64 {
-        self.cmb.as_ref().map(|(m, _)| m.len() as u64).unwrap_or(0)
+        self.cmb.bytes()
+    }
+
+    /// The CMB memory and the memfd the client maps (None: no CMB).
+    pub fn cmb_memory(&self) -> Option<cmb::CmbMemory> {
+        self.cmb.memory()
+    }
+
+    /// Set while a `cmb-revoke=unmap` rule holds: CPU reads of the CMB
+    /// return all ones.
+    pub fn cmb_unreachable(&self) -> Arc<AtomicBool> {
+        self.cmb.unreachable_flag()
     }
 }
 

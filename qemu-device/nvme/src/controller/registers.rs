@@ -10,14 +10,14 @@ impl Controller {
             | 1 << 16 // CQR: queues must be physically contiguous
             | 20 << 24 // TO: 10 s
             | 1 << 37; // CSS: NVM command set
-        if self.cmb.is_some() {
+        if self.cmb.present() {
             cap |= 1 << 57; // CMBS: CMBMSC controls the CMB
         }
         cap
     }
 
     pub(super) fn cmbsz(&self) -> u32 {
-        if self.cmb.is_none() || self.bar0.cmbmsc() & CMBMSC_CRE == 0 {
+        if !self.cmb.present() || self.bar0.cmbmsc() & CMBMSC_CRE == 0 {
             return 0;
         }
         let mib = (self.cmb_bytes() >> 20) as u32;
@@ -59,18 +59,14 @@ impl Controller {
     }
 
     pub(super) fn set_cmbmsc(&mut self, v: u64) {
-        if self.cmb.is_none() {
+        if !self.cmb.present() {
             return;
         }
         let base = v & !0xfff;
         let enabled = v & CMBMSC_CMSE != 0 && v & CMBMSC_CRE != 0;
         let valid = base.checked_add(self.cmb_bytes()).is_some();
         self.bar0.set_cmb(v, enabled && !valid); // CBAI
-        for w in self.cmbs.write().unwrap().iter_mut() {
-            if w.ctrl == self.id {
-                w.base = (enabled && valid).then_some(base);
-            }
-        }
+        self.cmb.place((enabled && valid).then_some(base));
     }
 
     pub(super) fn set_cc(&mut self, was: u32, v: u32) {
@@ -202,39 +198,7 @@ impl Controller {
         self.ram.clear();
         self.irqs.clear();
         self.bus_master.store(false, Ordering::Release);
-        self.renew_cmb();
+        self.cmb.renew();
         self.publish();
-    }
-
-    /// Gives the CMB fresh memory: the memfd the last client got (and may
-    /// still map) is never used again, so it cannot see or change the next
-    /// client's CMB. Peers find the new memory through the group's table.
-    fn renew_cmb(&mut self) {
-        let Some((old, _)) = &self.cmb else { return };
-        let len = old.len();
-        let fresh = crate::dma::sealed_memfd(&format!("p2pnvme-cmb{}", self.id), len as u64)
-            .and_then(|f| Ok((Arc::new(Mapping::new(&f, 0, len)?), Arc::new(f))));
-        match fresh {
-            Ok((m, f)) => {
-                let mut windows = self.cmbs.write().unwrap_or_else(|e| e.into_inner());
-                if let Some(w) = windows.iter_mut().find(|w| w.ctrl == self.id) {
-                    w.mem = m.clone();
-                }
-                self.cmb = Some((m, f));
-            }
-            Err(e) => {
-                // No memory for a new CMB: the controller offers none rather
-                // than share the old one with the next client.
-                log::error!(
-                    "controller {}: no memory for a fresh CMB ({e}); it has no CMB until restarted",
-                    self.id
-                );
-                self.cmbs
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .retain(|w| w.ctrl != self.id);
-                self.cmb = None;
-            }
-        }
     }
 }

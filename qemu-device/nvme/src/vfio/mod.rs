@@ -47,8 +47,8 @@ impl Backend {
             regs: ctrl.regs.clone(),
             bells: ctrl.bells.clone(),
             stats: ctrl.stats.clone(),
-            cmb: ctrl.cmb.clone(),
-            cmb_unreachable: ctrl.cmb_unreachable.clone(),
+            cmb: ctrl.cmb_memory(),
+            cmb_unreachable: ctrl.cmb_unreachable(),
             ram: ctrl.ram.clone(),
             ctrl: Arc::new(Mutex::new(ctrl)),
             pci,
@@ -321,7 +321,7 @@ impl VfioBackend for Backend {
         let (cmb, bytes, bme) = {
             let mut c = self.lock();
             c.disconnect();
-            (c.cmb.clone(), c.cmb_bytes(), c.bus_master.clone())
+            (c.cmb_memory(), c.cmb_bytes(), c.bus_master.clone())
         };
         // The next client gets the fresh CMB memfd, never this one's.
         self.cmb = cmb;

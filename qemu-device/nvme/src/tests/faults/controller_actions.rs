@@ -110,7 +110,7 @@ fn cmb_revoke_unmap_makes_the_window_unreachable_until_function_reset() {
     );
     assert!(h
         .ctrl
-        .cmb_unreachable
+        .cmb_unreachable()
         .load(std::sync::atomic::Ordering::Acquire));
     let c = h.rw(1, io::READ, 0, 8, cba, 0);
     assert_eq!(status(c), (0, 0x04, true));
@@ -118,7 +118,7 @@ fn cmb_revoke_unmap_makes_the_window_unreachable_until_function_reset() {
     h.ctrl.device_reset();
     assert!(!h
         .ctrl
-        .cmb_unreachable
+        .cmb_unreachable()
         .load(std::sync::atomic::Ordering::Acquire));
 }
 
@@ -127,7 +127,7 @@ fn cmb_unreachable_reads_all_ones_through_the_transport() {
     use p2pnvme_vfio_user::Backend as _;
     let d = tempfile::tempdir().unwrap();
     let mut be = crate::tests::hostile::backend(&d);
-    let flag = be.ctrl.lock().unwrap().cmb_unreachable.clone();
+    let flag = be.ctrl.lock().unwrap().cmb_unreachable();
     let mut b = [0u8; 8];
     be.region_read(2, 0, &mut b).unwrap();
     assert_eq!(b, [0; 8]);

@@ -12,7 +12,7 @@ fn cmb_region_access_at_a_wrapping_offset_is_refused() {
     assert_eq!(got, [0xff; 4096], "no bytes from below the mapping");
     b.region_write(2, wrap, &[0x5a; 4096]).unwrap();
     let c = b.ctrl.lock().unwrap();
-    let (m, _) = c.cmb.as_ref().unwrap();
+    let (m, _) = c.cmb_memory().unwrap();
     let mut all = vec![0u8; m.len()];
     assert!(m.read(0, &mut all));
     assert!(all.iter().all(|&x| x == 0), "the write landed nowhere");
@@ -23,7 +23,7 @@ fn cmb_memfd_is_sealed_against_resizing() {
     use std::os::unix::io::AsRawFd;
     let d = tempfile::tempdir().unwrap();
     let h = host(&d);
-    let (_, f) = h.ctrl.cmb.as_ref().unwrap();
+    let (_, f) = h.ctrl.cmb_memory().unwrap();
     // SAFETY: fcntl on an fd the controller keeps open.
     let seals = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GET_SEALS) };
     let want = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
