@@ -265,7 +265,7 @@ impl Controller {
                 });
                 return;
             }
-            Some(Action::NoIrq) => self.post_without_irq(cqid, sqid, cid, dw0, status),
+            Some(Action::NoIrq) => self.queue_completion(cqid, sqid, cid, dw0, status, false),
             _ => self.post(cqid, sqid, cid, dw0, status),
         }
         if let Some(t) = hook.trace {

@@ -1,5 +1,8 @@
-//! Controller state machine: registers, enable/reset/shutdown, queues,
-//! doorbells, completions and interrupts.
+//! One NVMe controller: where its parts meet. The parts own their state
+//! behind private fields (`bar0` registers, `cmb`, `vectors`,
+//! `async_events`, `error_log`, `held` completions); the `impl Controller`
+//! files (`registers`, `queues`, `shadow`, `irq`, `events`, `faults`,
+//! `admin`) are the controller's operations, which call the parts' methods.
 
 mod admin;
 mod async_events;
@@ -87,7 +90,7 @@ pub struct Cq {
     pub pending: VecDeque<crate::wire::Cqe>,
 }
 
-/// Per-controller settings from the command line.
+/// Per-controller settings (from the validated configuration document).
 pub struct CtrlConfig {
     pub id: usize,
     pub serial: String,
@@ -227,13 +230,7 @@ impl Controller {
     pub fn io_ctx(&mut self) -> crate::commands::io::IoCtx<'_> {
         crate::commands::io::IoCtx {
             ns: &self.ns,
-            dma: dma_over(
-                self.id,
-                &self.ram,
-                self.cmb.group(),
-                &self.bus_master,
-                &self.stats,
-            ),
+            dma: dma_over!(self),
             vwc: self.features.vwc,
             counters: &mut self.host,
         }
@@ -246,13 +243,7 @@ impl Controller {
             id: self.id,
             serial: &self.serial,
             ns: &self.ns,
-            dma: dma_over(
-                self.id,
-                &self.ram,
-                self.cmb.group(),
-                &self.bus_master,
-                &self.stats,
-            ),
+            dma: dma_over!(self),
             features: &mut self.features,
             errlog: self.errors.entries(),
             error_count: self.errors.count(),
@@ -266,13 +257,7 @@ impl Controller {
     }
 
     pub fn dma(&self) -> Dma<'_> {
-        dma_over(
-            self.id,
-            &self.ram,
-            self.cmb.group(),
-            &self.bus_master,
-            &self.stats,
-        )
+        dma_over!(self)
     }
 
     /// CMB size in bytes (0: none).
@@ -294,19 +279,18 @@ impl Controller {
 
 /// The DMA engine over these fields of a controller; a free function so the
 /// command contexts can borrow other fields mutably beside it.
-fn dma_over<'a>(
-    ctrl: usize,
-    ram: &'a GuestRam,
-    cmbs: &'a CmbRegistry,
-    bus_master: &AtomicBool,
-    stats: &'a Counters,
-) -> Dma<'a> {
-    Dma {
-        ctrl,
-        ram,
-        cmbs,
-        bus_master: bus_master.load(Ordering::Acquire),
-        stats,
-        cut: None,
-    }
+/// The DMA view over a controller's fields, borrowing only the fields it
+/// names (so a command context can borrow other fields mutably beside it).
+macro_rules! dma_over {
+    ($c:ident) => {
+        Dma {
+            ctrl: $c.id,
+            ram: &$c.ram,
+            cmbs: $c.cmb.group(),
+            bus_master: $c.bus_master.load(Ordering::Acquire),
+            stats: &$c.stats,
+            cut: None,
+        }
+    };
 }
+use dma_over;

@@ -254,20 +254,9 @@ impl Controller {
         self.queue_completion(cqid, sqid, cid, dw0, status, true);
     }
 
-    /// [`Controller::post`] without marking an interrupt for this entry (a
-    /// `no-irq` fault rule).
-    pub(super) fn post_without_irq(
-        &mut self,
-        cqid: usize,
-        sqid: u16,
-        cid: u16,
-        dw0: u32,
-        status: Status,
-    ) {
-        self.queue_completion(cqid, sqid, cid, dw0, status, false);
-    }
-
-    fn queue_completion(
+    /// [`Controller::post`]; `irq` false: no interrupt is marked for this
+    /// entry (a `no-irq` fault rule).
+    pub(super) fn queue_completion(
         &mut self,
         cqid: usize,
         sqid: u16,

@@ -39,16 +39,11 @@ impl Controller {
 
     pub fn reg_write(&mut self, off: u64, data: &[u8]) {
         if off >= DOORBELLS {
-            let mut b = [0u8; 4];
-            let n = data.len().min(4);
-            b[..n].copy_from_slice(&data[..n]);
             // As on the vfio-user path: recorded for the worker.
             self.stats
                 .doorbell_writes
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.bells
-                .ring((off - DOORBELLS) / 4, u32::from_le_bytes(b));
-            return;
+            return self.bells.write(off - DOORBELLS, data);
         }
         match self.bar0.write(off, data) {
             bar0::Write::Stored => {}

@@ -25,6 +25,22 @@ pub(super) fn host(dir: &tempfile::TempDir) -> TestHost {
     h
 }
 
+/// Where [`peer_pair`] puts the second controller's CMB.
+pub(super) const PEER_CMB: u64 = 0xfd00_0000;
+
+/// Two enabled controllers of one peer group: the first with I/O queue
+/// pair 1, the second with its CMB enabled at [`PEER_CMB`].
+pub(super) fn peer_pair(d: &tempfile::TempDir) -> (TestHost, TestHost) {
+    let group = TestHost::registry();
+    let mut a = TestHost::new(d.path(), 0, group.clone(), 16, 16, NS);
+    let mut b = TestHost::new(d.path(), 1, group, 16, 16, NS);
+    a.enable();
+    b.enable();
+    a.create_io_queue(1, 16, None);
+    b.write64(reg::CMBMSC, PEER_CMB | 3);
+    (a, b)
+}
+
 pub(super) fn status(c: Completion) -> (u8, u8, bool) {
     (c.sct, c.sc, c.dnr)
 }

@@ -213,14 +213,10 @@ impl VfioBackend for Backend {
             CONFIG_REGION => self.pci.write(offset, data),
             0 if offset >= DOORBELLS => {
                 // A doorbell: recorded for the worker, no lock taken.
-                let mut b = [0u8; 4];
-                let n = data.len().min(4);
-                b[..n].copy_from_slice(&data[..n]);
                 self.stats
                     .doorbell_writes
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                self.bells
-                    .ring((offset - DOORBELLS) / 4, u32::from_le_bytes(b));
+                self.bells.write(offset - DOORBELLS, data);
                 self.kick();
             }
             0 => {

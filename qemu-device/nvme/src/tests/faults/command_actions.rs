@@ -118,14 +118,8 @@ fn dma_fail_moves_exactly_k_bytes_then_data_transfer_error() {
 #[test]
 fn dma_fail_on_the_peer_target_only() {
     let d = tempfile::tempdir().unwrap();
-    let reg_ = TestHost::registry();
-    let mut a = TestHost::new(d.path(), 0, reg_.clone(), 16, 16, NS);
-    let mut b = TestHost::new(d.path(), 1, reg_, 16, 16, NS);
-    a.enable();
-    b.enable();
-    a.create_io_queue(1, 16, None);
-    let cba_b = 0xfd00_0000u64;
-    b.write64(reg::CMBMSC, cba_b | 3);
+    let (mut a, _b) = peer_pair(&d);
+    let cba_b = PEER_CMB;
     a.fault("target=peer,op=read,first=1,dma-fail=4096");
     let ram = a.alloc(8192);
     assert!(

@@ -143,14 +143,8 @@ fn rule_added_over_the_control_endpoint_hits_a_running_controller() {
 #[test]
 fn target_matches_any_data_segment_not_only_the_first() {
     let d = tempfile::tempdir().unwrap();
-    let reg_ = TestHost::registry();
-    let mut a = TestHost::new(d.path(), 0, reg_.clone(), 16, 16, NS);
-    let mut b = TestHost::new(d.path(), 1, reg_, 16, 16, NS);
-    a.enable();
-    b.enable();
-    a.create_io_queue(1, 16, None);
-    let cba_b = 0xfd00_0000u64;
-    b.write64(reg::CMBMSC, cba_b | 3);
+    let (mut a, _b) = peer_pair(&d);
+    let cba_b = PEER_CMB;
     a.fault("target=peer,status=0x281");
     let ram = a.alloc(4096);
     // 8 KiB: the first page in RAM, the second (PRP2) in the peer's CMB.
