@@ -18,6 +18,16 @@ fn run_four_reads(h: &mut TestHost) {
     while h.ctrl.step() == crate::controller::Step::Busy {}
 }
 
+/// A host with I/O queue pair 1 (16 entries), set up by `setup`, with
+/// the interrupts so far taken.
+fn quiet_host(d: &tempfile::TempDir, setup: impl FnOnce(&mut TestHost)) -> TestHost {
+    let mut h = host(d);
+    h.create_io_queue(1, 16, None);
+    setup(&mut h);
+    h.take_interrupts();
+    h
+}
+
 /// Sleeps until the held interrupts are due, then runs one worker step.
 fn step_when_due(h: &mut TestHost) {
     let due = h.ctrl.irq_deadline().expect("held");
@@ -28,9 +38,7 @@ fn step_when_due(h: &mut TestHost) {
 #[test]
 fn completions_of_one_pass_share_one_interrupt() {
     let d = tempfile::tempdir().unwrap();
-    let mut h = host(&d);
-    h.create_io_queue(1, 16, None);
-    h.take_interrupts();
+    let mut h = quiet_host(&d, |_| {});
     let signalled = h.ctrl.stats.interrupts.load(Relaxed);
     run_four_reads(&mut h);
     for _ in 0..4 {
@@ -99,10 +107,9 @@ fn interrupt_coalescing_holds_io_completions_until_the_threshold() {
 #[test]
 fn interrupt_coalescing_signals_when_the_aggregation_time_is_up() {
     let d = tempfile::tempdir().unwrap();
-    let mut h = host(&d);
-    h.create_io_queue(1, 16, None);
-    set_coalescing(&mut h, 7, 1); // 100 us
-    h.take_interrupts();
+    let mut h = quiet_host(&d, |h| {
+        set_coalescing(h, 7, 1); // 100 us
+    });
     run_four_reads(&mut h);
     assert_eq!(h.take_interrupts(), 0);
     step_when_due(&mut h);
@@ -139,10 +146,7 @@ fn coalescing_disable_and_admin_completions_are_never_held() {
 #[test]
 fn turning_coalescing_off_releases_held_interrupts() {
     let d = tempfile::tempdir().unwrap();
-    let mut h = host(&d);
-    h.create_io_queue(1, 16, None);
-    set_coalescing(&mut h, 7, 255);
-    h.take_interrupts();
+    let mut h = quiet_host(&d, |h| set_coalescing(h, 7, 255));
     run_four_reads(&mut h);
     assert_eq!(h.take_interrupts(), 0);
     h.manual = false;
@@ -158,10 +162,9 @@ fn turning_coalescing_off_releases_held_interrupts() {
 #[test]
 fn moderation_holds_io_interrupts_until_the_host_stops_submitting() {
     let d = tempfile::tempdir().unwrap();
-    let mut h = host(&d);
-    h.create_io_queue(1, 16, None);
-    h.ctrl.moderation = std::time::Duration::from_millis(20);
-    h.take_interrupts();
+    let mut h = quiet_host(&d, |h| {
+        h.ctrl.moderation = std::time::Duration::from_millis(20)
+    });
     run_four_reads(&mut h);
     assert_eq!(h.take_interrupts(), 0, "commands just arrived: held");
     let due = h.ctrl.irq_deadline().expect("the worker wakes for them");
@@ -179,10 +182,9 @@ fn moderation_holds_io_interrupts_until_the_host_stops_submitting() {
 #[test]
 fn the_hosts_coalescing_setting_and_admin_completions_bypass_moderation() {
     let d = tempfile::tempdir().unwrap();
-    let mut h = host(&d);
-    h.create_io_queue(1, 16, None);
-    h.ctrl.moderation = std::time::Duration::from_secs(10);
-    h.take_interrupts();
+    let mut h = quiet_host(&d, |h| {
+        h.ctrl.moderation = std::time::Duration::from_secs(10)
+    });
     // Admin completions are never held.
     set_coalescing(&mut h, 0, 0);
     assert_eq!(h.take_interrupts(), 1, "admin completion signalled");
@@ -197,10 +199,9 @@ fn the_hosts_coalescing_setting_and_admin_completions_bypass_moderation() {
 #[test]
 fn moderation_signals_a_host_that_never_stops_submitting_at_the_cap() {
     let d = tempfile::tempdir().unwrap();
-    let mut h = host(&d);
-    h.create_io_queue(1, 16, None);
-    h.ctrl.moderation = std::time::Duration::from_millis(5);
-    h.take_interrupts();
+    let mut h = quiet_host(&d, |h| {
+        h.ctrl.moderation = std::time::Duration::from_millis(5)
+    });
     let start = std::time::Instant::now();
     // A command every 2 ms, each within the moderation time of the last.
     let mut signalled = None;
@@ -225,10 +226,9 @@ fn moderation_signals_a_host_that_never_stops_submitting_at_the_cap() {
 #[test]
 fn moderation_stops_holding_for_a_driver_that_waits_for_each_completion() {
     let d = tempfile::tempdir().unwrap();
-    let mut h = host(&d);
-    h.create_io_queue(1, 16, None);
-    h.ctrl.moderation = std::time::Duration::from_millis(5);
-    h.take_interrupts();
+    let mut h = quiet_host(&d, |h| {
+        h.ctrl.moderation = std::time::Duration::from_millis(5)
+    });
     let buf = h.alloc(4096);
     let one_read = |h: &mut TestHost| {
         h.manual = true;
