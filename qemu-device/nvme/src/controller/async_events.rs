@@ -73,6 +73,7 @@ impl AsyncEvents {
     }
 
     /// Events waiting for a request.
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn queued(&self) -> usize {
         self.queued.len()
     }

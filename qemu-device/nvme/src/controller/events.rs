@@ -68,6 +68,7 @@ impl Controller {
     }
 
     /// Events waiting for an Asynchronous Event Request.
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn queued_events(&self) -> usize {
         self.events.queued()
     }

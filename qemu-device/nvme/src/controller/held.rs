@@ -45,6 +45,7 @@ impl<T> HeldCompletions<T> {
     }
 
     /// How many are held.
+    #[cfg(any(test, feature = "test-utils"))]
     pub fn len(&self) -> usize {
         self.list.len()
     }

@@ -100,10 +100,16 @@ pub struct CtrlConfig {
     pub irq: crate::irq_mode::IrqMode,
 }
 
+/// One controller. Its identity, queues and parts are private (the
+/// `controller` modules reach them through the parts' methods); what it
+/// shares with the rest of the process (counters, guest RAM, Bus Master
+/// Enable, fault rules, trace, timing settings) is public.
 pub struct Controller {
-    pub id: usize,
-    pub serial: String,
-    pub ns: Vec<Namespace>,
+    id: usize,
+    serial: String,
+    ns: Vec<Namespace>,
+    /// This controller's DMA counters and health (shared with the stats
+    /// socket).
     pub stats: Arc<Counters>,
     /// Guest RAM maps, shared with the message thread so DMA_MAP/UNMAP
     /// need not wait for the worker's pass.
@@ -112,21 +118,22 @@ pub struct Controller {
     cmb: cmb::Cmb,
     /// BAR0 register values (the mirror below is what clients read).
     bar0: bar0::Registers,
-    pub sqs: Vec<Option<Sq>>,
-    pub cqs: Vec<Option<Cq>>,
+    sqs: Vec<Option<Sq>>,
+    cqs: Vec<Option<Cq>>,
     /// Interrupt vectors: eventfds and masks.
     irqs: vectors::Vectors,
-    pub features: crate::commands::state::Features,
+    features: crate::commands::state::Features,
     /// Asynchronous event requests, queued events and what their log
     /// pages report.
     events: async_events::AsyncEvents,
     /// The error log (log page 01h).
     errors: error_log::ErrorLog,
-    pub host: crate::commands::state::HostCounters,
-    /// the vfio-user reply to a doorbell write does not wait for the I/O.
-    pub work: bool,
+    host: crate::commands::state::HostCounters,
+    /// Commands or a shutdown wait for the worker (the vfio-user reply to
+    /// a doorbell write does not wait for the I/O).
+    work: bool,
     /// Shadow doorbells for I/O queues, once the driver configured them.
-    pub dbbuf: Option<DoorbellBuffer>,
+    dbbuf: Option<DoorbellBuffer>,
     /// How long the worker keeps polling shadow SQ tails after the queues
     /// drain before it publishes event indices (and the driver rings
     /// again); `pace` shortens it while the driver's I/O is sparse.
@@ -145,9 +152,9 @@ pub struct Controller {
     /// space): while clear, the controller performs no DMA at all.
     pub bus_master: Arc<AtomicBool>,
     /// BAR0 as the message thread reads it, without this controller's lock.
-    pub regs: Arc<RegMirror>,
+    regs: Arc<RegMirror>,
     /// Doorbell writes the message thread recorded for the worker.
-    pub bells: Arc<Doorbells>,
+    bells: Arc<Doorbells>,
     /// CC.SHN was set: the worker flushes, then reports SHST complete.
     shutdown_pending: bool,
     /// Work units left in this worker pass (the worker drops the lock
@@ -258,6 +265,43 @@ impl Controller {
 
     pub fn dma(&self) -> Dma<'_> {
         dma_over!(self)
+    }
+
+    /// The register mirror the transport reads without the lock.
+    pub fn register_mirror(&self) -> Arc<RegMirror> {
+        self.regs.clone()
+    }
+
+    /// The doorbell slots the transport records writes in.
+    pub fn doorbells(&self) -> Arc<Doorbells> {
+        self.bells.clone()
+    }
+
+    /// Work waits for the worker.
+    #[cfg(any(test, feature = "test-utils"))]
+    pub fn has_work(&self) -> bool {
+        self.work
+    }
+
+    /// The driver configured shadow doorbells.
+    #[cfg(any(test, feature = "test-utils"))]
+    pub fn shadow_doorbells_on(&self) -> bool {
+        self.dbbuf.is_some()
+    }
+
+    /// Completions of `cqid` waiting for room in the queue.
+    #[cfg(any(test, feature = "test-utils"))]
+    pub fn cq_backlog(&self, cqid: usize) -> usize {
+        self.cqs
+            .get(cqid)
+            .and_then(|q| q.as_ref())
+            .map_or(0, |q| q.pending.len())
+    }
+
+    /// Namespace `i` (NSID i + 1).
+    #[cfg(any(test, feature = "test-utils"))]
+    pub fn namespace(&self, i: usize) -> &Namespace {
+        &self.ns[i]
     }
 
     /// CMB size in bytes (0: none).

@@ -44,8 +44,8 @@ pub struct Backend {
 impl Backend {
     pub fn new(ctrl: Controller, pci: PciConfig) -> Backend {
         Backend {
-            regs: ctrl.regs.clone(),
-            bells: ctrl.bells.clone(),
+            regs: ctrl.register_mirror(),
+            bells: ctrl.doorbells(),
             stats: ctrl.stats.clone(),
             cmb: ctrl.cmb_memory(),
             cmb_unreachable: ctrl.cmb_unreachable(),
