@@ -55,7 +55,7 @@ impl Controller {
         }
         let db = DoorbellBuffer::new(sqe.dptr1(), sqe.dptr2(), &self.dma())
             .ok_or(Status::INVALID_FIELD)?;
-        self.dbbuf = Some(db);
+        self.shadow.configure(db);
         for qid in 1..self.sqs.len() {
             self.arm_shadow_doorbells(qid);
         }
@@ -65,7 +65,9 @@ impl Controller {
     /// Event indices for a new I/O queue: the first submission rings, head
     /// updates stay silent until the completion queue fills.
     fn arm_shadow_doorbells(&mut self, qid: usize) {
-        let Some(db) = self.dbbuf else { return };
+        let Some(db) = self.shadow.buffer() else {
+            return;
+        };
         if let Some(sq) = &self.sqs[qid] {
             db.set_event(&self.dma(), qid, Bell::SqTail, sq.tail);
         }

@@ -132,22 +132,18 @@ pub struct Controller {
     /// Commands or a shutdown wait for the worker (the vfio-user reply to
     /// a doorbell write does not wait for the I/O).
     work: bool,
-    /// Shadow doorbells for I/O queues, once the driver configured them.
-    dbbuf: Option<DoorbellBuffer>,
+    /// Shadow doorbells for I/O queues: buffers, drain time, poll pace.
+    shadow: shadow::Shadow,
     /// How long the worker keeps polling shadow SQ tails after the queues
     /// drain before it publishes event indices (and the driver rings
     /// again); `pace` shortens it while the driver's I/O is sparse.
     pub poll: Duration,
-    /// Whether the driver's I/O is sparse, which sizes the poll window.
-    pace: shadow::PollPace,
     /// Adaptive interrupt moderation (0: off): while the host has not
     /// set Interrupt Coalescing, an I/O vector's interrupt waits until no
     /// command arrived for this long (see `irq.rs`).
     pub moderation: Duration,
     /// When the last pass that fetched commands ended.
     last_fetch: Option<Instant>,
-    /// When the queues drained with event indices left unpublished.
-    drained_at: Option<Instant>,
     /// PCI command register's Bus Master Enable (owned by the PCI config
     /// space): while clear, the controller performs no DMA at all.
     pub bus_master: Arc<AtomicBool>,
@@ -213,12 +209,10 @@ impl Controller {
             errors: Default::default(),
             host: Default::default(),
             work: false,
-            dbbuf: None,
             poll: Duration::ZERO,
             moderation: Duration::ZERO,
             last_fetch: None,
-            drained_at: None,
-            pace: Default::default(),
+            shadow: Default::default(),
             bus_master: Arc::new(AtomicBool::new(false)),
             regs: Arc::default(),
             bells: Arc::default(),
@@ -286,7 +280,7 @@ impl Controller {
     /// The driver configured shadow doorbells.
     #[cfg(any(test, feature = "test-utils"))]
     pub fn shadow_doorbells_on(&self) -> bool {
-        self.dbbuf.is_some()
+        self.shadow.buffer().is_some()
     }
 
     /// Completions of `cqid` waiting for room in the queue.

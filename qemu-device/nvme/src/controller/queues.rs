@@ -61,7 +61,7 @@ impl Controller {
         // taking it would move the queue back, and an SQ tail behind its
         // head reads as a whole queue of stale entries. The write then
         // only wakes the worker, which rereads the shadow.
-        let shadowed = qid != 0 && self.dbbuf.is_some();
+        let shadowed = qid != 0 && self.shadow.buffer().is_some();
         if idx.is_multiple_of(2) {
             match self.sqs.get_mut(qid).and_then(|q| q.as_mut()) {
                 Some(sq) if v < sq.size && shadowed => {}

@@ -165,9 +165,7 @@ impl Controller {
         self.cqs.iter_mut().for_each(|q| *q = None);
         self.events.reset();
         self.features = Default::default();
-        self.dbbuf = None;
-        self.drained_at = None;
-        self.pace = Default::default();
+        self.shadow.reset();
         self.reset_irqs();
         self.bar0.clear_ready_and_fatal();
     }
