@@ -104,6 +104,34 @@ pub struct NamespaceConfig {
     pub lba: u32,
 }
 
+impl ControllerConfig {
+    /// A controller on `socket` with the default CMB, serial, group,
+    /// interrupts and timing.
+    pub fn new(socket: PathBuf, namespaces: Vec<NamespaceConfig>) -> ControllerConfig {
+        ControllerConfig {
+            socket,
+            cmb_mib: DEFAULT_CMB_MIB,
+            serial: None,
+            group: String::new(),
+            irq: Irq::Msix,
+            poll_us: None,
+            moderation_us: None,
+            namespaces,
+        }
+    }
+}
+
+impl NamespaceConfig {
+    /// A namespace of `size` bytes in `file` with 512-byte blocks.
+    pub fn new(file: PathBuf, size: u64) -> NamespaceConfig {
+        NamespaceConfig {
+            file,
+            size,
+            lba: DEFAULT_LBA,
+        }
+    }
+}
+
 fn default_poll_us() -> u64 {
     DEFAULT_POLL_US
 }

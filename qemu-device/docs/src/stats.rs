@@ -35,6 +35,10 @@ pub struct ControllerStats {
     /// Fault rules that can match this controller, with their counts on it.
     #[serde(default)]
     pub faults: Vec<FaultCounts>,
+    /// Fatal errors and removal since the counters were last reset (None:
+    /// a device that does not report them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<ControllerHealth>,
 }
 
 /// One fault rule and how often it matched and fired.

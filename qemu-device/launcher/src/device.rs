@@ -40,31 +40,39 @@ pub struct DeviceConfig<'a> {
     pub msi: &'a [usize],
 }
 
-/// The `--controller` spec of controller `i`.
-fn controller_spec(cfg: &DeviceConfig, i: usize) -> String {
-    let c = &cfg.controllers[i];
-    let mut spec = format!(
-        "socket={},cmb-mib={},serial={}",
-        c.socket.display(),
-        cfg.cmb_mib,
-        nvme_serial(i)
-    );
-    if cfg.msi.contains(&i) {
-        spec.push_str(",irq=msi");
-    }
-    // One value for all travels as the device's global option.
-    for (key, list) in [
-        ("poll-us", cfg.poll_us),
-        ("moderation-us", cfg.irq_moderation_us),
-    ] {
-        if list.len() > 1 {
-            spec.push_str(&format!(",{key}={}", per_controller(list, i)));
-        }
-    }
-    for f in &c.namespaces {
-        spec.push_str(&format!(",ns={}:{}:{}", f.display(), cfg.ns_size, cfg.lba));
-    }
-    spec
+/// The document the device process reads: every path travels as a JSON
+/// string, so commas, spaces, '=' and ':' in it are plain characters.
+fn document(cfg: &DeviceConfig) -> p2pnvme_device::DeviceConfig {
+    let controllers = cfg
+        .controllers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let namespaces = c
+                .namespaces
+                .iter()
+                .map(|f| p2pnvme_device::NamespaceConfig {
+                    file: f.clone(),
+                    size: cfg.ns_size,
+                    lba: cfg.lba,
+                })
+                .collect();
+            let mut ctrl = p2pnvme_device::ControllerConfig::new(c.socket.clone(), namespaces);
+            ctrl.cmb_mib = u64::from(cfg.cmb_mib);
+            ctrl.serial = Some(nvme_serial(i));
+            if cfg.msi.contains(&i) {
+                ctrl.irq = p2pnvme_device::Irq::Msi;
+            }
+            ctrl.poll_us = Some(per_controller(cfg.poll_us, i));
+            ctrl.moderation_us = Some(per_controller(cfg.irq_moderation_us, i));
+            ctrl
+        })
+        .collect();
+    let mut doc = p2pnvme_device::DeviceConfig::new(controllers);
+    doc.stats_socket = Some(cfg.stats_socket.to_path_buf());
+    doc.faults = cfg.faults.to_vec();
+    doc.trace = cfg.trace.map(Path::to_path_buf);
+    doc
 }
 
 /// Controller `i`'s value of a per-controller list (the last one repeats;
@@ -73,25 +81,19 @@ fn per_controller(list: &[u64], i: usize) -> u64 {
     list.get(i).or(list.last()).copied().unwrap_or(0)
 }
 
-/// Starts the device process and waits for its sockets.
+/// Starts the device process and waits for its sockets. Its configuration
+/// goes to `device.json` beside the stats socket.
 pub fn start(cfg: &DeviceConfig, log: PathBuf) -> Result<Helper> {
     let exe = std::env::current_exe().context("locating the p2pnvme binary")?;
+    let file = cfg
+        .stats_socket
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("device.json");
+    std::fs::write(&file, document(cfg).to_json())
+        .with_context(|| format!("writing the device config {}", file.display()))?;
     let mut cmd = Command::new(exe);
-    cmd.arg("device");
-    for i in 0..cfg.controllers.len() {
-        cmd.arg("--controller").arg(controller_spec(cfg, i));
-    }
-    cmd.arg("--stats-socket").arg(cfg.stats_socket);
-    cmd.arg("--poll-us")
-        .arg(per_controller(cfg.poll_us, 0).to_string());
-    cmd.arg("--irq-moderation-us")
-        .arg(per_controller(cfg.irq_moderation_us, 0).to_string());
-    for rule in cfg.faults {
-        cmd.arg("--fault").arg(rule);
-    }
-    if let Some(t) = cfg.trace {
-        cmd.arg("--trace").arg(t);
-    }
+    cmd.arg("device").arg("--config").arg(&file);
     let ready: Vec<PathBuf> = cfg.controllers.iter().map(|c| c.socket.clone()).collect();
     Helper::start(
         "the device process",
@@ -107,11 +109,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_the_controllers_listed_for_msi_get_irq_msi() {
+    fn the_written_document_passes_the_devices_validation() {
         let controllers: Vec<Controller> = (0..2)
             .map(|i| Controller {
-                socket: format!("/r/nvme{i}.sock").into(),
-                namespaces: vec![format!("/r/ns{i}.img").into()],
+                socket: format!("/r, x=y:z/nvme{i}.sock").into(),
+                namespaces: vec![format!("/r, x=y:z/ns{i}.img").into()],
             })
             .collect();
         let cfg = DeviceConfig {
@@ -121,31 +123,21 @@ mod tests {
             lba: 512,
             poll_us: &[200],
             irq_moderation_us: &[30, 0],
-            stats_socket: Path::new("/r/stats.sock"),
-            faults: &[],
+            stats_socket: Path::new("/r, x=y:z/stats.sock"),
+            faults: &["ctrl=1,op=read,never".into()],
             trace: None,
             msi: &[1],
         };
-        assert_eq!(
-            controller_spec(&cfg, 0),
-            "socket=/r/nvme0.sock,cmb-mib=16,serial=p2pnvme-0,moderation-us=30,ns=/r/ns0.img:1073741824:512"
-        );
-        assert_eq!(
-            controller_spec(&cfg, 1),
-            "socket=/r/nvme1.sock,cmb-mib=16,serial=p2pnvme-1,irq=msi,moderation-us=0,ns=/r/ns1.img:1073741824:512"
-        );
-        // The device's own parser takes the spec.
-        let args = p2pnvme_device::DeviceArgs {
-            socket: None,
-            cmb_mib: 16,
-            namespace: vec![],
-            controller: vec![controller_spec(&cfg, 1)],
-            stats_socket: None,
-            poll_us: 0,
-            irq_moderation_us: 0,
-            fault: vec![],
-            trace: None,
-        };
-        assert!(args.controllers().is_ok());
+        let doc = document(&cfg);
+        let read = p2pnvme_device::DeviceConfig::from_json(&doc.to_json()).unwrap();
+        let specs = p2pnvme_device::validate_config(&read).unwrap();
+        assert_eq!(specs.len(), 2);
+        assert_eq!(specs[1].socket, controllers[1].socket);
+        assert_eq!(specs[1].namespaces[0].file, controllers[1].namespaces[0]);
+        assert_eq!(specs[1].serial, "p2pnvme-1");
+        assert_eq!(specs[1].irq, p2pnvme_device::IrqMode::Msi);
+        assert_eq!(specs[0].irq, p2pnvme_device::IrqMode::Msix);
+        assert_eq!((specs[0].poll_us, specs[1].poll_us), (200, 200));
+        assert_eq!((specs[0].moderation_us, specs[1].moderation_us), (30, 0));
     }
 }

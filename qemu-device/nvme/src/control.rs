@@ -3,7 +3,7 @@
 //! and remove fault rules, toggle the trace and take the launcher's events.
 
 use crate::faults::FaultTable;
-use crate::stats::{document, Counters};
+use crate::stats::Counters;
 use crate::trace::Tracer;
 use p2pnvme_docs::control::{Reply, Request};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -51,11 +51,19 @@ impl Control {
         }
     }
 
-    /// The stats document, with the trace's drops.
+    /// The stats document: every controller's counters with the fault
+    /// rules that can match it, and the trace's drops.
     fn document(&self) -> p2pnvme_docs::stats::StatsDoc {
         p2pnvme_docs::stats::StatsDoc {
+            controllers: self
+                .stats
+                .iter()
+                .map(|c| p2pnvme_docs::stats::ControllerStats {
+                    faults: self.faults.counts_of(c.ctrl),
+                    ..c.snapshot()
+                })
+                .collect(),
             trace_dropped: self.trace.dropped(),
-            ..document(&self.stats, &self.faults)
         }
     }
 

@@ -16,16 +16,16 @@ pub enum IrqMode {
     Msi,
 }
 
-impl IrqMode {
-    /// Parses the `irq=` value of a `--controller` spec.
-    pub fn parse(s: &str) -> Option<IrqMode> {
-        match s {
-            "msix" => Some(IrqMode::Msix),
-            "msi" => Some(IrqMode::Msi),
-            _ => None,
+impl From<p2pnvme_docs::device_config::Irq> for IrqMode {
+    fn from(irq: p2pnvme_docs::device_config::Irq) -> IrqMode {
+        match irq {
+            p2pnvme_docs::device_config::Irq::Msix => IrqMode::Msix,
+            p2pnvme_docs::device_config::Irq::Msi => IrqMode::Msi,
         }
     }
+}
 
+impl IrqMode {
     /// Interrupt vectors the controller has; an interrupt vector at or
     /// beyond this is invalid.
     pub fn vectors(self) -> usize {
@@ -42,19 +42,5 @@ impl IrqMode {
             IrqMode::Msix => 2,
             IrqMode::Msi => 1,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_only_the_two_modes() {
-        assert_eq!(IrqMode::parse("msix"), Some(IrqMode::Msix));
-        assert_eq!(IrqMode::parse("msi"), Some(IrqMode::Msi));
-        assert_eq!(IrqMode::parse("intx"), None);
-        assert_eq!(IrqMode::parse("MSI"), None);
-        assert_eq!(IrqMode::default(), IrqMode::Msix);
     }
 }

@@ -2,10 +2,29 @@
 //! to QEMU over vfio-user. One process serves several controllers so that
 //! DMA between their CMBs is a real peer-to-peer transfer.
 //!
-//! Data path: `transport` (vfio-user) -> `ctrl` (registers, queues) ->
-//! `admin` / `io` (commands) -> `prp` (data pointers) -> `mem` (DMA address
-//! resolution: own CMB, peer CMB, guest RAM) and `backing` (namespace files);
-//! `stats` counts every byte.
+//! Modules, top layer first (each imports only from layers below it):
+//! - `config`: the command line and the `DeviceConfig` document, checked
+//!   once by `config::validate`; [`run_config`] starts what it describes.
+//! - `vfio`: the adapter the vfio-user server (crate `p2pnvme-vfio-user`)
+//!   calls: BAR0 and CMB region accesses, DMA maps, interrupt fds, and the
+//!   PCI configuration space (`vfio::pci`). `control`: the stats socket.
+//! - `controller`: one NVMe controller's state (registers, queues, shadow
+//!   doorbells, events, held completions, interrupts) and its worker.
+//! - `commands`: admin and I/O command execution on narrow contexts, driven
+//!   by the command table (`commands::table`).
+//! - `dma` (address routing, PRP/SGL walking, guest RAM, CMBs),
+//!   `namespace` (backing files), `faults` (rules and matching).
+//! - `stats` (exact counters), `trace` (one JSON line per command).
+//! - `wire`, `nvme`, `limits`, `irq_mode`: spec layouts and constants.
+//!
+//! Data path of one command: the host rings a doorbell (a BAR0 write in
+//! `vfio`, or a shadow doorbell the worker polls, `controller::shadow`) ->
+//! the worker fetches the submission entry (`controller::queues`) ->
+//! `commands::table` runs the command -> every data pointer is resolved by
+//! `dma` to guest RAM, the own CMB or a peer's CMB -> `stats::Counters`
+//! counts each byte by where it went -> the completion is posted
+//! (`controller::queues`) -> the interrupt is signalled on its eventfd
+//! (`controller::irq`).
 
 #![deny(missing_docs)]
 
@@ -20,8 +39,6 @@ mod irq_mode;
 mod limits;
 mod namespace;
 mod nvme;
-#[cfg(test)]
-mod regressions;
 mod stats;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod testhost;
@@ -38,17 +55,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-pub use config::{parse_size, DeviceArgs, Limits, DEFAULT_POLL_US, MAX_MODERATION_US, MAX_POLL_US};
+pub use config::{
+    parse_size, validate as validate_config, CtrlSpec, DeviceArgs, Limits, NsSpec, DEFAULT_POLL_US,
+    MAX_DMA_MAPS, MAX_MODERATION_US, MAX_POLL_US,
+};
 #[cfg(any(test, feature = "test-utils"))]
 pub use controller::regs::RegMirror;
 pub use error::Error;
 pub use irq_mode::IrqMode;
-
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
+pub use p2pnvme_docs::device_config::{ControllerConfig, DeviceConfig, Irq, NamespaceConfig};
 
 /// Serves every configured controller until SIGTERM or SIGINT, with the
 /// default per-client limits.
@@ -58,14 +73,20 @@ pub fn run(args: DeviceArgs) -> Result<()> {
 
 /// [`run`] with per-client limits (`--max-dma-maps`).
 pub fn run_limited(args: DeviceArgs, limits: Limits) -> Result<()> {
+    run_config(args.to_config(&limits)?)
+}
+
+/// Serves what `cfg` describes (after [`validate_config`]) until SIGTERM
+/// or SIGINT.
+pub fn run_config(cfg: DeviceConfig) -> Result<()> {
     raise_fd_limit();
-    let specs = args.controllers()?;
+    let specs = validate_config(&cfg)?;
     let faults = Arc::new(faults::FaultTable::new(specs.len()));
-    for rule in &args.fault {
+    for rule in &cfg.faults {
         faults.add(rule).map_err(|e| Error::Config(e.to_string()))?;
     }
     let tracer = Arc::new(trace::Tracer::default());
-    if let Some(f) = &args.trace {
+    if let Some(f) = &cfg.trace {
         tracer
             .start(Some(f))
             .map_err(io(format!("cannot write --trace {}", f.display())))?;
@@ -93,13 +114,12 @@ pub fn run_limited(args: DeviceArgs, limits: Limits) -> Result<()> {
             counters,
         )
         .map_err(io("creating the CMB memory"))?;
-        ctrl.poll = std::time::Duration::from_micros(s.poll_us.unwrap_or(args.poll_us));
-        ctrl.moderation =
-            std::time::Duration::from_micros(s.moderation_us.unwrap_or(args.irq_moderation_us));
+        ctrl.poll = std::time::Duration::from_micros(s.poll_us);
+        ctrl.moderation = std::time::Duration::from_micros(s.moderation_us);
         ctrl.faults = faults.clone();
         ctrl.trace = tracer.clone();
         ctrl.ram
-            .set_limit(usize::try_from(limits.max_dma_maps).unwrap_or(usize::MAX));
+            .set_limit(usize::try_from(cfg.max_dma_maps).unwrap_or(usize::MAX));
         let server = p2pnvme_vfio_user::Server::bind(&s.socket).map_err(|source| Error::Serve {
             socket: s.socket.clone(),
             source,
@@ -108,7 +128,7 @@ pub fn run_limited(args: DeviceArgs, limits: Limits) -> Result<()> {
         let pci = vfio::pci::PciConfig::new(ctrl.cmb_bytes(), s.irq, ctrl.bus_master.clone());
         servers.push((server, vfio::Backend::new(ctrl, pci)));
     }
-    if let Some(p) = &args.stats_socket {
+    if let Some(p) = &cfg.stats_socket {
         claim_socket(p)?;
         let c = control::Control {
             stats: all_stats,
@@ -127,12 +147,13 @@ pub fn run_limited(args: DeviceArgs, limits: Limits) -> Result<()> {
             }
         });
     }
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic.
-        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())
+            .map_err(io("installing the SIGTERM/SIGINT handler"))?;
     }
     let mut ticks = 0u32;
-    while !STOP.load(Ordering::SeqCst) {
+    while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(std::time::Duration::from_millis(50));
         ticks = ticks.wrapping_add(1);
         if ticks.is_multiple_of(20) && tracer.on() {
@@ -167,7 +188,7 @@ fn raise_fd_limit() {
 /// One CMB registry per peer group, indexed like `specs`: a controller's
 /// DMA never resolves to the CMB of a controller outside its group (another
 /// client, another VM).
-fn peer_groups(specs: &[config::CtrlSpec]) -> Vec<dma::CmbRegistry> {
+fn peer_groups(specs: &[CtrlSpec]) -> Vec<dma::CmbRegistry> {
     let mut groups: std::collections::HashMap<&str, dma::CmbRegistry> = Default::default();
     specs
         .iter()
@@ -224,17 +245,7 @@ pub fn socket_line(path: &Path, line: &str) -> Result<String> {
 /// One request to a device's stats socket (`get` or `reset`): the document
 /// (for `reset`, the counters just before they were zeroed).
 pub fn stats_query(path: &Path, op: &str) -> Result<StatsDoc> {
-    let mut s = UnixStream::connect(path).map_err(io(format!(
-        "connecting to the device stats socket {}",
-        path.display()
-    )))?;
-    let what = || format!("stats socket {}", path.display());
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .map_err(io(what()))?;
-    s.write_all(format!("{op}\n").as_bytes())
-        .map_err(io(what()))?;
-    let mut line = String::new();
-    BufReader::new(s).read_line(&mut line).map_err(io(what()))?;
+    let line = socket_line(path, op)?;
     let v: serde_json::Value = serde_json::from_str(&line)
         .map_err(|e| Error::Stats(format!("bad stats reply ({e}): {line}")))?;
     if let Some(e) = v.get("error") {

@@ -4,9 +4,8 @@
 
 pub use crate::dma::route::{Dir, Kind, Target};
 use crate::wire::{DmaCountersLog, DmaKindCounters, U64};
-use p2pnvme_docs::stats::{ControllerStats, PeerRoutes, ReadWritten, Routes, StatsDoc};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use p2pnvme_docs::stats::{ControllerHealth, ControllerStats, PeerRoutes, ReadWritten, Routes};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 pub const MAX_CTRLS: usize = 32;
 
@@ -22,6 +21,10 @@ pub struct Counters {
     pub doorbell_writes: AtomicU64,
     /// Interrupts signalled to the client (MSI-X eventfd writes).
     pub interrupts: AtomicU64,
+    /// Times the controller set CSTS.CFS.
+    fatal_errors: AtomicU64,
+    /// A fault rule asked the launcher to unplug the controller.
+    removed: AtomicBool,
 }
 
 fn slot(kind: Kind, dir: Dir, t: Target) -> usize {
@@ -47,6 +50,28 @@ impl Counters {
             errors: AtomicU64::new(0),
             doorbell_writes: AtomicU64::new(0),
             interrupts: AtomicU64::new(0),
+            fatal_errors: AtomicU64::new(0),
+            removed: AtomicBool::new(false),
+        }
+    }
+
+    /// The controller set CSTS.CFS (a fatal error).
+    pub fn fatal_error(&self) {
+        self.fatal_errors.fetch_add(1, Relaxed);
+    }
+
+    /// The controller asked to be unplugged (surprise removal).
+    pub fn removed(&self) {
+        self.removed.store(true, Relaxed);
+    }
+
+    /// Fatal errors and removal since the last reset.
+    pub fn health(&self) -> ControllerHealth {
+        let fatal_errors = self.fatal_errors.load(Relaxed);
+        ControllerHealth {
+            cfs: fatal_errors > 0,
+            removed: self.removed.load(Relaxed),
+            fatal_errors,
         }
     }
 
@@ -78,6 +103,8 @@ impl Counters {
         self.errors.store(0, Relaxed);
         self.doorbell_writes.store(0, Relaxed);
         self.interrupts.store(0, Relaxed);
+        self.fatal_errors.store(0, Relaxed);
+        self.removed.store(false, Relaxed);
     }
 
     fn routes(&self, kind: Kind) -> Routes {
@@ -112,6 +139,7 @@ impl Counters {
             data: self.routes(Kind::Data),
             meta: self.routes(Kind::Meta),
             faults: vec![],
+            health: Some(self.health()),
         }
     }
 
@@ -149,23 +177,10 @@ impl Counters {
     }
 }
 
-/// The process-wide stats document, with each controller's fault rules.
-pub fn document(all: &[Arc<Counters>], faults: &crate::faults::FaultTable) -> StatsDoc {
-    StatsDoc {
-        controllers: all
-            .iter()
-            .map(|c| ControllerStats {
-                faults: faults.counts_of(c.ctrl),
-                ..c.snapshot()
-            })
-            .collect(),
-        trace_dropped: 0,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use p2pnvme_docs::stats::StatsDoc;
 
     #[test]
     fn counters_split_by_kind_direction_and_target() {
@@ -188,5 +203,28 @@ mod tests {
         assert_eq!(u64::from_le_bytes(bytes[32..40].try_into().unwrap()), 512); // data own read
         c.reset();
         assert_eq!(c.to_json()["data"]["own_cmb"]["read"], 0);
+    }
+
+    #[test]
+    fn health_reports_fatal_errors_and_removal_until_reset() {
+        let c = Counters::new(0, "s");
+        let healthy = ControllerHealth::default();
+        assert_eq!(c.snapshot().health, Some(healthy));
+        c.fatal_error();
+        c.fatal_error();
+        c.removed();
+        let j = c.to_json();
+        assert_eq!(j["health"]["cfs"], true);
+        assert_eq!(j["health"]["removed"], true);
+        assert_eq!(j["health"]["fatal_errors"], 2);
+        // The launcher reads it beside the counters.
+        let doc = StatsDoc {
+            controllers: vec![c.snapshot()],
+            trace_dropped: 0,
+        };
+        let line = serde_json::to_string(&doc).unwrap();
+        let view: p2pnvme_docs::stats::HealthView = serde_json::from_str(&line).unwrap();
+        let h = view.controllers[0].health.unwrap();
+        assert_eq!((h.cfs, h.removed, h.fatal_errors), (true, true, 2));
     }
 }

@@ -15,7 +15,7 @@ fi
 seeds="$here/corpus-seed/messages"
 corpus="$here/corpus/messages"
 mkdir -p "$corpus"
-(cd "$root" && cargo run -q -p p2pnvme-vfio-user --example fuzz_seeds -- "$seeds")
+(cd "$root" && cargo run -q -p p2pnvme-vfio-user --features test-utils --example fuzz_seeds -- "$seeds")
 cd "$crate"
 # The stable toolchain with RUSTC_BOOTSTRAP=1 builds the sanitizer flags.
 RUSTC_BOOTSTRAP=1 cargo fuzz run messages "$corpus" "$seeds" -- \

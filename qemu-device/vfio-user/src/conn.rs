@@ -289,6 +289,7 @@ fn send_with_fds(sock: RawFd, buf: &[u8], fds: &[RawFd]) -> io::Result<usize> {
 
 /// Sends raw bytes with fds on a socket: for tests and the fuzz target,
 /// which play the client.
+#[cfg(any(test, feature = "test-utils"))]
 pub(crate) fn send_raw(sock: &UnixStream, bytes: &[u8], fds: &[RawFd]) -> io::Result<()> {
     let mut sent = 0;
     while sent < bytes.len() {
@@ -304,6 +305,7 @@ pub(crate) fn send_raw(sock: &UnixStream, bytes: &[u8], fds: &[RawFd]) -> io::Re
 
 /// Receives whatever is there (up to `buf.len()` bytes) with its fds: the
 /// client side of tests.
+#[cfg(any(test, feature = "test-utils"))]
 pub(crate) fn recv_raw(sock: &UnixStream, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
     let mut fds = Vec::new();
     let mut cut = false;

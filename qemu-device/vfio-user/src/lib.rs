@@ -21,15 +21,19 @@
 //! stream. Layout: `wire` (message structs), `conn` (framing, fds),
 //! `validate` (the checks above), `handle` (one request), `server` (socket
 //! and loop). `testing`, `build` and `fuzzing` hold the fake backend, the
-//! client side and the fuzz harness for tests and `fuzz/`.
+//! client side and the fuzz harness for tests and `fuzz/`; they exist only
+//! with the `test-utils` feature (a dev-dependency of other crates).
 
 #![deny(missing_docs)]
 
+#[cfg(any(test, feature = "test-utils"))]
 pub mod build;
 mod conn;
+#[cfg(any(test, feature = "test-utils"))]
 pub mod fuzzing;
 mod handle;
 mod server;
+#[cfg(any(test, feature = "test-utils"))]
 pub mod testing;
 mod validate;
 pub mod wire;

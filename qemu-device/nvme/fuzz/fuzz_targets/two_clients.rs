@@ -35,24 +35,16 @@ fn rig() -> &'static Rig {
         let dir = tempfile::tempdir().unwrap();
         let p = |n: &str| dir.path().join(n);
         let ctrl = |i: usize, g: &str| {
-            format!(
-                "socket={},group={g},serial=fuzz-{i},cmb-mib=2,ns={}:1M",
-                p(&format!("c{i}.sock")).display(),
-                p(&format!("ns{i}.img")).display()
-            )
+            let ns = p2pnvme_device::NamespaceConfig::new(p(&format!("ns{i}.img")), 1 << 20);
+            let mut c = p2pnvme_device::ControllerConfig::new(p(&format!("c{i}.sock")), vec![ns]);
+            c.group = g.into();
+            c.serial = Some(format!("fuzz-{i}"));
+            c.cmb_mib = 2;
+            c
         };
-        let args = p2pnvme_device::DeviceArgs {
-            socket: None,
-            cmb_mib: 2,
-            namespace: vec![],
-            controller: vec![ctrl(0, "a"), ctrl(1, "b")],
-            stats_socket: None,
-            poll_us: 0,
-            irq_moderation_us: 0,
-            fault: vec![],
-            trace: None,
-        };
-        std::thread::spawn(move || p2pnvme_device::run(args).expect("device"));
+        let mut cfg = p2pnvme_device::DeviceConfig::new(vec![ctrl(0, "a"), ctrl(1, "b")]);
+        cfg.poll_us = 0;
+        std::thread::spawn(move || p2pnvme_device::run_config(cfg).expect("device"));
         let start = Instant::now();
         while !p("c1.sock").exists() || !p("c0.sock").exists() {
             assert!(start.elapsed() < Duration::from_secs(10), "no sockets");

@@ -2,6 +2,8 @@
 //! busy: latency percentiles of CSTS/CAP/VS reads while 32 FUA Copy
 //! commands of 32 MiB each run, against the device served in this process
 //! on a real socket. Usage: p2pnvme-bar0-bench [ROUNDS] (default 1).
+//! Register reads take the vfio adapter's lock-free mirror; the copies run
+//! on the controller's worker.
 
 use p2pnvme_device::testhost::{command, SocketHost, DATA};
 use std::time::{Duration, Instant};
@@ -23,22 +25,13 @@ fn main() {
     // Real data to copy (a sparse source would copy nothing).
     std::fs::write(&ns, vec![0x5a; NS as usize]).unwrap();
     let sock = dir.path().join("c0.sock");
-    let args = p2pnvme_device::DeviceArgs {
-        socket: None,
-        cmb_mib: 16,
-        namespace: vec![],
-        controller: vec![format!(
-            "socket={},ns={}:{NS}:{LBA}",
-            sock.display(),
-            ns.display()
-        )],
-        stats_socket: None,
-        poll_us: p2pnvme_device::DEFAULT_POLL_US,
-        irq_moderation_us: 0,
-        fault: vec![],
-        trace: None,
-    };
-    std::thread::spawn(move || p2pnvme_device::run(args).expect("device"));
+    let mut ns = p2pnvme_device::NamespaceConfig::new(ns, NS);
+    ns.lba = LBA as u32;
+    let cfg = p2pnvme_device::DeviceConfig::new(vec![p2pnvme_device::ControllerConfig::new(
+        sock.clone(),
+        vec![ns],
+    )]);
+    std::thread::spawn(move || p2pnvme_device::run_config(cfg).expect("device"));
     let start = Instant::now();
     while !sock.exists() {
         assert!(start.elapsed() < Duration::from_secs(10), "no socket");

@@ -2,7 +2,9 @@
 //! second and throughput as a fraction of this machine's single-core memcpy
 //! bandwidth, measured in the same run. Usage: p2pnvme-device-bench [SECONDS]
 //! [trace] (`trace`: only the cost of the command trace and of fault rules,
-//! as ratios of one run).
+//! as ratios of one run). Commands run through `testhost::TestHost`, which
+//! drives the same controller worker and DMA routing as the vfio-user
+//! adapter, without a socket.
 
 use p2pnvme_device::testhost::{command, rw_command, Sqe, TestHost, RAM_BASE};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,6 +1,9 @@
 //! The device server alone: `p2pnvme device` without the launcher, for
 //! raw vfio-user clients (the isolation tests) and hand-started devices.
-//! Same options as `p2pnvme device`, plus the per-client limits.
+//! Same options as `p2pnvme device` (the hand flags or `--config FILE`),
+//! plus the per-client limits. This file only parses them and sets up the
+//! logger; `p2pnvme_device::run_limited` builds the configuration document,
+//! validates it and serves it (its crate docs map the data path).
 
 use clap::Parser;
 use std::io::Write;

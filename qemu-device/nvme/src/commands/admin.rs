@@ -3,8 +3,7 @@
 //! itself (queues, doorbell buffer, asynchronous events) live in
 //! `controller`.
 
-use super::features::Features;
-use super::io::HostCounters;
+use super::state::{Features, HostCounters};
 use crate::dma::{prp, Dma};
 use crate::namespace::Namespace;
 use crate::nvme::{CmdResult, Sqe, Status};

@@ -2,29 +2,12 @@
 //! command points at (guest RAM, our CMB or a peer's CMB). They see the
 //! controller only through [`IoCtx`].
 
+use super::state::{HostCounters, MAX_TRANSFER};
 use crate::dma::prp;
 use crate::dma::{Dma, Resolved, Target};
 use crate::namespace::Namespace;
 use crate::nvme::{CmdResult, Sqe, Status};
 use crate::stats::{Dir, Kind};
-
-/// Maximum data transfer size: 2^7 4 KiB pages = 512 KiB.
-pub const MDTS: u8 = 7;
-/// Largest data transfer of one command, in bytes.
-pub const MAX_TRANSFER: usize = 4096 << MDTS;
-
-/// The host read and write counters SMART reports.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct HostCounters {
-    /// Read (and Compare) commands completed.
-    pub reads: u64,
-    /// Write commands completed.
-    pub writes: u64,
-    /// Exact data bytes read (SMART derives its rounded units from these).
-    pub bytes_read: u64,
-    /// Exact data bytes written.
-    pub bytes_written: u64,
-}
 
 /// What an I/O command needs from its controller, and nothing more.
 pub struct IoCtx<'a> {
@@ -37,14 +20,6 @@ pub struct IoCtx<'a> {
     pub vwc: bool,
     /// Counters the commands advance.
     pub counters: &'a mut HostCounters,
-}
-
-/// Runs one I/O command through the command table.
-pub fn execute(c: &mut IoCtx<'_>, sqe: &Sqe) -> CmdResult {
-    match super::table::io(sqe.opcode()) {
-        Some(cmd) => (cmd.run)(c, sqe),
-        None => Err(Status::INVALID_OPCODE),
-    }
 }
 
 /// The namespace index of a command that needs one.

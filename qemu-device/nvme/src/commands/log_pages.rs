@@ -2,15 +2,21 @@
 //! supported and effects, and the vendor DMA counters (0xC0).
 
 use super::admin::AdminCtx;
-use super::io::MAX_TRANSFER;
+use super::state::MAX_TRANSFER;
 use crate::limits::ERROR_LOG_ENTRIES;
 use crate::nvme::{CmdResult, Sqe, Status};
 use crate::wire::{
-    ascii, lid, CommandsEffectsLog, FirmwareSlotLog, FromZeros, IntoBytes, SmartLog, U128, U16, U32,
+    ascii, lid, CommandsEffectsLog, FirmwareSlotLog, FromZeros, IntoBytes, SmartLog, U128, U16,
 };
 
-/// Get Log Page: the page LID names, from the dword offset in CDW12/13.
-pub(super) fn get_log_page(c: &mut AdminCtx<'_>, sqe: &Sqe) -> CmdResult {
+/// Get Log Page: the page LID names, from the dword offset in CDW12/13
+/// (`effects`: the Commands Supported and Effects page, which the command
+/// table builds).
+pub(super) fn get_log_page(
+    c: &mut AdminCtx<'_>,
+    sqe: &Sqe,
+    effects: &CommandsEffectsLog,
+) -> CmdResult {
     let lid = (sqe.cdw(10) & 0xff) as u8;
     let numd = ((sqe.cdw(11) & 0xffff) << 16 | sqe.cdw(10) >> 16) as usize + 1;
     let offset = sqe.cdw(12) as u64 | (sqe.cdw(13) as u64) << 32;
@@ -37,7 +43,7 @@ pub(super) fn get_log_page(c: &mut AdminCtx<'_>, sqe: &Sqe) -> CmdResult {
             f.frs[0] = ascii(env!("CARGO_PKG_VERSION"));
             f.as_bytes().to_vec()
         }
-        lid::COMMANDS_EFFECTS => effects_log().as_bytes().to_vec(),
+        lid::COMMANDS_EFFECTS => effects.as_bytes().to_vec(),
         // Up to 1024 NSIDs, zero-filled (cleared when read without RAE).
         lid::CHANGED_NS => {
             let mut b = vec![0u8; 4096];
@@ -79,18 +85,6 @@ fn smart_log(c: &AdminCtx<'_>) -> SmartLog {
     s.host_writes = U128::new(c.host.writes as u128);
     s.error_log_entries = U128::new(c.error_count as u128);
     s
-}
-
-/// Commands Supported and Effects, straight from the command table.
-fn effects_log() -> CommandsEffectsLog {
-    let mut log = CommandsEffectsLog::new_zeroed();
-    for c in super::table::ADMIN {
-        log.acs[c.opcode as usize] = U32::new(c.effects);
-    }
-    for c in super::table::IO {
-        log.iocs[c.opcode as usize] = U32::new(c.effects);
-    }
-    log
 }
 
 /// The host read log page `lid` without RAE: the event types it reports

@@ -8,4 +8,5 @@ pub mod features;
 mod identify;
 pub mod io;
 pub mod log_pages;
+pub mod state;
 pub mod table;

@@ -5,7 +5,9 @@
 use super::admin::AdminCtx;
 use super::io::{self, IoCtx};
 use super::{features, identify, log_pages};
-use crate::nvme::{admin as aop, io as iop, CmdResult, Sqe};
+use crate::nvme::{admin as aop, io as iop, CmdResult, Sqe, Status};
+use crate::wire::{CommandsEffectsLog, U32};
+use zerocopy::FromZeros;
 
 /// Commands Supported and Effects: the command is supported (CSUPP).
 pub const SUPPORTED: u32 = 1;
@@ -80,7 +82,7 @@ pub static ADMIN: &[AdminCommand] = &[
         opcode: aop::GET_LOG_PAGE,
         name: "get-log-page",
         effects: SUPPORTED,
-        run: AdminRun::Ctx(log_pages::get_log_page),
+        run: AdminRun::Ctx(get_log_page),
     },
     AdminCommand {
         opcode: aop::DELETE_CQ,
@@ -193,4 +195,29 @@ pub fn admin(opcode: u8) -> Option<&'static AdminCommand> {
 /// The I/O command with this opcode.
 pub fn io(opcode: u8) -> Option<&'static IoCommand> {
     IO.iter().find(|c| c.opcode == opcode)
+}
+
+/// Runs one I/O command through the command table.
+pub fn execute_io(c: &mut IoCtx<'_>, sqe: &Sqe) -> CmdResult {
+    match io(sqe.opcode()) {
+        Some(cmd) => (cmd.run)(c, sqe),
+        None => Err(Status::INVALID_OPCODE),
+    }
+}
+
+/// Get Log Page, whose Commands Supported and Effects page is this table.
+fn get_log_page(c: &mut AdminCtx<'_>, sqe: &Sqe) -> CmdResult {
+    log_pages::get_log_page(c, sqe, &effects_log())
+}
+
+/// Commands Supported and Effects, straight from the command table.
+fn effects_log() -> CommandsEffectsLog {
+    let mut log = CommandsEffectsLog::new_zeroed();
+    for c in ADMIN {
+        log.acs[c.opcode as usize] = U32::new(c.effects);
+    }
+    for c in IO {
+        log.iocs[c.opcode as usize] = U32::new(c.effects);
+    }
+    log
 }

@@ -9,8 +9,6 @@ use crate::dma::Target;
 use crate::nvme::{CmdResult, Sqe, Status};
 use std::collections::VecDeque;
 
-const AER_LIMIT: usize = 4;
-
 impl Controller {
     /// Runs one admin command through the command table; `None` holds it
     /// (Asynchronous Event Request).
@@ -42,10 +40,9 @@ impl Controller {
 
     /// Asynchronous Event Request: held until an event completes it.
     fn async_event(&mut self, sqe: &Sqe) -> Option<CmdResult> {
-        if self.aers.len() >= AER_LIMIT {
+        if !self.events.request(sqe.cid()) {
             return Some(Err(Status::AER_LIMIT));
         }
-        self.aers.push(sqe.cid());
         self.deliver_events();
         None
     }
@@ -58,7 +55,7 @@ impl Controller {
         }
         let db = DoorbellBuffer::new(sqe.dptr1(), sqe.dptr2(), &self.dma())
             .ok_or(Status::INVALID_FIELD)?;
-        self.dbbuf = Some(db);
+        self.shadow.configure(db);
         for qid in 1..self.sqs.len() {
             self.arm_shadow_doorbells(qid);
         }
@@ -68,7 +65,9 @@ impl Controller {
     /// Event indices for a new I/O queue: the first submission rings, head
     /// updates stay silent until the completion queue fills.
     fn arm_shadow_doorbells(&mut self, qid: usize) {
-        let Some(db) = self.dbbuf else { return };
+        let Some(db) = self.shadow.buffer() else {
+            return;
+        };
         if let Some(sq) = &self.sqs[qid] {
             db.set_event(&self.dma(), qid, Bell::SqTail, sq.tail);
         }

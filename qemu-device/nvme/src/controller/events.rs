@@ -1,30 +1,24 @@
-//! Asynchronous events, the error log and interrupt delivery (MSI-X
-//! vectors as eventfds, with masking).
+//! Where the controller meets its event parts: interrupt delivery through
+//! `vectors`, asynchronous events through `async_events`, the error log
+//! through `error_log`.
 
 use super::*;
-use crate::wire::{ErrorLogEntry, FromZeros, U16, U32, U64};
 
 impl Controller {
     /// Interrupt vectors (MSI-X or MSI): a queue's vector must be below this.
     pub fn vectors(&self) -> usize {
-        self.irqs.len()
+        self.irqs.count()
     }
 
     /// Routes `vector` to an eventfd (None: deassigned).
     pub fn set_irq(&mut self, vector: usize, fd: Option<EventFd>) {
-        if let Some(slot) = self.irqs.get_mut(vector) {
-            slot.fd = fd;
-        }
+        self.irqs.route(vector, fd);
     }
 
     /// Masks or unmasks a vector; an interrupt raised while masked is
     /// delivered on unmask.
     pub fn mask_irq(&mut self, vector: usize, masked: bool) {
-        let Some(slot) = self.irqs.get_mut(vector) else {
-            return;
-        };
-        slot.masked = masked;
-        if !masked && std::mem::take(&mut slot.pending) {
+        if self.irqs.mask(vector, masked) {
             self.interrupt(vector as u16);
         }
     }
@@ -35,14 +29,7 @@ impl Controller {
     }
 
     pub(super) fn interrupt(&mut self, iv: u16) {
-        let Some(slot) = self.irqs.get_mut(iv as usize) else {
-            return;
-        };
-        if slot.masked {
-            slot.pending = true;
-        } else if let Some(fd) = &slot.fd {
-            // Non-blocking: a full counter already means "interrupt".
-            let _ = fd.write(1);
+        if self.irqs.raise(iv as usize) {
             self.stats
                 .interrupts
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -52,10 +39,7 @@ impl Controller {
     pub(super) fn doorbell_error(&mut self, info: u32) {
         // Asynchronous event: error status, info, log page 01h; one of a
         // kind outstanding, so a misbehaving guest cannot grow the queue.
-        let ev = info << 8 | 0x01 << 16;
-        if !self.events.contains(&ev) {
-            self.events.push_back(ev);
-        }
+        self.events.queue(info << 8 | 0x01 << 16);
         self.deliver_events();
     }
 
@@ -63,18 +47,8 @@ impl Controller {
     /// masked; a delivered type stays masked until the host reads its log
     /// page without RAE (see `commands::log_pages`).
     pub fn deliver_events(&mut self) {
-        while !self.aers.is_empty() {
-            let Some(i) = self
-                .events
-                .iter()
-                .position(|ev| self.masked_events & (1 << (ev & 7)) == 0)
-            else {
-                return;
-            };
-            let ev = self.events.remove(i).unwrap_or_default();
-            self.masked_events |= 1 << (ev & 7);
-            let cid = self.aers.remove(0);
-            self.post(0, 0, cid, ev, Status::SUCCESS);
+        while let Some(d) = self.events.next_delivery() {
+            self.post(0, 0, d.cid, d.dw0, Status::SUCCESS);
         }
     }
 
@@ -87,19 +61,15 @@ impl Controller {
             s.sct,
             s.sc
         );
-        self.error_count += 1;
         self.stats
             .errors
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut e = ErrorLogEntry::new_zeroed();
-        e.error_count = U64::new(self.error_count);
-        e.sqid = U16::new(sqid);
-        e.cid = U16::new(cid);
-        e.status = U16::new(s.field());
-        e.param_error_location = U16::new(0xffff); // not specific to a field
-        e.lba = U64::new(lba);
-        e.nsid = U32::new(nsid);
-        self.errlog.push_front(e);
-        self.errlog.truncate(ERROR_LOG_ENTRIES);
+        self.errors.record(sqid, cid, s, nsid, lba);
+    }
+
+    /// Events waiting for an Asynchronous Event Request.
+    #[cfg(any(test, feature = "test-utils"))]
+    pub fn queued_events(&self) -> usize {
+        self.events.queued()
     }
 }

@@ -2,6 +2,7 @@
 //! does to a fetched command, and completions held back (delayed ones the
 //! worker posts when due, never-completed ones a reset drops).
 
+use super::held::Held;
 use super::*;
 use crate::dma::DmaCut;
 use crate::faults::{op_name, Action, AenKind, Class, Fired, Probe, Revoke};
@@ -19,23 +20,11 @@ pub(crate) struct Hook {
 }
 
 /// A command being traced: what is known at fetch.
-struct Traced {
+pub(super) struct Traced {
     start: Instant,
     /// Data bytes per target slot before it ran (see `Counters::data_by_target`).
     before: [u64; crate::stats::MAX_CTRLS + 2],
     record: TraceRecord,
-}
-
-/// A completion a fault rule holds back.
-pub(crate) struct Held {
-    /// When to post it (None: never; a reset drops it).
-    due: Option<Instant>,
-    cqid: usize,
-    sqid: u16,
-    cid: u16,
-    dw0: u32,
-    status: Status,
-    trace: Option<Traced>,
 }
 
 impl Hook {
@@ -120,7 +109,7 @@ impl Controller {
             .zip(self.ns.get((sqe.nsid() as usize).wrapping_sub(1)))
             .and_then(|(_, ns)| sqe.nlb().checked_shl(ns.lba_shift))
             .and_then(|n| usize::try_from(n).ok())
-            .filter(|n| *n <= crate::commands::io::MAX_TRANSFER);
+            .filter(|n| *n <= crate::commands::state::MAX_TRANSFER);
         let Some(len) = len else { return first() };
         let scratch = Counters::new(self.id, "");
         let dma = Dma {
@@ -192,6 +181,7 @@ impl Controller {
             Action::Aen(kind) => self.raise_event(kind, f.ns.unwrap_or(sqe.nsid())),
             Action::CmbRevoke(how) => self.revoke_cmb(how),
             Action::Remove { replug_ms } => {
+                self.stats.removed();
                 self.faults
                     .push_event(EventKind::Remove, self.id, f.id, replug_ms);
                 hold = true;
@@ -199,14 +189,14 @@ impl Controller {
         }
         if hold {
             hook.swallowed = true;
-            self.held.push(Held {
+            self.held.hold(Held {
                 due: None,
                 cqid,
                 sqid: qid as u16,
                 cid: sqe.cid(),
                 dw0: 0,
                 status: Status::SUCCESS,
-                trace: hook.trace.take(),
+                extra: hook.trace.take(),
             });
         }
     }
@@ -215,7 +205,7 @@ impl Controller {
     fn raise_event(&mut self, kind: AenKind, nsid: u32) {
         let ev = match kind {
             AenKind::Smart => {
-                self.critical_warning |= 1 << 2; // reliability degraded
+                self.events.degrade_reliability();
                 0x01 | 0x02 << 16 // SMART/health, info 0, log page 02h
             }
             AenKind::NsChanged => {
@@ -224,48 +214,28 @@ impl Controller {
                 } else {
                     nsid
                 };
-                if !self.changed_ns.contains(&nsid) {
-                    self.changed_ns.push(nsid);
-                }
+                self.events.namespace_changed(nsid);
                 0x02 | 0x04 << 16 // notice: attribute changed, log page 04h
             }
         };
-        if !self.events.contains(&ev) {
-            self.events.push_back(ev);
-        }
+        self.events.queue(ev);
         self.deliver_events();
     }
 
     /// A `cmb-revoke` rule.
     fn revoke_cmb(&mut self, how: Revoke) {
         match how {
-            Revoke::Disable => self.set_cmbmsc(self.cmbmsc & !(CMBMSC_CRE | CMBMSC_CMSE)),
-            Revoke::Unmap => {
-                self.cmb_unreachable.store(true, Ordering::Release);
-                for w in self.cmbs.write().unwrap().iter_mut() {
-                    if w.ctrl == self.id {
-                        w.unreachable = true;
-                    }
-                }
-            }
+            Revoke::Disable => self.set_cmbmsc(self.bar0.cmbmsc() & !(CMBMSC_CRE | CMBMSC_CMSE)),
+            Revoke::Unmap => self.cmb.make_unreachable(),
         }
         self.publish();
     }
 
-    /// Power-on state of what fault rules change (function reset, new
-    /// client): no critical warning, an empty changed namespace list, the
-    /// CMB answering again.
+    /// Power-on state of what a `cmb-revoke=unmap` rule changed (function
+    /// reset, new client): the CMB answers again. (The critical warning and
+    /// the changed namespace list are reset with the async events.)
     pub(super) fn clear_fault_state(&mut self) {
-        self.critical_warning = 0;
-        self.changed_ns.clear();
-        if !self.cmb_unreachable.swap(false, Ordering::AcqRel) {
-            return;
-        }
-        for w in self.cmbs.write().unwrap().iter_mut() {
-            if w.ctrl == self.id {
-                w.unreachable = false;
-            }
-        }
+        self.cmb.make_reachable();
     }
 
     /// Posts a command's completion as its rule says (delayed, or without
@@ -284,22 +254,18 @@ impl Controller {
         }
         match hook.fired.map(|f| f.action) {
             Some(Action::DelayMs(ms)) => {
-                self.held.push(Held {
+                self.held.hold(Held {
                     due: Some(Instant::now() + Duration::from_millis(ms)),
                     cqid,
                     sqid,
                     cid,
                     dw0,
                     status,
-                    trace: hook.trace,
+                    extra: hook.trace,
                 });
                 return;
             }
-            Some(Action::NoIrq) => {
-                self.withhold_irq = true;
-                self.post(cqid, sqid, cid, dw0, status);
-                self.withhold_irq = false;
-            }
+            Some(Action::NoIrq) => self.queue_completion(cqid, sqid, cid, dw0, status, false),
             _ => self.post(cqid, sqid, cid, dw0, status),
         }
         if let Some(t) = hook.trace {
@@ -340,17 +306,10 @@ impl Controller {
 
     /// Posts the held completions that are due.
     pub(super) fn post_due(&mut self) {
-        let now = Instant::now();
-        let mut i = 0;
-        while i < self.held.len() {
-            if self.held[i].due.is_some_and(|d| d <= now) {
-                let h = self.held.swap_remove(i);
-                self.post(h.cqid, h.sqid, h.cid, h.dw0, h.status);
-                if let Some(t) = h.trace {
-                    self.trace_end(t, h.status, false);
-                }
-            } else {
-                i += 1;
+        for h in self.held.take_due(Instant::now()) {
+            self.post(h.cqid, h.sqid, h.cid, h.dw0, h.status);
+            if let Some(t) = h.extra {
+                self.trace_end(t, h.status, false);
             }
         }
     }
@@ -364,14 +323,14 @@ impl Controller {
     /// How long until the next held completion is due (the worker sleeps
     /// no longer than this).
     pub fn next_due(&self) -> Option<Duration> {
-        let due = self.held.iter().filter_map(|h| h.due).min()?;
+        let due = self.held.next_due()?;
         Some(due.saturating_duration_since(Instant::now()))
     }
 
     /// A controller reset: held completions are dropped (traced as such).
     pub(super) fn drop_held(&mut self) {
-        for h in std::mem::take(&mut self.held) {
-            if let Some(t) = h.trace {
+        for h in self.held.take_all() {
+            if let Some(t) = h.extra {
                 self.trace_end(t, h.status, true);
             }
         }
@@ -383,12 +342,8 @@ impl Controller {
         if self.held.is_empty() {
             return;
         }
-        let (gone, kept) = std::mem::take(&mut self.held)
-            .into_iter()
-            .partition(|h| h.sqid == sqid);
-        self.held = kept;
-        for h in gone {
-            if let Some(t) = h.trace {
+        for h in self.held.take_of_sq(sqid) {
+            if let Some(t) = h.extra {
                 self.trace_end(t, h.status, true);
             }
         }

@@ -1,31 +1,39 @@
-//! Controller state machine: registers, enable/reset/shutdown, queues,
-//! doorbells, completions and interrupts.
+//! One NVMe controller: where its parts meet. The parts own their state
+//! behind private fields (`bar0` registers, `cmb`, `vectors`,
+//! `async_events`, `error_log`, `held` completions); the `impl Controller`
+//! files (`registers`, `queues`, `shadow`, `irq`, `events`, `faults`,
+//! `admin`) are the controller's operations, which call the parts' methods.
 
 mod admin;
+mod async_events;
+mod bar0;
+mod cmb;
 pub mod dbbuf;
+mod error_log;
 mod events;
 mod faults;
+mod held;
 mod irq;
 mod queues;
 mod registers;
 pub mod regs;
 mod shadow;
+mod vectors;
 
 use crate::controller::dbbuf::{Bell, DoorbellBuffer};
 use crate::controller::regs::{Doorbells, RegMirror};
-use crate::dma::{CmbRegistry, Dma, GuestRam, Mapping, Target};
+use crate::dma::{CmbRegistry, Dma, GuestRam, Target};
 use crate::namespace::Namespace;
 use crate::nvme::{cqe, Sqe, Status};
 use crate::stats::{Counters, Kind};
 use std::collections::VecDeque;
-use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vmm_sys_util::eventfd::EventFd;
 
 pub const DOORBELLS: u64 = 0x1000;
-pub use crate::limits::{ERROR_LOG_ENTRIES, MAX_IO_QUEUES, MQES, NVME_VERSION};
+pub use crate::limits::{MAX_IO_QUEUES, MQES};
 
 /// BAR0 register offsets, taken from the typed register layout.
 pub mod reg {
@@ -61,13 +69,7 @@ pub mod reg {
     pub const CMBSTS: u64 = offset_of!(R, cmbsts) as u64;
 }
 
-const CC_EN: u32 = 1;
-const CSTS_RDY: u32 = 1;
-const CSTS_CFS: u32 = 2;
-const CSTS_SHST_OCCURRING: u32 = 1 << 2;
-const CSTS_SHST_COMPLETE: u32 = 2 << 2;
-const CMBMSC_CRE: u64 = 1;
-const CMBMSC_CMSE: u64 = 2;
+use bar0::{CMBMSC_CMSE, CMBMSC_CRE};
 
 pub struct Sq {
     pub base: u64,
@@ -88,15 +90,7 @@ pub struct Cq {
     pub pending: VecDeque<crate::wire::Cqe>,
 }
 
-/// One MSI-X vector's routing.
-#[derive(Default)]
-struct Vector {
-    fd: Option<EventFd>,
-    masked: bool,
-    pending: bool,
-}
-
-/// Per-controller settings from the command line.
+/// Per-controller settings (from the validated configuration document).
 pub struct CtrlConfig {
     pub id: usize,
     pub serial: String,
@@ -106,63 +100,57 @@ pub struct CtrlConfig {
     pub irq: crate::irq_mode::IrqMode,
 }
 
+/// One controller. Its identity, queues and parts are private (the
+/// `controller` modules reach them through the parts' methods); what it
+/// shares with the rest of the process (counters, guest RAM, Bus Master
+/// Enable, fault rules, trace, timing settings) is public.
 pub struct Controller {
-    pub id: usize,
-    pub serial: String,
-    pub ns: Vec<Namespace>,
+    id: usize,
+    serial: String,
+    ns: Vec<Namespace>,
+    /// This controller's DMA counters and health (shared with the stats
+    /// socket).
     pub stats: Arc<Counters>,
     /// Guest RAM maps, shared with the message thread so DMA_MAP/UNMAP
     /// need not wait for the worker's pass.
     pub ram: Arc<GuestRam>,
-    pub cmbs: CmbRegistry,
-    /// The CMB memory and the memfd the client maps; a new pair for every
-    /// client (see `renew_cmb`).
-    pub cmb: Option<(Arc<Mapping>, Arc<File>)>,
-    pub cc: u32,
-    pub csts: u32,
-    aqa: u32,
-    asq: u64,
-    acq: u64,
-    intms: u32,
-    cmbmsc: u64,
-    cmbsts: u32,
-    pub sqs: Vec<Option<Sq>>,
-    pub cqs: Vec<Option<Cq>>,
-    irqs: Vec<Vector>,
-    pub features: crate::commands::features::Features,
-    pub aers: Vec<u16>,
-    pub events: VecDeque<u32>,
-    pub errlog: VecDeque<crate::wire::ErrorLogEntry>,
-    pub error_count: u64,
-    pub host: crate::commands::io::HostCounters,
-    /// the vfio-user reply to a doorbell write does not wait for the I/O.
-    pub work: bool,
-    /// Shadow doorbells for I/O queues, once the driver configured them.
-    pub dbbuf: Option<DoorbellBuffer>,
+    /// The CMB and its window in the peer group's table.
+    cmb: cmb::Cmb,
+    /// BAR0 register values (the mirror below is what clients read).
+    bar0: bar0::Registers,
+    sqs: Vec<Option<Sq>>,
+    cqs: Vec<Option<Cq>>,
+    /// Interrupt vectors: eventfds and masks.
+    irqs: vectors::Vectors,
+    features: crate::commands::state::Features,
+    /// Asynchronous event requests, queued events and what their log
+    /// pages report.
+    events: async_events::AsyncEvents,
+    /// The error log (log page 01h).
+    errors: error_log::ErrorLog,
+    host: crate::commands::state::HostCounters,
+    /// Commands or a shutdown wait for the worker (the vfio-user reply to
+    /// a doorbell write does not wait for the I/O).
+    work: bool,
+    /// Shadow doorbells for I/O queues: buffers, drain time, poll pace.
+    shadow: shadow::Shadow,
     /// How long the worker keeps polling shadow SQ tails after the queues
     /// drain before it publishes event indices (and the driver rings
     /// again); `pace` shortens it while the driver's I/O is sparse.
     pub poll: Duration,
-    /// Whether the driver's I/O is sparse, which sizes the poll window.
-    pace: shadow::PollPace,
     /// Adaptive interrupt moderation (0: off): while the host has not
     /// set Interrupt Coalescing, an I/O vector's interrupt waits until no
     /// command arrived for this long (see `irq.rs`).
     pub moderation: Duration,
     /// When the last pass that fetched commands ended.
     last_fetch: Option<Instant>,
-    /// When the queues drained with event indices left unpublished.
-    drained_at: Option<Instant>,
     /// PCI command register's Bus Master Enable (owned by the PCI config
     /// space): while clear, the controller performs no DMA at all.
     pub bus_master: Arc<AtomicBool>,
-    /// Event types (bit = AER type) masked until their log page is read
-    /// without Retain Asynchronous Event.
-    pub masked_events: u8,
     /// BAR0 as the message thread reads it, without this controller's lock.
-    pub regs: Arc<RegMirror>,
+    regs: Arc<RegMirror>,
     /// Doorbell writes the message thread recorded for the worker.
-    pub bells: Arc<Doorbells>,
+    bells: Arc<Doorbells>,
     /// CC.SHN was set: the worker flushes, then reports SHST complete.
     shutdown_pending: bool,
     /// Work units left in this worker pass (the worker drops the lock
@@ -175,15 +163,7 @@ pub struct Controller {
     /// The command trace of the process (off: no cost).
     pub trace: Arc<crate::trace::Tracer>,
     /// Completions fault rules hold back (delayed, or never posted).
-    held: Vec<faults::Held>,
-    /// A `no-irq` fault: the completion being posted marks no interrupt.
-    withhold_irq: bool,
-    /// SMART critical warning bits (a `aen=smart` fault sets them).
-    pub critical_warning: u8,
-    /// Changed Namespace List (log page 04h) since it was last read.
-    pub changed_ns: Vec<u32>,
-    /// A `cmb-revoke=unmap` fault: CPU reads of the CMB return all ones.
-    pub cmb_unreachable: Arc<AtomicBool>,
+    held: held::HeldCompletions<Option<faults::Traced>>,
     /// Completions not yet signalled (batching and coalescing).
     irq: irq::IrqState,
 }
@@ -212,53 +192,28 @@ impl Controller {
         cmbs: CmbRegistry,
         stats: Arc<Counters>,
     ) -> std::io::Result<Controller> {
-        let cmb = if cfg.cmb_bytes > 0 {
-            let f = crate::dma::sealed_memfd(&format!("p2pnvme-cmb{}", cfg.id), cfg.cmb_bytes)?;
-            let m = Arc::new(Mapping::new(&f, 0, cfg.cmb_bytes as usize)?);
-            cmbs.write().unwrap().push(crate::dma::CmbWindow {
-                ctrl: cfg.id,
-                mem: m.clone(),
-                base: None,
-                unreachable: false,
-            });
-            Some((m, Arc::new(f)))
-        } else {
-            None
-        };
+        let cmb = cmb::Cmb::new(cfg.id, cfg.cmb_bytes, cmbs)?;
         Ok(Controller {
             id: cfg.id,
             serial: cfg.serial,
             ns: cfg.namespaces,
             stats,
             ram: Arc::default(),
-            cmbs,
             cmb,
-            cc: 0,
-            csts: 0,
-            aqa: 0,
-            asq: 0,
-            acq: 0,
-            intms: 0,
-            cmbmsc: 0,
-            cmbsts: 0,
+            bar0: Default::default(),
             sqs: (0..=MAX_IO_QUEUES).map(|_| None).collect(),
             cqs: (0..=MAX_IO_QUEUES).map(|_| None).collect(),
-            irqs: (0..cfg.irq.vectors()).map(|_| Vector::default()).collect(),
+            irqs: vectors::Vectors::new(cfg.irq.vectors()),
             features: Default::default(),
-            aers: vec![],
-            events: VecDeque::new(),
-            errlog: VecDeque::new(),
-            error_count: 0,
+            events: Default::default(),
+            errors: Default::default(),
             host: Default::default(),
             work: false,
-            dbbuf: None,
             poll: Duration::ZERO,
             moderation: Duration::ZERO,
             last_fetch: None,
-            drained_at: None,
-            pace: Default::default(),
+            shadow: Default::default(),
             bus_master: Arc::new(AtomicBool::new(false)),
-            masked_events: 0,
             regs: Arc::default(),
             bells: Arc::default(),
             shutdown_pending: false,
@@ -266,11 +221,7 @@ impl Controller {
             next_sq: 0,
             faults: Arc::new(crate::faults::FaultTable::new(0)),
             trace: Arc::default(),
-            held: vec![],
-            withhold_irq: false,
-            critical_warning: 0,
-            changed_ns: vec![],
-            cmb_unreachable: Arc::default(),
+            held: Default::default(),
             irq: Default::default(),
         })
         .inspect(|c| c.publish())
@@ -280,13 +231,7 @@ impl Controller {
     pub fn io_ctx(&mut self) -> crate::commands::io::IoCtx<'_> {
         crate::commands::io::IoCtx {
             ns: &self.ns,
-            dma: dma_over(
-                self.id,
-                &self.ram,
-                &self.cmbs,
-                &self.bus_master,
-                &self.stats,
-            ),
+            dma: dma_over!(self),
             vwc: self.features.vwc,
             counters: &mut self.host,
         }
@@ -294,59 +239,96 @@ impl Controller {
 
     /// The narrow view identify, features and log pages get.
     pub fn admin_ctx(&mut self) -> crate::commands::admin::AdminCtx<'_> {
+        let (masked_events, critical_warning, changed_ns) = self.events.log_view();
         crate::commands::admin::AdminCtx {
             id: self.id,
             serial: &self.serial,
             ns: &self.ns,
-            dma: dma_over(
-                self.id,
-                &self.ram,
-                &self.cmbs,
-                &self.bus_master,
-                &self.stats,
-            ),
+            dma: dma_over!(self),
             features: &mut self.features,
-            errlog: &self.errlog,
-            error_count: self.error_count,
+            errlog: self.errors.entries(),
+            error_count: self.errors.count(),
             host: &self.host,
             stats: &self.stats,
-            masked_events: &mut self.masked_events,
-            critical_warning: self.critical_warning,
-            changed_ns: &mut self.changed_ns,
-            vectors: self.irqs.len(),
+            masked_events,
+            critical_warning,
+            changed_ns,
+            vectors: self.irqs.count(),
         }
     }
 
     pub fn dma(&self) -> Dma<'_> {
-        dma_over(
-            self.id,
-            &self.ram,
-            &self.cmbs,
-            &self.bus_master,
-            &self.stats,
-        )
+        dma_over!(self)
     }
 
+    /// The register mirror the transport reads without the lock.
+    pub fn register_mirror(&self) -> Arc<RegMirror> {
+        self.regs.clone()
+    }
+
+    /// The doorbell slots the transport records writes in.
+    pub fn doorbells(&self) -> Arc<Doorbells> {
+        self.bells.clone()
+    }
+
+    /// Work waits for the worker.
+    #[cfg(any(test, feature = "test-utils"))]
+    pub fn has_work(&self) -> bool {
+        self.work
+    }
+
+    /// The driver configured shadow doorbells.
+    #[cfg(any(test, feature = "test-utils"))]
+    pub fn shadow_doorbells_on(&self) -> bool {
+        self.shadow.buffer().is_some()
+    }
+
+    /// Completions of `cqid` waiting for room in the queue.
+    #[cfg(any(test, feature = "test-utils"))]
+    pub fn cq_backlog(&self, cqid: usize) -> usize {
+        self.cqs
+            .get(cqid)
+            .and_then(|q| q.as_ref())
+            .map_or(0, |q| q.pending.len())
+    }
+
+    /// Namespace `i` (NSID i + 1).
+    #[cfg(any(test, feature = "test-utils"))]
+    pub fn namespace(&self, i: usize) -> &Namespace {
+        &self.ns[i]
+    }
+
+    /// CMB size in bytes (0: none).
     pub fn cmb_bytes(&self) -> u64 {
-        self.cmb.as_ref().map(|(m, _)| m.len() as u64).unwrap_or(0)
+        self.cmb.bytes()
+    }
+
+    /// The CMB memory and the memfd the client maps (None: no CMB).
+    pub fn cmb_memory(&self) -> Option<cmb::CmbMemory> {
+        self.cmb.memory()
+    }
+
+    /// Set while a `cmb-revoke=unmap` rule holds: CPU reads of the CMB
+    /// return all ones.
+    pub fn cmb_unreachable(&self) -> Arc<AtomicBool> {
+        self.cmb.unreachable_flag()
     }
 }
 
 /// The DMA engine over these fields of a controller; a free function so the
 /// command contexts can borrow other fields mutably beside it.
-fn dma_over<'a>(
-    ctrl: usize,
-    ram: &'a GuestRam,
-    cmbs: &'a CmbRegistry,
-    bus_master: &AtomicBool,
-    stats: &'a Counters,
-) -> Dma<'a> {
-    Dma {
-        ctrl,
-        ram,
-        cmbs,
-        bus_master: bus_master.load(Ordering::Acquire),
-        stats,
-        cut: None,
-    }
+/// The DMA view over a controller's fields, borrowing only the fields it
+/// names (so a command context can borrow other fields mutably beside it).
+macro_rules! dma_over {
+    ($c:ident) => {
+        Dma {
+            ctrl: $c.id,
+            ram: &$c.ram,
+            cmbs: $c.cmb.group(),
+            bus_master: $c.bus_master.load(Ordering::Acquire),
+            stats: &$c.stats,
+            cut: None,
+        }
+    };
 }
+use dma_over;

@@ -10,7 +10,7 @@ impl Controller {
     /// doorbells, then runs a short pass or polls the shadow doorbells.
     pub fn step(&mut self) -> Step {
         self.apply_doorbells();
-        if self.ram.lost() && self.csts & (CSTS_RDY | CSTS_CFS) == CSTS_RDY {
+        if self.ram.lost() && self.bar0.ready() && !self.bar0.fatal() {
             // The client shrank a DMA_MAP file under a copy (its command
             // failed with Data Transfer Error): its memory is not trusted.
             self.fatal("guest RAM lost (a DMA_MAP file shrank)", 0);
@@ -43,7 +43,7 @@ impl Controller {
         for (slot, v) in writes {
             self.doorbell(DOORBELLS + slot as u64 * 4, v);
         }
-        if bad && self.csts & CSTS_RDY != 0 {
+        if bad && self.bar0.ready() {
             self.doorbell_error(0x00);
         }
     }
@@ -51,7 +51,7 @@ impl Controller {
     pub(super) fn doorbell(&mut self, off: u64, v: u32) {
         let idx = (off - DOORBELLS) / 4;
         let qid = (idx / 2) as usize;
-        if self.csts & CSTS_RDY == 0 {
+        if !self.bar0.ready() {
             return;
         }
         let v = v as u16;
@@ -61,7 +61,7 @@ impl Controller {
         // taking it would move the queue back, and an SQ tail behind its
         // head reads as a whole queue of stale entries. The write then
         // only wakes the worker, which rereads the shadow.
-        let shadowed = qid != 0 && self.dbbuf.is_some();
+        let shadowed = qid != 0 && self.shadow.buffer().is_some();
         if idx.is_multiple_of(2) {
             match self.sqs.get_mut(qid).and_then(|q| q.as_mut()) {
                 Some(sq) if v < sq.size && shadowed => {}
@@ -98,7 +98,7 @@ impl Controller {
                 .as_ref()
                 .is_some_and(|cq| !cq.pending.is_empty())
             {
-                self.drain_pending(qid);
+                self.drain_pending(qid, true);
             }
         }
         self.budget = PASS;
@@ -121,7 +121,7 @@ impl Controller {
             self.paced(now);
         }
         self.work = fetched
-            && self.csts & CSTS_CFS == 0
+            && !self.bar0.fatal()
             && self.sqs.iter().flatten().any(|sq| {
                 sq.head != sq.tail
                     && self.cqs[sq.cqid as usize]
@@ -135,7 +135,8 @@ impl Controller {
     /// and no more commands until a reset, as QEMU's nvme does.
     pub(super) fn fatal(&mut self, what: &str, addr: u64) {
         log::debug!("controller {}: fatal: {what} at {addr:#x}", self.id);
-        self.csts |= CSTS_CFS;
+        self.bar0.set_fatal();
+        self.stats.fatal_error();
         self.stats
             .errors
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -148,7 +149,7 @@ impl Controller {
         // index published): otherwise a driver that skipped the doorbell
         // would wait forever.
         loop {
-            if self.csts & CSTS_CFS != 0 {
+            if self.bar0.fatal() {
                 return;
             }
             let Some(sq) = self.sqs[qid].as_mut() else {
@@ -202,7 +203,7 @@ impl Controller {
             } else {
                 let mut ctx = self.io_ctx();
                 ctx.dma.cut = cut;
-                Some(crate::commands::io::execute(&mut ctx, &sqe))
+                Some(crate::commands::table::execute_io(&mut ctx, &sqe))
             };
             if qid != 0 {
                 let extra = self.data_units(&sqe);
@@ -250,6 +251,20 @@ impl Controller {
     /// Queues a completion on `cqid`; its interrupt is raised when the
     /// pass ends (`signal_marked`).
     pub fn post(&mut self, cqid: usize, sqid: u16, cid: u16, dw0: u32, status: Status) {
+        self.queue_completion(cqid, sqid, cid, dw0, status, true);
+    }
+
+    /// [`Controller::post`]; `irq` false: no interrupt is marked for this
+    /// entry (a `no-irq` fault rule).
+    pub(super) fn queue_completion(
+        &mut self,
+        cqid: usize,
+        sqid: u16,
+        cid: u16,
+        dw0: u32,
+        status: Status,
+        irq: bool,
+    ) {
         let sq_head = self
             .sqs
             .get(sqid as usize)
@@ -262,10 +277,12 @@ impl Controller {
         // Phase is filled in when the entry is written.
         cq.pending
             .push_back(cqe(dw0, sq_head, sqid, cid, status.field(), false));
-        self.drain_pending(cqid);
+        self.drain_pending(cqid, irq);
     }
 
-    pub(super) fn drain_pending(&mut self, cqid: usize) {
+    /// Writes queued entries of `cqid` while it has room; `irq`: mark the
+    /// queue's interrupt for what was written.
+    pub(super) fn drain_pending(&mut self, cqid: usize, irq: bool) {
         let mut wrote = 0;
         loop {
             let Some(cq) = self.cqs.get_mut(cqid).and_then(|q| q.as_mut()) else {
@@ -296,8 +313,7 @@ impl Controller {
             }
             wrote += 1;
         }
-        // A `no-irq` fault rule's entry asks for no interrupt of its own.
-        if wrote > 0 && !self.withhold_irq {
+        if wrote > 0 && irq {
             self.mark_irq(cqid, wrote);
         }
     }

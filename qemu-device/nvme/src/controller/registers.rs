@@ -10,29 +10,19 @@ impl Controller {
             | 1 << 16 // CQR: queues must be physically contiguous
             | 20 << 24 // TO: 10 s
             | 1 << 37; // CSS: NVM command set
-        if self.cmb.is_some() {
+        if self.cmb.present() {
             cap |= 1 << 57; // CMBS: CMBMSC controls the CMB
         }
         cap
     }
 
     pub(super) fn cmbsz(&self) -> u32 {
-        if self.cmb.is_none() || self.cmbmsc & CMBMSC_CRE == 0 {
+        if !self.cmb.present() || self.bar0.cmbmsc() & CMBMSC_CRE == 0 {
             return 0;
         }
         let mib = (self.cmb_bytes() >> 20) as u32;
         // SQS | LISTS | RDS | WDS, size unit 1 MiB.
         0x1d | 2 << 8 | mib << 12
-    }
-
-    pub(super) fn reg64(&self, base: u64) -> Option<u64> {
-        Some(match base {
-            reg::CAP => self.cap(),
-            reg::ASQ => self.asq,
-            reg::ACQ => self.acq,
-            reg::CMBMSC => self.cmbmsc,
-            _ => return None,
-        })
     }
 
     /// A BAR0 read (served from the mirror, as the message thread does).
@@ -44,98 +34,52 @@ impl Controller {
     /// Copies the registers into the lock-free mirror; called after every
     /// change of register state.
     pub(super) fn publish(&self) {
-        let r = &self.regs;
-        for off in [reg::CAP, reg::ASQ, reg::ACQ, reg::CMBMSC] {
-            r.set64(off, self.reg64(off).unwrap_or(0));
-        }
-        r.set(reg::VS, NVME_VERSION);
-        r.set(reg::INTMS, self.intms);
-        r.set(reg::INTMC, self.intms);
-        r.set(reg::CC, self.cc);
-        r.set(reg::CSTS, self.csts);
-        r.set(reg::AQA, self.aqa);
-        // CMBLOC: BIR 2, offset 0, once the CMB is enabled.
-        r.set(
-            reg::CMBLOC,
-            if self.cmbmsc & CMBMSC_CRE != 0 { 2 } else { 0 },
-        );
-        r.set(reg::CMBSZ, self.cmbsz());
-        r.set(reg::CMBSTS, self.cmbsts);
+        self.bar0.publish(&self.regs, self.cap(), self.cmbsz());
     }
 
     pub fn reg_write(&mut self, off: u64, data: &[u8]) {
-        let mut b = [0u8; 8];
-        let n = data.len().min(8);
-        b[..n].copy_from_slice(&data[..n]);
-        let v64 = u64::from_le_bytes(b);
-        let v = v64 as u32;
         if off >= DOORBELLS {
             // As on the vfio-user path: recorded for the worker.
             self.stats
                 .doorbell_writes
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.bells.ring((off - DOORBELLS) / 4, v);
-            return;
+            return self.bells.write(off - DOORBELLS, data);
         }
-        let set_half = |old: u64, off: u64| -> u64 {
-            if n == 8 {
-                v64
-            } else if off & 4 == 0 {
-                (old & !0xffff_ffff) | v as u64
-            } else {
-                (old & 0xffff_ffff) | (v as u64) << 32
-            }
-        };
-        match off & !3 {
-            reg::INTMS => self.intms |= v,
-            reg::INTMC => self.intms &= !v,
-            reg::CC => self.set_cc(v),
-            reg::NSSR => {}
-            reg::AQA => self.aqa = v & 0x0fff_0fff,
-            o if o & !7 == reg::ASQ => self.asq = set_half(self.asq, off) & !0xfff,
-            o if o & !7 == reg::ACQ => self.acq = set_half(self.acq, off) & !0xfff,
-            o if o & !7 == reg::CMBMSC => {
-                let new = set_half(self.cmbmsc, off);
-                self.set_cmbmsc(new);
-            }
-            _ => {}
+        match self.bar0.write(off, data) {
+            bar0::Write::Stored => {}
+            bar0::Write::Cc { was, now } => self.set_cc(was, now),
+            bar0::Write::Cmbmsc(v) => self.set_cmbmsc(v),
         }
         self.publish();
     }
 
     pub(super) fn set_cmbmsc(&mut self, v: u64) {
-        if self.cmb.is_none() {
+        if !self.cmb.present() {
             return;
         }
-        self.cmbmsc = v & (!0xfff | CMBMSC_CRE | CMBMSC_CMSE);
         let base = v & !0xfff;
         let enabled = v & CMBMSC_CMSE != 0 && v & CMBMSC_CRE != 0;
         let valid = base.checked_add(self.cmb_bytes()).is_some();
-        self.cmbsts = (enabled && !valid) as u32; // CBAI
-        for w in self.cmbs.write().unwrap().iter_mut() {
-            if w.ctrl == self.id {
-                w.base = (enabled && valid).then_some(base);
-            }
-        }
+        self.bar0.set_cmb(v, enabled && !valid); // CBAI
+        self.cmb.place((enabled && valid).then_some(base));
     }
 
-    pub(super) fn set_cc(&mut self, v: u32) {
-        let was = self.cc;
-        self.cc = v;
-        if was & CC_EN == 0 && v & CC_EN != 0 {
+    pub(super) fn set_cc(&mut self, was: u32, v: u32) {
+        use bar0::Registers as R;
+        if !R::enabled(was) && R::enabled(v) {
             self.enable();
-        } else if was & CC_EN != 0 && v & CC_EN == 0 {
+        } else if R::enabled(was) && !R::enabled(v) {
             self.reset();
         }
-        let shn = (v >> 14) & 3;
-        if shn != 0 && (was >> 14) & 3 == 0 {
+        let shn = R::shutdown_notification(v);
+        if shn != 0 && R::shutdown_notification(was) == 0 {
             // Shutdown processing (SHST 01b) until the worker flushed.
-            self.csts = (self.csts & !(3 << 2)) | CSTS_SHST_OCCURRING;
+            self.bar0.shutdown_occurring();
             self.shutdown_pending = true;
             self.work = true;
         } else if shn == 0 {
             self.shutdown_pending = false;
-            self.csts &= !(3 << 2);
+            self.bar0.clear_shutdown();
         }
     }
 
@@ -147,17 +91,20 @@ impl Controller {
                 log::warn!("controller {}: flush at shutdown: {e}", self.id);
             }
         }
-        self.csts = (self.csts & !(3 << 2)) | CSTS_SHST_COMPLETE;
+        self.bar0.shutdown_complete();
         self.publish();
     }
 
     pub(super) fn enable(&mut self) {
-        let asqs = (self.aqa & 0xfff) as u16;
-        let acqs = ((self.aqa >> 16) & 0xfff) as u16;
-        let mps = (self.cc >> 7) & 0xf;
-        let css = (self.cc >> 4) & 7;
-        if asqs == 0 || acqs == 0 || mps != 0 || css != 0 || self.asq == 0 || self.acq == 0 {
-            self.csts |= CSTS_CFS;
+        let q = self.bar0.admin_queues();
+        if q.sq_entries < 2
+            || q.cq_entries < 2
+            || !self.bar0.cc_supported()
+            || q.sq_base == 0
+            || q.cq_base == 0
+        {
+            self.bar0.set_fatal();
+            self.stats.fatal_error();
             return;
         }
         if self.ram.lost() {
@@ -169,29 +116,30 @@ impl Controller {
         // The queues must fit the address space (the guest chose ASQ/ACQ);
         // the admin CQ may not be in a CMB (CMBSZ.CQS is 0), nor the admin
         // SQ in a peer's CMB.
-        let sq_bytes = (asqs as u64 + 1) * 64;
-        let cq_bytes = (acqs as u64 + 1) * 16;
+        let sq_bytes = q.sq_entries as u64 * 64;
+        let cq_bytes = q.cq_entries as u64 * 16;
         let fits =
-            self.asq.checked_add(sq_bytes).is_some() && self.acq.checked_add(cq_bytes).is_some();
+            q.sq_base.checked_add(sq_bytes).is_some() && q.cq_base.checked_add(cq_bytes).is_some();
         let dma = self.dma();
         let cq_in_cmb = matches!(
-            dma.classify(self.acq, cq_bytes),
+            dma.classify(q.cq_base, cq_bytes),
             Ok(Target::OwnCmb | Target::PeerCmb(_))
         );
-        let sq_in_peer = matches!(dma.classify(self.asq, sq_bytes), Ok(Target::PeerCmb(_)));
+        let sq_in_peer = matches!(dma.classify(q.sq_base, sq_bytes), Ok(Target::PeerCmb(_)));
         if !fits || cq_in_cmb || sq_in_peer {
             log::debug!(
                 "controller {}: CC.EN with bad ASQ {:#x} / ACQ {:#x}",
                 self.id,
-                self.asq,
-                self.acq
+                q.sq_base,
+                q.cq_base
             );
-            self.csts |= CSTS_CFS;
+            self.bar0.set_fatal();
+            self.stats.fatal_error();
             return;
         }
         self.cqs[0] = Some(Cq {
-            base: self.acq,
-            size: acqs + 1,
+            base: q.cq_base,
+            size: q.cq_entries,
             head: 0,
             tail: 0,
             phase: true,
@@ -200,13 +148,13 @@ impl Controller {
             pending: VecDeque::new(),
         });
         self.sqs[0] = Some(Sq {
-            base: self.asq,
-            size: asqs + 1,
+            base: q.sq_base,
+            size: q.sq_entries,
             head: 0,
             tail: 0,
             cqid: 0,
         });
-        self.csts |= CSTS_RDY;
+        self.bar0.set_ready();
     }
 
     /// Controller reset (CC.EN 1 -> 0, or a vfio-user reset): queues go, the
@@ -215,31 +163,22 @@ impl Controller {
         self.drop_held(); // fault rules' held completions go with the queues
         self.sqs.iter_mut().for_each(|q| *q = None);
         self.cqs.iter_mut().for_each(|q| *q = None);
-        self.aers.clear();
-        self.events.clear();
+        self.events.reset();
         self.features = Default::default();
-        self.dbbuf = None;
-        self.drained_at = None;
-        self.pace = Default::default();
+        self.shadow.reset();
         self.reset_irqs();
-        self.csts &= !(CSTS_RDY | CSTS_CFS);
+        self.bar0.clear_ready_and_fatal();
     }
 
     /// DEVICE_RESET: back to the power-on register state (DMA maps and
     /// interrupt routing stay, as the vfio-user protocol says).
     pub fn device_reset(&mut self) {
         self.reset();
-        self.cc = 0;
-        self.csts = 0;
-        self.aqa = 0;
-        self.asq = 0;
-        self.acq = 0;
-        self.intms = 0;
+        self.bar0.power_on();
         self.set_cmbmsc(0);
-        self.masked_events = 0;
+        self.events.power_on(); // masks, and what `aen` fault rules set
         self.clear_fault_state(); // what fault rules changed ends with a function reset
-        self.errlog.clear();
-        self.error_count = 0;
+        self.errors.clear();
         self.shutdown_pending = false;
         self.bells.clear();
         self.publish();
@@ -250,41 +189,9 @@ impl Controller {
     pub fn disconnect(&mut self) {
         self.device_reset();
         self.ram.clear();
-        self.irqs.iter_mut().for_each(|i| *i = Vector::default());
+        self.irqs.clear();
         self.bus_master.store(false, Ordering::Release);
-        self.renew_cmb();
+        self.cmb.renew();
         self.publish();
-    }
-
-    /// Gives the CMB fresh memory: the memfd the last client got (and may
-    /// still map) is never used again, so it cannot see or change the next
-    /// client's CMB. Peers find the new memory through the group's table.
-    fn renew_cmb(&mut self) {
-        let Some((old, _)) = &self.cmb else { return };
-        let len = old.len();
-        let fresh = crate::dma::sealed_memfd(&format!("p2pnvme-cmb{}", self.id), len as u64)
-            .and_then(|f| Ok((Arc::new(Mapping::new(&f, 0, len)?), Arc::new(f))));
-        match fresh {
-            Ok((m, f)) => {
-                let mut windows = self.cmbs.write().unwrap_or_else(|e| e.into_inner());
-                if let Some(w) = windows.iter_mut().find(|w| w.ctrl == self.id) {
-                    w.mem = m.clone();
-                }
-                self.cmb = Some((m, f));
-            }
-            Err(e) => {
-                // No memory for a new CMB: the controller offers none rather
-                // than share the old one with the next client.
-                log::error!(
-                    "controller {}: no memory for a fresh CMB ({e}); it has no CMB until restarted",
-                    self.id
-                );
-                self.cmbs
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .retain(|w| w.ctrl != self.id);
-                self.cmb = None;
-            }
-        }
     }
 }

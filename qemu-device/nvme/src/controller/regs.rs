@@ -75,6 +75,15 @@ impl Default for Doorbells {
 impl Doorbells {
     /// Records a doorbell write at BAR0 offset `doorbell_index * 4 +
     /// DOORBELLS`; a later write to the same slot supersedes it.
+    /// A doorbell register write of `data` at `offset` bytes past the
+    /// first doorbell (the low 32 bits count).
+    pub fn write(&self, offset: u64, data: &[u8]) {
+        let mut b = [0u8; 4];
+        let n = data.len().min(4);
+        b[..n].copy_from_slice(&data[..n]);
+        self.ring(offset / 4, u32::from_le_bytes(b));
+    }
+
     pub fn ring(&self, index: u64, v: u32) {
         match self.slots.get(index as usize) {
             Some(s) => {

@@ -35,20 +35,79 @@ impl PollPace {
     }
 }
 
+/// The controller's shadow-doorbell state: the buffers the driver
+/// configured, when the queues drained, and the poll pace.
+///
+/// Invariant: `drained_at` is set only while shadow doorbells are
+/// configured (polling needs the buffers).
+#[derive(Default)]
+pub struct Shadow {
+    buffer: Option<DoorbellBuffer>,
+    /// When the queues drained with event indices left unpublished.
+    drained_at: Option<Instant>,
+    pace: PollPace,
+}
+
+impl Shadow {
+    /// The buffers, once the driver configured them.
+    pub fn buffer(&self) -> Option<DoorbellBuffer> {
+        self.buffer
+    }
+
+    /// Doorbell Buffer Config.
+    pub fn configure(&mut self, db: DoorbellBuffer) {
+        self.buffer = Some(db);
+    }
+
+    /// A controller reset: the driver configures the buffers again.
+    pub fn reset(&mut self) {
+        *self = Shadow::default();
+    }
+
+    /// The queues drained: polling starts now (or goes on since then).
+    fn drained(&mut self) {
+        let now = *self.drained_at.get_or_insert_with(Instant::now);
+        self.pace.idle_since.get_or_insert(now);
+    }
+
+    /// Whether the poll window that started when the queues drained has
+    /// passed (None: not polling).
+    fn window_expired(&self, poll: Duration) -> Option<bool> {
+        let since = self.drained_at?;
+        Some(since.elapsed() >= self.pace.window(poll))
+    }
+
+    fn stop_polling(&mut self) {
+        self.drained_at = None;
+    }
+
+    fn polling(&self) -> bool {
+        self.drained_at.is_some()
+    }
+
+    /// A pass fetched commands at `now`: the end of the gap the poll
+    /// window adapts to.
+    fn fetched(&mut self, now: Instant, poll: Duration) {
+        if let Some(since) = self.pace.idle_since.take() {
+            self.pace
+                .observe(now.saturating_duration_since(since), poll);
+        }
+    }
+}
+
 impl Controller {
     /// A drained I/O SQ with shadow doorbells: rereads the shadow tail and,
     /// unless the worker polls for a while first, publishes the tail we
     /// reached as the event index. True when the driver added entries.
     pub(super) fn refresh_sq_tail(&mut self, qid: usize) -> bool {
-        let (Some(db), true) = (self.dbbuf, qid != 0) else {
+        let (Some(db), true) = (self.shadow.buffer(), qid != 0) else {
             return false;
         };
         let Some((tail, size)) = self.sqs[qid].as_ref().map(|q| (q.tail, q.size)) else {
             return false;
         };
         let seen = if !self.poll.is_zero() {
-            let now = *self.drained_at.get_or_insert_with(Instant::now);
-            self.pace.idle_since.get_or_insert(now);
+            self.shadow.drained();
             db.read(&self.dma(), qid, Bell::SqTail)
         } else {
             db.settle(&self.dma(), qid, Bell::SqTail, tail)
@@ -82,11 +141,13 @@ impl Controller {
     /// ringing; once `poll` has passed with none, publishes every I/O SQ's
     /// tail as its event index (rereading after, so nothing is missed).
     pub fn poll_shadows(&mut self) -> Step {
-        let Some(since) = self.drained_at else {
+        let Some(expired) = self.shadow.window_expired(self.poll) else {
             return Step::Sleep;
         };
-        let expired = since.elapsed() >= self.pace.window(self.poll);
-        let db = self.dbbuf.expect("polling only with shadow doorbells");
+        let Some(db) = self.shadow.buffer() else {
+            self.shadow.stop_polling(); // polling only with shadow doorbells
+            return Step::Sleep;
+        };
         for qid in 1..self.sqs.len() {
             let Some((tail, size)) = self.sqs[qid].as_ref().map(|q| (q.tail, q.size)) else {
                 continue;
@@ -103,9 +164,9 @@ impl Controller {
             }
         }
         if expired || self.work {
-            self.drained_at = None;
+            self.shadow.stop_polling();
         }
-        if self.drained_at.is_some() {
+        if self.shadow.polling() {
             Step::Polling
         } else {
             Step::Sleep
@@ -114,17 +175,14 @@ impl Controller {
 
     /// A pass fetched commands: the end of the gap the poll window adapts to.
     pub(super) fn paced(&mut self, now: Instant) {
-        if let Some(since) = self.pace.idle_since.take() {
-            self.pace
-                .observe(now.saturating_duration_since(since), self.poll);
-        }
+        self.shadow.fetched(now, self.poll);
     }
 
     /// A full I/O CQ with shadow doorbells: rereads the head the driver
     /// published. Until it moves, asks for a real head doorbell; otherwise
     /// keeps the driver from ringing at all. True when there is room now.
     pub(super) fn refresh_cq_head(&mut self, cqid: usize) -> bool {
-        let (Some(db), true) = (self.dbbuf, cqid != 0) else {
+        let (Some(db), true) = (self.shadow.buffer(), cqid != 0) else {
             return false;
         };
         let Some((head, size)) = self.cqs[cqid].as_ref().map(|q| (q.head, q.size)) else {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 /// Default of `--max-dma-maps`: DMA_MAP sections one client may hold.
 /// QEMU sends one per RAM section (a handful) without a vIOMMU, one per
 /// guest IOMMU mapping with one.
-pub const DEFAULT_MAX_DMA_MAPS: usize = 8192;
+pub const DEFAULT_MAX_DMA_MAPS: usize = p2pnvme_docs::device_config::DEFAULT_MAX_DMA_MAPS as usize;
 
 /// What the device may do with a section (the DMA_MAP flags).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -14,7 +14,7 @@ mod sigbus;
 pub use cmb::memfd;
 pub use cmb::{sealed_memfd, CmbRegistry, CmbWindow, Mapping};
 use guest_ram::RamMap;
-pub use guest_ram::{GuestRam, MapError, Prot, Use, DEFAULT_MAX_DMA_MAPS};
+pub use guest_ram::{GuestRam, MapError, Prot, Use};
 use std::sync::Arc;
 
 pub use crate::dma::route::Target;

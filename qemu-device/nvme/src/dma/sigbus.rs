@@ -82,7 +82,11 @@ fn page_size() -> usize {
     4096
 }
 
-/// Installs the SIGBUS handler once per process.
+/// Installs the SIGBUS handler once per process. Hand-written on purpose:
+/// the handler must read `si_addr`, map a page over the faulting one and
+/// return so the faulting copy resumes; signal-hook's safe API only runs
+/// code after the signal (flags, pipes, iterators), never a fix-up that the
+/// faulting instruction depends on.
 fn install() {
     PREVIOUS.get_or_init(|| {
         // SAFETY: zeroed sigaction is a valid "no handler" value, filled in

@@ -3,11 +3,14 @@
 //! command a controller fetches. With no rule installed the whole check is
 //! one relaxed atomic load.
 
+mod parse;
 mod rule;
+mod rule_error;
 
 use crate::dma::route::Target;
 pub use crate::dma::route::TargetClass;
-pub use rule::{op_name, Action, AenKind, Class, OpMatch, Revoke, Rule, RuleError};
+pub use rule::{op_name, Action, AenKind, Class, OpMatch, Revoke, Rule};
+pub use rule_error::RuleError;
 
 use p2pnvme_docs::control::{Event, EventKind};
 use p2pnvme_docs::stats::FaultCounts;

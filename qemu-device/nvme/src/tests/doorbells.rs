@@ -46,7 +46,7 @@ fn doorbells_only_record_work_for_the_worker() {
     c.dw[6] = buf as u32;
     c.dw[7] = (buf >> 32) as u32;
     h.submit_no_reap(1, c);
-    assert!(h.ctrl.bells.pending(), "the doorbell only records");
+    assert!(h.ctrl.doorbells().pending(), "the doorbell only records");
     assert_eq!(h.ctrl.stats.commands.load(Relaxed), before);
     assert!(h.reap(1).is_none());
     assert_eq!(h.ctrl.step(), crate::controller::Step::Busy);
@@ -72,7 +72,7 @@ fn shadow_doorbells_are_checked_and_spare_register_writes() {
         c.dw[9] = (ei >> 32) as u32;
         assert_eq!(status(h.submit(0, c).unwrap()), (0, 0x02, true));
     }
-    assert!(h.ctrl.dbbuf.is_none());
+    assert!(!h.ctrl.shadow_doorbells_on());
     assert!(h.enable_shadow_doorbells().ok());
     h.create_io_queue(1, 64, None);
     // Idle device: every submission rings, no completion does.
@@ -105,16 +105,16 @@ fn shadow_doorbells_are_checked_and_spare_register_writes() {
     h.write_shadow(2, 500);
     h.ctrl.run_pending();
     assert_eq!(
-        h.ctrl.events.len(),
+        h.ctrl.queued_events(),
         1,
         "invalid doorbell value queued as an event"
     );
     h.ctrl.run_pending();
-    assert_eq!(h.ctrl.events.len(), 1, "one event of a kind outstanding");
+    assert_eq!(h.ctrl.queued_events(), 1, "one event of a kind outstanding");
     h.manual = false;
     // A controller reset forgets the buffers (the driver sets them again).
     h.write32(reg::CC, 0);
-    assert!(h.ctrl.dbbuf.is_none());
+    assert!(!h.ctrl.shadow_doorbells_on());
 }
 
 #[test]
@@ -142,13 +142,13 @@ fn a_polling_worker_finds_unrung_entries_then_publishes_event_indices() {
     h.submit_no_reap(1, c); // the stale event index says: do not ring
     assert_eq!(h.doorbell_writes - rings, 1);
     assert_eq!(h.ctrl.poll_shadows(), Idle::Sleep);
-    assert!(h.ctrl.work, "polling found the unrung entry");
+    assert!(h.ctrl.has_work(), "polling found the unrung entry");
     h.ctrl.run_pending();
     assert_eq!(h.ctrl.stats.commands.load(Relaxed) - done, 2);
     // A bad shadow value does not keep the worker busy.
     h.write_shadow(2, 999);
     assert_eq!(h.ctrl.poll_shadows(), Idle::Polling);
-    assert!(!h.ctrl.work);
+    assert!(!h.ctrl.has_work());
     h.write_shadow(2, 2);
     // Once the window passes, the tail is published and the driver rings again.
     h.ctrl.poll = std::time::Duration::ZERO;

@@ -3,8 +3,9 @@
 use super::*;
 use std::sync::atomic::Ordering::Relaxed;
 
-/// Four reads on I/O queue 1, written to the SQ with one doorbell write.
-fn submit_four_reads(h: &mut TestHost) {
+/// Four reads on I/O queue 1, written to the SQ with one doorbell write,
+/// then the worker's pass over them.
+fn run_four_reads(h: &mut TestHost) {
     let buf = h.alloc(4096);
     h.manual = true;
     for lba in 0..4u32 {
@@ -14,6 +15,17 @@ fn submit_four_reads(h: &mut TestHost) {
         c.dw[10] = lba * 8;
         h.submit_no_reap(1, c);
     }
+    while h.ctrl.step() == crate::controller::Step::Busy {}
+}
+
+/// A host with I/O queue pair 1 (16 entries), set up by `setup`, with
+/// the interrupts so far taken.
+fn quiet_host(d: &tempfile::TempDir, setup: impl FnOnce(&mut TestHost)) -> TestHost {
+    let mut h = host(d);
+    h.create_io_queue(1, 16, None);
+    setup(&mut h);
+    h.take_interrupts();
+    h
 }
 
 /// Sleeps until the held interrupts are due, then runs one worker step.
@@ -26,12 +38,9 @@ fn step_when_due(h: &mut TestHost) {
 #[test]
 fn completions_of_one_pass_share_one_interrupt() {
     let d = tempfile::tempdir().unwrap();
-    let mut h = host(&d);
-    h.create_io_queue(1, 16, None);
-    h.take_interrupts();
+    let mut h = quiet_host(&d, |_| {});
     let signalled = h.ctrl.stats.interrupts.load(Relaxed);
-    submit_four_reads(&mut h);
-    while h.ctrl.step() == crate::controller::Step::Busy {}
+    run_four_reads(&mut h);
     for _ in 0..4 {
         assert!(h.reap(1).expect("completed").ok());
     }
@@ -85,13 +94,11 @@ fn interrupt_coalescing_holds_io_completions_until_the_threshold() {
     // 8 entries per interrupt, at most 25.5 ms apart (never reached here).
     set_coalescing(&mut h, 7, 255);
     h.take_interrupts();
-    submit_four_reads(&mut h);
-    while h.ctrl.step() == crate::controller::Step::Busy {}
+    run_four_reads(&mut h);
     reap_all(&mut h, 4);
     assert_eq!(h.take_interrupts(), 0, "4 entries are below the threshold");
     assert!(h.ctrl.irq_deadline().is_some(), "the worker wakes for them");
-    submit_four_reads(&mut h);
-    while h.ctrl.step() == crate::controller::Step::Busy {}
+    run_four_reads(&mut h);
     reap_all(&mut h, 4);
     assert_eq!(h.take_interrupts(), 1, "the 8th entry signals");
     assert!(h.ctrl.irq_deadline().is_none());
@@ -100,12 +107,10 @@ fn interrupt_coalescing_holds_io_completions_until_the_threshold() {
 #[test]
 fn interrupt_coalescing_signals_when_the_aggregation_time_is_up() {
     let d = tempfile::tempdir().unwrap();
-    let mut h = host(&d);
-    h.create_io_queue(1, 16, None);
-    set_coalescing(&mut h, 7, 1); // 100 us
-    h.take_interrupts();
-    submit_four_reads(&mut h);
-    while h.ctrl.step() == crate::controller::Step::Busy {}
+    let mut h = quiet_host(&d, |h| {
+        set_coalescing(h, 7, 1); // 100 us
+    });
+    run_four_reads(&mut h);
     assert_eq!(h.take_interrupts(), 0);
     step_when_due(&mut h);
     assert_eq!(h.take_interrupts(), 1, "time is up");
@@ -133,8 +138,7 @@ fn coalescing_disable_and_admin_completions_are_never_held() {
     g.dw[11] = iv;
     assert_eq!(h.submit(0, g).unwrap().dw0, 1 << 16 | iv, "CD reported");
     h.take_interrupts();
-    submit_four_reads(&mut h);
-    while h.ctrl.step() == crate::controller::Step::Busy {}
+    run_four_reads(&mut h);
     reap_all(&mut h, 4);
     assert_eq!(h.take_interrupts(), 1);
 }
@@ -142,12 +146,8 @@ fn coalescing_disable_and_admin_completions_are_never_held() {
 #[test]
 fn turning_coalescing_off_releases_held_interrupts() {
     let d = tempfile::tempdir().unwrap();
-    let mut h = host(&d);
-    h.create_io_queue(1, 16, None);
-    set_coalescing(&mut h, 7, 255);
-    h.take_interrupts();
-    submit_four_reads(&mut h);
-    while h.ctrl.step() == crate::controller::Step::Busy {}
+    let mut h = quiet_host(&d, |h| set_coalescing(h, 7, 255));
+    run_four_reads(&mut h);
     assert_eq!(h.take_interrupts(), 0);
     h.manual = false;
     set_coalescing(&mut h, 0, 0);
@@ -162,17 +162,14 @@ fn turning_coalescing_off_releases_held_interrupts() {
 #[test]
 fn moderation_holds_io_interrupts_until_the_host_stops_submitting() {
     let d = tempfile::tempdir().unwrap();
-    let mut h = host(&d);
-    h.create_io_queue(1, 16, None);
-    h.ctrl.moderation = std::time::Duration::from_millis(20);
-    h.take_interrupts();
-    submit_four_reads(&mut h);
-    while h.ctrl.step() == crate::controller::Step::Busy {}
+    let mut h = quiet_host(&d, |h| {
+        h.ctrl.moderation = std::time::Duration::from_millis(20)
+    });
+    run_four_reads(&mut h);
     assert_eq!(h.take_interrupts(), 0, "commands just arrived: held");
     let due = h.ctrl.irq_deadline().expect("the worker wakes for them");
     // More commands before that: still held, and due later.
-    submit_four_reads(&mut h);
-    while h.ctrl.step() == crate::controller::Step::Busy {}
+    run_four_reads(&mut h);
     assert_eq!(h.take_interrupts(), 0);
     assert!(h.ctrl.irq_deadline().expect("held") >= due);
     // Quiet for the moderation time: one interrupt for all eight.
@@ -185,18 +182,16 @@ fn moderation_holds_io_interrupts_until_the_host_stops_submitting() {
 #[test]
 fn the_hosts_coalescing_setting_and_admin_completions_bypass_moderation() {
     let d = tempfile::tempdir().unwrap();
-    let mut h = host(&d);
-    h.create_io_queue(1, 16, None);
-    h.ctrl.moderation = std::time::Duration::from_secs(10);
-    h.take_interrupts();
+    let mut h = quiet_host(&d, |h| {
+        h.ctrl.moderation = std::time::Duration::from_secs(10)
+    });
     // Admin completions are never held.
     set_coalescing(&mut h, 0, 0);
     assert_eq!(h.take_interrupts(), 1, "admin completion signalled");
     // With the host's threshold of 4 entries, the 4th signals at once.
     set_coalescing(&mut h, 3, 255);
     h.take_interrupts();
-    submit_four_reads(&mut h);
-    while h.ctrl.step() == crate::controller::Step::Busy {}
+    run_four_reads(&mut h);
     assert_eq!(h.take_interrupts(), 1, "the host's setting wins");
     reap_all(&mut h, 4);
 }
@@ -204,16 +199,14 @@ fn the_hosts_coalescing_setting_and_admin_completions_bypass_moderation() {
 #[test]
 fn moderation_signals_a_host_that_never_stops_submitting_at_the_cap() {
     let d = tempfile::tempdir().unwrap();
-    let mut h = host(&d);
-    h.create_io_queue(1, 16, None);
-    h.ctrl.moderation = std::time::Duration::from_millis(5);
-    h.take_interrupts();
+    let mut h = quiet_host(&d, |h| {
+        h.ctrl.moderation = std::time::Duration::from_millis(5)
+    });
     let start = std::time::Instant::now();
     // A command every 2 ms, each within the moderation time of the last.
     let mut signalled = None;
     for i in 0..40 {
-        submit_four_reads(&mut h);
-        while h.ctrl.step() == crate::controller::Step::Busy {}
+        run_four_reads(&mut h);
         reap_all(&mut h, 4);
         if h.take_interrupts() > 0 {
             signalled = Some((i, start.elapsed()));
@@ -233,10 +226,9 @@ fn moderation_signals_a_host_that_never_stops_submitting_at_the_cap() {
 #[test]
 fn moderation_stops_holding_for_a_driver_that_waits_for_each_completion() {
     let d = tempfile::tempdir().unwrap();
-    let mut h = host(&d);
-    h.create_io_queue(1, 16, None);
-    h.ctrl.moderation = std::time::Duration::from_millis(5);
-    h.take_interrupts();
+    let mut h = quiet_host(&d, |h| {
+        h.ctrl.moderation = std::time::Duration::from_millis(5)
+    });
     let buf = h.alloc(4096);
     let one_read = |h: &mut TestHost| {
         h.manual = true;

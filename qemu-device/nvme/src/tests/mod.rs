@@ -6,6 +6,7 @@ mod cmb;
 mod commands;
 mod doorbells;
 mod faults;
+pub(crate) mod hostile;
 mod interrupts;
 mod msi;
 mod register_reads;
@@ -22,6 +23,22 @@ pub(super) fn host(dir: &tempfile::TempDir) -> TestHost {
     let mut h = TestHost::new(dir.path(), 0, TestHost::registry(), 16, 64, NS);
     h.enable();
     h
+}
+
+/// Where [`peer_pair`] puts the second controller's CMB.
+pub(super) const PEER_CMB: u64 = 0xfd00_0000;
+
+/// Two enabled controllers of one peer group: the first with I/O queue
+/// pair 1, the second with its CMB enabled at [`PEER_CMB`].
+pub(super) fn peer_pair(d: &tempfile::TempDir) -> (TestHost, TestHost) {
+    let group = TestHost::registry();
+    let mut a = TestHost::new(d.path(), 0, group.clone(), 16, 16, NS);
+    let mut b = TestHost::new(d.path(), 1, group, 16, 16, NS);
+    a.enable();
+    b.enable();
+    a.create_io_queue(1, 16, None);
+    b.write64(reg::CMBMSC, PEER_CMB | 3);
+    (a, b)
 }
 
 pub(super) fn status(c: Completion) -> (u8, u8, bool) {
@@ -78,7 +95,7 @@ pub(super) fn full_cq_pauses_fetching_until_the_host_reaps(shadow: bool) {
     }
     // Three completions are in the CQ, one waits; the rest stay unfetched.
     assert_eq!(h.ctrl.stats.commands.load(Relaxed) - before, 4);
-    assert_eq!(h.ctrl.cqs[1].as_ref().unwrap().pending.len(), 1);
+    assert_eq!(h.ctrl.cq_backlog(1), 1);
     if shadow {
         // Stalled: the device asks for the head doorbell at the head it saw.
         assert_eq!(h.shadow_slot(3, true), Some(0));

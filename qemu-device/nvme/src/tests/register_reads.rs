@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 #[test]
 fn bar0_and_doorbell_messages_never_wait_for_the_controller_lock() {
     let d = tempfile::tempdir().unwrap();
-    let mut backend = crate::regressions::backend(&d);
+    let mut backend = crate::tests::hostile::backend(&d);
     let ctrl = backend.ctrl.clone();
     let (ours, theirs) = UnixStream::pair().unwrap();
     let server = std::thread::spawn(move || {
@@ -20,10 +20,7 @@ fn bar0_and_doorbell_messages_never_wait_for_the_controller_lock() {
     let mut c = Client::new(ours);
     // The worker is in the middle of a long command.
     let held = ctrl.lock().unwrap();
-    for (off, want) in [
-        (reg::CSTS, 1u32),
-        (reg::VS, crate::controller::NVME_VERSION),
-    ] {
+    for (off, want) in [(reg::CSTS, 1u32), (reg::VS, crate::limits::NVME_VERSION)] {
         let start = Instant::now();
         let r = c.call(cmd::REGION_READ, &region_rw(0, off, 4, &[]), &[]);
         assert!(start.elapsed() < Duration::from_secs(1), "waited");

@@ -15,14 +15,8 @@ fn records(p: &std::path::Path) -> Vec<TraceRecord> {
 #[test]
 fn trace_records_each_command_with_segments_status_and_fault() {
     let d = tempfile::tempdir().unwrap();
-    let reg_ = TestHost::registry();
-    let mut a = TestHost::new(d.path(), 0, reg_.clone(), 16, 16, NS);
-    let mut b = TestHost::new(d.path(), 1, reg_, 16, 16, NS);
-    a.enable();
-    b.enable();
-    a.create_io_queue(1, 16, None);
-    let cba_b = 0xfd00_0000u64;
-    b.write64(reg::CMBMSC, cba_b | 3);
+    let (mut a, _b) = peer_pair(&d);
+    let cba_b = PEER_CMB;
     let file = d.path().join("trace.jsonl");
     a.ctrl.trace.start(Some(&file)).unwrap();
     let fault = a.fault("op=read,lba=64,status=0x281");

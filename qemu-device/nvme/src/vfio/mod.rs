@@ -44,11 +44,11 @@ pub struct Backend {
 impl Backend {
     pub fn new(ctrl: Controller, pci: PciConfig) -> Backend {
         Backend {
-            regs: ctrl.regs.clone(),
-            bells: ctrl.bells.clone(),
+            regs: ctrl.register_mirror(),
+            bells: ctrl.doorbells(),
             stats: ctrl.stats.clone(),
-            cmb: ctrl.cmb.clone(),
-            cmb_unreachable: ctrl.cmb_unreachable.clone(),
+            cmb: ctrl.cmb_memory(),
+            cmb_unreachable: ctrl.cmb_unreachable(),
             ram: ctrl.ram.clone(),
             ctrl: Arc::new(Mutex::new(ctrl)),
             pci,
@@ -213,14 +213,10 @@ impl VfioBackend for Backend {
             CONFIG_REGION => self.pci.write(offset, data),
             0 if offset >= DOORBELLS => {
                 // A doorbell: recorded for the worker, no lock taken.
-                let mut b = [0u8; 4];
-                let n = data.len().min(4);
-                b[..n].copy_from_slice(&data[..n]);
                 self.stats
                     .doorbell_writes
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                self.bells
-                    .ring((offset - DOORBELLS) / 4, u32::from_le_bytes(b));
+                self.bells.write(offset - DOORBELLS, data);
                 self.kick();
             }
             0 => {
@@ -321,7 +317,7 @@ impl VfioBackend for Backend {
         let (cmb, bytes, bme) = {
             let mut c = self.lock();
             c.disconnect();
-            (c.cmb.clone(), c.cmb_bytes(), c.bus_master.clone())
+            (c.cmb_memory(), c.cmb_bytes(), c.bus_master.clone())
         };
         // The next client gets the fresh CMB memfd, never this one's.
         self.cmb = cmb;

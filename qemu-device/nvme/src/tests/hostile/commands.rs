@@ -1,4 +1,4 @@
-//! Holes 9 and 10 in commands: log pages, SGLs, PSDT, fused, durability, features, CMB use, SMART, identify.
+//! Bad commands: log pages, SGLs, PSDT, fused, durability, features, CMB use, SMART, identify.
 
 use super::*;
 
@@ -74,7 +74,7 @@ fn write_zeroes_dsm_and_copy_flush_with_fua_or_without_volatile_cache() {
     let d = tempfile::tempdir().unwrap();
     let mut h = host(&d);
     h.create_io_queue(1, 16, None);
-    let flushes = |h: &TestHost| h.ctrl.ns[0].flushes.load(Ordering::Relaxed);
+    let flushes = |h: &TestHost| h.ctrl.namespace(0).flushes.load(Ordering::Relaxed);
     let mut wz = command(io::WRITE_ZEROES, 1);
     wz.dw[12] = 7 | 1 << 30; // FUA
     let before = flushes(&h);

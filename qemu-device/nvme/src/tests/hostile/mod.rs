@@ -1,27 +1,19 @@
-//! One regression test per hole of issue 13, named after what it guards.
+//! What a buggy or hostile guest or client must not reach or break: bad
+//! commands, bad controller use, memory it does not own. Each test is named
+//! after the behaviour it guards.
 
 mod commands;
 mod controller;
 mod memory;
 
+use super::{host, status, NS};
 use crate::controller::{reg, DOORBELLS};
 use crate::nvme::{admin, io};
 use crate::testhost::{command, Completion, TestHost, RAM_BASE};
 use p2pnvme_vfio_user::Backend as _;
 use std::sync::atomic::Ordering;
 
-pub(super) const NS: u64 = 64 << 20;
 pub(super) const CMB: u64 = 0xfe00_0000;
-
-pub(super) fn host(dir: &tempfile::TempDir) -> TestHost {
-    let mut h = TestHost::new(dir.path(), 0, TestHost::registry(), 16, 64, NS);
-    h.enable();
-    h
-}
-
-pub(super) fn status(c: Completion) -> (u8, u8, bool) {
-    (c.sct, c.sc, c.dnr)
-}
 
 pub(super) fn with_buffer(c: &mut crate::nvme::Sqe, buf: u64) {
     c.dw[6] = buf as u32;

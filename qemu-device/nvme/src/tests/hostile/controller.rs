@@ -1,4 +1,4 @@
-//! Holes 5, 6 and 9 on the controller side: admin queue checks, fatal status, doorbells, events, the worker.
+//! Bad controller use: admin queue checks, fatal status, doorbells, events, the worker.
 
 use super::*;
 
@@ -92,16 +92,23 @@ fn a_queue_drained_by_a_full_pass_publishes_its_event_index() {
     assert!(done.ok());
 }
 
-#[test]
-fn entries_found_by_shadow_polling_keep_the_worker_running() {
-    let d = tempfile::tempdir().unwrap();
-    let mut h = host(&d);
+/// A host with shadow doorbells on I/O queue 1 and a controller that keeps
+/// polling them; a read command for that queue.
+fn polling_host(d: &tempfile::TempDir) -> (TestHost, crate::nvme::Sqe) {
+    let mut h = host(d);
     assert!(h.enable_shadow_doorbells().ok());
     h.create_io_queue(1, 16, None);
     h.ctrl.poll = std::time::Duration::from_secs(3600);
     let buf = h.alloc(4096);
     let mut c = command(io::READ, 1);
     with_buffer(&mut c, buf);
+    (h, c)
+}
+
+#[test]
+fn entries_found_by_shadow_polling_keep_the_worker_running() {
+    let d = tempfile::tempdir().unwrap();
+    let (mut h, c) = polling_host(&d);
     // Rings (the event index says so); the worker drains and keeps polling.
     assert!(h.submit(1, c).expect("first read").ok());
     // The event index is not published while polling: no doorbell.
@@ -136,13 +143,7 @@ fn a_late_sq_doorbell_write_does_not_move_a_shadowed_tail_back() {
     // Applying the late value (1) with the head at 2 read 15 stale entries
     // of a 16-entry queue (duplicate completions crashed a Linux guest).
     let d = tempfile::tempdir().unwrap();
-    let mut h = host(&d);
-    assert!(h.enable_shadow_doorbells().ok());
-    h.create_io_queue(1, 16, None);
-    h.ctrl.poll = std::time::Duration::from_secs(3600);
-    let buf = h.alloc(4096);
-    let mut c = command(io::READ, 1);
-    with_buffer(&mut c, buf);
+    let (mut h, c) = polling_host(&d);
     assert!(h.submit(1, c).expect("first read").ok());
     let rings = h.doorbell_writes;
     h.submit_no_reap(1, c);

@@ -1,4 +1,4 @@
-//! Holes 1-3 and 8: what a client can reach (region offsets, the CMB memfd, peer groups, resets, Bus Master Enable).
+//! What a client can reach: region offsets, the CMB memfd, peer groups, resets, Bus Master Enable.
 
 use super::*;
 
@@ -12,7 +12,7 @@ fn cmb_region_access_at_a_wrapping_offset_is_refused() {
     assert_eq!(got, [0xff; 4096], "no bytes from below the mapping");
     b.region_write(2, wrap, &[0x5a; 4096]).unwrap();
     let c = b.ctrl.lock().unwrap();
-    let (m, _) = c.cmb.as_ref().unwrap();
+    let (m, _) = c.cmb_memory().unwrap();
     let mut all = vec![0u8; m.len()];
     assert!(m.read(0, &mut all));
     assert!(all.iter().all(|&x| x == 0), "the write landed nowhere");
@@ -23,7 +23,7 @@ fn cmb_memfd_is_sealed_against_resizing() {
     use std::os::unix::io::AsRawFd;
     let d = tempfile::tempdir().unwrap();
     let h = host(&d);
-    let (_, f) = h.ctrl.cmb.as_ref().unwrap();
+    let (_, f) = h.ctrl.cmb_memory().unwrap();
     // SAFETY: fcntl on an fd the controller keeps open.
     let seals = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GET_SEALS) };
     let want = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
@@ -34,21 +34,15 @@ fn cmb_memfd_is_sealed_against_resizing() {
 #[test]
 fn cmb_of_another_peer_group_never_captures_dma() {
     let args = crate::config::DeviceArgs {
-        socket: None,
-        cmb_mib: 16,
-        namespace: vec![],
         controller: vec![
             "socket=/tmp/a,group=vm-a,ns=/tmp/a.img:1M".into(),
             "socket=/tmp/b,group=vm-b,ns=/tmp/b.img:1M".into(),
             "socket=/tmp/c,group=vm-a,ns=/tmp/c.img:1M".into(),
         ],
-        stats_socket: None,
-        poll_us: 0,
-        irq_moderation_us: 0,
-        fault: vec![],
-        trace: None,
+        ..Default::default()
     };
-    let specs = args.controllers().unwrap();
+    let cfg = args.to_config(&Default::default()).unwrap();
+    let specs = crate::config::validate(&cfg).unwrap();
     let r = crate::peer_groups(&specs);
     assert!(
         std::sync::Arc::ptr_eq(&r[0], &r[2]),
