@@ -308,7 +308,7 @@ Package: linux-source-7.3\nStatus: install ok installed\nPriority: optional\nVer
         panic!("the cache was looked up")
     }
 
-    fn never_build() -> Result<PathBuf> {
+    fn never_build(_: KernelFlavor) -> Result<PathBuf> {
         panic!("a kernel build started")
     }
 
@@ -317,8 +317,30 @@ Package: linux-source-7.3\nStatus: install ok installed\nPriority: optional\nVer
         choose(
             opts(None, Some(GuestKernelChoice::Minimal)),
             never_built,
-            build,
+            |flavor| {
+                assert!(!flavor.debug);
+                build()
+            },
         )
+    }
+
+    #[test]
+    fn guest_kernel_debug_builds_the_debug_flavor_into_kernel() {
+        let o = choose(
+            opts(None, Some(GuestKernelChoice::Debug)),
+            never_built,
+            |flavor| {
+                assert!(flavor.debug, "the debug fragment is built in");
+                Ok("/c/kernel-debug".into())
+            },
+        )
+        .unwrap();
+        assert_eq!(o.kernel, Some(PathBuf::from("/c/kernel-debug")));
+        assert_eq!(o.guest_kernel, None);
+        assert_eq!(
+            env_choice(Some("debug")).unwrap(),
+            Some(GuestKernelChoice::Debug)
+        );
     }
 
     #[test]

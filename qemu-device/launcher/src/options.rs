@@ -2,7 +2,7 @@
 //! flattened into each), and their checks before anything starts.
 
 pub use crate::vm::Share;
-use crate::vm::{CpuModel, TcgThreads, Topology};
+use crate::vm::{CpuModel, Root, TcgThreads, Topology};
 use anyhow::{bail, Result};
 use clap::Args;
 use std::path::PathBuf;
@@ -94,6 +94,12 @@ pub struct VmOptions {
     /// (HOST_DIR[:GUEST_DIR]; default guest path /mnt/<basename>). Repeatable.
     #[arg(long = "share", value_name = "HOST[:GUEST]", value_parser = Share::parse)]
     pub shares: Vec<Share>,
+    /// The guest's userland: busybox (the image's initramfs; the default),
+    /// full (the toolchain root filesystem: bash, python3, fio, nvme-cli,
+    /// udev tools, gcc) or DIR (your own root directory), the last two
+    /// read-only over virtiofs below a tmpfs overlay.
+    #[arg(long, value_name = "busybox|full|DIR", default_value = "busybox", value_parser = Root::parse)]
+    pub root: Root,
     /// Boot this kernel: a bzImage, or a kernel build tree (arch/x86/boot/bzImage, .config, built modules).
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,

@@ -97,6 +97,12 @@ pub fn guest_initrd(
     }
     ov.add_tree(&src.join("guest-driver/tests"), "opt/p2pnvme/tests")?;
     ov.add_tree(&src.join("ci/guest"), "opt/p2pnvme/ci")?;
+    // Sourced by the init for --root full|DIR.
+    ov.add(
+        "opt/p2pnvme/root.sh".into(),
+        0o644,
+        fs::read(src.join("images/guest-root.sh"))?,
+    );
     let overlay = run_dir.join("overlay.cpio");
     ov.write(&overlay)?;
 

@@ -17,9 +17,22 @@ pub fn tag(i: usize) -> String {
     format!("p2pshare{i}")
 }
 
+/// Tag of the guest's root (`--root full|DIR`).
+pub const ROOT_TAG: &str = "p2proot";
+
 /// Starts virtiofsd for `share` on `socket`, through the root filesystem's
 /// own dynamic loader (like QEMU), and waits for its socket.
 pub fn start(rootfs: &Path, share: &Share, socket: &Path, log: PathBuf) -> Result<Helper> {
+    serve(rootfs, &share.host, false, socket, log)
+}
+
+/// Starts virtiofsd serving the guest's root directory `dir`, read-only
+/// (the guest writes into a tmpfs overlay above it).
+pub fn start_root(rootfs: &Path, dir: &Path, socket: &Path, log: PathBuf) -> Result<Helper> {
+    serve(rootfs, dir, true, socket, log)
+}
+
+fn serve(rootfs: &Path, dir: &Path, readonly: bool, socket: &Path, log: PathBuf) -> Result<Helper> {
     let bin = rootfs.join(VIRTIOFSD);
     if !bin.exists() {
         bail!(
@@ -29,7 +42,7 @@ pub fn start(rootfs: &Path, share: &Share, socket: &Path, log: PathBuf) -> Resul
     }
     let mut cmd = rootfs_command(rootfs, &bin);
     cmd.arg("--shared-dir")
-        .arg(&share.host)
+        .arg(dir)
         .arg("--socket-path")
         .arg(socket)
         // Root on the host: the guest's root may write any file of the
@@ -42,8 +55,11 @@ pub fn start(rootfs: &Path, share: &Share, socket: &Path, log: PathBuf) -> Resul
             "--log-level",
             "warn",
         ]);
+    if readonly {
+        cmd.arg("--readonly");
+    }
     Helper::start(
-        &format!("virtiofsd for {}", share.host.display()),
+        &format!("virtiofsd for {}", dir.display()),
         &mut cmd,
         log,
         &[socket.to_path_buf()],

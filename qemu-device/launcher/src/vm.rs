@@ -53,6 +53,41 @@ pub enum TcgThreads {
     Multi,
 }
 
+/// The guest's userland (`--root`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Root {
+    /// The image's busybox initramfs (fast; the default).
+    #[default]
+    Busybox,
+    /// The toolchain root filesystem (Debian trixie: bash, python3, fio,
+    /// nvme-cli, udev tools, compilers), read-only with a tmpfs overlay.
+    Full,
+    /// A root directory of the user's, the same way.
+    Dir(PathBuf),
+}
+
+impl Root {
+    /// Parses `busybox`, `full` or an existing directory.
+    pub fn parse(s: &str) -> Result<Root, String> {
+        match s {
+            "busybox" => Ok(Root::Busybox),
+            "full" => Ok(Root::Full),
+            dir => {
+                let p = std::fs::canonicalize(dir).map_err(|e| {
+                    format!("--root {dir}: not busybox, full or an existing directory ({e})")
+                })?;
+                if !p.join("bin/sh").exists() && !p.join("usr/bin/sh").exists() {
+                    return Err(format!(
+                        "--root {dir}: {} has no bin/sh: give a root filesystem's top directory",
+                        p.display()
+                    ));
+                }
+                Ok(Root::Dir(p))
+            }
+        }
+    }
+}
+
 /// A share as QEMU and the guest see it.
 pub struct FsDevice {
     /// virtiofs tag the guest mounts.

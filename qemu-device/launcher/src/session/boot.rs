@@ -11,7 +11,7 @@ use crate::overlay;
 use crate::procs::Guarded;
 use crate::qemu::{self, GuestPorts, MachineConfig, PciDevice};
 use crate::virtiofs;
-use crate::vm::FsDevice;
+use crate::vm::{FsDevice, Root};
 use anyhow::Result;
 use std::fs;
 use std::path::PathBuf;
@@ -57,7 +57,29 @@ impl Session {
             )?;
             self.helpers.push(h);
         }
+        if let Some(dir) = self.root_dir() {
+            let h = virtiofs::start_root(
+                &self.image.rootfs,
+                &dir,
+                &self.root_socket(),
+                self.run_file("virtiofsd-root.log"),
+            )?;
+            self.helpers.push(h);
+        }
         Ok(())
+    }
+
+    /// The directory `--root` boots on (None: the busybox initramfs).
+    fn root_dir(&self) -> Option<PathBuf> {
+        match &self.opts.root {
+            Root::Busybox => None,
+            Root::Full => Some(self.image.rootfs.clone()),
+            Root::Dir(d) => Some(d.clone()),
+        }
+    }
+
+    fn root_socket(&self) -> PathBuf {
+        self.run_file("virtiofs-root.sock")
     }
 
     fn machine(
@@ -86,6 +108,9 @@ impl Session {
         for a in self.kernel_args.iter().chain(&self.opts.append) {
             append.push(' ');
             append.push_str(a);
+        }
+        if self.root_dir().is_some() {
+            append.push_str(&format!(" p2pnvme.root={}", virtiofs::ROOT_TAG));
         }
         let mut extra_args = self.opts.qemu_args.clone();
         if let Some(port) = self.opts.gdb {
@@ -121,6 +146,10 @@ impl Session {
                     tag: virtiofs::tag(i),
                     socket: self.fs_socket(i),
                 })
+                .chain(self.root_dir().map(|_| FsDevice {
+                    tag: virtiofs::ROOT_TAG.into(),
+                    socket: self.root_socket(),
+                }))
                 .collect(),
             fw_files,
         })
