@@ -24,6 +24,11 @@ mkdir -p "$stage/usr/share/misc" "$stage/opt/p2pnvme"
 
 echo "[image 1/4] userland: busybox, nvme-cli, fio, pciutils, e2fsprogs, kmod"
 cp "$rootfs/usr/bin/busybox" "$stage/bin/busybox"
+# Its applets linked here rather than by init at every boot (busybox
+# --install -s /bin: one link per applet in /bin, never over a file).
+for a in $(chroot "$rootfs" busybox --list); do
+	[ -e "$stage/bin/$a" ] || ln -s busybox "$stage/bin/$a"
+done
 bins="/usr/sbin/nvme /usr/bin/fio /usr/bin/lspci /usr/bin/setpci /usr/sbin/mke2fs /usr/sbin/e2fsck /usr/bin/kmod /usr/sbin/blkdiscard /usr/bin/taskset"
 # Copy each binary with the shared libraries ld.so resolves for it.
 chroot "$rootfs" sh -c '
@@ -47,8 +52,10 @@ cat >"$stage/etc/profile" <<'PROFILE'
 export PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin PS1='guest# '
 PROFILE
 
-echo "[image 2/4] kernel modules for $kver (nvme, ext4, fw_cfg, brd, null_blk and their dependencies)"
-mods="nvme ext4 qemu_fw_cfg brd null_blk" # null_blk: loaded by ci/guest/fio-compare.sh
+echo "[image 2/4] kernel modules for $kver (nvme, ext4, fw_cfg, brd, null_blk, virtio_iommu and their dependencies)"
+# null_blk: loaded by ci/guest/fio-compare.sh; virtio_iommu: init loads it
+# first, for a guest with a virtio-iommu-pci device.
+mods="nvme ext4 qemu_fw_cfg brd null_blk virtio_iommu"
 chroot "$rootfs" sh -c "for m in $mods; do modprobe -S '$kver' --show-depends \$m; done" |
 	awk '$1 == "insmod" {print $2}' | sort -u | while read -r ko; do
 	dst="$stage${ko%.xz}"
