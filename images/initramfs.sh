@@ -18,7 +18,7 @@ grep -q '^CONFIG_ZONE_DEVICE=y' "$config" || { echo "error: guest kernel $kver l
 stage_rel=tmp/p2pnvme-stage.$$
 stage="$rootfs/$stage_rel"
 rm -rf "$stage"
-trap 'rm -rf "$stage"' EXIT
+trap 'rm -rf "$stage" "$stage.stubs"' EXIT
 mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,lib,lib64,etc,proc,sys,dev,tmp,root,mnt,run}
 mkdir -p "$stage/usr/share/misc" "$stage/opt/p2pnvme"
 
@@ -56,7 +56,8 @@ chroot "$rootfs" sh -c '
 		mkdir -p "$stage$(dirname "$lib")"
 		cp -L "$lib" "$stage$lib"
 	done
-	work=$(mktemp -d)
+	work=$stage.stubs # removed by the trap above, also when a step fails
+	mkdir -p "$work"
 	readelf --dyn-syms -W /usr/bin/fio | awk "\$7 == \"UND\" && \$8 != \"\" {print \$8}" >"$work/imports"
 	for so in $absent; do
 		real=$(ldd /usr/bin/fio | awk -v so="$so" "\$1 == so {print \$3}")
@@ -74,7 +75,6 @@ chroot "$rootfs" sh -c '
 		mkdir -p "$stage$(dirname "$real")"
 		gcc -shared -fPIC -O2 -o "$stage$(dirname "$real")/$so" -Wl,-soname,"$so" $ver "$work/stub.c"
 	done
-	rm -rf "$work"
 '
 for l in modprobe insmod rmmod lsmod modinfo depmod; do ln -sf /usr/bin/kmod "$stage/sbin/$l"; done
 ln -sf mke2fs "$stage/usr/sbin/mkfs.ext4"
