@@ -7,7 +7,7 @@
 # Sets in_root: the prefix that runs a program in that root.
 # Usage: . root.sh TAG
 root_tag=$1
-release=${release:-$(uname -r)}
+release=${release:-$(uname -r)} # set by the init
 newroot=/sysroot
 root_failed() {
 	echo "p2pnvme-init: --root: $root_why" >&2

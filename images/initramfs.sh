@@ -18,23 +18,62 @@ grep -q '^CONFIG_ZONE_DEVICE=y' "$config" || { echo "error: guest kernel $kver l
 stage_rel=tmp/p2pnvme-stage.$$
 stage="$rootfs/$stage_rel"
 rm -rf "$stage"
-trap 'rm -rf "$stage"' EXIT
+trap 'rm -rf "$stage" "$stage.stubs"' EXIT
 mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,lib,lib64,etc,proc,sys,dev,tmp,root,mnt,run}
 mkdir -p "$stage/usr/share/misc" "$stage/opt/p2pnvme"
 
 echo "[image 1/4] userland: busybox, nvme-cli, fio, pciutils, e2fsprogs, kmod"
 cp "$rootfs/usr/bin/busybox" "$stage/bin/busybox"
+# Its applets linked here rather than by init at every boot (busybox
+# --install -s /bin: one link per applet in /bin, never over a file).
+for a in $(chroot "$rootfs" busybox --list); do
+	[ -e "$stage/bin/$a" ] || ln -s busybox "$stage/bin/$a"
+done
 bins="/usr/sbin/nvme /usr/bin/fio /usr/bin/lspci /usr/bin/setpci /usr/sbin/mke2fs /usr/sbin/e2fsck /usr/bin/kmod /usr/sbin/blkdiscard /usr/bin/taskset"
+# fio's engines for Ceph, GlusterFS, NFS, NBD, RDMA and persistent memory
+# need services a p2pnvme guest never has, yet their libraries and what they
+# pull in (C++ Ceph, Kerberos, GnuTLS, ...) were 45 of the image's 70 MB,
+# which the kernel unpacks at every boot (ci/bench/boot). They are replaced
+# by generated libraries of the same names and symbol versions whose every
+# function fio imports prints which library is absent and aborts.
+absent="librados.so.2 librbd.so.1 libgfapi.so.0 libnfs.so.14 libnbd.so.0 librdmacm.so.1 libibverbs.so.1 libpmem.so.1"
 # Copy each binary with the shared libraries ld.so resolves for it.
 chroot "$rootfs" sh -c '
 	set -e
-	stage=/'"$stage_rel"'
+	stage=/'"$stage_rel"' absent="'"$absent"'"
+	libs_of() { ldd "$1" | awk "/=> \// {print \$3} /^\t\/lib/ {print \$1}"; }
 	for b in '"$bins"'; do
 		cp -L "$b" "$stage$b"
-		ldd "$b" | awk "/=> \// {print \$3} /^\t\/lib/ {print \$1}"
+		[ "$b" = /usr/bin/fio ] || { libs_of "$b"; continue; }
+		# fio: its direct dependencies but the absent ones, and theirs.
+		for so in $(readelf -d "$b" | sed -n "s/.*(NEEDED).*\[\(.*\)\]/\1/p"); do
+			case " $absent " in *" $so "*) continue ;; esac
+			lib=$(ldd "$b" | awk -v so="$so" "\$1 == so {print \$3}")
+			echo "$lib"
+			libs_of "$lib"
+		done
 	done | sort -u | while read -r lib; do
 		mkdir -p "$stage$(dirname "$lib")"
 		cp -L "$lib" "$stage$lib"
+	done
+	work=$stage.stubs # removed by the trap above, also when a step fails
+	mkdir -p "$work"
+	readelf --dyn-syms -W /usr/bin/fio | awk "\$7 == \"UND\" && \$8 != \"\" {print \$8}" >"$work/imports"
+	for so in $absent; do
+		real=$(ldd /usr/bin/fio | awk -v so="$so" "\$1 == so {print \$3}")
+		nm -D --defined-only "$real" | awk "{sub(/@.*/, \"\", \$3); print \$3}" | sort -u >"$work/defined"
+		# name@VERSION (or name) of each import this library defines
+		awk "NR == FNR {d[\$1] = 1; next} {n = \$1; sub(/@.*/, \"\", n)} n in d" "$work/defined" "$work/imports" >"$work/syms"
+		{
+			echo "#include <stdio.h>"
+			echo "#include <stdlib.h>"
+			echo "static void absent(const char *f) { fprintf(stderr, \"fio: %s: $so is not in the p2pnvme guest image%c\", f, 10); abort(); }"
+			sed "s/@.*//; s/.*/void &(void) { absent(\"&\"); }/" "$work/syms"
+		} >"$work/stub.c"
+		grep "@" "$work/syms" | awk -F@ "{v[\$2] = v[\$2] \" \" \$1 \";\"} END {for (k in v) print k \" { global:\" v[k] \" };\"}" >"$work/version.map"
+		ver=; [ -s "$work/version.map" ] && ver="-Wl,--version-script=$work/version.map"
+		mkdir -p "$stage$(dirname "$real")"
+		gcc -shared -fPIC -O2 -o "$stage$(dirname "$real")/$so" -Wl,-soname,"$so" $ver "$work/stub.c"
 	done
 '
 for l in modprobe insmod rmmod lsmod modinfo depmod; do ln -sf /usr/bin/kmod "$stage/sbin/$l"; done
@@ -47,8 +86,10 @@ cat >"$stage/etc/profile" <<'PROFILE'
 export PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin PS1='guest# '
 PROFILE
 
-echo "[image 2/4] kernel modules for $kver (nvme, ext4, fw_cfg, brd, null_blk and their dependencies)"
-mods="nvme ext4 qemu_fw_cfg brd null_blk" # null_blk: loaded by ci/guest/fio-compare.sh
+echo "[image 2/4] kernel modules for $kver (nvme, ext4, fw_cfg, brd, null_blk, virtio_iommu and their dependencies)"
+# null_blk: loaded by ci/guest/fio-compare.sh; virtio_iommu: init loads it
+# first, for a guest with a virtio-iommu-pci device.
+mods="nvme ext4 qemu_fw_cfg brd null_blk virtio_iommu overlay" # overlay: --root full|DIR
 chroot "$rootfs" sh -c "for m in $mods; do modprobe -S '$kver' --show-depends \$m; done" |
 	awk '$1 == "insmod" {print $2}' | sort -u | while read -r ko; do
 	dst="$stage${ko%.xz}"
