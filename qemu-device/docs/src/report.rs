@@ -37,6 +37,9 @@ pub struct ProveReport {
     pub status: i32,
     /// The accelerator the guest ran on (`tcg` or `kvm`).
     pub accel: String,
+    /// The guest's IOMMU (`none`, `intel`, `amd`, `virtio`).
+    #[serde(default)]
+    pub iommu: String,
     /// Every NVMe controller of the run.
     pub controllers: Vec<ControllerId>,
     /// What the guest kernel reported while the command ran.
@@ -97,6 +100,9 @@ pub struct DemoReport {
     pub ram_sectors_scanned: u64,
     /// The accelerator the guest ran on (`tcg` or `kvm`).
     pub accel: String,
+    /// The guest's IOMMU (`none`, `intel`, `amd`, `virtio`).
+    #[serde(default)]
+    pub iommu: String,
     /// Every NVMe controller of the run.
     pub controllers: Vec<ControllerId>,
     /// What the guest kernel reported while the copy ran.
@@ -131,6 +137,14 @@ pub fn human(n: u64) -> String {
 
 fn num(v: Option<u64>) -> String {
     v.map(|n| n.to_string()).unwrap_or_else(|| "n/a".into())
+}
+
+/// The accelerator, and the IOMMU when there is one (`tcg, iommu intel`).
+fn with_iommu(accel: &str, iommu: &str) -> String {
+    match iommu {
+        "" | "none" => accel.to_string(),
+        i => format!("{accel}, iommu {i}"),
+    }
 }
 
 fn yes(ok: Option<bool>) -> &'static str {
@@ -189,7 +203,7 @@ impl ProveReport {
                 None => "not checked",
             },
             controllers(&self.controllers),
-            self.accel,
+            with_iommu(&self.accel, &self.iommu),
             self.elapsed_s
         )
     }
@@ -216,7 +230,7 @@ impl DemoReport {
             ram(self.ram_dump_hits, self.ram_dump_sectors, self.ram_sectors_scanned, &self.ram_ranges),
             if self.checksum_match { "match" } else { "MISMATCH" },
             controllers(&self.controllers),
-            self.accel,
+            with_iommu(&self.accel, &self.iommu),
             self.elapsed_s
         )
     }

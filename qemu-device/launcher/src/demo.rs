@@ -191,6 +191,7 @@ pub fn run(a: DemoArgs) -> Result<i32> {
         ram_ranges: ev.ram_ranges.clone(),
         ram_sectors_scanned: ev.ram_sectors_scanned,
         accel: crate::accel::name(s.accel).into(),
+        iommu: s.opts.iommu.name().into(),
         controllers: ev.controllers.clone(),
         kernel: kernel.clone(),
         p2pmem_returned,

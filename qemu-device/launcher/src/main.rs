@@ -243,7 +243,14 @@ fn run(args: RunArgs) -> Result<i32> {
         return Ok(r.status);
     };
     let ev = proof.evidence(&s, &r.guest)?;
-    let mut report = prove::report(&ev, r.status, kernel, accel::name(s.accel), start);
+    let mut report = prove::report(
+        &ev,
+        r.status,
+        kernel,
+        accel::name(s.accel),
+        s.opts.iommu.name(),
+        start,
+    );
     report.witness = witness;
     if args.prove.json {
         // The command's own output would not be JSON: keep it on stderr.

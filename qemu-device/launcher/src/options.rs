@@ -2,7 +2,7 @@
 //! flattened into each), and their checks before anything starts.
 
 pub use crate::vm::Share;
-use crate::vm::{CpuModel, Root, TcgThreads, Topology};
+use crate::vm::{CpuModel, Iommu, Root, TcgThreads, Topology};
 use anyhow::{bail, Result};
 use clap::Args;
 use std::path::PathBuf;
@@ -34,6 +34,10 @@ pub struct VmOptions {
     /// Guest CPU vendor model (amd makes root-port peers reachable through the host bridge).
     #[arg(long, value_enum, default_value = "intel")]
     pub cpu: CpuModel,
+    /// The guest's IOMMU: none (default), intel (VT-d), amd (AMD-Vi) or
+    /// virtio (virtio-iommu); the project's controllers then get IOVAs.
+    #[arg(long, value_enum, default_value = "none")]
+    pub iommu: Iommu,
     /// Extra kernel command line arguments.
     #[arg(long)]
     pub append: Option<String>,

@@ -276,6 +276,7 @@ pub fn report(
     status: i32,
     kernel: KernelHealth,
     accel: &str,
+    iommu: &str,
     launched: Instant,
 ) -> ProveReport {
     let timings = ev.timings_since(launched);
@@ -294,6 +295,7 @@ pub fn report(
         bypassed_system_memory: ev.bypassed(),
         status,
         accel: accel.into(),
+        iommu: iommu.into(),
         controllers: ev.controllers.clone(),
         kernel,
         elapsed_s: timings.total_s,

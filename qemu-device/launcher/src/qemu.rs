@@ -1,7 +1,7 @@
 //! QEMU command line: machine, PCIe topology and the NVMe controllers.
 
 use crate::image::rootfs_command;
-use crate::vm::{Accel, CpuModel, FsDevice, TcgThreads, Topology};
+use crate::vm::{Accel, CpuModel, FsDevice, Iommu, TcgThreads, Topology};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -36,6 +36,7 @@ pub struct MachineConfig<'a> {
     pub topology: Topology,
     pub cpu: CpuModel,
     pub accel: Accel,
+    pub iommu: Iommu,
     pub mem_mib: u32,
     pub smp: u32,
     pub append: String,
@@ -182,6 +183,10 @@ pub fn build_args(cfg: &MachineConfig) -> Vec<String> {
         "-append",
         &cfg.append,
     ]);
+    // The IOMMU before every PCI device it translates for.
+    if let Some(dev) = cfg.iommu.qemu_device() {
+        push(&["-device", dev]);
+    }
     match &cfg.console_log {
         Some(log) => push(&[
             "-serial",
@@ -288,6 +293,7 @@ mod tests {
             topology,
             cpu: CpuModel::Amd,
             accel: Accel::Tcg(TcgThreads::Single),
+            iommu: Iommu::None,
             mem_mib: 1024,
             smp: 2,
             append: "console=ttyS0".into(),

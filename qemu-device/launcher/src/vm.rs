@@ -53,6 +53,53 @@ pub enum TcgThreads {
     Multi,
 }
 
+/// The guest's IOMMU (`--iommu`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Iommu {
+    /// No IOMMU: devices DMA to guest-physical addresses (the default).
+    #[default]
+    None,
+    /// Intel VT-d (`intel-iommu`, caching mode on, as device assignment needs).
+    Intel,
+    /// AMD-Vi (`amd-iommu` with DMA remapping).
+    Amd,
+    /// virtio-iommu (`virtio-iommu-pci`).
+    Virtio,
+}
+
+impl Iommu {
+    /// QEMU's `-device` value for it.
+    pub fn qemu_device(self) -> Option<&'static str> {
+        match self {
+            Iommu::None => None,
+            // caching-mode: the vfio-user client must see every map.
+            Iommu::Intel => Some("intel-iommu,caching-mode=on"),
+            Iommu::Amd => Some("amd-iommu,dma-remap=on"),
+            Iommu::Virtio => Some("virtio-iommu-pci"),
+        }
+    }
+
+    /// Kernel arguments it needs (Debian's and the minimal kernel both
+    /// start their driver when the firmware table is there; VT-d is asked
+    /// for explicitly in case a kernel defaults it off).
+    pub fn kernel_args(self) -> &'static [&'static str] {
+        match self {
+            Iommu::Intel => &["intel_iommu=on"],
+            _ => &[],
+        }
+    }
+
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Iommu::None => "none",
+            Iommu::Intel => "intel",
+            Iommu::Amd => "amd",
+            Iommu::Virtio => "virtio",
+        }
+    }
+}
+
 /// The guest's userland (`--root`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Root {

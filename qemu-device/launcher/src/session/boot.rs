@@ -105,6 +105,10 @@ impl Session {
             "console=ttyS0 panic=-1 quiet no_timer_check tsc=reliable p2pnvme.nvme={}",
             self.opts.qemu_nvme + self.opts.nvme
         );
+        for a in self.opts.iommu.kernel_args() {
+            append.push(' ');
+            append.push_str(a);
+        }
         for a in self.kernel_args.iter().chain(&self.opts.append) {
             append.push(' ');
             append.push_str(a);
@@ -134,6 +138,7 @@ impl Session {
             topology: self.opts.topology,
             cpu: self.opts.cpu,
             accel: self.accel,
+            iommu: self.opts.iommu,
             mem_mib: self.opts.mem_mib,
             smp: self.opts.smp,
             append,

@@ -229,6 +229,26 @@ impl GuestRam {
         self.lost.store(false, Ordering::Release);
     }
 
+    /// [addr, addr+len) as runs that each lie in one section, in order;
+    /// None when some byte of it is in no section. Under a guest IOMMU each
+    /// IOMMU mapping is its own section, so memory that is contiguous for
+    /// the device (in IOVA) lies in several, scattered in host memory.
+    pub(super) fn runs(&self, addr: u64, len: u64) -> Option<Vec<(u64, u64)>> {
+        let end = addr.checked_add(len)?;
+        let sections = self.sections.read().unwrap_or_else(|e| e.into_inner());
+        let mut out = vec![];
+        let mut at = addr;
+        while at < end {
+            let s = sections
+                .iter()
+                .find(|s| s.iova <= at && at < s.iova.saturating_add(s.size))?;
+            let stop = s.iova.saturating_add(s.size).min(end);
+            out.push((at, stop - at));
+            at = stop;
+        }
+        Some(out)
+    }
+
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Section>> {
         self.sections.write().unwrap_or_else(|e| e.into_inner())
     }

@@ -80,7 +80,39 @@ impl<'a> Dma<'a> {
     /// leaves one is invalid.
     pub fn classify(&self, addr: u64, len: u64) -> Result<Target, DmaFault> {
         let len = usize::try_from(len).map_err(|_| DmaFault)?;
-        self.with(addr, len, Use::Locate, |_, _| ()).map(|(t, _)| t)
+        let mut target = None;
+        for (at, _, n) in self.split(addr, len)? {
+            let (t, ()) = self.with(at, n, Use::Locate, |_, _| ())?;
+            same_target(&mut target, t)?;
+        }
+        target.ok_or(DmaFault)
+    }
+
+    /// [addr, addr+len) as (address, offset in the range, length) pieces
+    /// that each lie in one window: one piece, unless the range runs
+    /// through several guest RAM sections (a guest IOMMU maps memory page
+    /// by page). A CMB window is never cut: a range that leaves one is
+    /// invalid, as is one that runs from guest RAM into a CMB.
+    fn split(&self, addr: u64, len: usize) -> Result<Vec<(u64, usize, usize)>, DmaFault> {
+        let whole = vec![(addr, 0, len)];
+        let in_cmb = self.cmbs.read().unwrap().iter().any(|w| {
+            w.base
+                .is_some_and(|b| addr >= b && addr - b < w.mem.len() as u64)
+        });
+        if in_cmb || len == 0 {
+            return Ok(whole);
+        }
+        let Some(runs) = self.ram.runs(addr, len as u64) else {
+            return Ok(whole); // `with` refuses it
+        };
+        let mut off = 0usize;
+        let mut out = Vec::with_capacity(runs.len());
+        for (at, n) in runs {
+            let n = usize::try_from(n).map_err(|_| DmaFault)?;
+            out.push((at, off, n));
+            off += n;
+        }
+        Ok(out)
     }
 
     /// Finds [addr, addr+len) (CMB windows first) and runs `f` on its host
@@ -152,46 +184,62 @@ impl<'a> Dma<'a> {
                 });
                 continue;
             };
-            let (cmbs, ram) = (&mut r.cmbs, &mut r.ram);
-            let (target, ptr) = self.with(addr, len, how, |p, held| {
-                match held {
-                    Holder::Cmb(m) if !cmbs.iter().any(|c| Arc::ptr_eq(c, m)) => {
-                        cmbs.push(m.clone())
+            let mut seg_target = None;
+            for (at, _, n) in self.split(addr, len)? {
+                let (cmbs, ram) = (&mut r.cmbs, &mut r.ram);
+                let (target, ptr) = self.with(at, n, how, |p, held| {
+                    match held {
+                        Holder::Cmb(m) if !cmbs.iter().any(|c| Arc::ptr_eq(c, m)) => {
+                            cmbs.push(m.clone())
+                        }
+                        Holder::Ram(g) if !ram.iter().any(|c| Arc::ptr_eq(c, g)) => {
+                            ram.push(g.clone())
+                        }
+                        _ => {}
                     }
-                    Holder::Ram(g) if !ram.iter().any(|c| Arc::ptr_eq(c, g)) => ram.push(g.clone()),
-                    _ => {}
-                }
-                p
-            })?;
-            r.pieces.push(Piece {
-                target: Some(target),
-                ptr,
-                len,
-            });
+                    p
+                })?;
+                same_target(&mut seg_target, target)?;
+                r.pieces.push(Piece {
+                    target: Some(target),
+                    ptr,
+                    len: n,
+                });
+            }
         }
         Ok(r)
     }
 
     /// Reads `buf.len()` bytes of `kind` at `addr` (counted).
     pub fn read(&self, kind: Kind, addr: u64, buf: &mut [u8]) -> Result<Target, DmaFault> {
-        let (t, copied) = self.with(addr, buf.len(), Use::Read, |p, held| {
-            // SAFETY: `with` hands out a pointer to buf.len() mapped bytes.
-            held.copy(|| unsafe { std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), buf.len()) })
-        })?;
-        copied?;
-        self.stats.add(kind, Dir::Read, t, buf.len() as u64);
-        Ok(t)
+        let mut target = None;
+        for (at, off, n) in self.split(addr, buf.len())? {
+            let dst = &mut buf[off..off + n];
+            let (t, copied) = self.with(at, n, Use::Read, |p, held| {
+                // SAFETY: `with` hands out a pointer to n mapped bytes.
+                held.copy(|| unsafe { std::ptr::copy_nonoverlapping(p, dst.as_mut_ptr(), n) })
+            })?;
+            copied?;
+            same_target(&mut target, t)?;
+            self.stats.add(kind, Dir::Read, t, n as u64);
+        }
+        target.ok_or(DmaFault)
     }
 
     /// Writes `buf` as `kind` at `addr` (counted).
     pub fn write(&self, kind: Kind, addr: u64, buf: &[u8]) -> Result<Target, DmaFault> {
-        let (t, copied) = self.with(addr, buf.len(), Use::Write, |p, held| {
-            // SAFETY: as in read.
-            held.copy(|| unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), p, buf.len()) })
-        })?;
-        copied?;
-        self.stats.add(kind, Dir::Written, t, buf.len() as u64);
-        Ok(t)
+        let mut target = None;
+        for (at, off, n) in self.split(addr, buf.len())? {
+            let src = &buf[off..off + n];
+            let (t, copied) = self.with(at, n, Use::Write, |p, held| {
+                // SAFETY: as in read.
+                held.copy(|| unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), p, n) })
+            })?;
+            copied?;
+            same_target(&mut target, t)?;
+            self.stats.add(kind, Dir::Written, t, n as u64);
+        }
+        target.ok_or(DmaFault)
     }
 
     /// A CPU store through the bus (the test host writing into a CMB, as a
@@ -203,6 +251,14 @@ impl<'a> Dma<'a> {
             held.copy(|| unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), p, buf.len()) })
         })
         .and_then(|(t, copied)| copied.map(|()| t))
+    }
+}
+
+/// Pieces of one range must all land in the same kind of memory.
+fn same_target(seen: &mut Option<Target>, t: Target) -> Result<(), DmaFault> {
+    match seen.replace(t) {
+        Some(old) if old != t => Err(DmaFault),
+        _ => Ok(()),
     }
 }
 
