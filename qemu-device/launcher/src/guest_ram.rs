@@ -243,20 +243,9 @@ impl GuestRam {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ramscan::tests::pseudo_random;
     use std::io::{Seek, SeekFrom, Write};
     use std::time::Instant;
-
-    fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
 
     fn memfd(size: u64) -> File {
         let fd = nix::sys::memfd::memfd_create(

@@ -156,11 +156,12 @@ impl<'a> Scanner<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::time::Instant;
 
-    fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
+    /// Bytes no page of a booted guest holds by chance (xorshift).
+    pub(crate) fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
         let mut x = seed;
         (0..n)
             .map(|_| {

@@ -21,18 +21,23 @@ fn setup() -> (GuestRam, CmbRegistry) {
     (ram, Arc::new(RwLock::new(v)))
 }
 
+/// Controller `ctrl`'s DMA engine, bus master on, no fault cut.
+fn dma<'a>(ctrl: usize, ram: &'a GuestRam, cmbs: &'a CmbRegistry, stats: &'a Counters) -> Dma<'a> {
+    Dma {
+        ctrl,
+        ram,
+        cmbs,
+        bus_master: true,
+        stats,
+        cut: None,
+    }
+}
+
 #[test]
 fn every_address_class() {
     let (ram, cmbs) = setup();
     let stats = Counters::new(0, "t");
-    let d = Dma {
-        ctrl: 0,
-        ram: &ram,
-        cmbs: &cmbs,
-        bus_master: true,
-        stats: &stats,
-        cut: None,
-    };
+    let d = dma(0, &ram, &cmbs, &stats);
     assert_eq!(d.classify(0x10_0000, 4096), Ok(Target::GuestRam));
     assert_eq!(d.classify(0xfe00_1000, 4096), Ok(Target::OwnCmb));
     assert_eq!(d.classify(0xfd00_1000, 4096), Ok(Target::PeerCmb(1)));
@@ -41,14 +46,7 @@ fn every_address_class() {
     assert_eq!(d.classify(0xfe1f_ffff, 2), Err(DmaFault), "leaves the CMB");
     assert_eq!(d.classify(u64::MAX, 2), Err(DmaFault), "wraps");
     // A peer writes into our CMB and we read it back.
-    let peer = Dma {
-        ctrl: 1,
-        ram: &ram,
-        cmbs: &cmbs,
-        bus_master: true,
-        stats: &stats,
-        cut: None,
-    };
+    let peer = dma(1, &ram, &cmbs, &stats);
     assert_eq!(
         peer.write(Kind::Data, 0xfe00_2000, b"p2p"),
         Ok(Target::PeerCmb(0))
@@ -85,14 +83,7 @@ fn a_range_through_several_iommu_sections_is_moved_piece_by_piece() {
     }
     let cmbs: CmbRegistry = Arc::default();
     let stats = Counters::new(0, "t");
-    let d = Dma {
-        ctrl: 0,
-        ram: &ram,
-        cmbs: &cmbs,
-        bus_master: true,
-        stats: &stats,
-        cut: None,
-    };
+    let d = dma(0, &ram, &cmbs, &stats);
     assert_eq!(d.classify(0x1000_0000, 16384), Ok(Target::GuestRam));
     assert_eq!(
         d.classify(0x1000_0800, 16384),
