@@ -133,7 +133,7 @@ fn identify_ctrl(c: &AdminCtx<'_>) -> IdentifyController {
     id.oncs = U16::new(1 | 1 << 2 | 1 << 3 | 1 << 6 | 1 << 8);
     id.vwc = 0x07; // present, flush of all namespaces supported
     id.ocfs = U16::new(1); // copy format 0
-    id.sgls = U32::new(1 | 1 << 16); // SGLs, bit bucket
+    id.sgls = U32::new(1 | 1 << 16 | 1 << 18); // SGLs, bit bucket, lists longer than the data
     id.subnqn = nul_padded(&format!("nqn.2026-11.io.p2pnvme:{}", c.serial));
     id.psd[0].mp = U16::new(2500); // 25 W
     id

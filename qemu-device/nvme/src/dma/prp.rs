@@ -112,8 +112,17 @@ fn sgl(first: [u8; 16], len: usize, dma: &Dma) -> Result<Segments, Status> {
                     return Err(Status::SGL_TYPE_INVALID);
                 }
                 let a = (d[15] >> 4 == SGL_DATA).then_some(addr);
-                segs.push((a, dlen));
-                total += dlen;
+                // A list may describe more than the transfer (Identify
+                // SGLS bit 18, as Linux's passthrough path sends): the
+                // transfer takes its first `len` bytes, the rest is unused.
+                let take = dlen.min(len - total);
+                if take > 0 {
+                    segs.push((a, take));
+                }
+                total += take;
+                if total == len {
+                    return Ok(segs);
+                }
             }
             t @ (SGL_SEGMENT | SGL_LAST_SEGMENT) => {
                 if last_segment
@@ -143,9 +152,6 @@ fn sgl(first: [u8; 16], len: usize, dma: &Dma) -> Result<Segments, Status> {
                 pending.extend(descs.into_iter().rev());
             }
             _ => return Err(Status::SGL_TYPE_INVALID),
-        }
-        if total > len {
-            return Err(Status::SGL_LENGTH_INVALID);
         }
     }
     if total < len {

@@ -121,7 +121,7 @@ fn bad_prps_lbas_and_transfer_sizes() {
 }
 
 #[test]
-fn sgl_descriptors() {
+fn sgl_descriptors_including_lists_longer_than_the_transfer() {
     let d = tempfile::tempdir().unwrap();
     let mut h = host(&d);
     h.create_io_queue(1, 32, None);
@@ -152,6 +152,32 @@ fn sgl_descriptors() {
     // The bit bucket's bytes (zeros on the media) went nowhere.
     h.read_mem(a, &mut got);
     assert_eq!(got, [0xab; 4096], "a bit bucket's address is not written");
+    // A data block longer than the transfer (4 KiB of an 8 KiB block): the
+    // first 4 KiB are moved, the rest of the buffer is left alone.
+    let big = h.alloc(8192);
+    h.write_mem(big, &[0x5a; 8192]);
+    let long = desc(big, 8192, 0);
+    let mut c8 = command(io::READ, 1);
+    c8.dw[0] |= 1 << 14;
+    for i in 0..4 {
+        c8.dw[6 + i] = u32::from_le_bytes(long[i * 4..i * 4 + 4].try_into().unwrap());
+    }
+    c8.dw[12] = 7; // 8 blocks = 4 KiB
+    assert!(h.submit(1, c8).unwrap().ok());
+    let mut two = [0u8; 8192];
+    h.read_mem(big, &mut two);
+    assert_eq!(two[..4096], [0xab; 4096]);
+    assert_eq!(
+        two[4096..],
+        [0x5a; 4096],
+        "past the transfer nothing is written"
+    );
+    // One shorter than the transfer is still Data SGL Length Invalid.
+    let short = desc(big, 2048, 0);
+    for i in 0..4 {
+        c8.dw[6 + i] = u32::from_le_bytes(short[i * 4..i * 4 + 4].try_into().unwrap());
+    }
+    assert_eq!(status(h.submit(1, c8).unwrap()), (0, 0x0f, true));
     // A segment claiming 4 GiB of descriptors is refused before any allocation.
     let huge = desc(seg, 0xffff_fff0, 2);
     for i in 0..4 {
