@@ -19,7 +19,7 @@ fn full_userland_runs_python_bash_fio_and_nvme_cli_and_leaves_the_root_untouched
     let s = guest_ok(
         &["--root", "full", "--nvme", "1"],
         &format!(
-            "python3 -c 'print(6 * 7)'; bash -c 'echo bash=${{BASH_VERSINFO[0]}}'; \
+            "python3 -c 'print(6 * 7)'; bash -c 'echo bash=${{BASH_VERSINFO[0]}}; cat <(echo fd)'; \
              fio --version | cut -c1-4; nvme list | grep -c p2pnvme; \
              p2pcopy --help >/dev/null && echo p2pcopy; \
              echo x >/etc/{marker} && echo etc-writable; pwd"
