@@ -31,6 +31,7 @@ fn full_userland_runs_python_bash_fio_and_nvme_cli_and_leaves_the_root_untouched
         [
             "42",
             "bash=5",
+            "fd",
             "fio-",
             "1",
             "p2pcopy",
