@@ -272,3 +272,41 @@ fn default_guest_kernel_is_minimal_once_built_and_debian_with_a_notice_before() 
         "{stderr}"
     );
 }
+
+/// Parallel guests (`p2pnvme test --jobs`) build modules at the same time:
+/// two builds against one kernel must not pull each other's mounts away.
+#[test]
+fn two_module_builds_at_once_both_succeed() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("guest-modules/warn");
+    let dirs: Vec<_> = (0..2)
+        .map(|i| {
+            let d = tempfile_dir(&format!("parallel-build-{i}")).join("warn");
+            std::fs::create_dir_all(&d).unwrap();
+            for f in ["Makefile", "warn.c"] {
+                std::fs::copy(src.join(f), d.join(f)).unwrap();
+            }
+            d
+        })
+        .collect();
+    let children: Vec<_> = dirs
+        .iter()
+        .map(|d| {
+            std::process::Command::new(p2pnvme_bin())
+                .args(["module", "build", d.to_str().unwrap()])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(dirs.iter().all(|d| d.join("warn.ko").exists()));
+}

@@ -43,6 +43,11 @@ impl Mount {
 /// Runs `script` with sh inside `rootfs` (as root), with `mounts` bound in
 /// and /proc mounted (objtool needs it).
 pub fn run(rootfs: &Path, mounts: &[Mount], script: &str) -> Result<Output> {
+    // One build at a time per root filesystem: builds share mount points
+    // (a kernel tree sits at its own absolute path inside), and removing
+    // one's empty mount point after a build would detach the mount another
+    // build still uses in its namespace (parallel guests, `p2pnvme test`).
+    let _one_at_a_time = crate::image::CacheLock::file(&rootfs.with_extension("kbuild.lock"))?;
     let mut setup = String::from("set -e\n");
     for m in mounts {
         let point = rootfs.join(m.inside.trim_start_matches('/'));
