@@ -1,6 +1,7 @@
 //! `--root full|DIR`: the command runs in a full userland (the toolchain
 //! root filesystem, or a directory of the user's), read-only over virtiofs
-//! below a tmpfs overlay; the host's copy is never written.
+//! below a tmpfs overlay; the host's copy is never written. It boots
+//! Debian's kernel (the minimal one cannot run a virtiofs root yet).
 
 use p2pnvme_ci::*;
 use std::path::{Path, PathBuf};
@@ -75,4 +76,16 @@ fn a_users_root_directory_is_the_commands_root() {
     ]);
     let err = stderr_of_exit(&out, 2);
     assert!(err.contains("--root /no/such/root"), "{err}");
+    // Not yet with the minimal kernel: refused in one line, never a crash.
+    let out = p2pnvme(&[
+        "run",
+        "--root",
+        "full",
+        "--guest-kernel",
+        "minimal",
+        "--",
+        "true",
+    ]);
+    let err = stderr_of_exit(&out, 2);
+    assert!(err.contains("--guest-kernel debian"), "{err}");
 }

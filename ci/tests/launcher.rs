@@ -232,7 +232,7 @@ fn default_guest_kernel_is_minimal_once_built_and_debian_with_a_notice_before() 
     let (code, _, stderr) = uname_r(&[(GUEST_KERNEL_ENV, "mainline")]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
-        stderr.contains("P2PNVME_GUEST_KERNEL=mainline: set it to minimal or debian"),
+        stderr.contains("P2PNVME_GUEST_KERNEL=mainline: set it to minimal, debug or debian"),
         "{stderr}"
     );
 
