@@ -192,6 +192,12 @@ fn classify(line: &str) -> Option<Finding> {
         "soft lockup",
     ];
     let text = strip_time(line);
+    // A user process's fault ("traps: bash[75] general protection fault
+    // ...", "bash[76]: segfault at ...") is that process's, not the
+    // kernel's: the command's exit status says it.
+    if text.starts_with("traps: ") {
+        return None;
+    }
     if ERRORS.iter().any(|m| text.contains(m)) {
         Some(Finding::Error)
     } else if text.starts_with("WARNING:") || text.contains("] WARNING:") {
@@ -239,6 +245,27 @@ mod tests {
         let h = report(&["[ 1.0] nvme nvme0: 2/0/0 default/read/poll queues"], 0, 0)
             .kernel_health(false);
         assert!(h.healthy(), "{h:?}");
+    }
+
+    #[test]
+    fn a_user_process_fault_is_not_a_kernel_error_but_a_kernel_gpf_is() {
+        let h = report(
+            &[
+                "[ 2.4] traps: bash[75] general protection fault ip:7f39 sp:7fff error:0 in ld-linux-x86-64.so.2[c158,7f39+28000]",
+                "[ 2.5] bash[76]: segfault at 130 ip 00007f22 sp 00007ffd error 4 in ld-linux-x86-64.so.2",
+            ],
+            0,
+            0,
+        )
+        .kernel_health(false);
+        assert!(h.healthy(), "{h:?}");
+        let h = report(
+            &["[ 2.4] Oops: general protection fault, probably for non-canonical address 0xdead: 0000 [#1] SMP"],
+            0,
+            0,
+        )
+        .kernel_health(true);
+        assert!(!h.healthy(), "{h:?}");
     }
 
     #[test]
