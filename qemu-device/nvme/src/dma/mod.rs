@@ -80,10 +80,33 @@ impl<'a> Dma<'a> {
     /// leaves one is invalid.
     pub fn classify(&self, addr: u64, len: u64) -> Result<Target, DmaFault> {
         let len = usize::try_from(len).map_err(|_| DmaFault)?;
+        self.each_piece(addr, len, |at, _, n| {
+            self.with(at, n, Use::Locate, |_, _| ()).map(|(t, ())| t)
+        })
+    }
+
+    /// Runs `piece(address, offset in the range, length)` over [addr,
+    /// addr+len): once for the whole range when one window holds it (the
+    /// common case, one lookup), else once per guest RAM section the range
+    /// runs through (see `split`). Every piece must land in the same kind
+    /// of memory.
+    fn each_piece(
+        &self,
+        addr: u64,
+        len: usize,
+        mut piece: impl FnMut(u64, usize, usize) -> Result<Target, DmaFault>,
+    ) -> Result<Target, DmaFault> {
+        let whole = piece(addr, 0, len);
+        if whole.is_ok() {
+            return whole;
+        }
+        let pieces = self.split(addr, len)?;
+        if pieces.len() < 2 {
+            return whole;
+        }
         let mut target = None;
-        for (at, _, n) in self.split(addr, len)? {
-            let (t, ()) = self.with(at, n, Use::Locate, |_, _| ())?;
-            same_target(&mut target, t)?;
+        for (at, off, n) in pieces {
+            same_target(&mut target, piece(at, off, n)?)?;
         }
         target.ok_or(DmaFault)
     }
@@ -184,9 +207,8 @@ impl<'a> Dma<'a> {
                 });
                 continue;
             };
-            let mut seg_target = None;
-            for (at, _, n) in self.split(addr, len)? {
-                let (cmbs, ram) = (&mut r.cmbs, &mut r.ram);
+            let (pieces, cmbs, ram) = (&mut r.pieces, &mut r.cmbs, &mut r.ram);
+            self.each_piece(addr, len, |at, _, n| {
                 let (target, ptr) = self.with(at, n, how, |p, held| {
                     match held {
                         Holder::Cmb(m) if !cmbs.iter().any(|c| Arc::ptr_eq(c, m)) => {
@@ -199,47 +221,43 @@ impl<'a> Dma<'a> {
                     }
                     p
                 })?;
-                same_target(&mut seg_target, target)?;
-                r.pieces.push(Piece {
+                pieces.push(Piece {
                     target: Some(target),
                     ptr,
                     len: n,
                 });
-            }
+                Ok(target)
+            })?;
         }
         Ok(r)
     }
 
     /// Reads `buf.len()` bytes of `kind` at `addr` (counted).
     pub fn read(&self, kind: Kind, addr: u64, buf: &mut [u8]) -> Result<Target, DmaFault> {
-        let mut target = None;
-        for (at, off, n) in self.split(addr, buf.len())? {
+        self.each_piece(addr, buf.len(), |at, off, n| {
             let dst = &mut buf[off..off + n];
             let (t, copied) = self.with(at, n, Use::Read, |p, held| {
                 // SAFETY: `with` hands out a pointer to n mapped bytes.
                 held.copy(|| unsafe { std::ptr::copy_nonoverlapping(p, dst.as_mut_ptr(), n) })
             })?;
             copied?;
-            same_target(&mut target, t)?;
             self.stats.add(kind, Dir::Read, t, n as u64);
-        }
-        target.ok_or(DmaFault)
+            Ok(t)
+        })
     }
 
     /// Writes `buf` as `kind` at `addr` (counted).
     pub fn write(&self, kind: Kind, addr: u64, buf: &[u8]) -> Result<Target, DmaFault> {
-        let mut target = None;
-        for (at, off, n) in self.split(addr, buf.len())? {
+        self.each_piece(addr, buf.len(), |at, off, n| {
             let src = &buf[off..off + n];
             let (t, copied) = self.with(at, n, Use::Write, |p, held| {
                 // SAFETY: as in read.
                 held.copy(|| unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), p, n) })
             })?;
             copied?;
-            same_target(&mut target, t)?;
             self.stats.add(kind, Dir::Written, t, n as u64);
-        }
-        target.ok_or(DmaFault)
+            Ok(t)
+        })
     }
 
     /// A CPU store through the bus (the test host writing into a CMB, as a
