@@ -10,6 +10,7 @@ use crate::judge::{self, Evidence};
 use crate::options::VmOptions;
 use crate::prove::{Proof, ProveArgs, Range};
 use crate::session::{Output, Session};
+use crate::vm::value_name as name;
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use p2pnvme_docs::report::{human, DemoReport};
@@ -65,10 +66,6 @@ pub struct DemoArgs {
 
 /// Where the copied range starts in both namespaces.
 const OFFSET: u64 = crate::prove::DEFAULT_OFFSET;
-
-fn name<T: ValueEnum>(v: T) -> String {
-    v.to_possible_value().unwrap().get_name().to_string()
-}
 
 pub fn run(a: DemoArgs) -> Result<i32> {
     let mut vm = a.vm.clone();
@@ -191,7 +188,7 @@ pub fn run(a: DemoArgs) -> Result<i32> {
         ram_ranges: ev.ram_ranges.clone(),
         ram_sectors_scanned: ev.ram_sectors_scanned,
         accel: crate::accel::name(s.accel).into(),
-        iommu: s.opts.iommu.name().into(),
+        iommu: name(s.opts.iommu),
         controllers: ev.controllers.clone(),
         kernel: kernel.clone(),
         p2pmem_returned,

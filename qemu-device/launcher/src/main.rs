@@ -248,7 +248,7 @@ fn run(args: RunArgs) -> Result<i32> {
         r.status,
         kernel,
         accel::name(s.accel),
-        s.opts.iommu.name(),
+        &vm::value_name(s.opts.iommu),
         start,
     );
     report.witness = witness;

@@ -5,6 +5,14 @@
 
 use std::path::PathBuf;
 
+/// A command-line choice's name as the user spells it (`root-ports`,
+/// `intel`), for reports.
+pub fn value_name<T: clap::ValueEnum>(v: T) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_string())
+        .unwrap_or_default()
+}
+
 /// Where the NVMe controllers sit in the emulated PCIe tree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Topology {
@@ -86,16 +94,6 @@ impl Iommu {
         match self {
             Iommu::Intel => &["intel_iommu=on"],
             _ => &[],
-        }
-    }
-
-    /// Its name in reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            Iommu::None => "none",
-            Iommu::Intel => "intel",
-            Iommu::Amd => "amd",
-            Iommu::Virtio => "virtio",
         }
     }
 }
