@@ -135,3 +135,29 @@ pub fn tempfile_dir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// A copy of ci/guest-modules/MODULE in a fresh scratch folder (`tag`
+/// keeps tests apart), ready for `p2pnvme module build`.
+pub fn guest_module_source(module: &str, tag: &str) -> PathBuf {
+    let dir = tempfile_dir(tag).join(module);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("guest-modules")
+        .join(module);
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+    }
+    dir
+}
+
+/// ci/guest-modules/MODULE built by `p2pnvme module build` with `args`
+/// (e.g. `--guest-kernel debian`); returns MODULE.ko.
+pub fn guest_module(module: &str, tag: &str, args: &[&str]) -> PathBuf {
+    let dir = guest_module_source(module, tag);
+    let mut a = vec!["module", "build", dir.to_str().unwrap()];
+    a.extend_from_slice(args);
+    assert_eq!(p2pnvme(&a).status.code(), Some(0));
+    dir.join(format!("{module}.ko"))
+}

@@ -4,25 +4,11 @@
 //! kmemleak and the block layer's fault injection are there for tests.
 
 use p2pnvme_ci::*;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// ci/guest-modules/uaf built against `kernel` in a scratch folder.
 fn uaf_module(kernel: &str) -> PathBuf {
-    let dir = tempfile_dir(&format!("uaf-{kernel}")).join("uaf");
-    std::fs::create_dir_all(&dir).unwrap();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("guest-modules/uaf");
-    for f in ["Makefile", "uaf.c"] {
-        std::fs::copy(src.join(f), dir.join(f)).unwrap();
-    }
-    let out = p2pnvme(&[
-        "module",
-        "build",
-        dir.to_str().unwrap(),
-        "--guest-kernel",
-        kernel,
-    ]);
-    assert_eq!(out.status.code(), Some(0));
-    dir.join("uaf.ko")
+    guest_module("uaf", &format!("uaf-{kernel}"), &["--guest-kernel", kernel])
 }
 
 #[test]

@@ -277,16 +277,8 @@ fn default_guest_kernel_is_minimal_once_built_and_debian_with_a_notice_before() 
 /// two builds against one kernel must not pull each other's mounts away.
 #[test]
 fn two_module_builds_at_once_both_succeed() {
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("guest-modules/warn");
     let dirs: Vec<_> = (0..2)
-        .map(|i| {
-            let d = tempfile_dir(&format!("parallel-build-{i}")).join("warn");
-            std::fs::create_dir_all(&d).unwrap();
-            for f in ["Makefile", "warn.c"] {
-                std::fs::copy(src.join(f), d.join(f)).unwrap();
-            }
-            d
-        })
+        .map(|i| guest_module_source("warn", &format!("parallel-build-{i}")))
         .collect();
     let children: Vec<_> = dirs
         .iter()

@@ -6,26 +6,10 @@
 use p2pnvme_ci::*;
 use std::path::{Path, PathBuf};
 
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("p2pnvme-verdict-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 /// ci/guest-modules/warn built in a scratch folder (with `kernel_args`,
 /// e.g. `--guest-kernel debian`); returns the .ko.
 fn warn_module(name: &str, kernel_args: &[&str]) -> PathBuf {
-    let dir = scratch(name).join("warn");
-    std::fs::create_dir_all(&dir).unwrap();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("guest-modules/warn");
-    for f in ["Makefile", "warn.c"] {
-        std::fs::copy(src.join(f), dir.join(f)).unwrap();
-    }
-    let mut a = vec!["module", "build", dir.to_str().unwrap()];
-    a.extend_from_slice(kernel_args);
-    assert_eq!(p2pnvme(&a).status.code(), Some(0));
-    dir.join("warn.ko")
+    guest_module("warn", &format!("verdict-{name}"), kernel_args)
 }
 
 fn reasons(r: &ProveReport) -> String {
