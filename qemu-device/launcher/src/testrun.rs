@@ -66,15 +66,11 @@ fn cases(args: &TestArgs, run: &clap::Command) -> Result<Vec<Case>> {
     for f in &args.files {
         let kind = |name: &str| option_kind(run, name);
         for c in p2pnvme_testplan::load(f, &kind)? {
-            if all.iter().any(|a| a.name == c.name) {
+            if let Some(twin) = all.iter().find(|a| a.name == c.name) {
                 bail!(
                     "case '{}' is in {} and {}: names must be unique across files",
                     c.name,
-                    all.iter()
-                        .find(|a| a.name == c.name)
-                        .unwrap()
-                        .file
-                        .display(),
+                    twin.file.display(),
                     f.display()
                 );
             }
