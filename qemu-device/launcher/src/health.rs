@@ -17,6 +17,8 @@ const TAINT_LETTERS: &[u8] = b"PFSRMBUDAWCIOELKXTNJ";
 const TAINT_WARN: u32 = 9;
 /// O and E: an out-of-tree, unsigned module was loaded (expected here).
 const TAINT_EXPECTED: u64 = (1 << 12) | (1 << 13);
+/// Kernel log lines shown when a taint came without a report line.
+const TAIL_LINES: usize = 15;
 
 /// One NVMe controller as the guest saw it when the command ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,7 +122,17 @@ impl GuestReport {
                 .take(20)
                 .map(|l| strip_time(l))
                 .collect(),
-            None => vec![],
+            // A taint without its report: show what the log did say, so the
+            // cause is still visible (or that the guest sent no log at all).
+            None if self.kmsg.is_empty() => {
+                vec!["(the guest sent no kernel log lines for the command)"]
+            }
+            None => {
+                let from = self.kmsg.len().saturating_sub(TAIL_LINES);
+                let mut tail = vec!["(no report line in the kernel log; its last lines:)"];
+                tail.extend(self.kmsg[from..].iter().map(|l| strip_time(l)));
+                tail
+            }
         };
         let taint: Vec<&str> = h
             .errors
@@ -300,6 +312,16 @@ mod tests {
             h.errors,
             vec!["kernel taint D (bit 7) set while the command ran"]
         );
+        // Without its report line, the message shows the log's last lines.
+        let r = report(&["[ 4.0] uaf: read 68 after free"], 0, 1 << 5);
+        let msg = r.first_report(&r.kernel_health(false));
+        assert!(
+            msg.contains("uaf: read 68") && msg.contains("taint B"),
+            "{msg}"
+        );
+        let r = report(&[], 0, 1 << 5);
+        let msg = r.first_report(&r.kernel_health(false));
+        assert!(msg.contains("no kernel log lines"), "{msg}");
         // Set before the command: not the command's doing.
         assert!(report(&[], 1 << 7, 1 << 7).kernel_health(false).healthy());
         let mut r = report(&[], 0, 0);
