@@ -11,7 +11,7 @@ use crate::overlay;
 use crate::procs::Guarded;
 use crate::qemu::{self, GuestPorts, MachineConfig, PciDevice};
 use crate::virtiofs;
-use crate::vm::{FsDevice, Root};
+use crate::vm::{Accel, FsDevice, Root};
 use anyhow::Result;
 use std::fs;
 use std::path::PathBuf;
@@ -105,6 +105,16 @@ impl Session {
             "console=ttyS0 panic=-1 quiet no_timer_check tsc=reliable p2pnvme.nvme={}",
             self.opts.qemu_nvme + self.opts.nvme
         );
+        // init_on_alloc=1 under TCG: TCG drops the code it translated from a
+        // page only when the guest's CPU writes that page. virtiofsd (--root,
+        // --share) and the device's DMA write guest RAM from outside, so a
+        // page cache page that held another program's code ran that stale
+        // code (random crashes of binaries from virtiofs). The kernel zeroing
+        // each page it allocates is such a CPU write. Debian's kernel does it
+        // by default; the user's --append comes later and wins.
+        if matches!(self.accel, Accel::Tcg(_)) {
+            append.push_str(" init_on_alloc=1");
+        }
         for a in self.opts.iommu.kernel_args() {
             append.push(' ');
             append.push_str(a);
