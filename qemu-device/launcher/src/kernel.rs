@@ -186,6 +186,20 @@ impl GuestKernel {
     pub fn key(&self) -> &str {
         &self.config_key
     }
+
+    /// The kernel's timer ticks per second (CONFIG_HZ), from its build
+    /// tree's or the image's configuration; None for a bare bzImage.
+    pub fn hz(&self) -> Option<u32> {
+        let config = match &self.build {
+            KernelBuild::Tree(t) => t.join(".config"),
+            KernelBuild::ImageHeaders(_) => {
+                self.rootfs.join(format!("boot/config-{}", self.release))
+            }
+            KernelBuild::None => return None,
+        };
+        let text = fs::read_to_string(config).ok()?;
+        crate::kconfig::parse_config(&text).get("HZ")?.parse().ok()
+    }
 }
 
 /// Checks the bzImage boot header ("HdrS" at 0x202) and returns the release

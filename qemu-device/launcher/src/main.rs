@@ -55,6 +55,7 @@ mod session;
 mod stats;
 mod testrun;
 mod trace_summary;
+mod tsc;
 mod virtiofs;
 mod vm;
 mod witness;
