@@ -212,6 +212,10 @@ fn guest_cli(src: &Path) -> Result<Option<PathBuf>> {
         ])
         .env("CARGO_TARGET_DIR", &target_dir)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        // Without debug info it is a tenth the size: every boot unpacks
+        // it from the initrd (under TCG, ~0.2 s for 11 MB).
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "0")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo")
         .status()
         .context("running cargo to build the guest CLI p2pcopy")?;
     if !status.success() {
