@@ -8,7 +8,7 @@
 //!   plugin), `judge` and `health` (the verdict's rules);
 //! - pieces a session uses: `qemu` (command line), `device` (the device
 //!   process), `virtiofs`, `hotplug`, `qmp`, `console`, `hostctl`, `stats`,
-//!   `faults`, `image`, `kernel`, `kconfig`, `kernel_build`, `kbuild`,
+//!   `faults`, `image`, `kernel`, `kconfig`, `kernel_build`, `own_kernel`, `kbuild`,
 //!   `overlay`, `cpio`, `modcheck`, `names`, `ramscan`;
 //! - plain values and plumbing: `options` (`VmOptions`), `vm` (topology,
 //!   CPU, accelerator, shares), `paths`, `procs`, `exit`, `logger`.
@@ -45,6 +45,7 @@ mod modcmd;
 mod names;
 mod options;
 mod overlay;
+mod own_kernel;
 mod paths;
 mod procs;
 mod prove;
