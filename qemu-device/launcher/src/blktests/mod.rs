@@ -143,7 +143,17 @@ pub fn run(mut args: BlktestsArgs) -> Result<i32> {
         Output::Stream,
     )?;
     s.stop_helpers();
-    let devices = device_columns(&out_dir.join("devices"))?;
+    let health = r.guest.kernel_health(s.opts.allow_warn);
+    let devices = match device_columns(&out_dir.join("devices")) {
+        Ok(d) => d,
+        Err(e) => {
+            crate::health::enforce(&r.guest, &health)?;
+            bail!(
+                "blktests did not start in the guest (its script exited with {}): {e:#}",
+                r.status
+            );
+        }
+    };
     let stdout = String::from_utf8_lossy(&r.stdout);
     let mut rows = results::collect(&tests, &columns, &results_dir, &devices, &stdout);
     results::note_aborts(
@@ -155,7 +165,7 @@ pub fn run(mut args: BlktestsArgs) -> Result<i32> {
         let junit = p2pnvme_testplan::report::junit(&results::junit_results(&rows));
         fs::write(f, junit).with_context(|| format!("writing --junit {}", f.display()))?;
     }
-    crate::health::enforce(&r.guest, &r.guest.kernel_health(s.opts.allow_warn))?;
+    crate::health::enforce(&r.guest, &health)?;
     if r.status != 0 {
         bail!(
             "blktests' check did not finish (the guest script exited with {}); see its output above",
