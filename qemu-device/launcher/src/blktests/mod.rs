@@ -312,3 +312,54 @@ fn device_columns(path: &Path) -> Result<BTreeMap<String, Column>> {
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checkout() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        for t in [
+            "block/001",
+            "block/002",
+            "block/rc",
+            "nvme/046",
+            "nvme/046.out",
+        ] {
+            let p = d.path().join("tests").join(t);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, "").unwrap();
+        }
+        d
+    }
+
+    #[test]
+    fn groups_expand_to_their_tests_and_an_unknown_test_is_refused_in_one_line() {
+        let d = checkout();
+        let names = |a: &[&str]| {
+            expand(
+                d.path(),
+                &a.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(names(&["block"]).unwrap(), ["block/001", "block/002"]);
+        assert_eq!(names(&["nvme/046"]).unwrap(), ["nvme/046"]);
+        assert_eq!(names(&[]).unwrap(), ["block/001", "block/002", "nvme/046"]);
+        let e = names(&["block/999"]).unwrap_err().to_string();
+        assert!(e.contains("no test or group 'block/999'"), "{e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+    }
+
+    #[test]
+    fn the_devices_file_maps_namespaces_to_columns() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("devices");
+        fs::write(&f, "nvme0n1 qemu\nnvme1n1 ours\nbogus\n").unwrap();
+        let m = device_columns(&f).unwrap();
+        assert_eq!(m.get("nvme0n1"), Some(&Column::Qemu));
+        assert_eq!(m.get("nvme1n1"), Some(&Column::Ours));
+        assert_eq!(m.len(), 2);
+        let script = guest_script(&["block/001".into()], &[Column::Qemu]);
+        assert!(script.contains("case \" qemu \" in"), "{script}");
+    }
+}
