@@ -4,8 +4,9 @@
 
 use anyhow::{bail, Context, Result};
 use std::fs;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, ExitStatus, Output, Stdio};
 
 /// A host folder visible inside the root filesystem during one build.
 pub struct Mount {
@@ -48,6 +49,53 @@ pub fn run(rootfs: &Path, mounts: &[Mount], script: &str) -> Result<Output> {
     // one's empty mount point after a build would detach the mount another
     // build still uses in its namespace (parallel guests, `p2pnvme test`).
     let _one_at_a_time = crate::image::CacheLock::file(&rootfs.with_extension("kbuild.lock"))?;
+    let out = command(rootfs, mounts, script)?
+        .output()
+        .context("running unshare/chroot for a kernel build (needs root)");
+    for m in mounts {
+        remove_empty_dirs(rootfs, &m.inside);
+    }
+    out
+}
+
+/// `run`, with the script's stdout handed to `line` as it comes (a long
+/// build's progress); returns its exit status and its stderr.
+pub fn run_lines(
+    rootfs: &Path,
+    mounts: &[Mount],
+    script: &str,
+    line: &mut dyn FnMut(&str),
+) -> Result<(ExitStatus, String)> {
+    let _one_at_a_time = crate::image::CacheLock::file(&rootfs.with_extension("kbuild.lock"))?;
+    let streamed = (|| -> Result<(ExitStatus, String)> {
+        let mut child = command(rootfs, mounts, script)?
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("running unshare/chroot for a kernel build (needs root)")?;
+        let mut stderr = child.stderr.take().context("piped stderr")?;
+        // Drained on its own thread so a chatty failure cannot block stdout.
+        let errors = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        let stdout = child.stdout.take().context("piped stdout")?;
+        for l in BufReader::new(stdout).split(b'\n') {
+            line(&String::from_utf8_lossy(&l?));
+        }
+        let status = child.wait()?;
+        Ok((status, errors.join().unwrap_or_default()))
+    })();
+    for m in mounts {
+        remove_empty_dirs(rootfs, &m.inside);
+    }
+    streamed
+}
+
+/// The unshare/chroot command that runs `script` (creates the mount points).
+fn command(rootfs: &Path, mounts: &[Mount], script: &str) -> Result<Command> {
     let mut setup = String::from("set -e\n");
     for m in mounts {
         let point = rootfs.join(m.inside.trim_start_matches('/'));
@@ -63,23 +111,18 @@ pub fn run(rootfs: &Path, mounts: &[Mount], script: &str) -> Result<Output> {
         "exec chroot '{}' sh -c 'mount -t proc proc /proc && cd / && exec sh -c \"$1\"' sh \"$1\"\n",
         rootfs.display()
     );
-    let out = Command::new("unshare")
-        .args([
-            "-m",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            &setup,
-            "sh",
-            script,
-        ])
-        .output()
-        .context("running unshare/chroot for a kernel build (needs root)")?;
-    for m in mounts {
-        remove_empty_dirs(rootfs, &m.inside);
-    }
-    Ok(out)
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &setup,
+        "sh",
+        script,
+    ]);
+    Ok(cmd)
 }
 
 /// Removes the (empty) mount point `inside` and its empty parents that the

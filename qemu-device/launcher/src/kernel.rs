@@ -175,8 +175,8 @@ impl GuestKernel {
         match &self.build {
             KernelBuild::ImageHeaders(d) => Some((d.clone(), vec![])),
             KernelBuild::Tree(t) => {
-                let m = Mount::new(t, "kernel", &self.rootfs);
-                Some((m.inside.clone(), vec![m]))
+                let m = tree_mounts(t, &self.rootfs);
+                Some((m[0].inside.clone(), m))
             }
             KernelBuild::None => None,
         }
@@ -200,6 +200,17 @@ impl GuestKernel {
         let text = fs::read_to_string(config).ok()?;
         crate::kconfig::parse_config(&text).get("HZ")?.parse().ok()
     }
+}
+
+/// A kernel tree mounted for a build inside the root filesystem: the tree
+/// first, then, for an out-of-tree build directory (`make O=`), the source
+/// tree its `source` link names, which its Makefile includes.
+fn tree_mounts(tree: &Path, rootfs: &Path) -> Vec<Mount> {
+    let mut m = vec![Mount::new(tree, "kernel", rootfs)];
+    if let Ok(src) = fs::read_link(tree.join("source")) {
+        m.push(Mount::new(&src, "ksrc", rootfs));
+    }
+    m
 }
 
 /// Checks the bzImage boot header ("HdrS" at 0x202) and returns the release
@@ -276,9 +287,10 @@ fn stage_modules(
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(work.join("raw"))?;
     fs::create_dir_all(work.join("out"))?;
-    let tree_m = Mount::new(tree, "kernel", &image.rootfs);
+    let mut mounts = tree_mounts(tree, &image.rootfs);
     let work_m = Mount::new(&work, "stage", &image.rootfs);
-    let (t, w) = (tree_m.inside.clone(), work_m.inside.clone());
+    let (t, w) = (mounts[0].inside.clone(), work_m.inside.clone());
+    mounts.push(work_m);
     let src = if order.exists() {
         log::info!(
             "installing the modules of {} (make modules_install)",
@@ -341,7 +353,7 @@ depmod -b {w}/out "$rel"
 "#,
             names = names.join(" "),
         );
-        let out = kbuild::run(&image.rootfs, &[tree_m, work_m], &script)?;
+        let out = kbuild::run(&image.rootfs, &mounts, &script)?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         if !out.status.success() {
             bail!(

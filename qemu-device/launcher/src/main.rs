@@ -2,13 +2,13 @@
 //!
 //! Modules by layer (each imports only from layers below it):
 //! - subcommands: this file (`run`, `shell`, `image`, `device`), `demo`,
-//!   `prove`, `ctl`, `modcmd`, `trace_summary`;
+//!   `prove`, `blktests`, `ctl`, `modcmd`, `trace_summary`;
 //! - one guest run: `session` (prepare, boot, run; owns every process it
 //!   starts), `accel` (TCG/KVM choice), `witness` (host side of the TCG
 //!   plugin), `judge` and `health` (the verdict's rules);
 //! - pieces a session uses: `qemu` (command line), `device` (the device
 //!   process), `virtiofs`, `hotplug`, `qmp`, `console`, `hostctl`, `stats`,
-//!   `faults`, `image`, `kernel`, `kconfig`, `kernel_build`, `kbuild`,
+//!   `faults`, `image`, `kernel`, `kconfig`, `kernel_build`, `own_kernel`, `kbuild`,
 //!   `overlay`, `cpio`, `modcheck`, `names`, `ramscan`;
 //! - plain values and plumbing: `options` (`VmOptions`), `vm` (topology,
 //!   CPU, accelerator, shares), `paths`, `procs`, `exit`, `logger`.
@@ -22,6 +22,7 @@
 //! verdict and exit status (exit.rs).
 
 mod accel;
+mod blktests;
 mod console;
 mod cpio;
 mod ctl;
@@ -45,6 +46,7 @@ mod modcmd;
 mod names;
 mod options;
 mod overlay;
+mod own_kernel;
 mod paths;
 mod procs;
 mod prove;
@@ -102,6 +104,8 @@ enum Cmd {
     Device(DeviceCmd),
     /// Run the cases of test files in guests, up to --jobs at once; JUnit and KTAP reports.
     Test(testrun::TestArgs),
+    /// Run a blktests checkout in a guest against the project's and/or QEMU's NVMe; a table and JUnit.
+    Blktests(blktests::BlktestsArgs),
     /// Read a device command trace (`--trace FILE`).
     Trace {
         #[command(subcommand)]
@@ -196,6 +200,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             Ok(p2pnvme_device::run_limited(args, limits).map(|_| 0)?)
         }
         Cmd::Trace { op } => trace_summary::run(op),
+        Cmd::Blktests(args) => blktests::run(args),
         Cmd::Test(args) => {
             procs::catch_signals();
             let cli = <Cli as clap::CommandFactory>::command();

@@ -107,6 +107,12 @@ pub struct VmOptions {
     /// Boot this kernel: a bzImage, or a kernel build tree (arch/x86/boot/bzImage, .config, built modules).
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
+    /// With --kernel DIR (a clean kernel source tree): configure it (its
+    /// build directory's .config, or tinyconfig + images/kernel/p2pnvme.config
+    /// the first time, with everything the guest needs merged in), build it
+    /// out of tree in the root filesystem (incrementally) and boot it.
+    #[arg(long, requires = "kernel")]
+    pub build: bool,
     /// Which guest kernel to boot: minimal (images/kernel; the default once
     /// built, and built on first use when named), debug (minimal with
     /// KASAN, lockdep, kmemleak, fault injection; built on first use) or

@@ -61,6 +61,7 @@ impl Session {
         opts.validate()?;
         let image = image::ensure(false)?;
         let opts = kernel_build::pick(opts, &image.rootfs)?;
+        let opts = crate::own_kernel::build_if_asked(opts, &image.rootfs)?;
         let kernel = GuestKernel::resolve(&opts, &image)?;
         for ko in &opts.user_modules {
             crate::modcheck::check(ko, &kernel.release)?;
