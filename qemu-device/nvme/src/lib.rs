@@ -114,8 +114,8 @@ pub fn run_config(cfg: DeviceConfig) -> Result<()> {
             counters,
         )
         .map_err(io("creating the CMB memory"))?;
-        ctrl.poll = std::time::Duration::from_micros(s.poll_us);
-        ctrl.moderation = std::time::Duration::from_micros(s.moderation_us);
+        ctrl.set_poll(std::time::Duration::from_micros(s.poll_us));
+        ctrl.set_moderation(std::time::Duration::from_micros(s.moderation_us));
         ctrl.faults = faults.clone();
         ctrl.trace = tracer.clone();
         ctrl.ram
