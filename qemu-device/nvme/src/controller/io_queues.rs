@@ -5,7 +5,7 @@
 
 use crate::dma::Target;
 use crate::limits::{MAX_IO_QUEUES, MQES};
-use crate::nvme::{cqe, CmdResult, Sqe, Status};
+use crate::nvme::{CmdResult, Sqe, Status};
 use crate::wire::{Cqe, U16};
 use std::collections::VecDeque;
 
@@ -374,26 +374,19 @@ impl Queues {
         self.budget = self.budget.saturating_sub(units);
     }
 
-    /// Queues a completion for `sqid` on `cqid` (false: no such CQ). Its
-    /// phase is set when written (`drain`).
-    pub fn push_completion(
-        &mut self,
-        cqid: usize,
-        sqid: u16,
-        cid: u16,
-        dw0: u32,
-        status: Status,
-    ) -> bool {
+    /// Queues `entry` on `cqid` with the SQ head of its queue filled in
+    /// (false: no such CQ). Its phase is set when written (`drain`).
+    pub fn push_completion(&mut self, cqid: usize, mut entry: Cqe) -> bool {
         let sq_head = self
             .sqs
-            .get(sqid as usize)
+            .get(entry.sqid.get() as usize)
             .and_then(|q| q.as_ref())
             .map_or(0, |q| q.head);
         let Some(cq) = self.cqs.get_mut(cqid).and_then(|q| q.as_mut()) else {
             return false;
         };
-        cq.pending
-            .push_back(cqe(dw0, sq_head, sqid, cid, status.field(), false));
+        entry.sq_head = U16::new(sq_head);
+        cq.pending.push_back(entry);
         true
     }
 

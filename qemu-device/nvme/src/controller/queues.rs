@@ -2,6 +2,7 @@
 //! completions posted; queue faults are fatal (CSTS.CFS).
 
 use super::*;
+use crate::nvme::cqe;
 use crate::wire::IntoBytes;
 
 impl Controller {
@@ -223,7 +224,9 @@ impl Controller {
         status: Status,
         irq: bool,
     ) {
-        if self.queues.push_completion(cqid, sqid, cid, dw0, status) {
+        // The queue part fills in the SQ head; phase is set when written.
+        let entry = cqe(dw0, 0, sqid, cid, status.field(), false);
+        if self.queues.push_completion(cqid, entry) {
             self.drain_pending(cqid, irq);
         }
     }
