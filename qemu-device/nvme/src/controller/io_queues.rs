@@ -414,3 +414,7 @@ impl Queues {
         Drain::Write { addr, entry }
     }
 }
+
+#[cfg(test)]
+#[path = "io_queues_tests.rs"]
+mod tests;
