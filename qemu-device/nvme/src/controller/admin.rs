@@ -68,10 +68,10 @@ impl Controller {
         let Some(db) = self.shadow.buffer() else {
             return;
         };
-        if let Some((tail, _)) = self.queues.sq_tail(qid) {
+        if let Some((tail, _)) = self.queues.pointer(qid, Bell::SqTail) {
             db.set_event(&self.dma(), qid, Bell::SqTail, tail);
         }
-        if let Some((head, _)) = self.queues.cq_head(qid) {
+        if let Some((head, _)) = self.queues.pointer(qid, Bell::CqHead) {
             let quiet = head.wrapping_sub(1);
             db.set_event(&self.dma(), qid, Bell::CqHead, quiet);
         }

@@ -3,6 +3,7 @@
 //! deletion carry the NVMe status checks; the worker fetches entries and
 //! writes completions through the narrow methods below.
 
+use super::dbbuf::Bell;
 use crate::dma::Target;
 use crate::limits::{MAX_IO_QUEUES, MQES};
 use crate::nvme::{CmdResult, Sqe, Status};
@@ -242,56 +243,68 @@ impl Queues {
         Ok(0)
     }
 
-    /// An SQ tail doorbell write; `shadowed`: the shadow value is newer,
-    /// so a valid write changes nothing.
-    pub fn ring_sq(&mut self, qid: usize, v: u16, shadowed: bool) -> Result<(), BellError> {
-        match self.sqs.get_mut(qid).and_then(|q| q.as_mut()) {
-            Some(sq) if v < sq.size && shadowed => Ok(()),
-            Some(sq) if v < sq.size => {
-                sq.tail = v;
-                Ok(())
+    /// A doorbell write: `bell` of queue `qid` to `v`. `shadowed`: the
+    /// shadow value is newer, so a valid write changes nothing (a full CQ
+    /// rereads the shadow head). A CQ head may only pass entries we posted.
+    pub fn ring(
+        &mut self,
+        qid: usize,
+        bell: Bell,
+        v: u16,
+        shadowed: bool,
+    ) -> Result<(), BellError> {
+        let (size, slot, valid) = match bell {
+            Bell::SqTail => {
+                let sq = self.sqs.get_mut(qid).and_then(|q| q.as_mut());
+                let sq = sq.ok_or(BellError::InvalidRegister)?;
+                (sq.size, &mut sq.tail, true)
             }
-            Some(_) => Err(BellError::InvalidValue),
-            None => Err(BellError::InvalidRegister),
-        }
-    }
-
-    /// A CQ head doorbell write (see `ring_sq`); the new head may only pass
-    /// entries we posted.
-    pub fn ring_cq(&mut self, qid: usize, v: u16, shadowed: bool) -> Result<(), BellError> {
-        match self.cqs.get_mut(qid).and_then(|q| q.as_mut()) {
-            // A full queue rereads the shadow head (refresh_cq_head).
-            Some(cq) if v < cq.size && shadowed => Ok(()),
-            Some(cq) if v < cq.size && cq.head_valid(v) => {
-                cq.head = v;
-                Ok(())
+            Bell::CqHead => {
+                let cq = self.cqs.get_mut(qid).and_then(|q| q.as_mut());
+                let cq = cq.ok_or(BellError::InvalidRegister)?;
+                let valid = v < cq.size && cq.head_valid(v);
+                (cq.size, &mut cq.head, valid)
             }
-            Some(_) => Err(BellError::InvalidValue),
-            None => Err(BellError::InvalidRegister),
+        };
+        if v >= size {
+            return Err(BellError::InvalidValue);
+        }
+        if shadowed {
+            return Ok(());
+        }
+        if !valid {
+            return Err(BellError::InvalidValue);
+        }
+        *slot = v;
+        Ok(())
+    }
+
+    /// Queue `qid`'s pointer behind `bell` (SQ tail, CQ head) and its size,
+    /// if the queue exists.
+    pub fn pointer(&self, qid: usize, bell: Bell) -> Option<(u16, u16)> {
+        match bell {
+            Bell::SqTail => self.sqs.get(qid)?.as_ref().map(|q| (q.tail, q.size)),
+            Bell::CqHead => self.cqs.get(qid)?.as_ref().map(|q| (q.head, q.size)),
         }
     }
 
-    /// SQ `qid`'s (tail, size), if it exists.
-    pub fn sq_tail(&self, qid: usize) -> Option<(u16, u16)> {
-        self.sqs.get(qid)?.as_ref().map(|q| (q.tail, q.size))
-    }
-
-    /// Moves SQ `qid`'s tail (a shadow value checked against its size).
-    pub fn set_sq_tail(&mut self, qid: usize, tail: u16) {
-        if let Some(sq) = self.sqs.get_mut(qid).and_then(|q| q.as_mut()) {
-            sq.tail = tail;
-        }
-    }
-
-    /// CQ `qid`'s (head, size), if it exists.
-    pub fn cq_head(&self, qid: usize) -> Option<(u16, u16)> {
-        self.cqs.get(qid)?.as_ref().map(|q| (q.head, q.size))
-    }
-
-    /// Moves CQ `qid`'s head (a shadow value checked against its size).
-    pub fn set_cq_head(&mut self, qid: usize, head: u16) {
-        if let Some(cq) = self.cqs.get_mut(qid).and_then(|q| q.as_mut()) {
-            cq.head = head;
+    /// Moves queue `qid`'s pointer behind `bell` (a shadow value checked
+    /// against the queue's size).
+    pub fn set_pointer(&mut self, qid: usize, bell: Bell, v: u16) {
+        let slot = match bell {
+            Bell::SqTail => self
+                .sqs
+                .get_mut(qid)
+                .and_then(|q| q.as_mut())
+                .map(|q| &mut q.tail),
+            Bell::CqHead => self
+                .cqs
+                .get_mut(qid)
+                .and_then(|q| q.as_mut())
+                .map(|q| &mut q.head),
+        };
+        if let Some(slot) = slot {
+            *slot = v;
         }
     }
 

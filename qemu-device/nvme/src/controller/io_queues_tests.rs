@@ -58,36 +58,45 @@ fn queue_creation_checks_id_size_vector_contiguity_and_memory_in_spec_order() {
         Ok(1),
         "SQs may live in the CMB"
     );
-    assert_eq!(q.sq_tail(1), Some((0, 16)));
+    assert_eq!(q.pointer(1, Bell::SqTail), Some((0, 16)));
 
     assert_eq!(q.delete_cq(&delete(1)), Err(Status::INVALID_QUEUE_DELETION));
     assert_eq!(q.delete_sq(&delete(1)), Ok(1));
     assert_eq!(q.delete_sq(&delete(1)), Err(Status::INVALID_QID));
     assert_eq!(q.delete_cq(&delete(1)), Ok(0));
-    assert_eq!(q.cq_head(1), None);
+    assert_eq!(q.pointer(1, Bell::CqHead), None);
 }
 
 #[test]
 fn a_cq_head_doorbell_may_reach_the_tail_but_never_pass_it() {
+    use BellError::{InvalidRegister, InvalidValue};
     let mut q = Queues::default();
     q.create_admin((BASE, 4), (BASE + 0x1000, 4));
-    assert_eq!(q.ring_cq(0, 1, false), Err(BellError::InvalidValue));
-    let e = |cid| crate::nvme::cqe(0, 0, 0, cid, 0, false);
-    assert!(q.push_completion(0, e(1)));
-    assert!(matches!(q.drain(0), Drain::Write { addr: Some(a), .. } if a == BASE + 0x1000));
-    assert_eq!(q.ring_cq(0, 2, false), Err(BellError::InvalidValue));
-    assert_eq!(q.ring_cq(0, 4, false), Err(BellError::InvalidValue));
-    assert_eq!(q.ring_cq(0, 1, false), Ok(()));
-    assert_eq!(q.cq_head(0), Some((1, 4)));
-    assert_eq!(q.ring_cq(7, 0, false), Err(BellError::InvalidRegister));
-    assert_eq!(q.ring_sq(0, 4, false), Err(BellError::InvalidValue));
+    let e = crate::nvme::cqe(0, 0, 0, 1, 0, false);
+    // Nothing posted yet: the head cannot move.
+    assert_eq!(q.ring(0, Bell::CqHead, 1, false), Err(InvalidValue));
+    assert!(q.push_completion(0, e));
+    let written = q.drain(0);
+    assert!(matches!(written, Drain::Write { addr: Some(a), .. } if a == BASE + 0x1000));
+    // (queue, doorbell, value, what the write gets); in this order.
+    let writes = [
+        (0, Bell::CqHead, 2, Err(InvalidValue)), // past the tail
+        (0, Bell::CqHead, 4, Err(InvalidValue)), // beyond the queue
+        (7, Bell::CqHead, 0, Err(InvalidRegister)),
+        (0, Bell::SqTail, 4, Err(InvalidValue)),
+        (0, Bell::CqHead, 1, Ok(())), // up to the tail
+    ];
+    for (qid, bell, v, want) in writes {
+        assert_eq!(q.ring(qid, bell, v, false), want, "queue {qid} value {v}");
+    }
+    assert_eq!(q.pointer(0, Bell::CqHead), Some((1, 4)));
 }
 
 #[test]
 fn completions_carry_their_sq_head_and_flip_phase_when_the_queue_wraps() {
     let mut q = Queues::default();
     q.create_admin((BASE, 4), (BASE + 0x1000, 2));
-    q.ring_sq(0, 1, false).unwrap();
+    q.ring(0, Bell::SqTail, 1, false).unwrap();
     q.start_pass().for_each(drop);
     assert!(matches!(
         q.fetch(0),
@@ -108,13 +117,13 @@ fn completions_carry_their_sq_head_and_flip_phase_when_the_queue_wraps() {
         "2 entries: one slot usable"
     );
     assert_eq!(q.backlog(0), 1);
-    q.ring_cq(0, 1, false).unwrap();
+    q.ring(0, Bell::CqHead, 1, false).unwrap();
     let Drain::Write { entry, .. } = q.drain(0) else {
         panic!("the head moved");
     };
     // Written in the last slot, still in the first lap.
     assert_eq!((entry.cid.get(), entry.status_phase.get()), (2, 1));
-    q.ring_cq(0, 0, false).unwrap();
+    q.ring(0, Bell::CqHead, 0, false).unwrap();
     assert!(q.push_completion(0, e(3)));
     let Drain::Write { entry, .. } = q.drain(0) else {
         panic!("room again");
@@ -126,7 +135,7 @@ fn completions_carry_their_sq_head_and_flip_phase_when_the_queue_wraps() {
 fn a_pass_stops_when_its_budget_is_spent_and_the_next_one_starts_at_the_next_queue() {
     let mut q = Queues::default();
     q.create_admin((BASE, 64), (BASE + 0x1000, 64));
-    q.ring_sq(0, 40, false).unwrap();
+    q.ring(0, Bell::SqTail, 40, false).unwrap();
     let order: Vec<usize> = q.start_pass().collect();
     assert_eq!(order.len(), MAX_IO_QUEUES + 1);
     let mut fetched = 0;

@@ -63,12 +63,12 @@ impl Controller {
         // head reads as a whole queue of stale entries. The write then
         // only wakes the worker, which rereads the shadow.
         let shadowed = qid != 0 && self.shadow.buffer().is_some();
-        let rung = if idx.is_multiple_of(2) {
-            self.queues.ring_sq(qid, v, shadowed)
+        let bell = if idx.is_multiple_of(2) {
+            Bell::SqTail
         } else {
-            self.queues.ring_cq(qid, v, shadowed)
+            Bell::CqHead
         };
-        match rung {
+        match self.queues.ring(qid, bell, v, shadowed) {
             Ok(()) => self.worker.wake(),
             Err(e) => self.doorbell_error(e as u32),
         }

@@ -103,7 +103,7 @@ impl Controller {
         let (Some(db), true) = (self.shadow.buffer(), qid != 0) else {
             return false;
         };
-        let Some((tail, size)) = self.queues.sq_tail(qid) else {
+        let Some((tail, size)) = self.queues.pointer(qid, Bell::SqTail) else {
             return false;
         };
         let seen = if !self.worker.poll().is_zero() {
@@ -115,7 +115,7 @@ impl Controller {
         let Some(t) = self.shadow_moved(seen, tail, size) else {
             return false;
         };
-        self.queues.set_sq_tail(qid, t);
+        self.queues.set_pointer(qid, Bell::SqTail, t);
         true
     }
 
@@ -149,7 +149,7 @@ impl Controller {
             return Step::Sleep;
         };
         for qid in 1..=MAX_IO_QUEUES {
-            let Some((tail, size)) = self.queues.sq_tail(qid) else {
+            let Some((tail, size)) = self.queues.pointer(qid, Bell::SqTail) else {
                 continue;
             };
             let seen = if expired {
@@ -185,7 +185,7 @@ impl Controller {
         let (Some(db), true) = (self.shadow.buffer(), cqid != 0) else {
             return false;
         };
-        let Some((head, size)) = self.queues.cq_head(cqid) else {
+        let Some((head, size)) = self.queues.pointer(cqid, Bell::CqHead) else {
             return false;
         };
         let dma = self.dma();
@@ -198,7 +198,7 @@ impl Controller {
         };
         // Behind the driver's head: its next update rings nothing.
         db.set_event(&self.dma(), cqid, Bell::CqHead, h.wrapping_sub(1));
-        self.queues.set_cq_head(cqid, h);
+        self.queues.set_pointer(cqid, Bell::CqHead, h);
         true
     }
 }
