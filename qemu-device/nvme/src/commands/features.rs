@@ -91,11 +91,6 @@ impl Features {
         self.values = Values::default();
     }
 
-    /// Volatile Write Cache enabled.
-    pub fn vwc(&self) -> bool {
-        self.values.vwc
-    }
-
     /// I/O submission queues granted (Number of Queues).
     pub fn sqs_allowed(&self) -> u16 {
         self.values.nsqa
