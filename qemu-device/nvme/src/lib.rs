@@ -8,10 +8,12 @@
 //! - `vfio`: the adapter the vfio-user server (crate `p2pnvme-vfio-user`)
 //!   calls: BAR0 and CMB region accesses, DMA maps, interrupt fds, and the
 //!   PCI configuration space (`vfio::pci`). `control`: the stats socket.
-//! - `controller`: one NVMe controller's state (registers, queues, shadow
-//!   doorbells, events, held completions, interrupts) and its worker.
+//! - `controller`: one NVMe controller, a struct of owned parts (registers,
+//!   queues, worker timing, CMB, vectors, interrupts, events, error log,
+//!   shadow doorbells, held completions) and its worker.
 //! - `commands`: admin and I/O command execution on narrow contexts, driven
-//!   by the command table (`commands::table`).
+//!   by the command table (`commands::table`); `commands::features` is the
+//!   controller's features part (feature values, SMART host counters).
 //! - `dma` (address routing, PRP/SGL walking, guest RAM, CMBs),
 //!   `namespace` (backing files), `faults` (rules and matching).
 //! - `stats` (exact counters), `trace` (one JSON line per command).
@@ -19,7 +21,8 @@
 //!
 //! Data path of one command: the host rings a doorbell (a BAR0 write in
 //! `vfio`, or a shadow doorbell the worker polls, `controller::shadow`) ->
-//! the worker fetches the submission entry (`controller::queues`) ->
+//! the worker fetches the submission entry (`controller::queues` through
+//! `controller::io_queues`) ->
 //! `commands::table` runs the command -> every data pointer is resolved by
 //! `dma` to guest RAM, the own CMB or a peer's CMB -> `stats::Counters`
 //! counts each byte by where it went -> the completion is posted
@@ -114,8 +117,8 @@ pub fn run_config(cfg: DeviceConfig) -> Result<()> {
             counters,
         )
         .map_err(io("creating the CMB memory"))?;
-        ctrl.poll = std::time::Duration::from_micros(s.poll_us);
-        ctrl.moderation = std::time::Duration::from_micros(s.moderation_us);
+        ctrl.set_poll(std::time::Duration::from_micros(s.poll_us));
+        ctrl.set_moderation(std::time::Duration::from_micros(s.moderation_us));
         ctrl.faults = faults.clone();
         ctrl.trace = tracer.clone();
         ctrl.ram

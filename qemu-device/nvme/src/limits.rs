@@ -15,3 +15,7 @@ pub const MSI_VECTORS: usize = 1;
 pub const ERROR_LOG_ENTRIES: usize = 64;
 /// NVMe 2.0 (VS register and Identify Controller VER).
 pub const NVME_VERSION: u32 = 0x0002_0000;
+/// Maximum data transfer size: 2^7 4 KiB pages = 512 KiB.
+pub const MDTS: u8 = 7;
+/// Largest data transfer of one command, in bytes.
+pub const MAX_TRANSFER: usize = 4096 << MDTS;

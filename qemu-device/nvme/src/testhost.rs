@@ -116,9 +116,25 @@ pub fn rw_command(opcode: u8, slba: u64, nlb: u32, prp1: u64, prp2: u64, fua: bo
     c
 }
 
+/// What a test controller is made of (see [`TestHost::with_spec`]).
+#[derive(Clone, Copy, Debug)]
+pub struct HostSpec {
+    /// Controller index (its namespace file is `ns{id}.img`).
+    pub id: usize,
+    /// CMB size in MiB (0: none).
+    pub cmb_mib: u64,
+    /// Guest RAM at RAM_BASE, in MiB.
+    pub ram_mib: u64,
+    /// Size of the namespace.
+    pub ns_bytes: u64,
+    /// How the controller interrupts: I/O CQs use vector 1 with MSI-X and
+    /// vector 0 (the only one) with MSI.
+    pub irq: IrqMode,
+}
+
 impl TestHost {
-    /// A controller with `namespaces` files of `ns_bytes` in `dir` and a CMB
-    /// of `cmb_mib`; guest RAM of `ram_mib` at RAM_BASE.
+    /// A controller with an MSI-X interrupt, one namespace of `ns_bytes`
+    /// in `dir`, a CMB of `cmb_mib` and guest RAM of `ram_mib` at RAM_BASE.
     pub fn new(
         dir: &Path,
         id: usize,
@@ -127,20 +143,26 @@ impl TestHost {
         ram_mib: u64,
         ns_bytes: u64,
     ) -> TestHost {
-        TestHost::with_irq(dir, id, cmbs, cmb_mib, ram_mib, ns_bytes, IrqMode::Msix)
+        let irq = IrqMode::Msix;
+        let spec = HostSpec {
+            id,
+            cmb_mib,
+            ram_mib,
+            ns_bytes,
+            irq,
+        };
+        TestHost::with_spec(dir, cmbs, spec)
     }
 
-    /// As `new`, with the controller interrupting by `irq_mode`; I/O CQs
-    /// use vector 1 with MSI-X and vector 0 (the only one) with MSI.
-    pub fn with_irq(
-        dir: &Path,
-        id: usize,
-        cmbs: CmbRegistry,
-        cmb_mib: u64,
-        ram_mib: u64,
-        ns_bytes: u64,
-        irq_mode: IrqMode,
-    ) -> TestHost {
+    /// A controller as `spec` says, its namespace file in `dir`.
+    pub fn with_spec(dir: &Path, cmbs: CmbRegistry, spec: HostSpec) -> TestHost {
+        let HostSpec {
+            id,
+            cmb_mib,
+            ram_mib,
+            ns_bytes,
+            irq: irq_mode,
+        } = spec;
         let ns = Namespace::open(&dir.join(format!("ns{id}.img")), ns_bytes, 512).unwrap();
         let stats = Arc::new(Counters::new(id, &format!("test-{id}")));
         let mut ctrl = Controller::new(

@@ -100,16 +100,17 @@ pub struct DmaMap {
     pub fd: Option<(std::fs::File, u64)>,
 }
 
-/// A DEVICE_SET_IRQS request, validated.
-#[derive(Debug)]
-pub enum IrqSet {
+/// A DEVICE_SET_IRQS request, validated. `F`: what it carries for the
+/// vectors it routes (the eventfds; the test recorder keeps a summary).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IrqSet<F = Vec<Option<EventFd>>> {
     /// Route vectors `start..start + fds.len()` to these eventfds (`None`
     /// deassigns that vector).
     Eventfds {
         /// First vector.
         start: u32,
         /// One entry per vector.
-        fds: Vec<Option<EventFd>>,
+        fds: F,
     },
     /// Deassign every vector of the index.
     DisableAll,
@@ -129,6 +130,26 @@ pub enum IrqSet {
         /// Number of vectors.
         count: u32,
     },
+}
+
+impl<F> IrqSet<F> {
+    /// The same request carrying `f(fds)` instead of `fds`.
+    pub fn map_fds<G>(self, f: impl FnOnce(F) -> G) -> IrqSet<G> {
+        match self {
+            IrqSet::Eventfds { start, fds } => IrqSet::Eventfds { start, fds: f(fds) },
+            IrqSet::DisableAll => IrqSet::DisableAll,
+            IrqSet::Mask {
+                start,
+                count,
+                masked,
+            } => IrqSet::Mask {
+                start,
+                count,
+                masked,
+            },
+            IrqSet::Trigger { start, count } => IrqSet::Trigger { start, count },
+        }
+    }
 }
 
 /// A device served over vfio-user. Called on the connection's thread, one

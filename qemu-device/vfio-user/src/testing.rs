@@ -21,37 +21,17 @@ pub const CONFIG_INDEX: u32 = 7;
 /// Config space size.
 pub const CONFIG_SIZE: u64 = 256;
 
-/// A recorded SET_IRQS (eventfds are summarised, not kept).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum IrqCall {
-    /// Vectors from `start`: `assigned` eventfds, or `deassigned` Nones.
-    Eventfds {
-        /// First vector.
-        start: u32,
-        /// Vectors given an eventfd.
-        assigned: usize,
-        /// Vectors deassigned.
-        deassigned: usize,
-    },
-    /// Every vector deassigned.
-    DisableAll,
-    /// Mask or unmask.
-    Mask {
-        /// First vector.
-        start: u32,
-        /// Vectors.
-        count: u32,
-        /// Mask (true) or unmask.
-        masked: bool,
-    },
-    /// Loopback trigger.
-    Trigger {
-        /// First vector.
-        start: u32,
-        /// Vectors.
-        count: u32,
-    },
+/// What a recorded SET_IRQS keeps of its eventfds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FdSummary {
+    /// Vectors given an eventfd.
+    pub assigned: usize,
+    /// Vectors deassigned.
+    pub deassigned: usize,
 }
+
+/// A recorded SET_IRQS (eventfds are summarised, not kept).
+pub type IrqCall = IrqSet<FdSummary>;
 
 /// One backend call.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -295,37 +275,24 @@ impl Backend for FakeBackend {
                 "contract: vectors {start}+{n} > {total}"
             );
         };
-        let call = match set {
-            IrqSet::Eventfds { start, fds } => {
-                within(start, fds.len());
-                for e in fds.iter().flatten() {
-                    assert_is_nonblocking_eventfd(e.as_raw_fd());
-                }
-                let assigned = fds.iter().filter(|f| f.is_some()).count();
-                IrqCall::Eventfds {
-                    start,
-                    assigned,
-                    deassigned: fds.len() - assigned,
-                }
-            }
-            IrqSet::DisableAll => IrqCall::DisableAll,
-            IrqSet::Mask {
-                start,
-                count,
-                masked,
-            } => {
-                within(start, count as usize);
-                IrqCall::Mask {
-                    start,
-                    count,
-                    masked,
-                }
-            }
-            IrqSet::Trigger { start, count } => {
-                within(start, count as usize);
-                IrqCall::Trigger { start, count }
+        let (start, n) = match &set {
+            IrqSet::Eventfds { start, fds } => (*start, fds.len()),
+            IrqSet::DisableAll => (0, 0),
+            IrqSet::Mask { start, count, .. } | IrqSet::Trigger { start, count } => {
+                (*start, *count as usize)
             }
         };
+        within(start, n);
+        let call = set.map_fds(|fds| {
+            for e in fds.iter().flatten() {
+                assert_is_nonblocking_eventfd(e.as_raw_fd());
+            }
+            let assigned = fds.iter().filter(|f| f.is_some()).count();
+            FdSummary {
+                assigned,
+                deassigned: fds.len() - assigned,
+            }
+        });
         self.calls.push(Call::SetIrqs { index, set: call });
         self.fail()
     }

@@ -4,7 +4,8 @@ mod common;
 
 use common::*;
 use p2pnvme_vfio_user::testing::{
-    assert_is_nonblocking_eventfd, Call, IrqCall, BAR0_SIZE, BAR2_SIZE, CONFIG_INDEX, VENDOR_ID,
+    assert_is_nonblocking_eventfd, Call, FdSummary, IrqCall, BAR0_SIZE, BAR2_SIZE, CONFIG_INDEX,
+    VENDOR_ID,
 };
 use p2pnvme_vfio_user::wire::*;
 use p2pnvme_vfio_user::{Errno, MAX_DATA_XFER};
@@ -214,13 +215,17 @@ fn set_irqs_assigns_deassigns_disables_masks_and_triggers() {
         [
             IrqCall::Eventfds {
                 start: 0,
-                assigned: 1,
-                deassigned: 0
+                fds: FdSummary {
+                    assigned: 1,
+                    deassigned: 0
+                }
             },
             IrqCall::Eventfds {
                 start: 0,
-                assigned: 0,
-                deassigned: 1
+                fds: FdSummary {
+                    assigned: 0,
+                    deassigned: 1
+                }
             },
             IrqCall::DisableAll,
             IrqCall::Mask {

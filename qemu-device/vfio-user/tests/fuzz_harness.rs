@@ -2,7 +2,7 @@
 //! mangled ones) goes through a whole connection without a contract breach.
 
 use p2pnvme_vfio_user::fuzzing::{run, seeds, Input};
-use p2pnvme_vfio_user::testing::{Call, IrqCall};
+use p2pnvme_vfio_user::testing::{Call, FdSummary, IrqCall};
 use p2pnvme_vfio_user::End;
 
 #[test]
@@ -38,8 +38,10 @@ fn every_seed_runs_and_reaches_the_backend() {
             index: 0,
             set: IrqCall::Eventfds {
                 start: 0,
-                assigned: 1,
-                deassigned: 0
+                fds: FdSummary {
+                    assigned: 1,
+                    deassigned: 0
+                }
             }
         }
     );

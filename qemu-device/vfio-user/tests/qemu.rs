@@ -2,7 +2,7 @@
 //! filesystem, against the fake PCI function. Skips (with a printed reason)
 //! only when no root filesystem with QEMU is cached.
 
-use p2pnvme_vfio_user::testing::{Call, FakeBackend, IrqCall};
+use p2pnvme_vfio_user::testing::{Call, FakeBackend, FdSummary, IrqCall};
 use p2pnvme_vfio_user::wire::cmd;
 use p2pnvme_vfio_user::{End, Server};
 use std::io::{BufRead, BufReader, Write};
@@ -182,7 +182,10 @@ fn qemu_vfio_user_pci_completes_setup_and_disconnects_cleanly() {
             c,
             Call::SetIrqs {
                 index: 0,
-                set: IrqCall::Eventfds { assigned: 1, .. }
+                set: IrqCall::Eventfds {
+                    fds: FdSummary { assigned: 1, .. },
+                    ..
+                }
             }
         )),
         "INTx routed to an eventfd"

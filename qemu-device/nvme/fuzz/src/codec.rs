@@ -64,7 +64,7 @@ fn decode_one(r: &mut Reader) -> Option<Op> {
             page: r.u16()?,
             pages: r.u8()?,
         },
-        5 => Op::Cmd {
+        5 => Op::Cmd(Cmd {
             qid: r.u8()?,
             opcode: r.u8()?,
             nsid: r.u8()?,
@@ -72,7 +72,7 @@ fn decode_one(r: &mut Reader) -> Option<Op> {
             p1: r.ptr()?,
             p2: r.ptr()?,
             cdw: [r.u32()?, r.u32()?, r.u32()?, r.u32()?, r.u32()?, r.u32()?],
-        },
+        }),
         6 => Op::Reset,
         7 => Op::Disconnect,
         8 => Op::Enable,
@@ -126,19 +126,11 @@ pub fn encode(ops: &[Op]) -> Vec<u8> {
                 b.extend(page.to_le_bytes());
                 b.push(*pages);
             }
-            Op::Cmd {
-                qid,
-                opcode,
-                nsid,
-                flags,
-                p1,
-                p2,
-                cdw,
-            } => {
-                b.extend([5, *qid, *opcode, *nsid, *flags]);
-                ptr(&mut b, *p1);
-                ptr(&mut b, *p2);
-                cdw.iter().for_each(|d| b.extend(d.to_le_bytes()));
+            Op::Cmd(c) => {
+                b.extend([5, c.qid, c.opcode, c.nsid, c.flags]);
+                ptr(&mut b, c.p1);
+                ptr(&mut b, c.p2);
+                c.cdw.iter().for_each(|d| b.extend(d.to_le_bytes()));
             }
             Op::Reset => b.push(6),
             Op::Disconnect => b.push(7),

@@ -49,6 +49,25 @@ pub enum Base {
     Raw,
 }
 
+/// One command an op submits.
+#[derive(Clone, Copy, Debug)]
+pub struct Cmd {
+    /// Queue (0 admin, 1 I/O).
+    pub qid: u8,
+    /// Opcode.
+    pub opcode: u8,
+    /// Namespace id (0..=2 used as is, otherwise 1).
+    pub nsid: u8,
+    /// PSDT (bits 1:0) and FUSE (bits 3:2).
+    pub flags: u8,
+    /// Data pointer 1.
+    pub p1: (Base, u32),
+    /// Data pointer 2.
+    pub p2: (Base, u32),
+    /// CDW10..CDW15.
+    pub cdw: [u32; 6],
+}
+
 /// One operation of the stream.
 #[derive(Clone, Debug)]
 pub enum Op {
@@ -64,22 +83,7 @@ pub enum Op {
     /// DMA_UNMAP of pages (0 pages: everything).
     Unmap { page: u16, pages: u8 },
     /// A command on queue `qid`.
-    Cmd {
-        /// Queue (0 admin, 1 I/O).
-        qid: u8,
-        /// Opcode.
-        opcode: u8,
-        /// Namespace id (0..=2 used as is, otherwise 1).
-        nsid: u8,
-        /// PSDT (bits 1:0) and FUSE (bits 3:2).
-        flags: u8,
-        /// Data pointer 1.
-        p1: (Base, u32),
-        /// Data pointer 2.
-        p2: (Base, u32),
-        /// CDW10..CDW15.
-        cdw: [u32; 6],
-    },
+    Cmd(Cmd),
     /// vfio-user DEVICE_RESET.
     Reset,
     /// The client disconnects (and the host maps its RAM again).

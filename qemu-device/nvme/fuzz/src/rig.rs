@@ -90,28 +90,21 @@ pub fn run(rig: &mut Rig, ops: &[Op]) -> BTreeSet<(u8, u8)> {
                     .ram
                     .unmap(RAM_BASE + *page as u64 * 4096, *n as u64 * 4096),
             },
-            Op::Cmd {
-                qid,
-                opcode,
-                nsid,
-                flags,
-                p1,
-                p2,
-                cdw,
-            } => {
-                let qid = (*qid & 1) as usize;
-                let nsid = if *nsid <= 2 { *nsid as u32 } else { 1 };
-                let mut c = command(*opcode, nsid);
-                c.dw[0] |= ((*flags as u32 & 3) << 14) | ((*flags as u32 >> 2 & 3) << 8);
-                let (a1, a2) = (addr(*p1), addr(*p2));
+            Op::Cmd(cmd) => {
+                let qid = (cmd.qid & 1) as usize;
+                let nsid = if cmd.nsid <= 2 { cmd.nsid as u32 } else { 1 };
+                let mut c = command(cmd.opcode, nsid);
+                let flags = cmd.flags as u32;
+                c.dw[0] |= ((flags & 3) << 14) | ((flags >> 2 & 3) << 8);
+                let (a1, a2) = (addr(cmd.p1), addr(cmd.p2));
                 c.dw[6] = a1 as u32;
                 c.dw[7] = (a1 >> 32) as u32;
                 c.dw[8] = a2 as u32;
                 c.dw[9] = (a2 >> 32) as u32;
-                c.dw[10..16].copy_from_slice(cdw);
+                c.dw[10..16].copy_from_slice(&cmd.cdw);
                 if h.has_queue(qid) {
                     h.submit_no_reap(qid, c);
-                    pending[qid].push(*opcode);
+                    pending[qid].push(cmd.opcode);
                     let done = h.reap(qid);
                     note(&mut ok, qid, done, &mut pending[qid]);
                 }

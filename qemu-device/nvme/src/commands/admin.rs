@@ -3,7 +3,7 @@
 //! itself (queues, doorbell buffer, asynchronous events) live in
 //! `controller`.
 
-use super::state::{Features, HostCounters};
+use super::features::Features;
 use crate::dma::{prp, Dma};
 use crate::namespace::Namespace;
 use crate::nvme::{CmdResult, Sqe, Status};
@@ -21,14 +21,12 @@ pub struct AdminCtx<'a> {
     pub ns: &'a [Namespace],
     /// DMA to and from the command's buffer.
     pub dma: Dma<'a>,
-    /// The feature values the host can change.
+    /// The feature values the host can change, and SMART's host counters.
     pub features: &'a mut Features,
     /// The error log, newest first.
     pub errlog: &'a VecDeque<ErrorLogEntry>,
     /// Errors logged since the controller started.
     pub error_count: u64,
-    /// SMART's host counters.
-    pub host: &'a HostCounters,
     /// The DMA counters (vendor log page 0xC0).
     pub stats: &'a Counters,
     /// Asynchronous event types masked until their log page is read; the

@@ -2,7 +2,7 @@
 //! the I/O Command Set structures (CNS 05h, 06h, 1Ch).
 
 use super::admin::AdminCtx;
-use super::state::MDTS;
+use crate::limits::MDTS;
 use crate::limits::{ERROR_LOG_ENTRIES, MQES, NVME_VERSION};
 use crate::nvme::{CmdResult, Sqe, Status};
 use crate::wire::{

@@ -2,9 +2,10 @@
 //! command points at (guest RAM, our CMB or a peer's CMB). They see the
 //! controller only through [`IoCtx`].
 
-use super::state::{HostCounters, MAX_TRANSFER};
+use super::features::HostCounters;
 use crate::dma::prp;
 use crate::dma::{Dma, Resolved, Target};
+use crate::limits::MAX_TRANSFER;
 use crate::namespace::Namespace;
 use crate::nvme::{CmdResult, Sqe, Status};
 use crate::stats::{Dir, Kind};

@@ -2,8 +2,8 @@
 //! supported and effects, and the vendor DMA counters (0xC0).
 
 use super::admin::AdminCtx;
-use super::state::MAX_TRANSFER;
 use crate::limits::ERROR_LOG_ENTRIES;
+use crate::limits::MAX_TRANSFER;
 use crate::nvme::{CmdResult, Sqe, Status};
 use crate::wire::{
     ascii, lid, CommandsEffectsLog, FirmwareSlotLog, FromZeros, IntoBytes, SmartLog, U128, U16,
@@ -79,10 +79,11 @@ fn smart_log(c: &AdminCtx<'_>) -> SmartLog {
     // Data units: thousands of 512-byte units, rounded up, from the exact
     // byte totals.
     let units = |bytes: u64| U128::new((bytes as u128).div_ceil(512_000));
-    s.data_units_read = units(c.host.bytes_read);
-    s.data_units_written = units(c.host.bytes_written);
-    s.host_reads = U128::new(c.host.reads as u128);
-    s.host_writes = U128::new(c.host.writes as u128);
+    let host = c.features.host();
+    s.data_units_read = units(host.bytes_read);
+    s.data_units_written = units(host.bytes_written);
+    s.host_reads = U128::new(host.reads as u128);
+    s.host_writes = U128::new(host.writes as u128);
     s.error_log_entries = U128::new(c.error_count as u128);
     s
 }

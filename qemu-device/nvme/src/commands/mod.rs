@@ -5,8 +5,8 @@
 
 pub mod admin;
 pub mod features;
+mod get_set_features;
 mod identify;
 pub mod io;
 pub mod log_pages;
-pub mod state;
 pub mod table;

@@ -4,7 +4,7 @@
 
 use super::admin::AdminCtx;
 use super::io::{self, IoCtx};
-use super::{features, identify, log_pages};
+use super::{get_set_features, identify, log_pages};
 use crate::nvme::{admin as aop, io as iop, CmdResult, Sqe, Status};
 use crate::wire::{CommandsEffectsLog, U32};
 use zerocopy::FromZeros;
@@ -113,13 +113,13 @@ pub static ADMIN: &[AdminCommand] = &[
         opcode: aop::SET_FEATURES,
         name: "set-features",
         effects: SUPPORTED,
-        run: AdminRun::Ctx(features::set_features),
+        run: AdminRun::Ctx(get_set_features::set_features),
     },
     AdminCommand {
         opcode: aop::GET_FEATURES,
         name: "get-features",
         effects: SUPPORTED,
-        run: AdminRun::Ctx(features::get_features),
+        run: AdminRun::Ctx(get_set_features::get_features),
     },
     AdminCommand {
         opcode: aop::ASYNC_EVENT,

@@ -109,7 +109,7 @@ impl Controller {
             .zip(self.ns.get((sqe.nsid() as usize).wrapping_sub(1)))
             .and_then(|(_, ns)| sqe.nlb().checked_shl(ns.lba_shift))
             .and_then(|n| usize::try_from(n).ok())
-            .filter(|n| *n <= crate::commands::state::MAX_TRANSFER);
+            .filter(|n| *n <= crate::limits::MAX_TRANSFER);
         let Some(len) = len else { return first() };
         let scratch = Counters::new(self.id, "");
         let dma = Dma {

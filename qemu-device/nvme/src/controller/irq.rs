@@ -90,22 +90,21 @@ impl Controller {
         if self.irq.due == 0 && !self.irq.holding {
             return;
         }
-        let agg = aggregation(self.features.int_coalescing);
+        let agg = aggregation(self.features.int_coalescing());
         // The host's own setting wins over the device's moderation.
-        let moderate = agg.is_none() && !self.moderation.is_zero();
+        let moderate = agg.is_none() && !self.worker.moderation().is_zero();
         let now = (agg.is_some() || moderate).then(Instant::now);
-        let no_coalescing = self.features.no_coalescing;
+        let no_coalescing = self.features.no_coalescing();
         let mut due = std::mem::take(&mut self.irq.due);
         let mut signal = 0u64; // bit = vector
         while due != 0 {
             let cqid = due.trailing_zeros() as usize;
             due &= due - 1;
             let n = std::mem::take(&mut self.irq.fresh[cqid]);
-            let Some(cq) = self.cqs.get(cqid).and_then(|q| q.as_ref()) else {
+            let Some(iv) = self.queues.cq_vector(cqid).map(usize::from) else {
                 continue;
             };
-            let iv = cq.iv as usize;
-            if !cq.ien || iv >= self.irq.held.len() {
+            if iv >= self.irq.held.len() {
                 continue;
             }
             let coalesce = cqid != 0 && no_coalescing & (1 << iv) == 0;
@@ -171,7 +170,7 @@ impl Controller {
             return None;
         }
         let since = self.irq.held.iter().filter_map(|h| h.since).min()?;
-        self.hold_due(aggregation(self.features.int_coalescing), since)
+        self.hold_due(aggregation(self.features.int_coalescing()), since)
     }
 
     /// When entries held since `since` are signalled: after the host's
@@ -187,9 +186,10 @@ impl Controller {
     /// no command arrived for `moderation` (the host stopped submitting
     /// and waits), and no later than `MODERATION_CAP` times that.
     fn moderation_due(&self, since: Instant) -> Instant {
-        let cap = since + self.moderation * MODERATION_CAP;
-        match self.last_fetch {
-            Some(t) => (t + self.moderation).min(cap),
+        let moderation = self.worker.moderation();
+        let cap = since + moderation * MODERATION_CAP;
+        match self.worker.last_fetch() {
+            Some(t) => (t + moderation).min(cap),
             None => since,
         }
     }

@@ -1,8 +1,22 @@
-//! One NVMe controller: where its parts meet. The parts own their state
-//! behind private fields (`bar0` registers, `cmb`, `vectors`,
-//! `async_events`, `error_log`, `held` completions); the `impl Controller`
-//! files (`registers`, `queues`, `shadow`, `irq`, `events`, `faults`,
-//! `admin`) are the controller's operations, which call the parts' methods.
+//! One NVMe controller: where its parts meet.
+//!
+//! Parts (each owns its state behind private fields and is changed only
+//! through its methods):
+//! - `bar0`: register values (CC, CSTS, AQA/ASQ/ACQ, INTMS, CMBMSC);
+//!   `regs`: the lock-free mirror and the doorbell slots the transport
+//!   writes;
+//! - `io_queues`: admin and I/O queues, queue create/delete checks, the
+//!   round-robin cursor and per-pass budget;
+//! - `worker`: pending work, shutdown, poll and moderation timing;
+//! - `commands::features`: feature values and SMART's host counters;
+//! - `cmb`, `vectors` (interrupt eventfds and masks), `irq` (batching and
+//!   coalescing), `async_events`, `error_log`, `held` (completions fault
+//!   rules hold back), `shadow` (shadow doorbells, with `dbbuf`).
+//!
+//! The `impl Controller` files are the controller's operations, which
+//! combine the parts: `registers` (CC, resets), `queues` (the worker's
+//! step and pass), `admin` (queue, doorbell buffer and AER commands),
+//! `shadow`, `irq`, `events`, `faults`.
 
 mod admin;
 mod async_events;
@@ -13,20 +27,21 @@ mod error_log;
 mod events;
 mod faults;
 mod held;
+mod io_queues;
 mod irq;
 mod queues;
 mod registers;
 pub mod regs;
 mod shadow;
 mod vectors;
+mod worker;
 
 use crate::controller::dbbuf::{Bell, DoorbellBuffer};
 use crate::controller::regs::{Doorbells, RegMirror};
 use crate::dma::{CmbRegistry, Dma, GuestRam, Target};
 use crate::namespace::Namespace;
-use crate::nvme::{cqe, Sqe, Status};
+use crate::nvme::{Sqe, Status};
 use crate::stats::{Counters, Kind};
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -71,25 +86,6 @@ pub mod reg {
 
 use bar0::{CMBMSC_CMSE, CMBMSC_CRE};
 
-pub struct Sq {
-    pub base: u64,
-    pub size: u16,
-    pub head: u16,
-    pub tail: u16,
-    pub cqid: u16,
-}
-
-pub struct Cq {
-    pub base: u64,
-    pub size: u16,
-    pub head: u16,
-    pub tail: u16,
-    pub phase: bool,
-    pub iv: u16,
-    pub ien: bool,
-    pub pending: VecDeque<crate::wire::Cqe>,
-}
-
 /// Per-controller settings (from the validated configuration document).
 pub struct CtrlConfig {
     pub id: usize,
@@ -100,10 +96,10 @@ pub struct CtrlConfig {
     pub irq: crate::irq_mode::IrqMode,
 }
 
-/// One controller. Its identity, queues and parts are private (the
-/// `controller` modules reach them through the parts' methods); what it
-/// shares with the rest of the process (counters, guest RAM, Bus Master
-/// Enable, fault rules, trace, timing settings) is public.
+/// One controller. Its identity and parts are private (the `controller`
+/// modules reach them through the parts' methods); what it shares with the
+/// rest of the process (counters, guest RAM, Bus Master Enable, fault
+/// rules, trace) is public.
 pub struct Controller {
     id: usize,
     serial: String,
@@ -118,32 +114,21 @@ pub struct Controller {
     cmb: cmb::Cmb,
     /// BAR0 register values (the mirror below is what clients read).
     bar0: bar0::Registers,
-    sqs: Vec<Option<Sq>>,
-    cqs: Vec<Option<Cq>>,
+    /// Submission and completion queues, and the worker's pass over them.
+    queues: io_queues::Queues,
     /// Interrupt vectors: eventfds and masks.
     irqs: vectors::Vectors,
-    features: crate::commands::state::Features,
+    /// Feature values the host set, and SMART's host counters.
+    features: crate::commands::features::Features,
     /// Asynchronous event requests, queued events and what their log
     /// pages report.
     events: async_events::AsyncEvents,
     /// The error log (log page 01h).
     errors: error_log::ErrorLog,
-    host: crate::commands::state::HostCounters,
-    /// Commands or a shutdown wait for the worker (the vfio-user reply to
-    /// a doorbell write does not wait for the I/O).
-    work: bool,
+    /// Pending work and the worker's timing (polling, moderation).
+    worker: worker::Worker,
     /// Shadow doorbells for I/O queues: buffers, drain time, poll pace.
     shadow: shadow::Shadow,
-    /// How long the worker keeps polling shadow SQ tails after the queues
-    /// drain before it publishes event indices (and the driver rings
-    /// again); `pace` shortens it while the driver's I/O is sparse.
-    pub poll: Duration,
-    /// Adaptive interrupt moderation (0: off): while the host has not
-    /// set Interrupt Coalescing, an I/O vector's interrupt waits until no
-    /// command arrived for this long (see `irq.rs`).
-    pub moderation: Duration,
-    /// When the last pass that fetched commands ended.
-    last_fetch: Option<Instant>,
     /// PCI command register's Bus Master Enable (owned by the PCI config
     /// space): while clear, the controller performs no DMA at all.
     pub bus_master: Arc<AtomicBool>,
@@ -151,13 +136,6 @@ pub struct Controller {
     regs: Arc<RegMirror>,
     /// Doorbell writes the message thread recorded for the worker.
     bells: Arc<Doorbells>,
-    /// CC.SHN was set: the worker flushes, then reports SHST complete.
-    shutdown_pending: bool,
-    /// Work units left in this worker pass (the worker drops the lock
-    /// between passes, so a pass is short).
-    budget: usize,
-    /// Where the next pass starts, so every queue gets its turn.
-    next_sq: usize,
     /// Fault rules of the process (empty: no cost).
     pub faults: Arc<crate::faults::FaultTable>,
     /// The command trace of the process (off: no cost).
@@ -168,12 +146,9 @@ pub struct Controller {
     irq: irq::IrqState,
 }
 
-/// Work units per worker pass; the lock is free between passes. A command
-/// costs one unit plus one per `PASS_UNIT_BYTES` of data it moves, so a pass
-/// runs at most 16 small commands (one interrupt for all of them) and at
-/// most about one 512 KiB transfer.
-pub(crate) const PASS: usize = 16;
-const PASS_UNIT_BYTES: u64 = 32 << 10;
+#[cfg(test)]
+pub(crate) use io_queues::PASS;
+use io_queues::PASS_UNIT_BYTES;
 
 /// What the worker should do after a step (see `step`).
 #[derive(Debug, PartialEq, Eq)]
@@ -201,24 +176,16 @@ impl Controller {
             ram: Arc::default(),
             cmb,
             bar0: Default::default(),
-            sqs: (0..=MAX_IO_QUEUES).map(|_| None).collect(),
-            cqs: (0..=MAX_IO_QUEUES).map(|_| None).collect(),
+            queues: Default::default(),
             irqs: vectors::Vectors::new(cfg.irq.vectors()),
             features: Default::default(),
             events: Default::default(),
             errors: Default::default(),
-            host: Default::default(),
-            work: false,
-            poll: Duration::ZERO,
-            moderation: Duration::ZERO,
-            last_fetch: None,
+            worker: Default::default(),
             shadow: Default::default(),
             bus_master: Arc::new(AtomicBool::new(false)),
             regs: Arc::default(),
             bells: Arc::default(),
-            shutdown_pending: false,
-            budget: 0,
-            next_sq: 0,
             faults: Arc::new(crate::faults::FaultTable::new(0)),
             trace: Arc::default(),
             held: Default::default(),
@@ -229,11 +196,12 @@ impl Controller {
 
     /// The narrow view an I/O command gets of this controller.
     pub fn io_ctx(&mut self) -> crate::commands::io::IoCtx<'_> {
+        let (vwc, counters) = self.features.io_view();
         crate::commands::io::IoCtx {
             ns: &self.ns,
             dma: dma_over!(self),
-            vwc: self.features.vwc,
-            counters: &mut self.host,
+            vwc,
+            counters,
         }
     }
 
@@ -248,7 +216,6 @@ impl Controller {
             features: &mut self.features,
             errlog: self.errors.entries(),
             error_count: self.errors.count(),
-            host: &self.host,
             stats: &self.stats,
             masked_events,
             critical_warning,
@@ -271,10 +238,21 @@ impl Controller {
         self.bells.clone()
     }
 
+    /// Sets how long the worker polls shadow SQ tails after the queues
+    /// drain (0: no polling).
+    pub fn set_poll(&mut self, poll: Duration) {
+        self.worker.set_poll(poll);
+    }
+
+    /// Sets the adaptive interrupt moderation time (0: off).
+    pub fn set_moderation(&mut self, moderation: Duration) {
+        self.worker.set_moderation(moderation);
+    }
+
     /// Work waits for the worker.
     #[cfg(any(test, feature = "test-utils"))]
     pub fn has_work(&self) -> bool {
-        self.work
+        self.worker.has_work()
     }
 
     /// The driver configured shadow doorbells.
@@ -286,10 +264,7 @@ impl Controller {
     /// Completions of `cqid` waiting for room in the queue.
     #[cfg(any(test, feature = "test-utils"))]
     pub fn cq_backlog(&self, cqid: usize) -> usize {
-        self.cqs
-            .get(cqid)
-            .and_then(|q| q.as_ref())
-            .map_or(0, |q| q.pending.len())
+        self.queues.backlog(cqid)
     }
 
     /// Namespace `i` (NSID i + 1).

@@ -2,7 +2,8 @@
 //! completions posted; queue faults are fatal (CSTS.CFS).
 
 use super::*;
-use crate::wire::{IntoBytes, U16};
+use crate::nvme::cqe;
+use crate::wire::IntoBytes;
 
 impl Controller {
     /// One step of the worker, the only place commands run (production
@@ -20,13 +21,13 @@ impl Controller {
         }
         // A doorbell error may have completed an AER.
         self.signal_marked();
-        if self.work {
+        if self.worker.has_work() {
             self.run_pending();
             return Step::Busy;
         }
         let idle = self.poll_shadows();
         // Polling may have found entries the driver did not ring for.
-        if self.work {
+        if self.worker.has_work() {
             Step::Busy
         } else {
             idle
@@ -62,25 +63,14 @@ impl Controller {
         // head reads as a whole queue of stale entries. The write then
         // only wakes the worker, which rereads the shadow.
         let shadowed = qid != 0 && self.shadow.buffer().is_some();
-        if idx.is_multiple_of(2) {
-            match self.sqs.get_mut(qid).and_then(|q| q.as_mut()) {
-                Some(sq) if v < sq.size && shadowed => {}
-                Some(sq) if v < sq.size => sq.tail = v,
-                Some(_) => return self.doorbell_error(0x01), // invalid write value
-                None => return self.doorbell_error(0x00),    // invalid doorbell register
-            }
-            self.work = true;
+        let bell = if idx.is_multiple_of(2) {
+            Bell::SqTail
         } else {
-            match self.cqs.get_mut(qid).and_then(|q| q.as_mut()) {
-                // A full queue rereads the shadow head (refresh_cq_head).
-                Some(cq) if v < cq.size && shadowed => {}
-                // The new head may only pass entries we posted: it lies
-                // between the old head and the tail (modulo the size).
-                Some(cq) if v < cq.size && cq_head_valid(cq, v) => cq.head = v,
-                Some(_) => return self.doorbell_error(0x01),
-                None => return self.doorbell_error(0x00),
-            }
-            self.work = true;
+            Bell::CqHead
+        };
+        match self.queues.ring(qid, bell, v, shadowed) {
+            Ok(()) => self.worker.wake(),
+            Err(e) => self.doorbell_error(e as u32),
         }
     }
 
@@ -89,45 +79,32 @@ impl Controller {
     /// One short pass (at most PASS work units): the worker drops the lock
     /// between passes, so the message thread never waits for a backlog.
     pub fn run_pending(&mut self) {
-        self.work = false;
-        if self.shutdown_pending {
+        self.worker.take_work();
+        if self.worker.take_shutdown() {
             self.finish_shutdown();
         }
-        for qid in 0..self.cqs.len() {
-            if self.cqs[qid]
-                .as_ref()
-                .is_some_and(|cq| !cq.pending.is_empty())
-            {
+        for qid in 0..=MAX_IO_QUEUES {
+            if self.queues.backlog(qid) != 0 {
                 self.drain_pending(qid, true);
             }
         }
-        self.budget = PASS;
-        let n = self.sqs.len();
-        for i in 0..n {
-            let qid = (self.next_sq + i) % n;
+        for qid in self.queues.start_pass() {
             self.process_sq(qid);
-            if self.budget == 0 {
-                self.next_sq = (qid + 1) % n;
+            if self.queues.pass_ends_after(qid) {
                 break;
             }
         }
         // Entries left over by the per-pass budget need another pass. A
         // pass that fetched nothing visited every queue and none could
         // move (e.g. after a fatal error): another one would spin.
-        let fetched = self.budget < PASS;
-        if fetched && !(self.moderation.is_zero() && self.poll.is_zero()) {
+        let fetched = self.queues.fetched();
+        if fetched && self.worker.timed() {
             let now = Instant::now();
-            self.last_fetch = Some(now);
+            self.worker.fetched_at(now);
             self.paced(now);
         }
-        self.work = fetched
-            && !self.bar0.fatal()
-            && self.sqs.iter().flatten().any(|sq| {
-                sq.head != sq.tail
-                    && self.cqs[sq.cqid as usize]
-                        .as_ref()
-                        .is_some_and(|cq| cq.pending.is_empty())
-            });
+        let left = fetched && !self.bar0.fatal() && self.queues.runnable();
+        self.worker.set_work(left);
         self.signal_marked();
     }
 
@@ -152,30 +129,12 @@ impl Controller {
             if self.bar0.fatal() {
                 return;
             }
-            let Some(sq) = self.sqs[qid].as_mut() else {
-                return;
+            let (addr, cqid) = match self.queues.fetch(qid) {
+                io_queues::Fetch::Entry { addr, cqid } => (addr, cqid),
+                io_queues::Fetch::Empty if self.refresh_sq_tail(qid) => continue,
+                // Spent: entries left, run_pending keeps `work` set.
+                _ => return,
             };
-            if sq.head == sq.tail {
-                if self.refresh_sq_tail(qid) {
-                    continue;
-                }
-                return;
-            }
-            if self.budget == 0 {
-                return; // entries left: run_pending keeps `work` set
-            }
-            // A full completion queue stops fetching; the CQ head doorbell
-            // resumes it, so a guest that never reaps cannot grow our backlog.
-            let cq_full = self.cqs[sq.cqid as usize]
-                .as_ref()
-                .is_some_and(|cq| !cq.pending.is_empty());
-            if cq_full {
-                return;
-            }
-            self.budget -= 1;
-            let addr = sq.base.checked_add(sq.head as u64 * 64);
-            sq.head = (sq.head + 1) % sq.size;
-            let cqid = sq.cqid as usize;
             let mut raw = [0u8; 64];
             match addr.map(|a| (a, self.dma().read(Kind::Meta, a, &mut raw))) {
                 Some((_, Ok(_))) => {}
@@ -207,7 +166,7 @@ impl Controller {
             };
             if qid != 0 {
                 let extra = self.data_units(&sqe);
-                self.budget = self.budget.saturating_sub(extra);
+                self.queues.charge(extra);
             }
             let Some(res) = res else { continue }; // held (AER)
             let res = match &hook {
@@ -265,19 +224,11 @@ impl Controller {
         status: Status,
         irq: bool,
     ) {
-        let sq_head = self
-            .sqs
-            .get(sqid as usize)
-            .and_then(|q| q.as_ref())
-            .map(|q| q.head)
-            .unwrap_or(0);
-        let Some(cq) = self.cqs.get_mut(cqid).and_then(|q| q.as_mut()) else {
-            return;
-        };
-        // Phase is filled in when the entry is written.
-        cq.pending
-            .push_back(cqe(dw0, sq_head, sqid, cid, status.field(), false));
-        self.drain_pending(cqid, irq);
+        // The queue part fills in the SQ head; phase is set when written.
+        let entry = cqe(dw0, 0, sqid, cid, status.field(), false);
+        if self.queues.push_completion(cqid, entry) {
+            self.drain_pending(cqid, irq);
+        }
     }
 
     /// Writes queued entries of `cqid` while it has room; `irq`: mark the
@@ -285,27 +236,12 @@ impl Controller {
     pub(super) fn drain_pending(&mut self, cqid: usize, irq: bool) {
         let mut wrote = 0;
         loop {
-            let Some(cq) = self.cqs.get_mut(cqid).and_then(|q| q.as_mut()) else {
-                return;
+            let (addr, e) = match self.queues.drain(cqid) {
+                io_queues::Drain::Write { addr, entry } => (addr, entry),
+                io_queues::Drain::Full if self.refresh_cq_head(cqid) => continue,
+                io_queues::Drain::Gone => return,
+                io_queues::Drain::Empty | io_queues::Drain::Full => break,
             };
-            if cq.pending.is_empty() {
-                break;
-            }
-            if (cq.tail + 1) % cq.size == cq.head {
-                if self.refresh_cq_head(cqid) {
-                    continue;
-                }
-                break;
-            }
-            let Some(mut e) = cq.pending.pop_front() else {
-                break;
-            };
-            e.status_phase = U16::new(e.status_phase.get() | cq.phase as u16);
-            let addr = cq.base.checked_add(cq.tail as u64 * 16);
-            cq.tail = (cq.tail + 1) % cq.size;
-            if cq.tail == 0 {
-                cq.phase = !cq.phase;
-            }
             match addr.map(|a| (a, self.dma().write(Kind::Meta, a, e.as_bytes()))) {
                 Some((_, Ok(_))) => {}
                 Some((a, Err(_))) => return self.fatal("CQ entry write fault", a),
@@ -317,20 +253,4 @@ impl Controller {
             self.mark_irq(cqid, wrote);
         }
     }
-
-    /// Where a queue's memory lives, for the CMB rules on queue creation.
-    /// An unreachable queue is an invalid field.
-    pub fn queue_target(&self, base: u64, bytes: u64) -> Result<Target, Status> {
-        self.dma()
-            .classify(base, bytes)
-            .map_err(|_| Status::INVALID_FIELD)
-    }
-}
-
-/// Whether moving a CQ head to `v` only releases entries the controller
-/// posted (the head may reach the tail, never pass it).
-fn cq_head_valid(cq: &Cq, v: u16) -> bool {
-    let size = cq.size as u32;
-    let dist = |from: u16, to: u16| (to as u32 + size - from as u32) % size;
-    dist(cq.head, v) <= dist(cq.head, cq.tail)
 }

@@ -75,17 +75,15 @@ impl Controller {
         if shn != 0 && R::shutdown_notification(was) == 0 {
             // Shutdown processing (SHST 01b) until the worker flushed.
             self.bar0.shutdown_occurring();
-            self.shutdown_pending = true;
-            self.work = true;
+            self.worker.request_shutdown();
         } else if shn == 0 {
-            self.shutdown_pending = false;
+            self.worker.cancel_shutdown();
             self.bar0.clear_shutdown();
         }
     }
 
     /// Flushes every namespace and reports shutdown complete (SHST 10b).
     pub(super) fn finish_shutdown(&mut self) {
-        self.shutdown_pending = false;
         for ns in &self.ns {
             if let Err(e) = ns.flush() {
                 log::warn!("controller {}: flush at shutdown: {e}", self.id);
@@ -137,23 +135,8 @@ impl Controller {
             self.stats.fatal_error();
             return;
         }
-        self.cqs[0] = Some(Cq {
-            base: q.cq_base,
-            size: q.cq_entries,
-            head: 0,
-            tail: 0,
-            phase: true,
-            iv: 0,
-            ien: true,
-            pending: VecDeque::new(),
-        });
-        self.sqs[0] = Some(Sq {
-            base: q.sq_base,
-            size: q.sq_entries,
-            head: 0,
-            tail: 0,
-            cqid: 0,
-        });
+        self.queues
+            .create_admin((q.sq_base, q.sq_entries), (q.cq_base, q.cq_entries));
         self.bar0.set_ready();
     }
 
@@ -161,10 +144,9 @@ impl Controller {
     /// CMB configuration (CMBMSC) stays, as Linux expects across resets.
     pub fn reset(&mut self) {
         self.drop_held(); // fault rules' held completions go with the queues
-        self.sqs.iter_mut().for_each(|q| *q = None);
-        self.cqs.iter_mut().for_each(|q| *q = None);
+        self.queues.reset();
         self.events.reset();
-        self.features = Default::default();
+        self.features.reset();
         self.shadow.reset();
         self.reset_irqs();
         self.bar0.clear_ready_and_fatal();
@@ -179,7 +161,7 @@ impl Controller {
         self.events.power_on(); // masks, and what `aen` fault rules set
         self.clear_fault_state(); // what fault rules changed ends with a function reset
         self.errors.clear();
-        self.shutdown_pending = false;
+        self.worker.cancel_shutdown();
         self.bells.clear();
         self.publish();
     }

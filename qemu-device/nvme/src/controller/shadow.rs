@@ -103,10 +103,10 @@ impl Controller {
         let (Some(db), true) = (self.shadow.buffer(), qid != 0) else {
             return false;
         };
-        let Some((tail, size)) = self.sqs[qid].as_ref().map(|q| (q.tail, q.size)) else {
+        let Some((tail, size)) = self.queues.pointer(qid, Bell::SqTail) else {
             return false;
         };
-        let seen = if !self.poll.is_zero() {
+        let seen = if !self.worker.poll().is_zero() {
             self.shadow.drained();
             db.read(&self.dma(), qid, Bell::SqTail)
         } else {
@@ -115,7 +115,7 @@ impl Controller {
         let Some(t) = self.shadow_moved(seen, tail, size) else {
             return false;
         };
-        self.sqs[qid].as_mut().unwrap().tail = t;
+        self.queues.set_pointer(qid, Bell::SqTail, t);
         true
     }
 
@@ -141,15 +141,15 @@ impl Controller {
     /// ringing; once `poll` has passed with none, publishes every I/O SQ's
     /// tail as its event index (rereading after, so nothing is missed).
     pub fn poll_shadows(&mut self) -> Step {
-        let Some(expired) = self.shadow.window_expired(self.poll) else {
+        let Some(expired) = self.shadow.window_expired(self.worker.poll()) else {
             return Step::Sleep;
         };
         let Some(db) = self.shadow.buffer() else {
             self.shadow.stop_polling(); // polling only with shadow doorbells
             return Step::Sleep;
         };
-        for qid in 1..self.sqs.len() {
-            let Some((tail, size)) = self.sqs[qid].as_ref().map(|q| (q.tail, q.size)) else {
+        for qid in 1..=MAX_IO_QUEUES {
+            let Some((tail, size)) = self.queues.pointer(qid, Bell::SqTail) else {
                 continue;
             };
             let seen = if expired {
@@ -160,10 +160,10 @@ impl Controller {
             // A value beyond the queue is reported by the next real pass;
             // here it must not keep the worker spinning.
             if seen.is_some_and(|t| t != tail && t < size) {
-                self.work = true;
+                self.worker.wake();
             }
         }
-        if expired || self.work {
+        if expired || self.worker.has_work() {
             self.shadow.stop_polling();
         }
         if self.shadow.polling() {
@@ -175,7 +175,7 @@ impl Controller {
 
     /// A pass fetched commands: the end of the gap the poll window adapts to.
     pub(super) fn paced(&mut self, now: Instant) {
-        self.shadow.fetched(now, self.poll);
+        self.shadow.fetched(now, self.worker.poll());
     }
 
     /// A full I/O CQ with shadow doorbells: rereads the head the driver
@@ -185,7 +185,7 @@ impl Controller {
         let (Some(db), true) = (self.shadow.buffer(), cqid != 0) else {
             return false;
         };
-        let Some((head, size)) = self.cqs[cqid].as_ref().map(|q| (q.head, q.size)) else {
+        let Some((head, size)) = self.queues.pointer(cqid, Bell::CqHead) else {
             return false;
         };
         let dma = self.dma();
@@ -198,7 +198,7 @@ impl Controller {
         };
         // Behind the driver's head: its next update rings nothing.
         db.set_event(&self.dma(), cqid, Bell::CqHead, h.wrapping_sub(1));
-        self.cqs[cqid].as_mut().unwrap().head = h;
+        self.queues.set_pointer(cqid, Bell::CqHead, h);
         true
     }
 }

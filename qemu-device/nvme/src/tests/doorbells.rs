@@ -126,7 +126,7 @@ fn a_polling_worker_finds_unrung_entries_then_publishes_event_indices() {
     assert!(h.enable_shadow_doorbells().ok());
     h.create_io_queue(1, 16, None);
     h.manual = true;
-    h.ctrl.poll = std::time::Duration::from_secs(3600);
+    h.ctrl.set_poll(std::time::Duration::from_secs(3600));
     let buf = h.alloc(4096);
     let mut c = command(io::READ, 1);
     c.dw[6] = buf as u32;
@@ -151,7 +151,7 @@ fn a_polling_worker_finds_unrung_entries_then_publishes_event_indices() {
     assert!(!h.ctrl.has_work());
     h.write_shadow(2, 2);
     // Once the window passes, the tail is published and the driver rings again.
-    h.ctrl.poll = std::time::Duration::ZERO;
+    h.ctrl.set_poll(std::time::Duration::ZERO);
     assert_eq!(h.ctrl.poll_shadows(), Idle::Sleep);
     assert_eq!(h.shadow_slot(2, true), Some(2));
     h.submit_no_reap(1, c);

@@ -163,7 +163,7 @@ fn turning_coalescing_off_releases_held_interrupts() {
 fn moderation_holds_io_interrupts_until_the_host_stops_submitting() {
     let d = tempfile::tempdir().unwrap();
     let mut h = quiet_host(&d, |h| {
-        h.ctrl.moderation = std::time::Duration::from_millis(20)
+        h.ctrl.set_moderation(std::time::Duration::from_millis(20))
     });
     run_four_reads(&mut h);
     assert_eq!(h.take_interrupts(), 0, "commands just arrived: held");
@@ -183,7 +183,7 @@ fn moderation_holds_io_interrupts_until_the_host_stops_submitting() {
 fn the_hosts_coalescing_setting_and_admin_completions_bypass_moderation() {
     let d = tempfile::tempdir().unwrap();
     let mut h = quiet_host(&d, |h| {
-        h.ctrl.moderation = std::time::Duration::from_secs(10)
+        h.ctrl.set_moderation(std::time::Duration::from_secs(10))
     });
     // Admin completions are never held.
     set_coalescing(&mut h, 0, 0);
@@ -200,7 +200,7 @@ fn the_hosts_coalescing_setting_and_admin_completions_bypass_moderation() {
 fn moderation_signals_a_host_that_never_stops_submitting_at_the_cap() {
     let d = tempfile::tempdir().unwrap();
     let mut h = quiet_host(&d, |h| {
-        h.ctrl.moderation = std::time::Duration::from_millis(5)
+        h.ctrl.set_moderation(std::time::Duration::from_millis(5))
     });
     let start = std::time::Instant::now();
     // A command every 2 ms, each within the moderation time of the last.
@@ -227,7 +227,7 @@ fn moderation_signals_a_host_that_never_stops_submitting_at_the_cap() {
 fn moderation_stops_holding_for_a_driver_that_waits_for_each_completion() {
     let d = tempfile::tempdir().unwrap();
     let mut h = quiet_host(&d, |h| {
-        h.ctrl.moderation = std::time::Duration::from_millis(5)
+        h.ctrl.set_moderation(std::time::Duration::from_millis(5))
     });
     let buf = h.alloc(4096);
     let one_read = |h: &mut TestHost| {

@@ -3,7 +3,7 @@
 
 use super::{status, NS};
 use crate::nvme::{admin, io};
-use crate::testhost::{command, rw_command, TestHost};
+use crate::testhost::{command, rw_command, HostSpec, TestHost};
 use crate::IrqMode;
 use p2pnvme_vfio_user::{Errno, IrqSet};
 use vmm_sys_util::eventfd::EventFd;
@@ -12,15 +12,14 @@ const MSI_INDEX: u32 = 1;
 const MSIX_INDEX: u32 = 2;
 
 fn msi_host(dir: &tempfile::TempDir) -> TestHost {
-    let mut h = TestHost::with_irq(
-        dir.path(),
-        0,
-        TestHost::registry(),
-        16,
-        64,
-        NS,
-        IrqMode::Msi,
-    );
+    let spec = HostSpec {
+        id: 0,
+        cmb_mib: 16,
+        ram_mib: 64,
+        ns_bytes: NS,
+        irq: IrqMode::Msi,
+    };
+    let mut h = TestHost::with_spec(dir.path(), TestHost::registry(), spec);
     h.enable();
     h
 }

@@ -3,7 +3,7 @@
 //! Compare, DSM, Copy, Identify and Get Log Page, with data in guest RAM,
 //! our CMB and the peer's CMB. Usage: gen-corpus [DIR]
 
-use p2pnvme_device_fuzz::{decode, encode, run, Base, Op, Rig};
+use p2pnvme_device_fuzz::{decode, encode, run, Base, Cmd, Op, Rig};
 
 const WRITE: u8 = 0x01;
 const READ: u8 = 0x02;
@@ -14,7 +14,7 @@ const IDENTIFY: u8 = 0x06;
 const GET_LOG_PAGE: u8 = 0x02;
 
 fn cmd(qid: u8, opcode: u8, nsid: u8, p1: (Base, u32), cdw: [u32; 6]) -> Op {
-    Op::Cmd {
+    Op::Cmd(Cmd {
         qid,
         opcode,
         nsid,
@@ -22,7 +22,7 @@ fn cmd(qid: u8, opcode: u8, nsid: u8, p1: (Base, u32), cdw: [u32; 6]) -> Op {
         p1,
         p2: (Base::Ram, 0),
         cdw,
-    }
+    })
 }
 
 fn write_bytes(offset: u16, data: &[u8]) -> Vec<Op> {

@@ -98,7 +98,7 @@ fn polling_host(d: &tempfile::TempDir) -> (TestHost, crate::nvme::Sqe) {
     let mut h = host(d);
     assert!(h.enable_shadow_doorbells().ok());
     h.create_io_queue(1, 16, None);
-    h.ctrl.poll = std::time::Duration::from_secs(3600);
+    h.ctrl.set_poll(std::time::Duration::from_secs(3600));
     let buf = h.alloc(4096);
     let mut c = command(io::READ, 1);
     with_buffer(&mut c, buf);
