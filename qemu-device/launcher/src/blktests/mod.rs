@@ -273,6 +273,11 @@ for b in /sys/block/nvme*n*; do
 	devs+=("/dev/${{b##*/}}")
 done
 echo "TEST_DEVS=(${{devs[*]}})" >"$out/config"
+# Tests of unprivileged access (nvme/046) run as this user (su needs a
+# login shell, which nobody lacks; the root's overlay takes the new line).
+id blktests >/dev/null 2>&1 ||
+	echo "blktests:x:64999:64999:blktests:/tmp:/bin/sh" >>/etc/passwd
+echo "NORMAL_USER=blktests" >>"$out/config"
 cd {GUEST_SRC}
 # One check per test: a test that makes check itself abort (a bash error in
 # blktests' helpers) costs that test only.
