@@ -6,13 +6,14 @@
 //! client. Once memory is lost (the client shrank the file under a copy,
 //! see `sigbus`) the copy's DMA fails and [`GuestRam::lost`] stays true
 //! until the client disconnects: the controller then runs no more commands
-//! (CSTS.CFS) — the lost pages now hold anonymous junk.
+//! (CSTS.CFS) — the lost pages now hold anonymous junk. Nothing reaches a
+//! section's memory once its DMA_UNMAP is answered: an unmap never waits
+//! for the DMAs still using it, it revokes them (see [`RamMap::revoke`]).
 
 use super::sigbus;
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
 
 /// Default of `--max-dma-maps`: DMA_MAP sections one client may hold.
 /// QEMU sends one per RAM section (a handful) without a vIOMMU, one per
@@ -75,6 +76,8 @@ pub struct RamMap {
     /// Shared with the client's [`GuestRam`]: raised when this memory
     /// raised SIGBUS.
     lost: Arc<AtomicBool>,
+    /// Unmapped while a DMA held it: the range now holds anonymous junk.
+    revoked: AtomicBool,
 }
 
 // SAFETY: the mapping is process memory owned by this value; accesses go
@@ -87,6 +90,24 @@ impl RamMap {
     /// Marks the client's guest RAM as lost (a SIGBUS in this mapping).
     pub fn lose(&self) {
         self.lost.store(true, Ordering::Release);
+    }
+
+    /// The client unmapped this memory while a DMA held it.
+    pub fn revoked(&self) -> bool {
+        self.revoked.load(Ordering::Acquire)
+    }
+
+    /// Takes the guest's memory away from the DMAs still holding this
+    /// mapping: marks it revoked (they fail once their bytes moved), then
+    /// maps anonymous memory over the whole range, so from this call's
+    /// return no access of this process reaches the guest's pages (a CPU
+    /// copy or a preadv in flight goes on, into junk). Buffered file I/O
+    /// copies through the page tables, so nothing pinned the old pages.
+    fn revoke(&self) -> Result<(), std::io::Error> {
+        self.revoked.store(true, Ordering::SeqCst);
+        // Pairs with the fence in `Resolved::revoked`.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        sigbus::replace_with_junk(self.ptr, self.len)
     }
 }
 
@@ -108,8 +129,10 @@ struct Section {
 /// Guest RAM sections announced with DMA_MAP. Shared between the
 /// controller's worker and the vfio-user message thread: a DMA holds the
 /// region it uses (an `Arc` clone) while it moves data, so an unmap removes
-/// the sections from the table first (no new DMA finds them) and then waits
-/// only for the DMAs still using them, never for the worker's whole pass.
+/// the sections from the table first (no new DMA finds them; short copies
+/// done under the table's read lock finish first) and then revokes the
+/// regions a DMA still holds: it never waits for a transfer or the
+/// worker's pass, and the transfers it cut fail.
 pub struct GuestRam {
     sections: RwLock<Vec<Section>>,
     limit: AtomicUsize,
@@ -125,11 +148,6 @@ impl Default for GuestRam {
         }
     }
 }
-
-/// How long an unmap waits for in-flight DMAs of its sections. The mapping
-/// itself stays valid while a DMA holds it, so running out of patience can
-/// only let a late DMA reach memory the guest gave back; it is logged.
-const UNMAP_WAIT: Duration = Duration::from_secs(10);
 
 impl GuestRam {
     /// Sets the most sections one client may hold (`--max-dma-maps`).
@@ -176,6 +194,7 @@ impl GuestRam {
                     ptr,
                     len,
                     lost: self.lost.clone(),
+                    revoked: AtomicBool::new(false),
                 }))
             }
             None => {
@@ -194,7 +213,7 @@ impl GuestRam {
             });
             removed
         };
-        wait_unused(removed);
+        revoke_used(removed);
         Ok(())
     }
 
@@ -214,18 +233,19 @@ impl GuestRam {
         Ok(())
     }
 
-    /// Forgets every section overlapping [iova, iova+size), then waits for
-    /// the DMAs still using them (and only them).
+    /// Forgets every section overlapping [iova, iova+size), then revokes
+    /// them from the DMAs still using them: on return nothing of this
+    /// process reaches their memory.
     pub fn unmap(&self, iova: u64, size: u64) {
         let removed = take_overlapping(&mut self.write(), iova, size);
-        wait_unused(removed);
+        revoke_used(removed);
     }
 
-    /// Forgets every section, then waits for the DMAs still using them; a
-    /// new client starts with its memory not lost.
+    /// Forgets every section and revokes them from the DMAs still using
+    /// them; a new client starts with its memory not lost.
     pub fn clear(&self) {
         let removed = std::mem::take(&mut *self.write());
-        wait_unused(removed);
+        revoke_used(removed);
         self.lost.store(false, Ordering::Release);
     }
 
@@ -301,18 +321,23 @@ fn take_overlapping(sections: &mut Vec<Section>, iova: u64, size: u64) -> Vec<Se
     gone
 }
 
-/// Waits (bounded) until no DMA holds these removed sections.
-fn wait_unused(removed: Vec<Section>) {
-    let regions: Vec<_> = removed.into_iter().filter_map(|s| s.region).collect();
-    let start = Instant::now();
-    while regions.iter().any(|r| Arc::strong_count(r) > 1) {
-        if start.elapsed() > UNMAP_WAIT {
-            log::warn!("DMA unmap: a DMA still uses the section after {UNMAP_WAIT:?}");
-            return;
+/// Revokes the removed sections a DMA still holds (the others are only
+/// unmapped: nobody can find them any more).
+fn revoke_used(removed: Vec<Section>) {
+    for r in removed.into_iter().filter_map(|s| s.region) {
+        if Arc::strong_count(&r) == 1 {
+            continue; // dropped here: munmap
         }
-        std::thread::sleep(Duration::from_micros(50));
+        if let Err(e) = r.revoke() {
+            // Out of memory for the junk pages: fall back to waiting for
+            // the holders, as the only other way to keep the promise.
+            log::warn!("DMA unmap: cannot revoke a section in use ({e}); waiting for its DMAs");
+            while Arc::strong_count(&r) > 1 {
+                std::thread::sleep(std::time::Duration::from_micros(50));
+            }
+        }
     }
     // strong_count reads relaxed: order the users' accesses (their drop
     // released them) before whatever the caller does next.
-    std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+    std::sync::atomic::fence(Ordering::Acquire);
 }
