@@ -10,10 +10,11 @@
 //! section's memory once its DMA_UNMAP is answered: an unmap never waits
 //! for the DMAs still using it, it revokes them (see [`RamMap::revoke`]).
 
-use super::sigbus;
+use super::{sigbus, Mapping};
+use p2pnvme_vfio_user::ClientRequests;
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 /// Default of `--max-dma-maps`: DMA_MAP sections one client may hold.
 /// QEMU sends one per RAM section (a handful) without a vIOMMU, one per
@@ -118,12 +119,30 @@ impl Drop for RamMap {
 }
 
 /// One DMA_MAP section: fd-backed sections are guest RAM we can reach;
-/// fd-less ones (directly mapped BARs) are only remembered for unmapping.
+/// fd-less ones are a BAR QEMU maps (see `dma/remote.rs`): `found` says
+/// which CMB of the group it is, once a DMA found out.
 struct Section {
     iova: u64,
     size: u64,
     prot: Prot,
     region: Option<Arc<RamMap>>,
+    found: Arc<OnceLock<Found>>,
+}
+
+/// An fd-less section found to be a CMB of this group: controller `ctrl`'s,
+/// the section's first byte at `base` in `mem`.
+#[derive(Clone)]
+pub(super) struct Found {
+    pub ctrl: usize,
+    pub mem: Arc<Mapping>,
+    pub base: usize,
+}
+
+/// An fd-less section a DMA range lies in.
+pub(super) struct FdLess {
+    pub iova: u64,
+    pub size: u64,
+    pub found: Arc<OnceLock<Found>>,
 }
 
 /// Guest RAM sections announced with DMA_MAP. Shared between the
@@ -137,6 +156,9 @@ pub struct GuestRam {
     sections: RwLock<Vec<Section>>,
     limit: AtomicUsize,
     lost: Arc<AtomicBool>,
+    /// Requests to the current client (DMA_READ/DMA_WRITE), for fd-less
+    /// sections.
+    client: RwLock<Option<ClientRequests>>,
 }
 
 impl Default for GuestRam {
@@ -145,6 +167,7 @@ impl Default for GuestRam {
             sections: RwLock::default(),
             limit: AtomicUsize::new(DEFAULT_MAX_DMA_MAPS),
             lost: Arc::default(),
+            client: RwLock::default(),
         }
     }
 }
@@ -153,6 +176,38 @@ impl GuestRam {
     /// Sets the most sections one client may hold (`--max-dma-maps`).
     pub fn set_limit(&self, n: usize) {
         self.limit.store(n, Ordering::Relaxed);
+    }
+
+    /// The current client's request handle (None: no client).
+    pub fn set_client(&self, c: Option<ClientRequests>) {
+        *self.client.write().unwrap_or_else(|e| e.into_inner()) = c;
+    }
+
+    /// Requests to the current client.
+    pub(super) fn client(&self) -> Option<ClientRequests> {
+        self.client
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The fd-less section that holds [addr, addr+len) and allows `how`.
+    pub(super) fn fdless(&self, addr: u64, len: u64, how: Use) -> Option<FdLess> {
+        let end = addr.checked_add(len)?;
+        let sections = self.sections.read().unwrap_or_else(|e| e.into_inner());
+        let s = sections
+            .iter()
+            .find(|s| s.iova <= addr && s.iova.checked_add(s.size).is_some_and(|e| end <= e))?;
+        let allowed = match how {
+            Use::Locate => true,
+            Use::Read => s.prot.read,
+            Use::Write => s.prot.write,
+        };
+        (s.region.is_none() && allowed).then(|| FdLess {
+            iova: s.iova,
+            size: s.size,
+            found: s.found.clone(),
+        })
     }
 
     /// Some of this client's memory raised SIGBUS (until it disconnects).
@@ -210,6 +265,7 @@ impl GuestRam {
                 size,
                 prot,
                 region,
+                found: Arc::default(),
             });
             removed
         };
@@ -301,8 +357,8 @@ impl GuestRam {
             );
             return None;
         }
-        let region = s.region.as_ref()?;
-        // In range: addr - iova + len <= size <= region.len.
+        let region = s.region.as_ref()?; // fd-less: see `fdless`
+                                         // In range: addr - iova + len <= size <= region.len.
         let off = usize::try_from(addr - s.iova).ok()?;
         usize::try_from(len).ok()?;
         // SAFETY: off + len lies within the mapping (checked above).

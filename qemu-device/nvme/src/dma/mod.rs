@@ -8,6 +8,7 @@ mod cmb;
 mod cut;
 mod guest_ram;
 pub mod prp;
+mod remote;
 mod resolved;
 pub mod route;
 mod sigbus;
@@ -138,11 +139,19 @@ impl<'a> Dma<'a> {
                 return Ok((t, f(p, Holder::Cmb(&w.mem))));
             }
         }
-        let r = self
-            .ram
-            .with(addr, len as u64, how, |p, region| f(p, Holder::Ram(region)))
-            .ok_or(DmaFault)?;
-        Ok((Target::GuestRam, r))
+        let mut f = Some(f);
+        let r = self.ram.with(addr, len as u64, how, |p, region| {
+            f.take().map(|f| f(p, Holder::Ram(region)))
+        });
+        if let Some(Some(r)) = r {
+            return Ok((Target::GuestRam, r));
+        }
+        // Not guest RAM we map: perhaps a section QEMU gave without fd, a
+        // CMB of this group behind a guest IOMMU (`remote`).
+        let f = f.ok_or(DmaFault)?;
+        let (t, mem, off) = self.locate_fdless(addr, len, how)?;
+        let p = mem.at(off, len).ok_or(DmaFault)?;
+        Ok((t, f(p, Holder::Cmb(&mem))))
     }
 
     /// Resolves every piece of a transfer up front (None: a bit bucket), so
