@@ -4,8 +4,8 @@
 //! device asks the client once (DMA_WRITE of a nonce into a writable map,
 //! DMA_READ of a read-only one), finds which CMB page of its group the map
 //! is, moves the data straight there and counts it as that peer's bytes;
-//! content it cannot place uniquely fails the command (Data Transfer
-//! Error), never counted as a CMB it may not be.
+//! content it cannot place in one peer's CMB fails the command (Data
+//! Transfer Error), never counted as a CMB it may not be.
 
 mod common;
 
@@ -132,18 +132,34 @@ fn dma_through_a_map_without_fd_reaches_the_peer_cmb_it_is_and_counts_as_that_pe
     h.read_mem(DATA, &mut got);
     assert!(got == unique, "the peer CMB page reached the namespace");
 
-    // A page of zeros is in many places: not placed, not counted.
+    // A page of zeros is in many places, all of controller 1's CMB: the
+    // same bytes wherever it is, read and counted as controller 1's.
     assert!(h.submit_io(&[rw_command(0x01, 24, 8, ZEROS, 0, false)]));
     serve(&h, &cmb, ZEROS, PAGE_Z);
+    assert_eq!(complete(&mut h, &mut d), (0, 0), "zeros of the peer's CMB");
+    // Not placed for good: the next DMA there asks again.
+    assert!(h.submit_io(&[rw_command(0x01, 24, 8, ZEROS, 0, false)]));
+    serve(&h, &cmb, ZEROS, PAGE_Z);
+    assert_eq!(complete(&mut h, &mut d), (0, 0));
+
+    // Content the client answers that no CMB of the group holds (not a
+    // CMB, or a lying client): not placed, not counted.
+    assert!(h.submit_io(&[rw_command(0x01, 32, 8, ZEROS, 0, false)]));
+    let req = h.client.next_request();
+    let rw = DmaRw::parse(&req.payload).unwrap();
+    let mut reply = vec![];
+    rw.write(&mut reply);
+    reply.extend((0..rw.count).map(|i| (i * 13 + 5) as u8));
+    h.client.answer(&req.header, &reply);
     assert_eq!(
         complete(&mut h, &mut d),
         DATA_TRANSFER_ERROR,
-        "ambiguous content"
+        "content found nowhere"
     );
 
     let s = stats(&d);
     let data = &s["controllers"][0]["data"];
     assert_eq!(data["peer_cmb"]["by_peer"]["1"]["written"], 8192, "{data}");
-    assert_eq!(data["peer_cmb"]["by_peer"]["1"]["read"], 4096, "{data}");
+    assert_eq!(data["peer_cmb"]["by_peer"]["1"]["read"], 3 * 4096, "{data}");
     assert!(d.alive(), "{}", d.stderr());
 }

@@ -10,13 +10,17 @@
 //! - a section the device may write: DMA_WRITE a nonce into the range
 //!   (the command is about to write there anyway), then look for it;
 //! - a read-only one (the kernel maps DMA_TO_DEVICE buffers without write
-//!   permission): DMA_READ the range's first page, then look for its bytes.
+//!   permission): DMA_READ the range, then look for its bytes.
 //!
-//! The match must be unique over every page of every CMB of the group;
-//! otherwise (content found nowhere, or in several places, e.g. a zero
-//! page; a client that does not answer) the DMA faults: the command fails
-//! with Data Transfer Error, and nothing is ever counted as a CMB it might
-//! not be. The answer is kept with the section until its DMA_UNMAP.
+//! The candidates are the pages of the group's other controllers' CMBs (a
+//! controller reaches its own CMB by bus address, never through an IOVA).
+//! One match: the answer is kept with the section until its DMA_UNMAP.
+//! Several matches of a read probe, all in one controller's CMB (a page of
+//! zeros): the bytes are the same in each, so this DMA reads one of them,
+//! counted as that controller's, and the next asks again. Otherwise
+//! (content found nowhere, or in several controllers' CMBs; a client that
+//! does not answer) the DMA faults: the command fails with Data Transfer
+//! Error, and nothing is ever counted as a CMB it might not be.
 
 use super::guest_ram::{Found, Use};
 use super::{Dma, DmaFault, Mapping, Target};
@@ -48,10 +52,10 @@ impl Dma<'_> {
         let size = usize::try_from(s.size).map_err(|_| DmaFault)?;
         let found = match s.found.get() {
             Some(f) => f.clone(),
-            None => {
-                let f = self.probe(addr, len, rel, size, how)?;
-                s.found.get_or_init(|| f).clone()
-            }
+            None => match self.probe(addr, len, rel, size, how)? {
+                Place::Unique(f) => s.found.get_or_init(|| f).clone(),
+                Place::SameBytes(f) => f,
+            },
         };
         let off = found.base.checked_add(rel).ok_or(DmaFault)?;
         let t = if found.ctrl == self.ctrl {
@@ -70,9 +74,8 @@ impl Dma<'_> {
         rel: usize,
         size: usize,
         how: Use,
-    ) -> Result<Found, DmaFault> {
+    ) -> Result<Place, DmaFault> {
         let client = self.ram.client().ok_or(DmaFault)?;
-        let in_page = PAGE - (rel % PAGE);
         let fail = |why: String| {
             log::debug!(
                 "controller {}: DMA at {addr:#x} (a map without fd): {why}",
@@ -90,7 +93,10 @@ impl Dma<'_> {
                 nonce.to_vec()
             }
             Use::Read | Use::Locate => {
-                let mut b = vec![0u8; len.min(in_page)];
+                // The whole range: a page of it proves the place of a
+                // unique match, but "the same bytes elsewhere" must hold
+                // for every byte this DMA reads.
+                let mut b = vec![0u8; len];
                 client
                     .dma_read(addr, &mut b, PROBE_WAIT)
                     .map_err(|e| fail(format!("DMA_READ probe: {e}")))?;
@@ -103,23 +109,33 @@ impl Dma<'_> {
                 bytes.len()
             )));
         }
-        self.find(rel, size, &bytes).map_err(|n| {
-            fail(format!(
-                "its content is in {n} places of this group's CMBs, not one"
-            ))
-        })
+        let (first, hits, ctrls) = self.find(rel, size, &bytes);
+        match first {
+            Some(f) if hits == 1 => Ok(Place::Unique(f)),
+            Some(f) if ctrls == 1 && how != Use::Write => Ok(Place::SameBytes(f)),
+            _ => Err(fail(format!(
+                "its content is in {hits} places of {ctrls} peer CMBs of this group, not one"
+            ))),
+        }
     }
 
-    /// The one CMB page-aligned place where a section of `size` bytes
-    /// holds `bytes` at `rel`; Err(how many places) otherwise.
-    fn find(&self, rel: usize, size: usize, bytes: &[u8]) -> Result<Found, usize> {
+    /// The page-aligned places of the peers' CMBs where a section of
+    /// `size` bytes holds `bytes` at `rel`: the first, how many (counted up
+    /// to 2 per CMB), and in how many controllers' CMBs.
+    fn find(&self, rel: usize, size: usize, bytes: &[u8]) -> (Option<Found>, usize, usize) {
         let windows = self.cmbs.read().unwrap_or_else(|e| e.into_inner());
-        let mut hits = vec![];
-        for w in windows.iter().filter(|w| !w.unreachable) {
+        let (mut first, mut hits, mut ctrls) = (None, 0usize, 0usize);
+        for w in windows
+            .iter()
+            .filter(|w| !w.unreachable && w.ctrl != self.ctrl)
+        {
+            let before = hits;
             let mut base = 0usize;
-            while base.checked_add(size).is_some_and(|e| e <= w.mem.len()) && hits.len() < 2 {
+            // Two places in one CMB already say "not unique": stop there.
+            while hits - before < 2 && base.checked_add(size).is_some_and(|e| e <= w.mem.len()) {
                 if w.mem.holds(base + rel, bytes) {
-                    hits.push(Found {
+                    hits += 1;
+                    first.get_or_insert_with(|| Found {
                         ctrl: w.ctrl,
                         mem: w.mem.clone(),
                         base,
@@ -127,12 +143,19 @@ impl Dma<'_> {
                 }
                 base += PAGE;
             }
+            ctrls += usize::from(hits > before);
         }
-        match hits.len() {
-            1 => Ok(hits.remove(0)),
-            n => Err(n),
-        }
+        (first, hits, ctrls)
     }
+}
+
+/// Where a probe put a section.
+enum Place {
+    /// The one place: kept for the section's life.
+    Unique(Found),
+    /// One of several places of one controller's CMB holding the same
+    /// bytes: right for this read only.
+    SameBytes(Found),
 }
 
 /// 16 bytes no guest writes by chance: a process-wide counter and the
