@@ -128,6 +128,8 @@ pub struct Client {
     /// The socket.
     pub sock: UnixStream,
     next_id: u16,
+    /// Requests of the server read while waiting for a reply.
+    requests: std::cell::RefCell<std::collections::VecDeque<ReplyMsg>>,
 }
 
 /// A reply as the client sees it.
@@ -157,7 +159,11 @@ impl Client {
     pub fn new(sock: UnixStream) -> Self {
         sock.set_read_timeout(Some(std::time::Duration::from_secs(10)))
             .expect("timeout");
-        Client { sock, next_id: 1 }
+        Client {
+            sock,
+            next_id: 1,
+            requests: Default::default(),
+        }
     }
 
     /// Sends raw bytes with fds.
@@ -181,13 +187,50 @@ impl Client {
         r
     }
 
-    /// Reads one whole message from the server.
+    /// Reads the next reply from the server; requests of the server that
+    /// come first are kept for [`Client::next_request`].
     pub fn read_reply(&self) -> ReplyMsg {
+        use crate::wire::flags;
+        loop {
+            let r = self.read_message();
+            if r.header.flags & flags::TYPE_MASK == flags::REQUEST {
+                self.requests.borrow_mut().push_back(r);
+                continue;
+            }
+            assert!(r.header.flags & flags::REPLY != 0, "not a reply");
+            return r;
+        }
+    }
+
+    /// The server's next request (DMA_READ/DMA_WRITE): one kept by
+    /// [`Client::read_reply`], or the next message, which must be one.
+    pub fn next_request(&self) -> ReplyMsg {
+        if let Some(r) = self.requests.borrow_mut().pop_front() {
+            return r;
+        }
+        let r = self.read_message();
+        assert_eq!(
+            r.header.flags & crate::wire::flags::TYPE_MASK,
+            crate::wire::flags::REQUEST,
+            "not a request of the server"
+        );
+        r
+    }
+
+    /// Answers the server's request `req` with `payload`.
+    pub fn answer(&self, req: &Header, payload: &[u8]) {
+        let mut bytes = Header::reply_to(req, payload.len()).to_bytes();
+        bytes.extend_from_slice(payload);
+        self.send(&bytes, &[]);
+    }
+
+    /// Reads one whole message from the server, a reply or a request of its
+    /// own (DMA_READ/DMA_WRITE).
+    pub fn read_message(&self) -> ReplyMsg {
         let mut fds = Vec::new();
         let mut hdr = [0u8; HEADER_SIZE];
         self.fill(&mut hdr, &mut fds);
         let header = Header::parse(&hdr).expect("header");
-        assert!(header.flags & crate::wire::flags::REPLY != 0, "not a reply");
         let mut payload = vec![0u8; header.message_size as usize - HEADER_SIZE];
         self.fill(&mut payload, &mut fds);
         ReplyMsg {

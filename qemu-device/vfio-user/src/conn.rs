@@ -8,6 +8,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// How often a blocked read looks at the stop flag.
 const POLL_MS: i32 = 100;
@@ -67,12 +68,60 @@ enum Fill {
 pub(crate) struct Conn<'a> {
     stream: UnixStream,
     stop: &'a AtomicBool,
+    writer: Arc<Writer>,
+}
+
+/// The sending half of a connection, shared by the message thread (replies)
+/// and the backend's threads (requests to the client): one whole message
+/// at a time.
+pub(crate) struct Writer {
+    stream: UnixStream,
+    lock: Mutex<()>,
+}
+
+impl Writer {
+    /// Ends the connection for everyone holding this half (a backend may
+    /// keep its request handle past the connection): the client sees EOF.
+    pub fn close(&self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+
+    /// Writes one message (header + payload) with optional fds.
+    pub fn send(&self, header: &Header, payload: &[u8], fds: &[RawFd]) -> io::Result<()> {
+        let mut bytes = header.to_bytes();
+        bytes.extend_from_slice(payload);
+        let _whole = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sent = 0;
+        while sent < bytes.len() {
+            let with_fds = if sent == 0 { fds } else { &[] };
+            match send_with_fds(self.stream.as_raw_fd(), &bytes[sent..], with_fds) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
 }
 
 impl<'a> Conn<'a> {
     pub fn new(stream: UnixStream, stop: &'a AtomicBool) -> io::Result<Self> {
         stream.set_nonblocking(false)?;
-        Ok(Conn { stream, stop })
+        let writer = Arc::new(Writer {
+            stream: stream.try_clone()?,
+            lock: Mutex::new(()),
+        });
+        Ok(Conn {
+            stream,
+            stop,
+            writer,
+        })
+    }
+
+    /// The sending half, for requests to the client.
+    pub fn writer(&self) -> Arc<Writer> {
+        self.writer.clone()
     }
 
     /// Reads the next whole message.
@@ -127,19 +176,7 @@ impl<'a> Conn<'a> {
 
     /// Writes one message (header + payload) with optional fds.
     pub fn send(&mut self, header: &Header, payload: &[u8], fds: &[RawFd]) -> io::Result<()> {
-        let mut bytes = header.to_bytes();
-        bytes.extend_from_slice(payload);
-        let mut sent = 0;
-        while sent < bytes.len() {
-            let with_fds = if sent == 0 { fds } else { &[] };
-            match send_with_fds(self.stream.as_raw_fd(), &bytes[sent..], with_fds) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => sent += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        self.writer.send(header, payload, fds)
     }
 
     /// Fills `buf` from the socket, collecting fds; waits in short polls so

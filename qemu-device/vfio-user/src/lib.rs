@@ -13,14 +13,16 @@
 //!   page aligned, and an fd (if any) is at least `offset + size` long.
 //! - set_irqs: `start + count <= count of that irq index`; eventfds are
 //!   eventfds, set O_NONBLOCK.
-//! - `disconnected` is called once when a client goes, before the next one is
-//!   accepted; the backend drops all per-client state there.
+//! - `connected` is called when a client comes, with the handle for
+//!   requests to it (DMA_READ/DMA_WRITE, [`ClientRequests`]); `disconnected`
+//!   is called once when it goes, before the next one is accepted; the
+//!   backend drops all per-client state there.
 //!
 //! Serving: [`Server::bind`] + [`Server::serve`] (one client at a time,
 //! reconnects, [`StopHandle`]), or [`serve_connection`] on a connected
 //! stream. Layout: `wire` (message structs), `conn` (framing, fds),
-//! `validate` (the checks above), `handle` (one request), `server` (socket
-//! and loop). `testing`, `build` and `fuzzing` hold the fake backend, the
+//! `validate` (the checks above), `handle` (one request), `requests`
+//! (requests to the client and their replies), `server` (socket and loop). `testing`, `build` and `fuzzing` hold the fake backend, the
 //! client side and the fuzz harness for tests and `fuzz/`; they exist only
 //! with the `test-utils` feature (a dev-dependency of other crates).
 
@@ -32,12 +34,14 @@ mod conn;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod fuzzing;
 mod handle;
+mod requests;
 mod server;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod testing;
 mod validate;
 pub mod wire;
 
+pub use requests::{ClientRequests, RequestError};
 pub use server::{
     serve_connection, serve_connection_until, End, Error, Server, StopHandle, Summary,
 };
@@ -172,6 +176,11 @@ pub trait Backend: Send {
     fn set_irqs(&mut self, index: u32, set: IrqSet) -> Result<(), Errno>;
     /// DEVICE_RESET: back to the power-on state (DMA maps stay).
     fn reset(&mut self) -> Result<(), Errno>;
+    /// A client connected: `requests` sends it DMA_READ/DMA_WRITE (for
+    /// fd-less DMA maps) from any thread until it goes.
+    fn connected(&mut self, requests: ClientRequests) {
+        let _ = requests;
+    }
     /// The client went away: drop every per-client state (DMA maps, irq fds,
     /// CMB contents, PCI state), bounded in time.
     fn disconnected(&mut self);

@@ -2,6 +2,7 @@
 
 use crate::conn::{Conn, Defect, Received};
 use crate::handle;
+use crate::requests::ClientRequests;
 use crate::wire::{cmd, flags, Header};
 use crate::Backend;
 use std::io;
@@ -210,14 +211,25 @@ pub fn serve_connection_until<B: Backend + ?Sized>(
         end: End::Closed,
     };
     summary.end = match Conn::new(stream, stop) {
-        Ok(mut conn) => run(&mut conn, backend, &mut summary),
+        Ok(mut conn) => {
+            let requests = ClientRequests::new(conn.writer());
+            backend.connected(requests.clone());
+            let end = run(&mut conn, backend, &requests, &mut summary);
+            requests.close();
+            end
+        }
         Err(e) => End::Error(e.to_string()),
     };
     backend.disconnected();
     summary
 }
 
-fn run<B: Backend + ?Sized>(conn: &mut Conn, backend: &mut B, summary: &mut Summary) -> End {
+fn run<B: Backend + ?Sized>(
+    conn: &mut Conn,
+    backend: &mut B,
+    requests: &ClientRequests,
+    summary: &mut Summary,
+) -> End {
     loop {
         let msg = match conn.receive() {
             Ok(Received::Message(m)) => m,
@@ -232,15 +244,21 @@ fn run<B: Backend + ?Sized>(conn: &mut Conn, backend: &mut B, summary: &mut Summ
         let slot = usize::from(h.command);
         summary.requests[if slot < cmd::COUNT { slot } else { 0 }] += 1;
         if h.flags & flags::TYPE_MASK != flags::REQUEST {
-            // The server sends no requests, so no reply is expected; a reply
-            // to one would confuse the client. Drop it (fds close).
-            log::debug!(
-                "vfio-user: dropped message {} command {}: type {:#x} is not a request",
-                h.msg_id,
-                h.command,
-                h.flags & flags::TYPE_MASK
-            );
-            summary.refused += 1;
+            // A reply to one of our DMA_READ/DMA_WRITE requests goes to the
+            // thread waiting for it; anything else (late, unasked, another
+            // type) is dropped: answering it would confuse the client.
+            let ours = h.flags & flags::TYPE_MASK == flags::REPLY
+                && msg.defect.is_none()
+                && requests.answer(h, msg.payload);
+            if !ours {
+                log::debug!(
+                    "vfio-user: dropped message {} command {}: type {:#x} is not a request nor an awaited reply",
+                    h.msg_id,
+                    h.command,
+                    h.flags & flags::TYPE_MASK
+                );
+                summary.refused += 1;
+            }
             continue;
         }
         let result = match msg.defect {

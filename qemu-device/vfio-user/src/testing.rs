@@ -85,6 +85,8 @@ pub struct FakeBackend {
     pub calls: Vec<Call>,
     /// If set, every fallible call fails with this errno.
     pub fail_with: Option<Errno>,
+    /// The current client's request handle (set by `connected`).
+    pub requests: std::sync::Arc<std::sync::Mutex<Option<crate::ClientRequests>>>,
     bar0: Vec<u8>,
     bar2: File,
     config: Vec<u8>,
@@ -118,6 +120,7 @@ impl FakeBackend {
         FakeBackend {
             calls: Vec::new(),
             fail_with: None,
+            requests: Default::default(),
             bar0: vec![0; BAR0_SIZE as usize],
             bar2: memfd(BAR2_SIZE),
             config,
@@ -300,6 +303,10 @@ impl Backend for FakeBackend {
     fn reset(&mut self) -> Result<(), Errno> {
         self.calls.push(Call::Reset);
         self.fail()
+    }
+
+    fn connected(&mut self, requests: crate::ClientRequests) {
+        *self.requests.lock().unwrap() = Some(requests);
     }
 
     fn disconnected(&mut self) {

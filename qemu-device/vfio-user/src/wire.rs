@@ -246,6 +246,12 @@ wire_struct!(
     }
 );
 
+wire_struct!(
+    /// DMA_READ / DMA_WRITE (server to client): the fixed part, followed by
+    /// data (a DMA_WRITE request, a DMA_READ reply).
+    DmaRw { offset: u64, count: u64 }
+);
+
 /// DMA_MAP flag bits.
 pub mod dma {
     /// The device may read.

@@ -137,7 +137,7 @@ pub fn fault_rule(keys: u8, action: u8, value: u16) -> String {
     if keys & 128 != 0 {
         parts.push(format!("lba=0-{value}"));
     }
-    parts.push(match action % 11 {
+    parts.push(match action % 12 {
         0 => format!("status={:#x}", value % 0x7ff + 1),
         1 => format!("delay-ms={}", value % 4),
         2 => "never".into(),
@@ -148,6 +148,7 @@ pub fn fault_rule(keys: u8, action: u8, value: u16) -> String {
         7 => "aen=ns-changed".into(),
         8 => "cmb-revoke=disable".into(),
         9 => "cmb-revoke=unmap".into(),
+        10 => format!("dma-stall-ms={}", value % 4),
         _ => "remove,replug-ms=1".into(),
     });
     parts.join(",")

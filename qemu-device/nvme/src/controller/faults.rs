@@ -173,6 +173,7 @@ impl Controller {
         match f.action {
             Action::Status(_) | Action::DelayMs(_) | Action::NoIrq => {}
             Action::DmaFail(k) => hook.cut = Some(DmaCut::new(f.target, k)),
+            Action::DmaStallMs(ms) => hook.cut = Some(DmaCut::stall(ms)),
             Action::Never => hold = true,
             Action::Cfs => {
                 self.fatal("fault rule", 0);

@@ -44,6 +44,22 @@ impl Mapping {
         }
     }
 
+    /// Whether the mapping holds `bytes` at `off` (false when out of it).
+    /// Cheap on a mismatch: the first 8 bytes decide most candidates.
+    pub(super) fn holds(&self, off: usize, bytes: &[u8]) -> bool {
+        let Ok(s) = self.region.get_slice(off, bytes.len()) else {
+            return false;
+        };
+        let head = bytes.len().min(8);
+        let mut first = [0u8; 8];
+        let copied = s.subslice(0, head).map(|h| h.copy_to(&mut first[..head]));
+        if copied.ok() != Some(head) || first[..head] != bytes[..head] {
+            return false;
+        }
+        let mut all = vec![0u8; bytes.len()];
+        s.copy_to(&mut all[..]) == bytes.len() && all == bytes
+    }
+
     /// Copies into the mapping; false (and nothing copied) when out of it.
     pub fn write(&self, off: usize, buf: &[u8]) -> bool {
         match self.region.get_slice(off, buf.len()) {

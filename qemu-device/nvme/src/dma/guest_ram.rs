@@ -6,13 +6,15 @@
 //! client. Once memory is lost (the client shrank the file under a copy,
 //! see `sigbus`) the copy's DMA fails and [`GuestRam::lost`] stays true
 //! until the client disconnects: the controller then runs no more commands
-//! (CSTS.CFS) — the lost pages now hold anonymous junk.
+//! (CSTS.CFS) — the lost pages now hold anonymous junk. Nothing reaches a
+//! section's memory once its DMA_UNMAP is answered: an unmap never waits
+//! for the DMAs still using it, it revokes them (see [`RamMap::revoke`]).
 
-use super::sigbus;
+use super::{sigbus, Mapping};
+use p2pnvme_vfio_user::ClientRequests;
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, OnceLock, RwLock};
 
 /// Default of `--max-dma-maps`: DMA_MAP sections one client may hold.
 /// QEMU sends one per RAM section (a handful) without a vIOMMU, one per
@@ -75,6 +77,8 @@ pub struct RamMap {
     /// Shared with the client's [`GuestRam`]: raised when this memory
     /// raised SIGBUS.
     lost: Arc<AtomicBool>,
+    /// Unmapped while a DMA held it: the range now holds anonymous junk.
+    revoked: AtomicBool,
 }
 
 // SAFETY: the mapping is process memory owned by this value; accesses go
@@ -88,6 +92,24 @@ impl RamMap {
     pub fn lose(&self) {
         self.lost.store(true, Ordering::Release);
     }
+
+    /// The client unmapped this memory while a DMA held it.
+    pub fn revoked(&self) -> bool {
+        self.revoked.load(Ordering::Acquire)
+    }
+
+    /// Takes the guest's memory away from the DMAs still holding this
+    /// mapping: marks it revoked (they fail once their bytes moved), then
+    /// maps anonymous memory over the whole range, so from this call's
+    /// return no access of this process reaches the guest's pages (a CPU
+    /// copy or a preadv in flight goes on, into junk). Buffered file I/O
+    /// copies through the page tables, so nothing pinned the old pages.
+    fn revoke(&self) -> Result<(), std::io::Error> {
+        self.revoked.store(true, Ordering::SeqCst);
+        // Pairs with the fence in `Resolved::revoked`.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        sigbus::replace_with_junk(self.ptr, self.len)
+    }
 }
 
 impl Drop for RamMap {
@@ -97,23 +119,46 @@ impl Drop for RamMap {
 }
 
 /// One DMA_MAP section: fd-backed sections are guest RAM we can reach;
-/// fd-less ones (directly mapped BARs) are only remembered for unmapping.
+/// fd-less ones are a BAR QEMU maps (see `dma/remote.rs`): `found` says
+/// which CMB of the group it is, once a DMA found out.
 struct Section {
     iova: u64,
     size: u64,
     prot: Prot,
     region: Option<Arc<RamMap>>,
+    found: Arc<OnceLock<Found>>,
+}
+
+/// An fd-less section found to be a CMB of this group: controller `ctrl`'s,
+/// the section's first byte at `base` in `mem`.
+#[derive(Clone)]
+pub(super) struct Found {
+    pub ctrl: usize,
+    pub mem: Arc<Mapping>,
+    pub base: usize,
+}
+
+/// An fd-less section a DMA range lies in.
+pub(super) struct FdLess {
+    pub iova: u64,
+    pub size: u64,
+    pub found: Arc<OnceLock<Found>>,
 }
 
 /// Guest RAM sections announced with DMA_MAP. Shared between the
 /// controller's worker and the vfio-user message thread: a DMA holds the
 /// region it uses (an `Arc` clone) while it moves data, so an unmap removes
-/// the sections from the table first (no new DMA finds them) and then waits
-/// only for the DMAs still using them, never for the worker's whole pass.
+/// the sections from the table first (no new DMA finds them; short copies
+/// done under the table's read lock finish first) and then revokes the
+/// regions a DMA still holds: it never waits for a transfer or the
+/// worker's pass, and the transfers it cut fail.
 pub struct GuestRam {
     sections: RwLock<Vec<Section>>,
     limit: AtomicUsize,
     lost: Arc<AtomicBool>,
+    /// Requests to the current client (DMA_READ/DMA_WRITE), for fd-less
+    /// sections.
+    client: RwLock<Option<ClientRequests>>,
 }
 
 impl Default for GuestRam {
@@ -122,19 +167,47 @@ impl Default for GuestRam {
             sections: RwLock::default(),
             limit: AtomicUsize::new(DEFAULT_MAX_DMA_MAPS),
             lost: Arc::default(),
+            client: RwLock::default(),
         }
     }
 }
-
-/// How long an unmap waits for in-flight DMAs of its sections. The mapping
-/// itself stays valid while a DMA holds it, so running out of patience can
-/// only let a late DMA reach memory the guest gave back; it is logged.
-const UNMAP_WAIT: Duration = Duration::from_secs(10);
 
 impl GuestRam {
     /// Sets the most sections one client may hold (`--max-dma-maps`).
     pub fn set_limit(&self, n: usize) {
         self.limit.store(n, Ordering::Relaxed);
+    }
+
+    /// The current client's request handle (None: no client).
+    pub fn set_client(&self, c: Option<ClientRequests>) {
+        *self.client.write().unwrap_or_else(|e| e.into_inner()) = c;
+    }
+
+    /// Requests to the current client.
+    pub(super) fn client(&self) -> Option<ClientRequests> {
+        self.client
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The fd-less section that holds [addr, addr+len) and allows `how`.
+    pub(super) fn fdless(&self, addr: u64, len: u64, how: Use) -> Option<FdLess> {
+        let end = addr.checked_add(len)?;
+        let sections = self.sections.read().unwrap_or_else(|e| e.into_inner());
+        let s = sections
+            .iter()
+            .find(|s| s.iova <= addr && s.iova.checked_add(s.size).is_some_and(|e| end <= e))?;
+        let allowed = match how {
+            Use::Locate => true,
+            Use::Read => s.prot.read,
+            Use::Write => s.prot.write,
+        };
+        (s.region.is_none() && allowed).then(|| FdLess {
+            iova: s.iova,
+            size: s.size,
+            found: s.found.clone(),
+        })
     }
 
     /// Some of this client's memory raised SIGBUS (until it disconnects).
@@ -176,6 +249,7 @@ impl GuestRam {
                     ptr,
                     len,
                     lost: self.lost.clone(),
+                    revoked: AtomicBool::new(false),
                 }))
             }
             None => {
@@ -191,10 +265,11 @@ impl GuestRam {
                 size,
                 prot,
                 region,
+                found: Arc::default(),
             });
             removed
         };
-        wait_unused(removed);
+        revoke_used(removed);
         Ok(())
     }
 
@@ -214,18 +289,19 @@ impl GuestRam {
         Ok(())
     }
 
-    /// Forgets every section overlapping [iova, iova+size), then waits for
-    /// the DMAs still using them (and only them).
+    /// Forgets every section overlapping [iova, iova+size), then revokes
+    /// them from the DMAs still using them: on return nothing of this
+    /// process reaches their memory.
     pub fn unmap(&self, iova: u64, size: u64) {
         let removed = take_overlapping(&mut self.write(), iova, size);
-        wait_unused(removed);
+        revoke_used(removed);
     }
 
-    /// Forgets every section, then waits for the DMAs still using them; a
-    /// new client starts with its memory not lost.
+    /// Forgets every section and revokes them from the DMAs still using
+    /// them; a new client starts with its memory not lost.
     pub fn clear(&self) {
         let removed = std::mem::take(&mut *self.write());
-        wait_unused(removed);
+        revoke_used(removed);
         self.lost.store(false, Ordering::Release);
     }
 
@@ -281,8 +357,8 @@ impl GuestRam {
             );
             return None;
         }
-        let region = s.region.as_ref()?;
-        // In range: addr - iova + len <= size <= region.len.
+        let region = s.region.as_ref()?; // fd-less: see `fdless`
+                                         // In range: addr - iova + len <= size <= region.len.
         let off = usize::try_from(addr - s.iova).ok()?;
         usize::try_from(len).ok()?;
         // SAFETY: off + len lies within the mapping (checked above).
@@ -301,18 +377,23 @@ fn take_overlapping(sections: &mut Vec<Section>, iova: u64, size: u64) -> Vec<Se
     gone
 }
 
-/// Waits (bounded) until no DMA holds these removed sections.
-fn wait_unused(removed: Vec<Section>) {
-    let regions: Vec<_> = removed.into_iter().filter_map(|s| s.region).collect();
-    let start = Instant::now();
-    while regions.iter().any(|r| Arc::strong_count(r) > 1) {
-        if start.elapsed() > UNMAP_WAIT {
-            log::warn!("DMA unmap: a DMA still uses the section after {UNMAP_WAIT:?}");
-            return;
+/// Revokes the removed sections a DMA still holds (the others are only
+/// unmapped: nobody can find them any more).
+fn revoke_used(removed: Vec<Section>) {
+    for r in removed.into_iter().filter_map(|s| s.region) {
+        if Arc::strong_count(&r) == 1 {
+            continue; // dropped here: munmap
         }
-        std::thread::sleep(Duration::from_micros(50));
+        if let Err(e) = r.revoke() {
+            // Out of memory for the junk pages: fall back to waiting for
+            // the holders, as the only other way to keep the promise.
+            log::warn!("DMA unmap: cannot revoke a section in use ({e}); waiting for its DMAs");
+            while Arc::strong_count(&r) > 1 {
+                std::thread::sleep(std::time::Duration::from_micros(50));
+            }
+        }
     }
     // strong_count reads relaxed: order the users' accesses (their drop
     // released them) before whatever the caller does next.
-    std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+    std::sync::atomic::fence(Ordering::Acquire);
 }

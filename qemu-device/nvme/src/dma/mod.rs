@@ -5,22 +5,27 @@
 //! directly mapped BARs as fd-less DMA maps.
 
 mod cmb;
+mod cut;
 mod guest_ram;
 pub mod prp;
+mod remote;
+mod resolved;
 pub mod route;
 mod sigbus;
 
 #[cfg(any(test, feature = "test-utils"))]
 pub use cmb::memfd;
 pub use cmb::{sealed_memfd, CmbRegistry, CmbWindow, Mapping};
+pub use cut::DmaCut;
 use guest_ram::RamMap;
 pub use guest_ram::{GuestRam, MapError, Prot, Use};
+use resolved::Piece;
+pub use resolved::Resolved;
 use std::sync::Arc;
 
 pub use crate::dma::route::Target;
-use crate::dma::route::{Dir, Kind, TargetClass};
+use crate::dma::route::{Dir, Kind};
 use crate::stats::Counters;
-use std::cell::Cell;
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct DmaFault;
@@ -37,42 +42,6 @@ pub struct Dma<'a> {
     pub stats: &'a Counters,
     /// A `dma-fail` fault rule's cut of this command's data transfer.
     pub cut: Option<&'a DmaCut>,
-}
-
-/// A data transfer cut short by a `dma-fail` fault rule: the first `after`
-/// bytes to memory of the class (any, without one) move, nothing after.
-pub struct DmaCut {
-    class: Option<TargetClass>,
-    budget: Cell<u64>,
-    tripped: Cell<bool>,
-}
-
-impl DmaCut {
-    /// A cut after `after` bytes to `class`.
-    pub fn new(class: Option<TargetClass>, after: u64) -> DmaCut {
-        DmaCut {
-            class,
-            budget: Cell::new(after),
-            tripped: Cell::new(false),
-        }
-    }
-
-    /// How much of a `len`-byte piece at `t` (None: bit bucket) moves.
-    fn allow(&self, t: Option<Target>, len: usize) -> usize {
-        if self.tripped.get() {
-            return 0;
-        }
-        if !t.is_some_and(|t| self.class.is_none_or(|c| c.holds(t))) {
-            return len; // another class, or a bit bucket
-        }
-        let left = self.budget.get();
-        let n = u64::try_from(len).unwrap_or(u64::MAX).min(left);
-        self.budget.set(left - n);
-        if n < len as u64 {
-            self.tripped.set(true);
-        }
-        n as usize
-    }
 }
 
 impl<'a> Dma<'a> {
@@ -170,11 +139,19 @@ impl<'a> Dma<'a> {
                 return Ok((t, f(p, Holder::Cmb(&w.mem))));
             }
         }
-        let r = self
-            .ram
-            .with(addr, len as u64, how, |p, region| f(p, Holder::Ram(region)))
-            .ok_or(DmaFault)?;
-        Ok((Target::GuestRam, r))
+        let mut f = Some(f);
+        let r = self.ram.with(addr, len as u64, how, |p, region| {
+            f.take().map(|f| f(p, Holder::Ram(region)))
+        });
+        if let Some(Some(r)) = r {
+            return Ok((Target::GuestRam, r));
+        }
+        // Not guest RAM we map: perhaps a section QEMU gave without fd, a
+        // CMB of this group behind a guest IOMMU (`remote`).
+        let f = f.ok_or(DmaFault)?;
+        let (t, mem, off) = self.locate_fdless(addr, len, how)?;
+        let p = mem.at(off, len).ok_or(DmaFault)?;
+        Ok((t, f(p, Holder::Cmb(&mem))))
     }
 
     /// Resolves every piece of a transfer up front (None: a bit bucket), so
@@ -303,163 +280,6 @@ impl Holder<'_> {
                 DmaFault
             }),
         }
-    }
-}
-
-/// Bytes of each piece a transfer moves (None: every piece whole).
-struct Lens(Option<Vec<usize>>);
-
-impl Lens {
-    fn of(&self, i: usize, p: &Piece) -> usize {
-        self.0.as_ref().map_or(p.len, |l| l[i])
-    }
-}
-
-/// One piece of a resolved transfer.
-struct Piece {
-    /// None: a bit bucket (no memory behind it).
-    target: Option<Target>,
-    ptr: *mut u8,
-    len: usize,
-}
-
-/// A transfer resolved to process memory. The pointers stay valid while it
-/// lives: the guest RAM sections and CMB mappings it uses are held here (an
-/// unmap of those sections waits for it to drop).
-pub struct Resolved<'a> {
-    stats: &'a Counters,
-    /// A fault rule's cut (data transfers only).
-    cut: Option<&'a DmaCut>,
-    kind: Kind,
-    pieces: Vec<Piece>,
-    cmbs: Vec<Arc<Mapping>>,
-    ram: Vec<Arc<RamMap>>,
-}
-
-impl Resolved<'_> {
-    /// Where each piece lives (None: bit bucket), and its length.
-    pub fn targets(&self) -> impl Iterator<Item = (Option<Target>, usize)> + '_ {
-        self.pieces.iter().map(|p| (p.target, p.len))
-    }
-
-    /// Moves the whole transfer with one vectored call `io` over the
-    /// pieces (bit buckets: scratch bytes), then counts it in direction
-    /// `dir` — the only way to reach the pieces' memory.
-    pub fn vectored(
-        &self,
-        dir: Dir,
-        io: impl FnOnce(&mut [libc::iovec]) -> std::io::Result<()>,
-    ) -> std::io::Result<()> {
-        let mut bucket = vec![0u8; self.bucket_len()];
-        let lens = self.lens();
-        let mut iov = self.iovecs(&mut bucket, &lens);
-        io(&mut iov)?;
-        self.count(dir, &lens);
-        Ok(())
-    }
-
-    /// How many bytes of each piece move: all of them (and nothing
-    /// allocated) unless a fault rule cuts the transfer.
-    fn lens(&self) -> Lens {
-        Lens(self.cut.map(|c| {
-            self.pieces
-                .iter()
-                .map(|p| c.allow(p.target, p.len))
-                .collect()
-        }))
-    }
-
-    fn count(&self, dir: Dir, lens: &Lens) {
-        for (i, p) in self.pieces.iter().enumerate() {
-            if let Some(t) = p.target {
-                self.stats.add(self.kind, dir, t, lens.of(i, p) as u64);
-            }
-        }
-    }
-
-    /// I/O vectors over the pieces; bit buckets read into or write from
-    /// `bucket`, which must be as long as the longest of them.
-    fn iovecs(&self, bucket: &mut [u8], lens: &Lens) -> Vec<libc::iovec> {
-        self.pieces
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let base = if p.target.is_some() {
-                    p.ptr
-                } else {
-                    assert!(p.len <= bucket.len());
-                    bucket.as_mut_ptr()
-                };
-                libc::iovec {
-                    iov_base: base.cast(),
-                    iov_len: lens.of(i, p),
-                }
-            })
-            .collect()
-    }
-
-    /// The longest bit bucket (0 when there is none).
-    fn bucket_len(&self) -> usize {
-        self.pieces
-            .iter()
-            .filter(|p| p.target.is_none())
-            .map(|p| p.len)
-            .max()
-            .unwrap_or(0)
-    }
-
-    /// Copies `data` into the pieces in order, skipping bit buckets
-    /// (counted as written); faults when guest RAM vanished under the copy.
-    pub fn scatter(&self, data: &[u8]) -> Result<(), DmaFault> {
-        let lens = self.lens();
-        self.guarded(|| {
-            let mut done = 0;
-            for (i, p) in self.pieces.iter().enumerate() {
-                let n = lens.of(i, p);
-                if p.target.is_some() {
-                    // SAFETY: p.ptr..+n is inside a mapping this value keeps alive.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(data[done..done + n].as_ptr(), p.ptr, n)
-                    }
-                }
-                done += p.len;
-            }
-        })?;
-        self.count(Dir::Written, &lens);
-        Ok(())
-    }
-
-    /// Collects the pieces in order; bit buckets read as zeros (counted as
-    /// read); faults when guest RAM vanished under the copy.
-    pub fn gather(&self) -> Result<Vec<u8>, DmaFault> {
-        let lens = self.lens();
-        let mut data = vec![0u8; self.pieces.iter().map(|p| p.len).sum()];
-        self.guarded(|| {
-            let mut done = 0;
-            for (i, p) in self.pieces.iter().enumerate() {
-                if p.target.is_some() {
-                    // SAFETY: as in scatter.
-                    let n = lens.of(i, p);
-                    unsafe { std::ptr::copy_nonoverlapping(p.ptr, data[done..].as_mut_ptr(), n) }
-                }
-                done += p.len;
-            }
-        })?;
-        self.count(Dir::Read, &lens);
-        Ok(data)
-    }
-
-    /// Runs a copy over the pieces; guest RAM lost under it (SIGBUS) marks
-    /// the client's memory lost and faults the transfer.
-    fn guarded(&self, copy: impl FnOnce()) -> Result<(), DmaFault> {
-        if self.ram.is_empty() {
-            copy();
-            return Ok(());
-        }
-        sigbus::guarded(copy).map_err(|sigbus::Lost| {
-            self.ram.iter().for_each(|r| r.lose());
-            DmaFault
-        })
     }
 }
 

@@ -132,6 +132,28 @@ pub fn map_shared(file: &File, offset: u64, len: usize, write: bool) -> std::io:
     Ok(p.cast())
 }
 
+/// Maps private anonymous memory over `len` bytes at `ptr` (a mapping made
+/// by [`map_shared`]) in one step: accesses in flight land there from now on,
+/// never in the file. [`unmap`] still releases the range.
+pub fn replace_with_junk(ptr: *mut u8, len: usize) -> std::io::Result<()> {
+    // SAFETY: replaces a whole mapping this process made; the DMAs that
+    // still hold raw pointers into it keep a mapped (junk) range.
+    let p = unsafe {
+        libc::mmap(
+            ptr.cast(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Unmaps a mapping made by [`map_shared`].
 pub fn unmap(ptr: *mut u8, len: usize) {
     // SAFETY: called once, by the owner of the mapping, when nothing uses it.

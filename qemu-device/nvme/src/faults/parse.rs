@@ -12,6 +12,7 @@ const ACTIONS: &[&str] = &[
     "delay-ms",
     "never",
     "dma-fail",
+    "dma-stall-ms",
     "no-irq",
     "cfs",
     "aen",
@@ -38,6 +39,7 @@ const KEYS: &[Key] = &[
     Key::value("delay-ms"),
     Key::flag("never"),
     Key::value("dma-fail"),
+    Key::value("dma-stall-ms"),
     Key::flag("no-irq"),
     Key::flag("cfs"),
     Key::value("aen"),
@@ -213,6 +215,13 @@ impl Rule {
                     ))?)
                 }
                 "dma-fail" => r.action = Action::DmaFail(int("use a byte count")?),
+                "dma-stall-ms" => {
+                    r.action = Action::DmaStallMs(number(v).filter(|n| *n <= 60_000).ok_or(bad(
+                        key,
+                        v,
+                        "use milliseconds up to 60000",
+                    ))?)
+                }
                 "aen" => {
                     r.action = Action::Aen(match v {
                         "smart" => AenKind::Smart,

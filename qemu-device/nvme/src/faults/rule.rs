@@ -54,6 +54,9 @@ pub enum Action {
     /// Move the first K data bytes (to the rule's target), then fail with
     /// Data Transfer Error.
     DmaFail(u64),
+    /// Hold the command's resolved memory this many ms before its data
+    /// moves (a slow medium: the DMA is in flight meanwhile), then run.
+    DmaStallMs(u64),
     /// Complete without the interrupt.
     NoIrq,
     /// Controller fatal status; the command is not completed.

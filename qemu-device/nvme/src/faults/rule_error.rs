@@ -42,7 +42,7 @@ pub enum RuleError {
         key: String,
     },
     /// No action key.
-    #[error("fault rule '{rule}': no action (one of status, delay-ms, never, dma-fail, no-irq, cfs, aen, cmb-revoke, remove)")]
+    #[error("fault rule '{rule}': no action (one of status, delay-ms, never, dma-fail, dma-stall-ms, no-irq, cfs, aen, cmb-revoke, remove)")]
     NoAction {
         /// The rule.
         rule: String,

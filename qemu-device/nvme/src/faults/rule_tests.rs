@@ -49,6 +49,7 @@ fn parses_the_documented_examples() {
         "aen=ns-changed",
         "cmb-revoke=disable",
         "cmb-revoke=unmap",
+        "dma-stall-ms=500",
     ] {
         assert!(Rule::parse(a).is_ok(), "{a}");
     }
@@ -62,7 +63,7 @@ fn unknown_key_is_named() {
         e.to_string(),
         "fault rule 'op=read,foo=1,status=0x281': unknown key 'foo': use one of ctrl=, q=, op=, \
          class=, ns=, lba=, target=, nth=, every=, first=, prob=, seed=, dnr=, replug-ms=, status=, \
-         delay-ms=, never, dma-fail=, no-irq, cfs, aen=, cmb-revoke=, remove"
+         delay-ms=, never, dma-fail=, dma-stall-ms=, no-irq, cfs, aen=, cmb-revoke=, remove"
     );
     assert_eq!(Rule::parse("bar,never").unwrap_err().key(), Some("bar"));
 }
@@ -84,6 +85,7 @@ fn bad_values_name_their_key() {
         ("target=disk,never", "target"),
         ("aen=power", "aen"),
         ("cmb-revoke=maybe", "cmb-revoke"),
+        ("dma-stall-ms=60001", "dma-stall-ms"),
         ("never=1", "never"),
         ("q=70000,never", "q"),
         ("status", "status"),
@@ -109,7 +111,7 @@ fn no_action_refused() {
         }
     );
     assert!(e.to_string().ends_with(
-        "no action (one of status, delay-ms, never, dma-fail, no-irq, cfs, aen, cmb-revoke, remove)"
+        "no action (one of status, delay-ms, never, dma-fail, dma-stall-ms, no-irq, cfs, aen, cmb-revoke, remove)"
     ));
     assert!(matches!(Rule::parse(""), Err(RuleError::NoAction { .. })));
 }

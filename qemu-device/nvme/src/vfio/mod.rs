@@ -235,12 +235,22 @@ impl VfioBackend for Backend {
     }
 
     fn dma_map(&mut self, map: DmaMap) -> Result<(), Errno> {
-        // Without an fd (QEMU's own directly mapped BARs) there is nothing to
-        // map; the range is recorded so it is never mistaken for RAM.
+        // Without an fd (a BAR QEMU maps directly) there is nothing to map;
+        // the section is kept: DMA there is found out through QEMU
+        // (`dma/remote.rs`), never mistaken for RAM.
         let prot = Prot {
             read: map.readable,
             write: map.writable,
         };
+        if map.fd.is_none() {
+            log::debug!(
+                "DMA_MAP without fd at {:#x}, {} bytes (read {}, write {}): not guest RAM (a BAR QEMU maps, e.g. a peer's CMB behind a guest IOMMU; reached through DMA_READ/DMA_WRITE)",
+                map.iova,
+                map.size,
+                map.readable,
+                map.writable
+            );
+        }
         self.ram
             .map(map.iova, map.size, map.fd, prot)
             .map_err(|e| match e {
@@ -310,9 +320,15 @@ impl VfioBackend for Backend {
         Ok(())
     }
 
+    fn connected(&mut self, requests: p2pnvme_vfio_user::ClientRequests) {
+        // DMA into maps without fd goes through the client (`dma/remote.rs`).
+        self.ram.set_client(Some(requests));
+    }
+
     fn disconnected(&mut self) {
         // The worker's DMAs stop finding guest RAM at once; the in-flight
         // ones finish before the lock is ours.
+        self.ram.set_client(None);
         self.ram.clear();
         let (cmb, bytes, bme) = {
             let mut c = self.lock();

@@ -27,6 +27,8 @@ pub struct Start<'a> {
     pub nofile: Option<u64>,
     /// Directory to run in (default: a new temporary one).
     pub dir: Option<tempfile::TempDir>,
+    /// Both controllers in one peer group (default: one group each).
+    pub one_group: bool,
 }
 
 impl Device {
@@ -70,13 +72,19 @@ impl Device {
             )
         };
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_p2pnvme-device"));
-        cmd.args(["--controller", &ctrl(0, "a"), "--controller", &ctrl(1, "b")])
-            .arg("--stats-socket")
-            .arg(&stats)
-            .args(s.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(p("stderr")).unwrap());
+        let second = if s.one_group { "a" } else { "b" };
+        cmd.args([
+            "--controller",
+            &ctrl(0, "a"),
+            "--controller",
+            &ctrl(1, second),
+        ])
+        .arg("--stats-socket")
+        .arg(&stats)
+        .args(s.args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(p("stderr")).unwrap());
         if let Some(n) = s.nofile {
             // SAFETY: setrlimit only, between fork and exec.
             unsafe {

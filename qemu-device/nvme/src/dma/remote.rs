@@ -1,0 +1,175 @@
+//! DMA into sections the client mapped without a file descriptor. With the
+//! launcher's `memory-backend-memfd,share=on` every guest RAM map carries
+//! its memfd, so an fd-less map is never guest RAM: QEMU sends one for a
+//! BAR it maps directly (a ram-device region), which behind a guest IOMMU
+//! is how a peer controller's CMB arrives (an IOVA, one IOMMU page, nothing
+//! naming the BAR). Only QEMU can reach it (DMA_READ/DMA_WRITE); but every
+//! CMB it could be is a memfd this process owns, so one message finds which
+//! CMB page it is, and the DMA then moves straight in that memory, counted
+//! as that CMB's bytes:
+//! - a section the device may write: DMA_WRITE a nonce into the range
+//!   (the command is about to write there anyway), then look for it;
+//! - a read-only one (the kernel maps DMA_TO_DEVICE buffers without write
+//!   permission): DMA_READ the range, then look for its bytes.
+//!
+//! The candidates are the pages of the group's other controllers' CMBs (a
+//! controller reaches its own CMB by bus address, never through an IOVA).
+//! One match: the answer is kept with the section until its DMA_UNMAP.
+//! Several matches of a read probe, all in one controller's CMB (a page of
+//! zeros): the bytes are the same in each, so this DMA reads one of them,
+//! counted as that controller's, and the next asks again. Otherwise
+//! (content found nowhere, or in several controllers' CMBs; a client that
+//! does not answer) the DMA faults: the command fails with Data Transfer
+//! Error, and nothing is ever counted as a CMB it might not be.
+
+use super::guest_ram::{Found, Use};
+use super::{Dma, DmaFault, Mapping, Target};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a probe waits for QEMU (its own requests wait 5 s).
+const PROBE_WAIT: Duration = Duration::from_secs(2);
+/// Guest IOMMU page: an fd-less section starts on one, in the BAR too.
+const PAGE: usize = 4096;
+/// Bytes of a write probe.
+const NONCE: usize = 16;
+/// Shortest content a read probe may identify a page by.
+const MIN_PROBE: usize = 8;
+
+impl Dma<'_> {
+    /// Where [addr, addr+len) of an fd-less section is: the CMB, its
+    /// mapping and the offset of `addr` in it.
+    pub(super) fn locate_fdless(
+        &self,
+        addr: u64,
+        len: usize,
+        how: Use,
+    ) -> Result<(Target, Arc<Mapping>, usize), DmaFault> {
+        let s = self.ram.fdless(addr, len as u64, how).ok_or(DmaFault)?;
+        // In the section (fdless checked it): rel + len <= size.
+        let rel = usize::try_from(addr - s.iova).map_err(|_| DmaFault)?;
+        let size = usize::try_from(s.size).map_err(|_| DmaFault)?;
+        let found = match s.found.get() {
+            Some(f) => f.clone(),
+            None => match self.probe(addr, len, rel, size, how)? {
+                Place::Unique(f) => s.found.get_or_init(|| f).clone(),
+                Place::SameBytes(f) => f,
+            },
+        };
+        let off = found.base.checked_add(rel).ok_or(DmaFault)?;
+        let t = if found.ctrl == self.ctrl {
+            Target::OwnCmb
+        } else {
+            Target::PeerCmb(found.ctrl)
+        };
+        Ok((t, found.mem, off))
+    }
+
+    /// Asks QEMU about the range once and finds the CMB page it is.
+    fn probe(
+        &self,
+        addr: u64,
+        len: usize,
+        rel: usize,
+        size: usize,
+        how: Use,
+    ) -> Result<Place, DmaFault> {
+        let client = self.ram.client().ok_or(DmaFault)?;
+        let fail = |why: String| {
+            log::debug!(
+                "controller {}: DMA at {addr:#x} (a map without fd): {why}",
+                self.ctrl
+            );
+            DmaFault
+        };
+        let bytes = match how {
+            Use::Write => {
+                let n = len.min(NONCE);
+                let nonce = &nonce(addr)[..n];
+                client
+                    .dma_write(addr, nonce, PROBE_WAIT)
+                    .map_err(|e| fail(format!("DMA_WRITE probe: {e}")))?;
+                nonce.to_vec()
+            }
+            Use::Read | Use::Locate => {
+                // The whole range: a page of it proves the place of a
+                // unique match, but "the same bytes elsewhere" must hold
+                // for every byte this DMA reads.
+                let mut b = vec![0u8; len];
+                client
+                    .dma_read(addr, &mut b, PROBE_WAIT)
+                    .map_err(|e| fail(format!("DMA_READ probe: {e}")))?;
+                b
+            }
+        };
+        if bytes.len() < MIN_PROBE {
+            return Err(fail(format!(
+                "{} bytes cannot identify a page",
+                bytes.len()
+            )));
+        }
+        let (first, hits, ctrls) = self.find(rel, size, &bytes);
+        match first {
+            Some(f) if hits == 1 => Ok(Place::Unique(f)),
+            Some(f) if ctrls == 1 && how != Use::Write => Ok(Place::SameBytes(f)),
+            _ => Err(fail(format!(
+                "its content is in {hits} places of {ctrls} peer CMBs of this group, not one"
+            ))),
+        }
+    }
+
+    /// The page-aligned places of the peers' CMBs where a section of
+    /// `size` bytes holds `bytes` at `rel`: the first, how many (counted up
+    /// to 2 per CMB), and in how many controllers' CMBs.
+    fn find(&self, rel: usize, size: usize, bytes: &[u8]) -> (Option<Found>, usize, usize) {
+        let windows = self.cmbs.read().unwrap_or_else(|e| e.into_inner());
+        let (mut first, mut hits, mut ctrls) = (None, 0usize, 0usize);
+        for w in windows
+            .iter()
+            .filter(|w| !w.unreachable && w.ctrl != self.ctrl)
+        {
+            let before = hits;
+            let mut base = 0usize;
+            // Two places in one CMB already say "not unique": stop there.
+            while hits - before < 2 && base.checked_add(size).is_some_and(|e| e <= w.mem.len()) {
+                if w.mem.holds(base + rel, bytes) {
+                    hits += 1;
+                    first.get_or_insert_with(|| Found {
+                        ctrl: w.ctrl,
+                        mem: w.mem.clone(),
+                        base,
+                    });
+                }
+                base += PAGE;
+            }
+            ctrls += usize::from(hits > before);
+        }
+        (first, hits, ctrls)
+    }
+}
+
+/// Where a probe put a section.
+enum Place {
+    /// The one place: kept for the section's life.
+    Unique(Found),
+    /// One of several places of one controller's CMB holding the same
+    /// bytes: right for this read only.
+    SameBytes(Found),
+}
+
+/// 16 bytes no guest writes by chance: a process-wide counter and the
+/// address, mixed (splitmix64).
+fn nonce(addr: u64) -> [u8; NONCE] {
+    static NEXT: AtomicU64 = AtomicU64::new(0x7032_706e_766d_6500);
+    let mix = |mut z: u64| {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let n = NEXT.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+    let mut out = [0u8; NONCE];
+    out[..8].copy_from_slice(&mix(n).to_le_bytes());
+    out[8..].copy_from_slice(&mix(n ^ addr).to_le_bytes());
+    out
+}
