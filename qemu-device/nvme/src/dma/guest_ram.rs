@@ -195,14 +195,7 @@ impl GuestRam {
     pub(super) fn fdless(&self, addr: u64, len: u64, how: Use) -> Option<FdLess> {
         let end = addr.checked_add(len)?;
         let sections = self.sections.read().unwrap_or_else(|e| e.into_inner());
-        let s = sections
-            .iter()
-            .find(|s| s.iova <= addr && s.iova.checked_add(s.size).is_some_and(|e| end <= e))?;
-        let allowed = match how {
-            Use::Locate => true,
-            Use::Read => s.prot.read,
-            Use::Write => s.prot.write,
-        };
+        let (s, allowed) = holding(&sections, addr, end, how)?;
         (s.region.is_none() && allowed).then(|| FdLess {
             iova: s.iova,
             size: s.size,
@@ -341,14 +334,7 @@ impl GuestRam {
     ) -> Option<R> {
         let end = addr.checked_add(len)?;
         let sections = self.sections.read().unwrap_or_else(|e| e.into_inner());
-        let s = sections
-            .iter()
-            .find(|s| s.iova <= addr && s.iova.checked_add(s.size).is_some_and(|e| end <= e))?;
-        let allowed = match how {
-            Use::Locate => true,
-            Use::Read => s.prot.read,
-            Use::Write => s.prot.write,
-        };
+        let (s, allowed) = holding(&sections, addr, end, how)?;
         if !allowed {
             log::debug!(
                 "DMA {how:?} of {len} bytes at {addr:#x}: the section at {:#x} does not allow it ({:?})",
@@ -368,6 +354,19 @@ impl GuestRam {
 }
 
 /// Removes the sections overlapping [iova, iova+size) and returns them.
+/// The section holding [addr, end), and whether it allows `how`.
+fn holding(sections: &[Section], addr: u64, end: u64, how: Use) -> Option<(&Section, bool)> {
+    let s = sections
+        .iter()
+        .find(|s| s.iova <= addr && s.iova.checked_add(s.size).is_some_and(|e| end <= e))?;
+    let allowed = match how {
+        Use::Locate => true,
+        Use::Read => s.prot.read,
+        Use::Write => s.prot.write,
+    };
+    Some((s, allowed))
+}
+
 fn take_overlapping(sections: &mut Vec<Section>, iova: u64, size: u64) -> Vec<Section> {
     let end = iova.saturating_add(size);
     let (gone, kept) = std::mem::take(sections)
