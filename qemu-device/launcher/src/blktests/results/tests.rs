@@ -152,13 +152,7 @@ fn all_passed_or_not_run_alike_is_the_only_success() {
     write(d.path(), "nvme0n1/block/003", "status\tpass\n");
     write(d.path(), "nvme1n1/block/004", "status\tnot run\n");
     write(d.path(), "nvme0n1/block/004", "status\tnot run\n");
-    let rows = collect(
-        &names(&["block/003", "block/004"]),
-        BOTH,
-        d.path(),
-        &devices(),
-        "",
-    );
+    let rows = both_003_004(d.path());
     assert_eq!(verdict(&rows), None);
     junit_has(
         &rows,
@@ -169,13 +163,7 @@ fn all_passed_or_not_run_alike_is_the_only_success() {
     );
     // Not run on one device but passed on the other is a difference.
     write(d.path(), "nvme0n1/block/004", "status\tpass\n");
-    let rows = collect(
-        &names(&["block/003", "block/004"]),
-        BOTH,
-        d.path(),
-        &devices(),
-        "",
-    );
+    let rows = both_003_004(d.path());
     assert!(verdict(&rows)
         .unwrap()
         .contains("block/004 (p2pnvme not run, qemu pass)"));
@@ -201,4 +189,15 @@ fn junit_has(rows: &Rows, needles: &[&str]) {
     for n in needles {
         assert!(junit.contains(n), "{n} not in {junit}");
     }
+}
+
+/// block/003 and block/004 on both devices, from the result files in `dir`.
+fn both_003_004(dir: &Path) -> Rows {
+    collect(
+        &names(&["block/003", "block/004"]),
+        BOTH,
+        dir,
+        &devices(),
+        "",
+    )
 }
