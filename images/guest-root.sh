@@ -33,6 +33,11 @@ if mount -t virtiofs -o ro "$root_tag" /.root-ro; then
 			mkdir -p "$newroot/lib/modules/$release"
 			mount --bind "/lib/modules/$release" "$newroot/lib/modules/$release"
 		fi
+		# The running kernel's options, where the root has none for it.
+		if [ -e "/boot/config-$release" ] && [ ! -e "$newroot/boot/config-$release" ]; then
+			mkdir -p "$newroot/boot"
+			cp "/boot/config-$release" "$newroot/boot/"
+		fi
 		for t in p2pcopy p2pnvme-host; do
 			[ -e "/usr/bin/$t" ] && cp "/usr/bin/$t" "$newroot/usr/local/bin/$t"
 		done

@@ -79,6 +79,13 @@ pub fn guest_initrd(
     if let Some(staged) = &kernel.modules {
         ov.add_tree(staged, "")?;
     }
+    // Where tools look for the running kernel's options (blktests'
+    // _have_kernel_option, ...): the build tree's configuration.
+    if let crate::kernel::KernelBuild::Tree(tree) = &kernel.build {
+        if let Ok(config) = fs::read(tree.join(".config")) {
+            ov.add(format!("boot/config-{}", kernel.release), 0o644, config);
+        }
+    }
     if with_driver {
         if let Some(ko) = guest_module(image, kernel, &src.join("guest-driver/module"))? {
             crate::modcheck::check(&ko, &kernel.release)?;
