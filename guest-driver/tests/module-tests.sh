@@ -1,5 +1,5 @@
 #!/bin/sh
-# Guest-side tests of the p2pcopy module and CLI (issue 5), run by
+# Guest-side tests of the p2pcopy module and CLI, run by
 # ci/tests/module.rs. Needs two controllers with two namespaces each.
 # Usage: module-tests.sh SERIAL_A SERIAL_B
 set -u
