@@ -76,8 +76,31 @@ pub struct ControllerConfig {
     /// `irq_moderation_us`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moderation_us: Option<u64>,
+    /// What a DMA to an address no DMA_MAP announced does (absent: off).
+    #[serde(default, skip_serializing_if = "UnannouncedDma::is_off")]
+    pub unannounced_dma: UnannouncedDma,
     /// Namespaces, nsid 1.. in order.
     pub namespaces: Vec<NamespaceConfig>,
+}
+
+/// How a controller treats a DMA range that lies in no DMA_MAP section.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnannouncedDma {
+    /// Data Transfer Error at once (the default).
+    #[default]
+    Off,
+    /// Ask the client (DMA_READ/DMA_WRITE, which QEMU performs through
+    /// the guest IOMMU) which peer CMB page it is, per command, as for a
+    /// map without fd. For virtio-iommu, which announces no MMIO mapping.
+    Probe,
+}
+
+impl UnannouncedDma {
+    /// The default: no probing.
+    pub fn is_off(&self) -> bool {
+        *self == UnannouncedDma::Off
+    }
 }
 
 /// The interrupt capability a controller offers.
@@ -116,6 +139,7 @@ impl ControllerConfig {
             irq: Irq::Msix,
             poll_us: None,
             moderation_us: None,
+            unannounced_dma: UnannouncedDma::Off,
             namespaces,
         }
     }
@@ -224,6 +248,7 @@ mod tests {
             irq: Irq::Msi,
             poll_us: Some(5),
             moderation_us: None,
+            unannounced_dma: UnannouncedDma::Probe,
             namespaces: vec![NamespaceConfig {
                 file: "/tmp/a dir,x=y:z/ns.img".into(),
                 size: 1 << 20,
@@ -232,6 +257,17 @@ mod tests {
         }]);
         c.faults.push("op=read,nth=2,status=0x281".into());
         assert_eq!(DeviceConfig::from_json(&c.to_json()).unwrap(), c);
+    }
+
+    #[test]
+    fn unannounced_dma_is_off_when_absent_and_reads_probe() {
+        let base = r#"{"version":1,"controllers":[{"socket":"/s","namespaces":[]}]}"#;
+        let c = DeviceConfig::from_json(base).unwrap();
+        assert_eq!(c.controllers[0].unannounced_dma, UnannouncedDma::Off);
+        assert!(!c.to_json().contains("unannounced_dma"));
+        let on = base.replace(r#""/s","#, r#""/s","unannounced_dma":"probe","#);
+        let c = DeviceConfig::from_json(&on).unwrap();
+        assert_eq!(c.controllers[0].unannounced_dma, UnannouncedDma::Probe);
     }
 
     #[test]

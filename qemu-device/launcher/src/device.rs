@@ -2,6 +2,7 @@
 //! controllers over vfio-user, plus its stats socket.
 
 use crate::procs::Helper;
+use crate::vm::Iommu;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -38,6 +39,9 @@ pub struct DeviceConfig<'a> {
     pub trace: Option<&'a Path>,
     /// Controllers that interrupt by MSI instead of MSI-X (`irq=msi`).
     pub msi: &'a [usize],
+    /// The guest's IOMMU: under virtio-iommu every controller probes DMA to
+    /// addresses no DMA_MAP announced (QEMU announces no MMIO mapping).
+    pub iommu: Iommu,
 }
 
 /// The document the device process reads: every path travels as a JSON
@@ -65,6 +69,9 @@ fn document(cfg: &DeviceConfig) -> p2pnvme_device::DeviceConfig {
             }
             ctrl.poll_us = Some(per_controller(cfg.poll_us, i));
             ctrl.moderation_us = Some(per_controller(cfg.irq_moderation_us, i));
+            if cfg.iommu == Iommu::Virtio {
+                ctrl.unannounced_dma = p2pnvme_device::UnannouncedDma::Probe;
+            }
             ctrl
         })
         .collect();
@@ -127,6 +134,7 @@ mod tests {
             faults: &["ctrl=1,op=read,never".into()],
             trace: None,
             msi: &[1],
+            iommu: Iommu::Amd,
         };
         let doc = document(&cfg);
         let read = p2pnvme_device::DeviceConfig::from_json(&doc.to_json()).unwrap();
@@ -139,5 +147,41 @@ mod tests {
         assert_eq!(specs[0].irq, p2pnvme_device::IrqMode::Msix);
         assert_eq!((specs[0].poll_us, specs[1].poll_us), (200, 200));
         assert_eq!((specs[0].moderation_us, specs[1].moderation_us), (30, 0));
+        assert!(specs
+            .iter()
+            .all(|s| s.unannounced_dma == p2pnvme_device::UnannouncedDma::Off));
+    }
+
+    #[test]
+    fn every_controller_probes_unannounced_dma_only_under_virtio_iommu() {
+        let controllers: Vec<Controller> = (0..2)
+            .map(|i| Controller {
+                socket: format!("/r/nvme{i}.sock").into(),
+                namespaces: vec![format!("/r/ns{i}.img").into()],
+            })
+            .collect();
+        for (iommu, want) in [
+            (Iommu::None, p2pnvme_device::UnannouncedDma::Off),
+            (Iommu::Intel, p2pnvme_device::UnannouncedDma::Off),
+            (Iommu::Amd, p2pnvme_device::UnannouncedDma::Off),
+            (Iommu::Virtio, p2pnvme_device::UnannouncedDma::Probe),
+        ] {
+            let cfg = DeviceConfig {
+                controllers: &controllers,
+                cmb_mib: 16,
+                ns_size: 1 << 20,
+                lba: 512,
+                poll_us: &[],
+                irq_moderation_us: &[],
+                stats_socket: Path::new("/r/stats.sock"),
+                faults: &[],
+                trace: None,
+                msi: &[],
+                iommu,
+            };
+            let read = p2pnvme_device::DeviceConfig::from_json(&document(&cfg).to_json()).unwrap();
+            let specs = p2pnvme_device::validate_config(&read).unwrap();
+            assert!(specs.iter().all(|s| s.unannounced_dma == want), "{iommu:?}");
+        }
     }
 }

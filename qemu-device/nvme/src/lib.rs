@@ -66,7 +66,9 @@ pub use config::{
 pub use controller::regs::RegMirror;
 pub use error::Error;
 pub use irq_mode::IrqMode;
-pub use p2pnvme_docs::device_config::{ControllerConfig, DeviceConfig, Irq, NamespaceConfig};
+pub use p2pnvme_docs::device_config::{
+    ControllerConfig, DeviceConfig, Irq, NamespaceConfig, UnannouncedDma,
+};
 
 /// Serves every configured controller until SIGTERM or SIGINT, with the
 /// default per-client limits.
@@ -123,6 +125,7 @@ pub fn run_config(cfg: DeviceConfig) -> Result<()> {
         ctrl.trace = tracer.clone();
         ctrl.ram
             .set_limit(usize::try_from(cfg.max_dma_maps).unwrap_or(usize::MAX));
+        ctrl.ram.set_unannounced(s.unannounced_dma);
         let server = p2pnvme_vfio_user::Server::bind(&s.socket).map_err(|source| Error::Serve {
             socket: s.socket.clone(),
             source,

@@ -9,13 +9,12 @@
 
 mod common;
 
+use common::qemu::{complete, serve, stats};
 use common::{Device, Start};
 use p2pnvme_device::testhost::{rw_command, SocketHost, DATA};
-use p2pnvme_vfio_user::build::{self, ReplyMsg};
+use p2pnvme_vfio_user::build;
 use p2pnvme_vfio_user::wire::{cmd, dma, DmaRw};
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::FileExt;
-use std::time::{Duration, Instant};
 
 /// The IOVAs of the fd-less maps (one guest IOMMU page each).
 const WRITABLE: u64 = 0x10_0000_0000;
@@ -26,54 +25,6 @@ const PAGE_W: u64 = 5 * 4096;
 const PAGE_R: u64 = 9 * 4096;
 const PAGE_Z: u64 = 12 * 4096;
 const DATA_TRANSFER_ERROR: (u8, u8) = (0, 4);
-
-fn stats(d: &Device) -> serde_json::Value {
-    let mut s = std::os::unix::net::UnixStream::connect(&d.stats).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"get\n").unwrap();
-    let mut line = String::new();
-    BufReader::new(s).read_line(&mut line).unwrap();
-    serde_json::from_str(&line).unwrap()
-}
-
-/// Plays QEMU for one request of the device: DMA_WRITE lands in, DMA_READ
-/// reads from, `cmb` at `page` (the CMB page the IOVA maps to).
-fn serve(h: &SocketHost, cmb: &std::fs::File, iova_page: u64, page: u64) -> ReplyMsg {
-    let req = h.client.next_request();
-    let rw = DmaRw::parse(&req.payload).expect("DmaRw");
-    let at = page + (rw.offset - iova_page);
-    match req.header.command {
-        cmd::DMA_WRITE => {
-            cmb.write_all_at(&req.payload[DmaRw::SIZE..], at).unwrap();
-            h.client.answer(&req.header, &[]);
-        }
-        cmd::DMA_READ => {
-            let mut data = vec![0u8; rw.count as usize];
-            cmb.read_exact_at(&mut data, at).unwrap();
-            let mut reply = vec![];
-            rw.write(&mut reply);
-            reply.extend(data);
-            h.client.answer(&req.header, &reply);
-        }
-        c => panic!("unexpected request {c}"),
-    }
-    req
-}
-
-fn complete(h: &mut SocketHost, d: &mut Device) -> (u8, u8) {
-    let start = Instant::now();
-    loop {
-        if let Some(c) = h.reap_io().first() {
-            return (c.sct, c.sc);
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no completion: {}",
-            d.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
 
 #[test]
 fn dma_through_a_map_without_fd_reaches_the_peer_cmb_it_is_and_counts_as_that_peer() {

@@ -44,6 +44,7 @@ impl Session {
                 faults: &self.opts.faults,
                 trace: self.opts.trace.as_deref(),
                 msi: &msi,
+                iommu: self.opts.iommu,
             };
             let h = device::start(&cfg, self.run_file("device.log"))?;
             self.helpers.push(h);

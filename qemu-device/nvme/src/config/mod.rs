@@ -10,7 +10,9 @@
 mod validate;
 
 use crate::error::{config_bail as bail, io, Error, Result};
-use p2pnvme_docs::device_config::{ControllerConfig, DeviceConfig, Irq, NamespaceConfig};
+use p2pnvme_docs::device_config::{
+    ControllerConfig, DeviceConfig, Irq, NamespaceConfig, UnannouncedDma,
+};
 use p2pnvme_docs::kv::{self, Key};
 use std::path::PathBuf;
 
@@ -34,12 +36,14 @@ pub struct DeviceArgs {
     /// (`,,` is a comma inside PATH).
     #[arg(long)]
     pub namespace: Vec<String>,
-    /// A controller: socket=PATH[,cmb-mib=M][,serial=S][,group=NAME][,irq=msix|msi][,poll-us=US][,moderation-us=US],ns=FILE:SIZE[:LBA][,ns=...]
+    /// A controller: socket=PATH[,cmb-mib=M][,serial=S][,group=NAME][,irq=msix|msi][,poll-us=US][,moderation-us=US][,unannounced-dma=off|probe],ns=FILE:SIZE[:LBA][,ns=...]
     /// (`,,` is a comma inside a value). `irq=msi` offers plain MSI instead
     /// of MSI-X (QEMU 11.1 can hot-unplug only such a controller). `poll-us`
     /// and `moderation-us` override --poll-us and --irq-moderation-us for
     /// this controller. Controllers of one group (one VM) reach each other's
     /// CMBs; the default group is shared by every controller of the process.
+    /// `unannounced-dma=probe` places DMA to an address no DMA_MAP announced
+    /// by asking the client, as for a map without fd (for virtio-iommu).
     #[arg(long)]
     pub controller: Vec<String>,
     /// Unix socket serving the counters as JSON (`get`, `reset`).
@@ -83,6 +87,7 @@ const CONTROLLER_KEYS: &[Key] = &[
     Key::value("irq"),
     Key::value("poll-us"),
     Key::value("moderation-us"),
+    Key::value("unannounced-dma"),
     Key::repeated("ns"),
 ];
 
@@ -179,6 +184,15 @@ fn controller_flag(text: &str) -> Result<ControllerConfig> {
                     "msix" => Irq::Msix,
                     "msi" => Irq::Msi,
                     _ => bail!("bad irq '{v}': use irq=msix or irq=msi"),
+                }
+            }
+            "unannounced-dma" => {
+                c.unannounced_dma = match v.as_str() {
+                    "off" => UnannouncedDma::Off,
+                    "probe" => UnannouncedDma::Probe,
+                    _ => bail!(
+                    "bad unannounced-dma '{v}': use unannounced-dma=off or unannounced-dma=probe"
+                ),
                 }
             }
             "poll-us" => c.poll_us = Some(number(key, &v, "a number of microseconds")?),

@@ -1,6 +1,6 @@
 use super::{parse_size, validate, DeviceArgs, Limits};
 use crate::irq_mode::IrqMode;
-use p2pnvme_docs::device_config::DeviceConfig;
+use p2pnvme_docs::device_config::{DeviceConfig, UnannouncedDma};
 
 fn args(controller: &[&str]) -> DeviceArgs {
     DeviceArgs {
@@ -76,7 +76,7 @@ fn list_errors_name_the_key_and_the_accepted_keys() {
     assert_eq!(
         e.to_string(),
         "--controller 'socket=/tmp/a,colour=red,ns=/tmp/a.img:1M': unknown key 'colour': use one of \
-         socket=, cmb-mib=, serial=, group=, irq=, poll-us=, moderation-us=, ns="
+         socket=, cmb-mib=, serial=, group=, irq=, poll-us=, moderation-us=, unannounced-dma=, ns="
     );
     let a = DeviceArgs {
         socket: Some("/t/s".into()),
@@ -182,4 +182,20 @@ fn sizes() {
 fn the_default_document_polls_as_the_flags_default() {
     let cfg = DeviceConfig::new(vec![]);
     assert_eq!(cfg.poll_us, super::DEFAULT_POLL_US);
+}
+
+#[test]
+fn unannounced_dma_is_off_unless_a_controller_asks_to_probe() {
+    let s = specs(&args(&[
+        "socket=/t/a,ns=/t/a.img:1M",
+        "socket=/t/b,unannounced-dma=probe,ns=/t/b.img:1M",
+    ]))
+    .unwrap();
+    assert_eq!(s[0].unannounced_dma, UnannouncedDma::Off);
+    assert_eq!(s[1].unannounced_dma, UnannouncedDma::Probe);
+    let e = specs(&args(&["socket=/t/a,unannounced-dma=yes,ns=/t/a.img:1M"])).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "bad unannounced-dma 'yes': use unannounced-dma=off or unannounced-dma=probe"
+    );
 }

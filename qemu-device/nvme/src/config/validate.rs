@@ -5,7 +5,9 @@
 use crate::error::{config_bail as bail, Error, Result};
 use crate::faults::Rule;
 use crate::irq_mode::IrqMode;
-use p2pnvme_docs::device_config::{DeviceConfig, NamespaceConfig, DEVICE_CONFIG_VERSION};
+use p2pnvme_docs::device_config::{
+    DeviceConfig, NamespaceConfig, UnannouncedDma, DEVICE_CONFIG_VERSION,
+};
 use std::path::PathBuf;
 
 /// Largest --poll-us / poll-us=.
@@ -45,6 +47,8 @@ pub struct CtrlSpec {
     pub poll_us: u64,
     /// Interrupt moderation in µs (0: off).
     pub moderation_us: u64,
+    /// DMA to an address no DMA_MAP announced: probe it or fail at once.
+    pub unannounced_dma: UnannouncedDma,
     /// Namespaces, nsid 1.. in order (at least one).
     pub namespaces: Vec<NsSpec>,
 }
@@ -135,6 +139,7 @@ pub fn validate(cfg: &DeviceConfig) -> Result<Vec<CtrlSpec>> {
                 Some(v) => micros("moderation-us", v, MAX_MODERATION_US)?,
                 None => moderation,
             },
+            unannounced_dma: c.unannounced_dma,
             namespaces: c.namespaces.iter().map(namespace).collect::<Result<_>>()?,
         });
     }

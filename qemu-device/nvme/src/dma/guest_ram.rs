@@ -11,6 +11,7 @@
 //! for the DMAs still using it, it revokes them (see [`RamMap::revoke`]).
 
 use super::{sigbus, Mapping};
+use p2pnvme_docs::device_config::UnannouncedDma;
 use p2pnvme_vfio_user::ClientRequests;
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -159,6 +160,9 @@ pub struct GuestRam {
     /// Requests to the current client (DMA_READ/DMA_WRITE), for fd-less
     /// sections.
     client: RwLock<Option<ClientRequests>>,
+    /// DMA to a range in no section asks the client where it is
+    /// (`unannounced_dma: probe`, see `dma/remote.rs`).
+    probe_unannounced: AtomicBool,
 }
 
 impl Default for GuestRam {
@@ -168,6 +172,7 @@ impl Default for GuestRam {
             limit: AtomicUsize::new(DEFAULT_MAX_DMA_MAPS),
             lost: Arc::default(),
             client: RwLock::default(),
+            probe_unannounced: AtomicBool::new(false),
         }
     }
 }
@@ -176,6 +181,29 @@ impl GuestRam {
     /// Sets the most sections one client may hold (`--max-dma-maps`).
     pub fn set_limit(&self, n: usize) {
         self.limit.store(n, Ordering::Relaxed);
+    }
+
+    /// Whether a DMA to a range in no section is probed through the client
+    /// (else it faults at once).
+    pub fn set_unannounced(&self, how: UnannouncedDma) {
+        let on = how == UnannouncedDma::Probe;
+        self.probe_unannounced.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether unannounced ranges are probed.
+    pub(super) fn probes_unannounced(&self) -> bool {
+        self.probe_unannounced.load(Ordering::Relaxed)
+    }
+
+    /// Whether no byte of [addr, addr+len) lies in a section.
+    pub(super) fn unannounced(&self, addr: u64, len: u64) -> bool {
+        let Some(end) = addr.checked_add(len) else {
+            return false;
+        };
+        let sections = self.sections.read().unwrap_or_else(|e| e.into_inner());
+        !sections
+            .iter()
+            .any(|s| s.iova < end && addr < s.iova.saturating_add(s.size))
     }
 
     /// The current client's request handle (None: no client).
@@ -299,10 +327,12 @@ impl GuestRam {
     }
 
     /// [addr, addr+len) as runs that each lie in one section, in order;
-    /// None when some byte of it is in no section. Under a guest IOMMU each
-    /// IOMMU mapping is its own section, so memory that is contiguous for
-    /// the device (in IOVA) lies in several, scattered in host memory.
-    pub(super) fn runs(&self, addr: u64, len: u64) -> Option<Vec<(u64, u64)>> {
+    /// None when some byte of it is in no section, unless `page` is given:
+    /// then bytes in no section run to the next multiple of `page` (or
+    /// section). Under a guest IOMMU each IOMMU mapping is its own section,
+    /// so memory that is contiguous for the device (in IOVA) lies in
+    /// several, scattered in host memory.
+    pub(super) fn runs(&self, addr: u64, len: u64, page: Option<u64>) -> Option<Vec<(u64, u64)>> {
         let end = addr.checked_add(len)?;
         let sections = self.sections.read().unwrap_or_else(|e| e.into_inner());
         let mut out = vec![];
@@ -310,8 +340,17 @@ impl GuestRam {
         while at < end {
             let s = sections
                 .iter()
-                .find(|s| s.iova <= at && at < s.iova.saturating_add(s.size))?;
-            let stop = s.iova.saturating_add(s.size).min(end);
+                .find(|s| s.iova <= at && at < s.iova.saturating_add(s.size));
+            let stop = match (s, page) {
+                (Some(s), _) => s.iova.saturating_add(s.size),
+                (None, None) => return None,
+                (None, Some(p)) => {
+                    let next = sections.iter().map(|s| s.iova).filter(|&i| i > at);
+                    let page_end = (at / p).saturating_add(1).saturating_mul(p);
+                    next.fold(page_end, u64::min)
+                }
+            }
+            .min(end);
             out.push((at, stop - at));
             at = stop;
         }

@@ -94,7 +94,8 @@ impl<'a> Dma<'a> {
         if in_cmb || len == 0 {
             return Ok(whole);
         }
-        let Some(runs) = self.ram.runs(addr, len as u64) else {
+        let page = self.ram.probes_unannounced().then_some(remote::PAGE as u64);
+        let Some(runs) = self.ram.runs(addr, len as u64, page) else {
             return Ok(whole); // `with` refuses it
         };
         let mut off = 0usize;
@@ -149,7 +150,10 @@ impl<'a> Dma<'a> {
         // Not guest RAM we map: perhaps a section QEMU gave without fd, a
         // CMB of this group behind a guest IOMMU (`remote`).
         let f = f.ok_or(DmaFault)?;
-        let (t, mem, off) = self.locate_fdless(addr, len, how)?;
+        let (t, mem, off) = match self.locate_unannounced(addr, len, how) {
+            Some(placed) => placed?,
+            None => self.locate_fdless(addr, len, how)?,
+        };
         let p = mem.at(off, len).ok_or(DmaFault)?;
         Ok((t, f(p, Holder::Cmb(&mem))))
     }

@@ -21,6 +21,16 @@
 //! (content found nowhere, or in several controllers' CMBs; a client that
 //! does not answer) the DMA faults: the command fails with Data Transfer
 //! Error, and nothing is ever counted as a CMB it might not be.
+//!
+//! Addresses no DMA_MAP announced (`unannounced_dma: probe`): QEMU's
+//! virtio-iommu passes on no mapping the guest flags MMIO, so a peer CMB
+//! page behind it is an IOVA in no section; QEMU still performs
+//! DMA_READ/DMA_WRITE through the guest's mappings. Each IOMMU page of such
+//! a range is probed the same way, on every DMA: nothing is cached, because
+//! the guest can unmap that IOVA and map it to another BAR page without any
+//! message reaching the device, so only a fresh answer from QEMU says where
+//! it is now (the probe's search of the group's CMBs costs microseconds; the
+//! message is the cost either way).
 
 use super::guest_ram::{Found, Use};
 use super::{Dma, DmaFault, Mapping, Target};
@@ -31,11 +41,14 @@ use std::time::Duration;
 /// How long a probe waits for QEMU (its own requests wait 5 s).
 const PROBE_WAIT: Duration = Duration::from_secs(2);
 /// Guest IOMMU page: an fd-less section starts on one, in the BAR too.
-const PAGE: usize = 4096;
+pub(super) const PAGE: usize = 4096;
 /// Bytes of a write probe.
 const NONCE: usize = 16;
 /// Shortest content a read probe may identify a page by.
 const MIN_PROBE: usize = 8;
+
+/// Where a range was found: the CMB, its mapping and the range's offset in it.
+pub(super) type Placed = (Target, Arc<Mapping>, usize);
 
 impl Dma<'_> {
     /// Where [addr, addr+len) of an fd-less section is: the CMB, its
@@ -45,7 +58,7 @@ impl Dma<'_> {
         addr: u64,
         len: usize,
         how: Use,
-    ) -> Result<(Target, Arc<Mapping>, usize), DmaFault> {
+    ) -> Result<Placed, DmaFault> {
         let s = self.ram.fdless(addr, len as u64, how).ok_or(DmaFault)?;
         // In the section (fdless checked it): rel + len <= size.
         let rel = usize::try_from(addr - s.iova).map_err(|_| DmaFault)?;
@@ -66,6 +79,38 @@ impl Dma<'_> {
         Ok((t, found.mem, off))
     }
 
+    /// Where [addr, addr+len) is when it lies in no section and this
+    /// controller probes such ranges (None: it does not apply); the range
+    /// must lie in one IOMMU page (`split` cuts it so).
+    pub(super) fn locate_unannounced(
+        &self,
+        addr: u64,
+        len: usize,
+        how: Use,
+    ) -> Option<Result<Placed, DmaFault>> {
+        if !self.ram.probes_unannounced() || !self.ram.unannounced(addr, len as u64) {
+            return None;
+        }
+        let rel = usize::try_from(addr % PAGE as u64).ok()?;
+        if rel.checked_add(len).is_none_or(|e| e > PAGE) {
+            log::debug!(
+                "controller {}: unannounced DMA at {addr:#x} of {len} bytes crosses a page",
+                self.ctrl
+            );
+            return Some(Err(DmaFault));
+        }
+        Some(self.probe(addr, len, rel, PAGE, how).and_then(|p| {
+            let (Place::Unique(f) | Place::SameBytes(f)) = p;
+            let off = f.base.checked_add(rel).ok_or(DmaFault)?;
+            let t = if f.ctrl == self.ctrl {
+                Target::OwnCmb
+            } else {
+                Target::PeerCmb(f.ctrl)
+            };
+            Ok((t, f.mem, off))
+        }))
+    }
+
     /// Asks QEMU about the range once and finds the CMB page it is.
     fn probe(
         &self,
@@ -78,7 +123,7 @@ impl Dma<'_> {
         let client = self.ram.client().ok_or(DmaFault)?;
         let fail = |why: String| {
             log::debug!(
-                "controller {}: DMA at {addr:#x} (a map without fd): {why}",
+                "controller {}: DMA at {addr:#x} (no fd-backed map): {why}",
                 self.ctrl
             );
             DmaFault

@@ -114,3 +114,21 @@ fn a_range_through_several_iommu_sections_is_moved_piece_by_piece() {
     assert_eq!(s["data"]["guest_ram"]["written"], 12288);
     assert_eq!(s["data"]["guest_ram"]["read"], 12288);
 }
+
+#[test]
+fn a_range_in_no_section_is_cut_at_each_iommu_page_only_when_probing() {
+    let ram = GuestRam::default();
+    ram.map(0x2000, 0x1000, None, Prot::RW).unwrap();
+    // 0x800..0x3800: unannounced, one section, unannounced again.
+    assert_eq!(ram.runs(0x800, 0x3000, None), None);
+    assert_eq!(
+        ram.runs(0x800, 0x3000, Some(0x1000)),
+        Some(vec![
+            (0x800, 0x800),
+            (0x1000, 0x1000),
+            (0x2000, 0x1000),
+            (0x3000, 0x800)
+        ])
+    );
+    assert!(ram.unannounced(0x1000, 0x1000) && !ram.unannounced(0x1800, 0x1000));
+}

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test file uses part of it
 
+pub mod qemu;
+
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -29,6 +31,9 @@ pub struct Start<'a> {
     pub dir: Option<tempfile::TempDir>,
     /// Both controllers in one peer group (default: one group each).
     pub one_group: bool,
+    /// k=v items added to both `--controller` lists (e.g.
+    /// `unannounced-dma=probe`).
+    pub ctrl_keys: &'a [&'a str],
 }
 
 impl Device {
@@ -65,11 +70,16 @@ impl Device {
         let sockets = [p("c0.sock"), p("c1.sock")];
         let stats = p("stats.sock");
         let ctrl = |i: usize, group: &str| {
-            format!(
+            let mut c = format!(
                 "socket={},group={group},serial=iso-{i},cmb-mib=2,ns={}:1M",
                 sockets[i].display(),
                 p(&format!("ns{i}.img")).display()
-            )
+            );
+            for k in s.ctrl_keys {
+                c.push(',');
+                c.push_str(k);
+            }
+            c
         };
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_p2pnvme-device"));
         let second = if s.one_group { "a" } else { "b" };

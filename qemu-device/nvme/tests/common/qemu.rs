@@ -1,0 +1,61 @@
+//! Playing QEMU's side of the device's requests (DMA_READ/DMA_WRITE),
+//! completions and counters, for tests of DMA the device places by asking
+//! the client.
+
+use super::Device;
+use p2pnvme_device::testhost::SocketHost;
+use p2pnvme_vfio_user::build::ReplyMsg;
+use p2pnvme_vfio_user::wire::{cmd, DmaRw};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::FileExt;
+use std::time::{Duration, Instant};
+
+/// The device's counters (stats socket `get`).
+pub fn stats(d: &Device) -> serde_json::Value {
+    let mut s = std::os::unix::net::UnixStream::connect(&d.stats).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"get\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    serde_json::from_str(&line).unwrap()
+}
+
+/// Plays QEMU for one request of the device: DMA_WRITE lands in, DMA_READ
+/// reads from, `cmb` at `page` (the CMB page the IOVA maps to).
+pub fn serve(h: &SocketHost, cmb: &std::fs::File, iova_page: u64, page: u64) -> ReplyMsg {
+    let req = h.client.next_request();
+    let rw = DmaRw::parse(&req.payload).expect("DmaRw");
+    let at = page + (rw.offset - iova_page);
+    match req.header.command {
+        cmd::DMA_WRITE => {
+            cmb.write_all_at(&req.payload[DmaRw::SIZE..], at).unwrap();
+            h.client.answer(&req.header, &[]);
+        }
+        cmd::DMA_READ => {
+            let mut data = vec![0u8; rw.count as usize];
+            cmb.read_exact_at(&mut data, at).unwrap();
+            let mut reply = vec![];
+            rw.write(&mut reply);
+            reply.extend(data);
+            h.client.answer(&req.header, &reply);
+        }
+        c => panic!("unexpected request {c}"),
+    }
+    req
+}
+
+/// The status of the next I/O completion (waits up to 10 s).
+pub fn complete(h: &mut SocketHost, d: &mut Device) -> (u8, u8) {
+    let start = Instant::now();
+    loop {
+        if let Some(c) = h.reap_io().first() {
+            return (c.sct, c.sc);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no completion: {}",
+            d.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
