@@ -9,11 +9,11 @@
 
 mod common;
 
-use common::qemu::{complete, serve, stats};
+use common::qemu::{a_write_of_bytes_no_cmb_holds_fails, complete, serve, stats};
 use common::{Device, Start};
 use p2pnvme_device::testhost::{rw_command, SocketHost, DATA};
 use p2pnvme_vfio_user::build;
-use p2pnvme_vfio_user::wire::{cmd, dma, DmaRw};
+use p2pnvme_vfio_user::wire::{cmd, dma};
 use std::os::unix::fs::FileExt;
 
 /// The IOVAs of the fd-less maps (one guest IOMMU page each).
@@ -24,7 +24,6 @@ const ZEROS: u64 = 0x10_0000_2000;
 const PAGE_W: u64 = 5 * 4096;
 const PAGE_R: u64 = 9 * 4096;
 const PAGE_Z: u64 = 12 * 4096;
-const DATA_TRANSFER_ERROR: (u8, u8) = (0, 4);
 
 #[test]
 fn dma_through_a_map_without_fd_reaches_the_peer_cmb_it_is_and_counts_as_that_peer() {
@@ -95,18 +94,7 @@ fn dma_through_a_map_without_fd_reaches_the_peer_cmb_it_is_and_counts_as_that_pe
 
     // Content the client answers that no CMB of the group holds (not a
     // CMB, or a lying client): not placed, not counted.
-    assert!(h.submit_io(&[rw_command(0x01, 32, 8, ZEROS, 0, false)]));
-    let req = h.client.next_request();
-    let rw = DmaRw::parse(&req.payload).unwrap();
-    let mut reply = vec![];
-    rw.write(&mut reply);
-    reply.extend((0..rw.count).map(|i| (i * 13 + 5) as u8));
-    h.client.answer(&req.header, &reply);
-    assert_eq!(
-        complete(&mut h, &mut d),
-        DATA_TRANSFER_ERROR,
-        "content found nowhere"
-    );
+    a_write_of_bytes_no_cmb_holds_fails(&mut h, &mut d, 32, ZEROS);
 
     let s = stats(&d);
     let data = &s["controllers"][0]["data"];

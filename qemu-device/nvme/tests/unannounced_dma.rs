@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::qemu::{complete, serve, stats};
+use common::qemu::{a_write_of_bytes_no_cmb_holds_fails, complete, serve, stats};
 use common::{Device, Start};
 use p2pnvme_device::testhost::{rw_command, SocketHost, DATA};
 use p2pnvme_vfio_user::wire::{cmd, DmaRw};
@@ -88,18 +88,7 @@ fn an_unannounced_iova_is_placed_in_the_peer_cmb_per_page_when_probing_is_on() {
     assert!(got == unique, "the peer CMB page reached the namespace");
 
     // Content no CMB of the group holds: not placed, not counted.
-    assert!(h.submit_io(&[rw_command(0x01, 40, 8, IOVA, 0, false)]));
-    let req = h.client.next_request();
-    let rw = DmaRw::parse(&req.payload).unwrap();
-    let mut reply = vec![];
-    rw.write(&mut reply);
-    reply.extend((0..rw.count).map(|i| (i * 13 + 5) as u8));
-    h.client.answer(&req.header, &reply);
-    assert_eq!(
-        complete(&mut h, &mut d),
-        DATA_TRANSFER_ERROR,
-        "content found nowhere"
-    );
+    a_write_of_bytes_no_cmb_holds_fails(&mut h, &mut d, 40, IOVA);
 
     let s = stats(&d);
     let data = &s["controllers"][0]["data"];

@@ -59,3 +59,28 @@ pub fn complete(h: &mut SocketHost, d: &mut Device) -> (u8, u8) {
         std::thread::sleep(Duration::from_millis(2));
     }
 }
+
+/// A write (`slba`, 8 blocks) whose data the client answers a probe of
+/// with bytes no CMB of the group holds (not a CMB, or a lying client):
+/// not placed, not counted, Data Transfer Error.
+pub fn a_write_of_bytes_no_cmb_holds_fails(
+    h: &mut SocketHost,
+    d: &mut Device,
+    slba: u64,
+    addr: u64,
+) {
+    assert!(h.submit_io(&[p2pnvme_device::testhost::rw_command(
+        0x01, slba, 8, addr, 0, false
+    )]));
+    let req = h.client.next_request();
+    let rw = DmaRw::parse(&req.payload).unwrap();
+    let mut reply = vec![];
+    rw.write(&mut reply);
+    reply.extend((0..rw.count).map(|i| (i * 13 + 5) as u8));
+    h.client.answer(&req.header, &reply);
+    assert_eq!(
+        complete(h, d),
+        (0, 4),
+        "content found nowhere: Data Transfer Error"
+    );
+}
