@@ -103,8 +103,9 @@ impl Session {
         // timer check and panics; tsc=reliable: TCG's TSC is the host's, so
         // skip the clocksource watchdog and its wait (ci/bench/boot).
         // log_buf_len: the kernel's log since the command started is the
-        // evidence of its health; the default 128 KiB (1 MiB costs 4.5 MiB of guest RAM with its metadata) wrapped under the
-        // debug kernel's reports, leaving a taint without its report.
+        // evidence of its health; the default 128 KiB wrapped under the
+        // debug kernel's reports, leaving a taint without its report (1 MiB
+        // takes 4.5 MiB of guest RAM with its metadata).
         let mut append = format!(
             "console=ttyS0 panic=-1 quiet no_timer_check tsc=reliable log_buf_len=1M p2pnvme.nvme={}",
             self.opts.qemu_nvme + self.opts.nvme
