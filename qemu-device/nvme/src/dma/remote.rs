@@ -70,6 +70,11 @@ impl Dma<'_> {
                 Place::SameBytes(f) => f,
             },
         };
+        self.placed(found, rel)
+    }
+
+    /// The CMB, mapping and offset of a range `rel` bytes into `found`.
+    fn placed(&self, found: Found, rel: usize) -> Result<Placed, DmaFault> {
         let off = found.base.checked_add(rel).ok_or(DmaFault)?;
         let t = if found.ctrl == self.ctrl {
             Target::OwnCmb
@@ -101,13 +106,7 @@ impl Dma<'_> {
         }
         Some(self.probe(addr, len, rel, PAGE, how).and_then(|p| {
             let (Place::Unique(f) | Place::SameBytes(f)) = p;
-            let off = f.base.checked_add(rel).ok_or(DmaFault)?;
-            let t = if f.ctrl == self.ctrl {
-                Target::OwnCmb
-            } else {
-                Target::PeerCmb(f.ctrl)
-            };
-            Ok((t, f.mem, off))
+            self.placed(f, rel)
         }))
     }
 
