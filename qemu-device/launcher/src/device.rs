@@ -115,14 +115,19 @@ pub fn start(cfg: &DeviceConfig, log: PathBuf) -> Result<Helper> {
 mod tests {
     use super::*;
 
+    /// Two controllers with their sockets and one namespace each in `dir`.
+    fn two_controllers_in(dir: &str) -> Vec<Controller> {
+        (0..2)
+            .map(|i| Controller {
+                socket: format!("{dir}/nvme{i}.sock").into(),
+                namespaces: vec![format!("{dir}/ns{i}.img").into()],
+            })
+            .collect()
+    }
+
     #[test]
     fn the_written_document_passes_the_devices_validation() {
-        let controllers: Vec<Controller> = (0..2)
-            .map(|i| Controller {
-                socket: format!("/r, x=y:z/nvme{i}.sock").into(),
-                namespaces: vec![format!("/r, x=y:z/ns{i}.img").into()],
-            })
-            .collect();
+        let controllers = two_controllers_in("/r, x=y:z");
         let cfg = DeviceConfig {
             controllers: &controllers,
             cmb_mib: 16,
@@ -154,12 +159,7 @@ mod tests {
 
     #[test]
     fn every_controller_probes_unannounced_dma_only_under_virtio_iommu() {
-        let controllers: Vec<Controller> = (0..2)
-            .map(|i| Controller {
-                socket: format!("/r/nvme{i}.sock").into(),
-                namespaces: vec![format!("/r/ns{i}.img").into()],
-            })
-            .collect();
+        let controllers = two_controllers_in("/r");
         for (iommu, want) in [
             (Iommu::None, p2pnvme_device::UnannouncedDma::Off),
             (Iommu::Intel, p2pnvme_device::UnannouncedDma::Off),
