@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::qemu::complete_within;
 use common::Device;
 use p2pnvme_device::testhost::{rw_command, SocketHost, DATA};
 use p2pnvme_vfio_user::build;
@@ -50,19 +51,7 @@ fn read_into_buffer(
     h.write_mem(DATA, &list);
     assert!(h.submit_io(&[rw_command(0x02, 0, (LEN / 512) as u32, BUF, DATA, false)]));
     during(h);
-    let start = Instant::now();
-    loop {
-        if let Some(c) = h.reap_io().first() {
-            return (c.sct, c.sc);
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "no completion; alive {}: {}",
-            d.alive(),
-            d.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    complete_within(h, d, Duration::from_secs(15))
 }
 
 #[test]

@@ -46,14 +46,20 @@ pub fn serve(h: &SocketHost, cmb: &std::fs::File, iova_page: u64, page: u64) -> 
 
 /// The status of the next I/O completion (waits up to 10 s).
 pub fn complete(h: &mut SocketHost, d: &mut Device) -> (u8, u8) {
+    complete_within(h, d, Duration::from_secs(10))
+}
+
+/// The status of the next I/O completion, which must come within `limit`.
+pub fn complete_within(h: &mut SocketHost, d: &mut Device, limit: Duration) -> (u8, u8) {
     let start = Instant::now();
     loop {
         if let Some(c) = h.reap_io().first() {
             return (c.sct, c.sc);
         }
         assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no completion: {}",
+            start.elapsed() < limit,
+            "no completion; alive {}: {}",
+            d.alive(),
             d.stderr()
         );
         std::thread::sleep(Duration::from_millis(2));
