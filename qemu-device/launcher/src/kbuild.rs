@@ -44,14 +44,26 @@ impl Mount {
 /// Runs `script` with sh inside `rootfs` (as root), with `mounts` bound in
 /// and /proc mounted (objtool needs it).
 pub fn run(rootfs: &Path, mounts: &[Mount], script: &str) -> Result<Output> {
-    // One build at a time per root filesystem: builds share mount points
-    // (a kernel tree sits at its own absolute path inside), and removing
-    // one's empty mount point after a build would detach the mount another
-    // build still uses in its namespace (parallel guests, `p2pnvme test`).
-    let _one_at_a_time = crate::image::CacheLock::file(&rootfs.with_extension("kbuild.lock"))?;
-    let out = command(rootfs, mounts, script)?
-        .output()
-        .context("running unshare/chroot for a kernel build (needs root)");
+    one_at_a_time(rootfs, mounts, || {
+        command(rootfs, mounts, script)?
+            .output()
+            .context("running unshare/chroot for a kernel build (needs root)")
+    })
+}
+
+/// Runs `build` holding the root filesystem's build lock, then removes the
+/// mount points it made. One build at a time per root filesystem: builds
+/// share mount points (a kernel tree sits at its own absolute path inside),
+/// and removing one's empty mount point after a build would detach the
+/// mount another build still uses in its namespace (parallel guests,
+/// `p2pnvme test`).
+fn one_at_a_time<T>(
+    rootfs: &Path,
+    mounts: &[Mount],
+    build: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    let _lock = crate::image::CacheLock::file(&rootfs.with_extension("kbuild.lock"))?;
+    let out = build();
     for m in mounts {
         remove_empty_dirs(rootfs, &m.inside);
     }
@@ -66,8 +78,7 @@ pub fn run_lines(
     script: &str,
     line: &mut dyn FnMut(&str),
 ) -> Result<(ExitStatus, String)> {
-    let _one_at_a_time = crate::image::CacheLock::file(&rootfs.with_extension("kbuild.lock"))?;
-    let streamed = (|| -> Result<(ExitStatus, String)> {
+    one_at_a_time(rootfs, mounts, || {
         let mut child = command(rootfs, mounts, script)?
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -87,11 +98,7 @@ pub fn run_lines(
         }
         let status = child.wait()?;
         Ok((status, errors.join().unwrap_or_default()))
-    })();
-    for m in mounts {
-        remove_empty_dirs(rootfs, &m.inside);
-    }
-    streamed
+    })
 }
 
 /// The unshare/chroot command that runs `script` (creates the mount points).
