@@ -13,7 +13,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How often a waiting request asks its caller whether to give up.
+const GIVE_UP_LOOK: Duration = Duration::from_millis(1);
 
 /// Why a request to the client failed.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +36,10 @@ pub enum RequestError {
     /// The request could not be sent.
     #[error("sending the request: {0}")]
     Send(std::io::Error),
+    /// The caller stopped waiting (its `give_up` said so); a late reply
+    /// is dropped.
+    #[error("gave up waiting for the client")]
+    GaveUp,
 }
 
 /// A reply, as the message thread received it.
@@ -79,12 +86,24 @@ impl ClientRequests {
         buf: &mut [u8],
         timeout: Duration,
     ) -> Result<(), RequestError> {
+        self.dma_read_unless(iova, buf, timeout, &|| false)
+    }
+
+    /// [`ClientRequests::dma_read`] that stops waiting as soon as
+    /// `give_up` returns true (asked about every millisecond).
+    pub fn dma_read_unless(
+        &self,
+        iova: u64,
+        buf: &mut [u8],
+        timeout: Duration,
+        give_up: &dyn Fn() -> bool,
+    ) -> Result<(), RequestError> {
         let mut at = iova;
         for chunk in buf.chunks_mut(MAX_DATA_XFER) {
             let count = chunk.len() as u64;
             let mut p = Vec::with_capacity(DmaRw::SIZE);
             DmaRw { offset: at, count }.write(&mut p);
-            let reply = self.call(cmd::DMA_READ, &p, timeout)?;
+            let reply = self.call(cmd::DMA_READ, &p, timeout, give_up)?;
             let head = DmaRw::parse(&reply)
                 .ok_or_else(|| RequestError::Malformed("DMA_READ reply too short".into()))?;
             let data = &reply[DmaRw::SIZE..];
@@ -104,13 +123,25 @@ impl ClientRequests {
     /// Writes `data` into client memory at `iova` (DMA_WRITE, in pieces of
     /// at most [`MAX_DATA_XFER`] bytes), waiting for each reply.
     pub fn dma_write(&self, iova: u64, data: &[u8], timeout: Duration) -> Result<(), RequestError> {
+        self.dma_write_unless(iova, data, timeout, &|| false)
+    }
+
+    /// [`ClientRequests::dma_write`] that stops waiting as soon as
+    /// `give_up` returns true (asked about every millisecond).
+    pub fn dma_write_unless(
+        &self,
+        iova: u64,
+        data: &[u8],
+        timeout: Duration,
+        give_up: &dyn Fn() -> bool,
+    ) -> Result<(), RequestError> {
         let mut at = iova;
         for chunk in data.chunks(MAX_DATA_XFER) {
             let count = chunk.len() as u64;
             let mut p = Vec::with_capacity(DmaRw::SIZE + chunk.len());
             DmaRw { offset: at, count }.write(&mut p);
             p.extend_from_slice(chunk);
-            self.call(cmd::DMA_WRITE, &p, timeout)?;
+            self.call(cmd::DMA_WRITE, &p, timeout, give_up)?;
             at = at.checked_add(count).ok_or(RequestError::Closed)?;
         }
         Ok(())
@@ -122,6 +153,7 @@ impl ClientRequests {
         command: u16,
         payload: &[u8],
         timeout: Duration,
+        give_up: &dyn Fn() -> bool,
     ) -> Result<Vec<u8>, RequestError> {
         let (tx, rx) = channel();
         let id = self.0.next_id.fetch_add(1, Ordering::Relaxed);
@@ -145,13 +177,22 @@ impl ClientRequests {
             self.lock().remove(&id);
             return Err(RequestError::Send(e));
         }
-        let answer = match rx.recv_timeout(timeout) {
-            Ok(a) => a,
-            Err(RecvTimeoutError::Timeout) => {
-                self.lock().remove(&id);
-                return Err(RequestError::Timeout(timeout));
+        let deadline = Instant::now() + timeout;
+        let answer = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left.min(GIVE_UP_LOOK)) {
+                Ok(a) => break a,
+                Err(RecvTimeoutError::Disconnected) => return Err(RequestError::Closed),
+                Err(RecvTimeoutError::Timeout) if left.is_zero() => {
+                    self.lock().remove(&id);
+                    return Err(RequestError::Timeout(timeout));
+                }
+                Err(RecvTimeoutError::Timeout) if give_up() => {
+                    self.lock().remove(&id);
+                    return Err(RequestError::GaveUp);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
             }
-            Err(RecvTimeoutError::Disconnected) => return Err(RequestError::Closed),
         };
         if answer.header.flags & flags::ERROR != 0 {
             return Err(RequestError::Refused(answer.header.error_no));

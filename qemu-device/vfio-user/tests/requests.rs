@@ -119,6 +119,25 @@ fn an_unanswered_request_times_out_and_its_late_reply_is_dropped() {
 }
 
 #[test]
+fn a_request_stops_waiting_once_its_caller_gives_up_and_its_late_reply_is_dropped() {
+    let (mut p, r) = started();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let worker = std::thread::spawn(move || {
+        let give_up = || flag.load(std::sync::atomic::Ordering::Acquire);
+        r.dma_write_unless(0x4000, &[2; 4], PATIENCE, &give_up)
+    });
+    let req = p.client.read_message();
+    let start = Instant::now();
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let e = worker.join().unwrap().unwrap_err();
+    assert!(matches!(e, RequestError::GaveUp), "{e}");
+    assert!(start.elapsed() < PATIENCE / 10, "{:?}", start.elapsed());
+    answer(&p.client, &req.header, &[], None);
+    still_in_sync(&mut p.client);
+}
+
+#[test]
 fn an_error_reply_fails_the_request_with_its_errno() {
     let (p, r) = started();
     let worker = std::thread::spawn(move || r.dma_write(0x3000, &[1; 4], PATIENCE));

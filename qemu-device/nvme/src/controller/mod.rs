@@ -199,7 +199,10 @@ impl Controller {
         let (vwc, counters) = self.features.io_view();
         crate::commands::io::IoCtx {
             ns: &self.ns,
-            dma: dma_over!(self),
+            dma: Dma {
+                yields: true,
+                ..dma_over!(self)
+            },
             vwc,
             counters,
         }
@@ -212,7 +215,10 @@ impl Controller {
             id: self.id,
             serial: &self.serial,
             ns: &self.ns,
-            dma: dma_over!(self),
+            dma: Dma {
+                yields: true,
+                ..dma_over!(self)
+            },
             features: &mut self.features,
             errlog: self.errors.entries(),
             error_count: self.errors.count(),
@@ -303,6 +309,7 @@ macro_rules! dma_over {
             bus_master: $c.bus_master.load(Ordering::Acquire),
             stats: &$c.stats,
             cut: None,
+            yields: false,
         }
     };
 }

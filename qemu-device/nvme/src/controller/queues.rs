@@ -1,6 +1,7 @@
 //! The worker: doorbells applied, submission queues run in short passes,
 //! completions posted; queue faults are fatal (CSTS.CFS).
 
+use super::faults::Hook;
 use super::*;
 use crate::nvme::cqe;
 use crate::wire::IntoBytes;
@@ -88,9 +89,11 @@ impl Controller {
                 self.drain_pending(qid, true);
             }
         }
-        for qid in self.queues.start_pass() {
+        let parked = self.worker.unpark();
+        let ran = parked.is_none_or(|p| self.run_command(p.qid, p.cqid, p.sqe, p.hook));
+        for qid in self.queues.start_pass().filter(|_| ran) {
             self.process_sq(qid);
-            if self.queues.pass_ends_after(qid) {
+            if self.queues.pass_ends_after(qid) || self.worker.has_parked() {
                 break;
             }
         }
@@ -147,49 +150,69 @@ impl Controller {
             if hook.as_ref().is_some_and(|h| h.swallowed) {
                 continue; // held or dropped by a fault rule
             }
-            let cut = hook.as_ref().and_then(|h| h.cut.as_ref());
-            let res = if let Some(s) = hook.as_ref().and_then(|h| h.status()) {
-                Some(Err(s))
-            } else if sqe.dw[0] & 0x300 != 0 {
-                // Fused operations (FUSE bits) are not supported (ONCS bit 0
-                // of FUSES is clear): refuse both halves.
-                Some(Err(Status::INVALID_FIELD))
-            } else if qid == 0 && sqe.psdt() != 0 {
-                // Admin commands use PRPs only.
-                Some(Err(Status::INVALID_FIELD))
-            } else if qid == 0 {
-                self.admin(&sqe)
-            } else {
-                let mut ctx = self.io_ctx();
-                ctx.dma.cut = cut;
-                Some(crate::commands::table::execute_io(&mut ctx, &sqe))
-            };
-            if qid != 0 {
-                let extra = self.data_units(&sqe);
-                self.queues.charge(extra);
-            }
-            let Some(res) = res else { continue }; // held (AER)
-            let res = match &hook {
-                Some(h) => h.result(res),
-                None => res,
-            };
-            let (dw0, status) = match res {
-                Ok(v) => (v, Status::SUCCESS),
-                Err(s) => {
-                    // Only I/O commands carry an LBA in CDW10/11.
-                    let lba = if qid == 0 { 0 } else { sqe.slba() };
-                    self.log_error(qid as u16, sqe.cid(), s, sqe.nsid(), lba);
-                    (0, s)
-                }
-            };
-            self.stats
-                .commands
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            match hook {
-                Some(h) => self.hook_complete(h, cqid, qid as u16, sqe.cid(), dw0, status),
-                None => self.post(cqid, qid as u16, sqe.cid(), dw0, status),
+            if !self.run_command(qid, cqid, sqe, hook) {
+                return; // parked: the pass ends, the lock goes to the message
             }
         }
+    }
+
+    /// Runs a fetched command and completes it; false when a DMA of it
+    /// gave way to a message waiting for this controller's lock: then it is
+    /// parked, to run again first thing on the next pass.
+    fn run_command(&mut self, qid: usize, cqid: usize, sqe: Sqe, hook: Option<Hook>) -> bool {
+        let cut = hook.as_ref().and_then(|h| h.cut.as_ref());
+        let res = if let Some(s) = hook.as_ref().and_then(|h| h.status()) {
+            Some(Err(s))
+        } else if sqe.dw[0] & 0x300 != 0 {
+            // Fused operations (FUSE bits) are not supported (ONCS bit 0
+            // of FUSES is clear): refuse both halves.
+            Some(Err(Status::INVALID_FIELD))
+        } else if qid == 0 && sqe.psdt() != 0 {
+            // Admin commands use PRPs only.
+            Some(Err(Status::INVALID_FIELD))
+        } else if qid == 0 {
+            self.admin(&sqe)
+        } else {
+            let mut ctx = self.io_ctx();
+            ctx.dma.cut = cut;
+            Some(crate::commands::table::execute_io(&mut ctx, &sqe))
+        };
+        if self.ram.give_way().take() {
+            let p = worker::Parked {
+                qid,
+                cqid,
+                sqe,
+                hook,
+            };
+            self.worker.park(p);
+            return false;
+        }
+        if qid != 0 {
+            let extra = self.data_units(&sqe);
+            self.queues.charge(extra);
+        }
+        let Some(res) = res else { return true }; // held (AER)
+        let res = match &hook {
+            Some(h) => h.result(res),
+            None => res,
+        };
+        let (dw0, status) = match res {
+            Ok(v) => (v, Status::SUCCESS),
+            Err(s) => {
+                // Only I/O commands carry an LBA in CDW10/11.
+                let lba = if qid == 0 { 0 } else { sqe.slba() };
+                self.log_error(qid as u16, sqe.cid(), s, sqe.nsid(), lba);
+                (0, s)
+            }
+        };
+        self.stats
+            .commands
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match hook {
+            Some(h) => self.hook_complete(h, cqid, qid as u16, sqe.cid(), dw0, status),
+            None => self.post(cqid, qid as u16, sqe.cid(), dw0, status),
+        }
+        true
     }
 
     /// Pass units an I/O command costs beyond its first: one per

@@ -144,6 +144,7 @@ impl Controller {
     /// CMB configuration (CMBMSC) stays, as Linux expects across resets.
     pub fn reset(&mut self) {
         self.drop_held(); // fault rules' held completions go with the queues
+        self.worker.unpark(); // so does a command parked to run again
         self.queues.reset();
         self.events.reset();
         self.features.reset();

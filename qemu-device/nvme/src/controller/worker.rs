@@ -1,8 +1,22 @@
 //! The worker's own state: whether work waits for it (commands or a
-//! shutdown), and the timing it works by (shadow-doorbell polling,
-//! interrupt moderation, when it last fetched commands).
+//! shutdown, or a command parked to run again), and the timing it works by
+//! (shadow-doorbell polling, interrupt moderation, when it last fetched
+//! commands).
 
+use super::faults::Hook;
+use crate::nvme::Sqe;
 use std::time::{Duration, Instant};
+
+/// A fetched command whose DMA gave way to a message waiting for the
+/// controller lock (see `dma/give_way.rs`): it runs again, first thing, on
+/// the next pass.
+pub(crate) struct Parked {
+    pub qid: usize,
+    pub cqid: usize,
+    pub sqe: Sqe,
+    /// What fault rules and the trace noted at its fetch (not run twice).
+    pub hook: Option<Hook>,
+}
 
 /// What the worker keeps between passes.
 #[derive(Default)]
@@ -22,6 +36,8 @@ pub struct Worker {
     moderation: Duration,
     /// When the last pass that fetched commands ended.
     last_fetch: Option<Instant>,
+    /// The command to run again before anything else.
+    parked: Option<Parked>,
 }
 
 impl Worker {
@@ -40,9 +56,26 @@ impl Worker {
         self.work = false;
     }
 
-    /// A pass ended: `left` says whether another one must run.
+    /// A pass ended: `left` says whether another one must run (always,
+    /// while a command is parked).
     pub fn set_work(&mut self, left: bool) {
-        self.work = left;
+        self.work = left || self.parked.is_some();
+    }
+
+    /// Parks a command to run again on the next pass; the pass ends.
+    pub(crate) fn park(&mut self, p: Parked) {
+        self.parked = Some(p);
+        self.work = true;
+    }
+
+    /// Whether a command is parked (the pass must end).
+    pub fn has_parked(&self) -> bool {
+        self.parked.is_some()
+    }
+
+    /// The parked command, to run now.
+    pub(crate) fn unpark(&mut self) -> Option<Parked> {
+        self.parked.take()
     }
 
     /// CC.SHN set: the worker flushes on its next pass.

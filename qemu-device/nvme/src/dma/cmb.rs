@@ -22,6 +22,11 @@ impl Mapping {
         Ok(Mapping { region })
     }
 
+    /// The file this maps and the file offset of its first byte.
+    pub(super) fn file(&self) -> Option<(&File, u64)> {
+        self.region.file_offset().map(|f| (f.file(), f.start()))
+    }
+
     /// Length in bytes.
     pub fn len(&self) -> usize {
         self.region.size()

@@ -10,12 +10,14 @@
 //! section's memory once its DMA_UNMAP is answered: an unmap never waits
 //! for the DMAs still using it, it revokes them (see [`RamMap::revoke`]).
 
-use super::{sigbus, Mapping};
+use super::give_way::GiveWay;
+use super::placement::{FdLess, Placement};
+pub use super::ram_map::RamMap;
 use p2pnvme_docs::device_config::UnannouncedDma;
 use p2pnvme_vfio_user::ClientRequests;
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 
 /// Default of `--max-dma-maps`: DMA_MAP sections one client may hold.
 /// QEMU sends one per RAM section (a handful) without a vIOMMU, one per
@@ -70,80 +72,15 @@ pub enum MapError {
     },
 }
 
-/// One mapping of guest RAM in this process, unmapped when the last DMA
-/// using it and its section are gone.
-pub struct RamMap {
-    ptr: *mut u8,
-    len: usize,
-    /// Shared with the client's [`GuestRam`]: raised when this memory
-    /// raised SIGBUS.
-    lost: Arc<AtomicBool>,
-    /// Unmapped while a DMA held it: the range now holds anonymous junk.
-    revoked: AtomicBool,
-}
-
-// SAFETY: the mapping is process memory owned by this value; accesses go
-// through raw pointers whose lifetime the Arc holders bound.
-unsafe impl Send for RamMap {}
-// SAFETY: as above; concurrent DMAs into guest memory are the guest's race.
-unsafe impl Sync for RamMap {}
-
-impl RamMap {
-    /// Marks the client's guest RAM as lost (a SIGBUS in this mapping).
-    pub fn lose(&self) {
-        self.lost.store(true, Ordering::Release);
-    }
-
-    /// The client unmapped this memory while a DMA held it.
-    pub fn revoked(&self) -> bool {
-        self.revoked.load(Ordering::Acquire)
-    }
-
-    /// Takes the guest's memory away from the DMAs still holding this
-    /// mapping: marks it revoked (they fail once their bytes moved), then
-    /// maps anonymous memory over the whole range, so from this call's
-    /// return no access of this process reaches the guest's pages (a CPU
-    /// copy or a preadv in flight goes on, into junk). Buffered file I/O
-    /// copies through the page tables, so nothing pinned the old pages.
-    fn revoke(&self) -> Result<(), std::io::Error> {
-        self.revoked.store(true, Ordering::SeqCst);
-        // Pairs with the fence in `Resolved::revoked`.
-        std::sync::atomic::fence(Ordering::SeqCst);
-        sigbus::replace_with_junk(self.ptr, self.len)
-    }
-}
-
-impl Drop for RamMap {
-    fn drop(&mut self) {
-        sigbus::unmap(self.ptr, self.len);
-    }
-}
-
 /// One DMA_MAP section: fd-backed sections are guest RAM we can reach;
-/// fd-less ones are a BAR QEMU maps (see `dma/remote.rs`): `found` says
-/// which CMB of the group it is, once a DMA found out.
+/// fd-less ones are a BAR QEMU maps (see `dma/remote.rs`): `placement`
+/// says which CMB of the group it is, once a DMA found out.
 struct Section {
     iova: u64,
     size: u64,
     prot: Prot,
     region: Option<Arc<RamMap>>,
-    found: Arc<OnceLock<Found>>,
-}
-
-/// An fd-less section found to be a CMB of this group: controller `ctrl`'s,
-/// the section's first byte at `base` in `mem`.
-#[derive(Clone)]
-pub(super) struct Found {
-    pub ctrl: usize,
-    pub mem: Arc<Mapping>,
-    pub base: usize,
-}
-
-/// An fd-less section a DMA range lies in.
-pub(super) struct FdLess {
-    pub iova: u64,
-    pub size: u64,
-    pub found: Arc<OnceLock<Found>>,
+    placement: Arc<Placement>,
 }
 
 /// Guest RAM sections announced with DMA_MAP. Shared between the
@@ -163,6 +100,8 @@ pub struct GuestRam {
     /// DMA to a range in no section asks the client where it is
     /// (`unannounced_dma: probe`, see `dma/remote.rs`).
     probe_unannounced: AtomicBool,
+    /// Waiting for the client, the worker gives way to the message thread.
+    give_way: GiveWay,
 }
 
 impl Default for GuestRam {
@@ -173,6 +112,7 @@ impl Default for GuestRam {
             lost: Arc::default(),
             client: RwLock::default(),
             probe_unannounced: AtomicBool::new(false),
+            give_way: GiveWay::default(),
         }
     }
 }
@@ -227,8 +167,51 @@ impl GuestRam {
         (s.region.is_none() && allowed).then(|| FdLess {
             iova: s.iova,
             size: s.size,
-            found: s.found.clone(),
+            write: s.prot.write,
+            placement: s.placement.clone(),
         })
+    }
+
+    /// A clone of `view` for one DMA, if the fd-less section of `p` is
+    /// still mapped; `lend` registers it for revocation (a view of this
+    /// DMA's own). Under the table's lock: an unmap either comes first
+    /// (None: the DMA faults) or sees the clone and revokes it.
+    pub(super) fn hold(
+        &self,
+        p: &Arc<Placement>,
+        view: &Arc<RamMap>,
+        lend: bool,
+    ) -> Option<Arc<RamMap>> {
+        let sections = self.sections.read().unwrap_or_else(|e| e.into_inner());
+        if !sections.iter().any(|s| Arc::ptr_eq(&s.placement, p)) {
+            return None;
+        }
+        if lend {
+            let mut lent = p.lent.lock().unwrap_or_else(|e| e.into_inner());
+            lent.retain(|w| w.strong_count() > 0);
+            lent.push(Arc::downgrade(view));
+        }
+        Some(view.clone())
+    }
+
+    /// A view of `len` bytes of `file` (a CMB memfd) from `offset`, for an
+    /// fd-less section placed there.
+    pub(super) fn view(
+        &self,
+        file: &File,
+        offset: u64,
+        len: usize,
+        write: bool,
+    ) -> Option<Arc<RamMap>> {
+        RamMap::new(file, offset, len, write, self.lost.clone())
+            .inspect_err(|e| log::warn!("mapping a view of a CMB page: {e}"))
+            .ok()
+            .map(Arc::new)
+    }
+
+    /// The worker's give-way signal (see `dma/give_way.rs`).
+    pub fn give_way(&self) -> &GiveWay {
+        &self.give_way
     }
 
     /// Some of this client's memory raised SIGBUS (until it disconnects).
@@ -264,14 +247,9 @@ impl GuestRam {
                 let len = usize::try_from(size)
                     .map_err(|_| bad(format!("DMA section at {iova:#x} too large")))?;
                 self.check_room(iova, size)?;
-                let ptr = sigbus::map_shared(&f, offset, len, prot.write)
+                let map = RamMap::new(&f, offset, len, prot.write, self.lost.clone())
                     .map_err(|source| MapError::Mmap { iova, source })?;
-                Some(Arc::new(RamMap {
-                    ptr,
-                    len,
-                    lost: self.lost.clone(),
-                    revoked: AtomicBool::new(false),
-                }))
+                Some(Arc::new(map))
             }
             None => {
                 self.check_room(iova, size)?;
@@ -286,7 +264,7 @@ impl GuestRam {
                 size,
                 prot,
                 region,
-                found: Arc::default(),
+                placement: Arc::default(),
             });
             removed
         };
@@ -383,11 +361,8 @@ impl GuestRam {
             return None;
         }
         let region = s.region.as_ref()?; // fd-less: see `fdless`
-                                         // In range: addr - iova + len <= size <= region.len.
         let off = usize::try_from(addr - s.iova).ok()?;
-        usize::try_from(len).ok()?;
-        // SAFETY: off + len lies within the mapping (checked above).
-        let p = unsafe { region.ptr.add(off) };
+        let p = region.at(off, usize::try_from(len).ok()?)?;
         Some(f(p, region))
     }
 }
@@ -415,10 +390,19 @@ fn take_overlapping(sections: &mut Vec<Section>, iova: u64, size: u64) -> Vec<Se
     gone
 }
 
-/// Revokes the removed sections a DMA still holds (the others are only
-/// unmapped: nobody can find them any more).
+/// Revokes the memory of removed sections a DMA still holds: guest RAM,
+/// and the views of the CMB pages fd-less ones were found to be (the rest
+/// is only unmapped: nobody can find it any more).
 fn revoke_used(removed: Vec<Section>) {
-    for r in removed.into_iter().filter_map(|s| s.region) {
+    let mut maps = vec![];
+    for s in removed {
+        let mut lent = s.placement.lent.lock().unwrap_or_else(|e| e.into_inner());
+        maps.extend(lent.drain(..).filter_map(|w| w.upgrade()));
+        drop(lent);
+        maps.extend(s.placement.found.get().map(|f| f.view.clone()));
+        maps.extend(s.region);
+    } // the sections are gone: only DMAs still hold what they used
+    for r in maps {
         if Arc::strong_count(&r) == 1 {
             continue; // dropped here: munmap
         }

@@ -6,8 +6,11 @@
 
 mod cmb;
 mod cut;
+mod give_way;
 mod guest_ram;
+mod placement;
 pub mod prp;
+mod ram_map;
 mod remote;
 mod resolved;
 pub mod route;
@@ -19,6 +22,7 @@ pub use cmb::{sealed_memfd, CmbRegistry, CmbWindow, Mapping};
 pub use cut::DmaCut;
 use guest_ram::RamMap;
 pub use guest_ram::{GuestRam, MapError, Prot, Use};
+use remote::Placed;
 use resolved::Piece;
 pub use resolved::Resolved;
 use std::sync::Arc;
@@ -42,6 +46,9 @@ pub struct Dma<'a> {
     pub stats: &'a Counters,
     /// A `dma-fail` fault rule's cut of this command's data transfer.
     pub cut: Option<&'a DmaCut>,
+    /// A wait for the client gives way to a thread waiting for the
+    /// controller lock (a command's DMA on the worker; see `give_way`).
+    pub yields: bool,
 }
 
 impl<'a> Dma<'a> {
@@ -150,12 +157,18 @@ impl<'a> Dma<'a> {
         // Not guest RAM we map: perhaps a section QEMU gave without fd, a
         // CMB of this group behind a guest IOMMU (`remote`).
         let f = f.ok_or(DmaFault)?;
-        let (t, mem, off) = match self.locate_unannounced(addr, len, how) {
+        let placed = match self.locate_unannounced(addr, len, how) {
             Some(placed) => placed?,
             None => self.locate_fdless(addr, len, how)?,
         };
-        let p = mem.at(off, len).ok_or(DmaFault)?;
-        Ok((t, f(p, Holder::Cmb(&mem))))
+        Ok(match placed {
+            Placed::Cmb(t, mem, off) => {
+                (t, f(mem.at(off, len).ok_or(DmaFault)?, Holder::Cmb(&mem)))
+            }
+            Placed::View(t, view, off) => {
+                (t, f(view.at(off, len).ok_or(DmaFault)?, Holder::Ram(&view)))
+            }
+        })
     }
 
     /// Resolves every piece of a transfer up front (None: a bit bucket), so
@@ -265,7 +278,8 @@ fn same_target(seen: &mut Option<Target>, t: Target) -> Result<(), DmaFault> {
 enum Holder<'h> {
     /// A CMB mapping.
     Cmb(&'h Arc<Mapping>),
-    /// A guest RAM section: while a clone lives, unmapping it waits.
+    /// A guest RAM section, or the view of a CMB page an fd-less section
+    /// is: an unmap revokes it from the DMA holding a clone.
     Ram(&'h Arc<RamMap>),
 }
 

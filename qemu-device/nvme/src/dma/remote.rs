@@ -14,13 +14,20 @@
 //!
 //! The candidates are the pages of the group's other controllers' CMBs (a
 //! controller reaches its own CMB by bus address, never through an IOVA).
-//! One match: the answer is kept with the section until its DMA_UNMAP.
+//! One match: the answer is kept with the section until its DMA_UNMAP, as
+//! a mapping of that CMB page of its own (a view), so the unmap revokes it
+//! from DMAs in flight exactly as it revokes guest RAM: nothing reaches
+//! the page through that section once the unmap is answered.
 //! Several matches of a read probe, all in one controller's CMB (a page of
 //! zeros): the bytes are the same in each, so this DMA reads one of them,
 //! counted as that controller's, and the next asks again. Otherwise
 //! (content found nowhere, or in several controllers' CMBs; a client that
 //! does not answer) the DMA faults: the command fails with Data Transfer
 //! Error, and nothing is ever counted as a CMB it might not be.
+//!
+//! A probe waits for QEMU, and the worker holds its controller's lock: a
+//! command's probe gives way when a message waits for that lock (see
+//! `give_way`), and the command runs again after it.
 //!
 //! Addresses no DMA_MAP announced (`unannounced_dma: probe`): QEMU's
 //! virtio-iommu passes on no mapping the guest flags MMIO, so a peer CMB
@@ -32,8 +39,10 @@
 //! it is now (the probe's search of the group's CMBs costs microseconds; the
 //! message is the cost either way).
 
-use super::guest_ram::{Found, Use};
-use super::{Dma, DmaFault, Mapping, Target};
+use super::guest_ram::Use;
+use super::placement::{FdLess, Found};
+use super::{Dma, DmaFault, Mapping, RamMap, Target};
+use p2pnvme_vfio_user::RequestError;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,12 +56,25 @@ const NONCE: usize = 16;
 /// Shortest content a read probe may identify a page by.
 const MIN_PROBE: usize = 8;
 
-/// Where a range was found: the CMB, its mapping and the range's offset in it.
-pub(super) type Placed = (Target, Arc<Mapping>, usize);
+/// Where a range was found: the CMB (or the view of an fd-less section's
+/// CMB page, which its unmap revokes) and the range's offset in it.
+pub(super) enum Placed {
+    Cmb(Target, Arc<Mapping>, usize),
+    View(Target, Arc<RamMap>, usize),
+}
+
+/// A page-aligned place in a peer's CMB: controller `ctrl`'s, at `base`.
+struct Spot {
+    ctrl: usize,
+    mem: Arc<Mapping>,
+    base: usize,
+}
 
 impl Dma<'_> {
-    /// Where [addr, addr+len) of an fd-less section is: the CMB, its
-    /// mapping and the offset of `addr` in it.
+    /// Where [addr, addr+len) of an fd-less section is: the view of the
+    /// CMB page it was found to be, lent to this DMA. Only finding out
+    /// asks the client, so merely locating an unplaced section (which the
+    /// message thread does, and it routes the client's replies) faults.
     pub(super) fn locate_fdless(
         &self,
         addr: u64,
@@ -63,25 +85,42 @@ impl Dma<'_> {
         // In the section (fdless checked it): rel + len <= size.
         let rel = usize::try_from(addr - s.iova).map_err(|_| DmaFault)?;
         let size = usize::try_from(s.size).map_err(|_| DmaFault)?;
-        let found = match s.found.get() {
-            Some(f) => f.clone(),
+        let (found, lend) = match s.placement.found.get() {
+            Some(f) => (f.clone(), false),
+            None if how == Use::Locate => return Err(DmaFault),
             None => match self.probe(addr, len, rel, size, how)? {
-                Place::Unique(f) => s.found.get_or_init(|| f).clone(),
-                Place::SameBytes(f) => f,
+                Place::Unique(spot) => {
+                    let f = self.view_of(&spot, &s)?;
+                    (s.placement.found.get_or_init(|| f).clone(), false)
+                }
+                Place::SameBytes(spot) => (self.view_of(&spot, &s)?, true),
             },
         };
-        self.placed(found, rel)
+        let view = self
+            .ram
+            .hold(&s.placement, &found.view, lend)
+            .ok_or(DmaFault)?;
+        Ok(Placed::View(self.target(found.ctrl), view, rel))
     }
 
-    /// The CMB, mapping and offset of a range `rel` bytes into `found`.
-    fn placed(&self, found: Found, rel: usize) -> Result<Placed, DmaFault> {
-        let off = found.base.checked_add(rel).ok_or(DmaFault)?;
-        let t = if found.ctrl == self.ctrl {
+    /// A view of the CMB page `spot` for the fd-less section `s`.
+    fn view_of(&self, spot: &Spot, s: &FdLess) -> Result<Found, DmaFault> {
+        let (file, start) = spot.mem.file().ok_or(DmaFault)?;
+        let offset = start.checked_add(spot.base as u64).ok_or(DmaFault)?;
+        let size = usize::try_from(s.size).map_err(|_| DmaFault)?;
+        let view = self.ram.view(file, offset, size, s.write).ok_or(DmaFault)?;
+        Ok(Found {
+            ctrl: spot.ctrl,
+            view,
+        })
+    }
+
+    fn target(&self, ctrl: usize) -> Target {
+        if ctrl == self.ctrl {
             Target::OwnCmb
         } else {
-            Target::PeerCmb(found.ctrl)
-        };
-        Ok((t, found.mem, off))
+            Target::PeerCmb(ctrl)
+        }
     }
 
     /// Where [addr, addr+len) is when it lies in no section and this
@@ -96,6 +135,9 @@ impl Dma<'_> {
         if !self.ram.probes_unannounced() || !self.ram.unannounced(addr, len as u64) {
             return None;
         }
+        if how == Use::Locate {
+            return Some(Err(DmaFault)); // only a DMA asks the client
+        }
         let rel = usize::try_from(addr % PAGE as u64).ok()?;
         if rel.checked_add(len).is_none_or(|e| e > PAGE) {
             log::debug!(
@@ -106,11 +148,14 @@ impl Dma<'_> {
         }
         Some(self.probe(addr, len, rel, PAGE, how).and_then(|p| {
             let (Place::Unique(f) | Place::SameBytes(f)) = p;
-            self.placed(f, rel)
+            let off = f.base.checked_add(rel).ok_or(DmaFault)?;
+            Ok(Placed::Cmb(self.target(f.ctrl), f.mem, off))
         }))
     }
 
-    /// Asks QEMU about the range once and finds the CMB page it is.
+    /// Asks QEMU about the range once and finds the CMB page it is. A
+    /// command's DMA stops waiting when a message waits for the
+    /// controller lock its worker holds (see `give_way`).
     fn probe(
         &self,
         addr: u64,
@@ -120,20 +165,27 @@ impl Dma<'_> {
         how: Use,
     ) -> Result<Place, DmaFault> {
         let client = self.ram.client().ok_or(DmaFault)?;
-        let fail = |why: String| {
+        let fail = |e: String| {
             log::debug!(
-                "controller {}: DMA at {addr:#x} (no fd-backed map): {why}",
+                "controller {}: DMA at {addr:#x} (no fd-backed map): {e}",
                 self.ctrl
             );
             DmaFault
+        };
+        let give_up = || self.yields && self.ram.give_way().anyone_waiting();
+        let asked = |what: &str, e: RequestError| {
+            if matches!(e, RequestError::GaveUp) {
+                self.ram.give_way().gave_way();
+            }
+            fail(format!("{what} probe: {e}"))
         };
         let bytes = match how {
             Use::Write => {
                 let n = len.min(NONCE);
                 let nonce = &nonce(addr)[..n];
                 client
-                    .dma_write(addr, nonce, PROBE_WAIT)
-                    .map_err(|e| fail(format!("DMA_WRITE probe: {e}")))?;
+                    .dma_write_unless(addr, nonce, PROBE_WAIT, &give_up)
+                    .map_err(|e| asked("DMA_WRITE", e))?;
                 nonce.to_vec()
             }
             Use::Read | Use::Locate => {
@@ -142,8 +194,8 @@ impl Dma<'_> {
                 // for every byte this DMA reads.
                 let mut b = vec![0u8; len];
                 client
-                    .dma_read(addr, &mut b, PROBE_WAIT)
-                    .map_err(|e| fail(format!("DMA_READ probe: {e}")))?;
+                    .dma_read_unless(addr, &mut b, PROBE_WAIT, &give_up)
+                    .map_err(|e| asked("DMA_READ", e))?;
                 b
             }
         };
@@ -166,7 +218,7 @@ impl Dma<'_> {
     /// The page-aligned places of the peers' CMBs where a section of
     /// `size` bytes holds `bytes` at `rel`: the first, how many (counted up
     /// to 2 per CMB), and in how many controllers' CMBs.
-    fn find(&self, rel: usize, size: usize, bytes: &[u8]) -> (Option<Found>, usize, usize) {
+    fn find(&self, rel: usize, size: usize, bytes: &[u8]) -> (Option<Spot>, usize, usize) {
         let windows = self.cmbs.read().unwrap_or_else(|e| e.into_inner());
         let (mut first, mut hits, mut ctrls) = (None, 0usize, 0usize);
         for w in windows
@@ -179,7 +231,7 @@ impl Dma<'_> {
             while hits - before < 2 && base.checked_add(size).is_some_and(|e| e <= w.mem.len()) {
                 if w.mem.holds(base + rel, bytes) {
                     hits += 1;
-                    first.get_or_insert_with(|| Found {
+                    first.get_or_insert_with(|| Spot {
                         ctrl: w.ctrl,
                         mem: w.mem.clone(),
                         base,
@@ -196,10 +248,10 @@ impl Dma<'_> {
 /// Where a probe put a section.
 enum Place {
     /// The one place: kept for the section's life.
-    Unique(Found),
+    Unique(Spot),
     /// One of several places of one controller's CMB holding the same
     /// bytes: right for this read only.
-    SameBytes(Found),
+    SameBytes(Spot),
 }
 
 /// 16 bytes no guest writes by chance: a process-wide counter and the

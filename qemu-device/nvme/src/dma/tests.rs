@@ -30,6 +30,7 @@ fn dma<'a>(ctrl: usize, ram: &'a GuestRam, cmbs: &'a CmbRegistry, stats: &'a Cou
         bus_master: true,
         stats,
         cut: None,
+        yields: false,
     }
 }
 

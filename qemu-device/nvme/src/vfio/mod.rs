@@ -15,7 +15,7 @@ use p2pnvme_vfio_user::{
 };
 use pci::PciConfig;
 use std::os::unix::io::AsRawFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -34,10 +34,10 @@ pub struct Backend {
     /// A `cmb-revoke=unmap` fault: CMB reads return all ones.
     cmb_unreachable: Arc<std::sync::atomic::AtomicBool>,
     /// Guest RAM maps: DMA_MAP/UNMAP change them without the controller
-    /// lock and wait only for the DMAs using the sections they remove.
+    /// lock and never wait for the DMAs using the sections they remove.
+    /// Also says when the message thread waits for the controller lock
+    /// (the worker lets it through first).
     ram: Arc<GuestRam>,
-    /// Message-thread lock requests the worker lets through first.
-    waiters: Arc<AtomicUsize>,
     worker: Option<std::thread::Thread>,
 }
 
@@ -52,7 +52,6 @@ impl Backend {
             ram: ctrl.ram.clone(),
             ctrl: Arc::new(Mutex::new(ctrl)),
             pci,
-            waiters: Arc::default(),
             worker: None,
         }
     }
@@ -60,7 +59,7 @@ impl Backend {
     /// Runs the queues whenever a doorbell recorded work, off the vfio-user
     /// thread, so QEMU gets its reply to the doorbell write at once.
     pub fn worker(&mut self) -> std::thread::JoinHandle<()> {
-        let (ctrl, bells, waiters) = (self.ctrl.clone(), self.bells.clone(), self.waiters.clone());
+        let (ctrl, bells, ram) = (self.ctrl.clone(), self.bells.clone(), self.ram.clone());
         let h = std::thread::spawn(move || loop {
             let (step, deadline) = {
                 let mut c = ctrl.lock().unwrap_or_else(|e| e.into_inner());
@@ -71,7 +70,7 @@ impl Backend {
                 (step, c.irq_deadline().into_iter().chain(delayed).min())
             };
             // The lock is free: a waiting message goes first.
-            while waiters.load(Ordering::Acquire) > 0 {
+            while ram.give_way().anyone_waiting() {
                 std::thread::yield_now();
             }
             match step {
@@ -105,11 +104,12 @@ impl Backend {
         }
     }
 
+    /// The controller, for this message. The worker's DMA that waits for
+    /// the client meanwhile gives way (the client may be waiting for this
+    /// message's reply), and the worker lets the message go first.
     fn lock(&self) -> Locked<'_> {
-        self.waiters.fetch_add(1, Ordering::AcqRel);
-        let guard = self.ctrl.lock().unwrap_or_else(|e| e.into_inner());
-        self.waiters.fetch_sub(1, Ordering::AcqRel);
-        Locked(guard)
+        let _waiting = self.ram.give_way().wait();
+        Locked(self.ctrl.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
