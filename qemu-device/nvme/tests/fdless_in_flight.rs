@@ -32,13 +32,19 @@ const DATA_TRANSFER_ERROR: (u8, u8) = (0, 4);
 /// LBA 0..8 holding a pattern (returned). Controller 1's client must stay
 /// (its CMB is renewed when it leaves).
 struct Setup {
+    d: Device,
     h: SocketHost,
     _peer: SocketHost,
     cmb: File,
     pattern: Vec<u8>,
 }
 
-fn setup(d: &mut Device) -> Setup {
+fn setup(args: &[&str]) -> Setup {
+    let mut d = Device::start_with(Start {
+        one_group: true,
+        args,
+        ..Default::default()
+    });
     let mut h = SocketHost::connect(&d.sockets[0]).unwrap();
     assert!(h.enable() && h.create_io_queue(), "controller 0 ready");
     let mut peer = SocketHost::connect(&d.sockets[1]).unwrap();
@@ -48,8 +54,12 @@ fn setup(d: &mut Device) -> Setup {
     let pattern: Vec<u8> = (0..4096u32).map(|i| (i * 7 + i / 251) as u8).collect();
     h.write_mem(DATA, &pattern);
     assert!(h.submit_io(&[rw_command(0x01, 0, 8, DATA, 0, false)]));
-    assert_eq!(complete_within(&mut h, d, Duration::from_secs(10)), (0, 0));
+    assert_eq!(
+        complete_within(&mut h, &mut d, Duration::from_secs(10)),
+        (0, 0)
+    );
     Setup {
+        d,
         h,
         _peer: peer,
         cmb,
@@ -66,62 +76,43 @@ fn page(cmb: &File) -> Vec<u8> {
 #[test]
 fn an_unmap_of_a_placed_map_without_fd_fails_the_transfer_and_leaves_the_peer_cmb_alone() {
     let rule = format!("op=read,first=1,dma-stall-ms={STALL_MS}");
-    let mut d = Device::start_with(Start {
-        one_group: true,
-        args: &["--fault", &rule],
-        ..Default::default()
-    });
-    let Setup {
-        mut h,
-        _peer,
-        cmb,
-        pattern,
-    } = setup(&mut d);
+    let mut s = setup(&["--fault", &rule]);
     // The read into the map: placed by its probe, then held by the rule.
-    assert!(h.submit_io(&[rw_command(0x02, 0, 8, IOVA, 0, false)]));
-    serve(&h, &cmb, IOVA, PAGE);
+    assert!(s.h.submit_io(&[rw_command(0x02, 0, 8, IOVA, 0, false)]));
+    serve(&s.h, &s.cmb, IOVA, PAGE);
     std::thread::sleep(Duration::from_millis(300));
     let start = Instant::now();
-    let r = h
-        .client
-        .call(cmd::DMA_UNMAP, &build::dma_unmap(IOVA, 4096, 0), &[]);
+    let r =
+        s.h.client
+            .call(cmd::DMA_UNMAP, &build::dma_unmap(IOVA, 4096, 0), &[]);
     let answered = start.elapsed();
     assert_eq!(r.errno(), 0, "DMA_UNMAP");
-    let after_reply = page(&cmb);
+    let after_reply = page(&s.cmb);
     assert!(
         answered < Duration::from_millis(STALL_MS / 3),
         "the unmap waited {answered:?} for the transfer in flight"
     );
-    let status = complete_within(&mut h, &mut d, Duration::from_secs(15));
+    let status = complete_within(&mut s.h, &mut s.d, Duration::from_secs(15));
     assert_eq!(status, DATA_TRANSFER_ERROR, "the cut read's status");
     assert!(
-        page(&cmb) == after_reply,
+        page(&s.cmb) == after_reply,
         "the peer's CMB page changed after the unmap was answered"
     );
-    assert!(after_reply != pattern, "the read's data reached the page");
-    assert!(d.alive(), "{}", d.stderr());
+    assert!(after_reply != s.pattern, "the read's data reached the page");
+    assert!(s.d.alive(), "{}", s.d.stderr());
 }
 
 #[test]
 fn a_probe_gives_way_to_a_message_that_needs_the_controller_and_its_command_runs_again() {
-    let mut d = Device::start_with(Start {
-        one_group: true,
-        ..Default::default()
-    });
-    let Setup {
-        mut h,
-        _peer,
-        cmb,
-        pattern,
-    } = setup(&mut d);
-    assert!(h.submit_io(&[rw_command(0x02, 0, 8, IOVA, 0, false)]));
+    let mut s = setup(&[]);
+    assert!(s.h.submit_io(&[rw_command(0x02, 0, 8, IOVA, 0, false)]));
     // The probe comes; QEMU, busy with a vCPU's register write that
     // waits for its reply, does not answer it yet.
-    let probe = h.client.next_request();
+    let probe = s.h.client.next_request();
     assert_eq!(probe.header.command, cmd::DMA_WRITE, "a write probe");
     let intms = build::region_rw(0, 0x0c, 4, &0u32.to_le_bytes());
     let start = Instant::now();
-    let r = h.client.call(cmd::REGION_WRITE, &intms, &[]);
+    let r = s.h.client.call(cmd::REGION_WRITE, &intms, &[]);
     let answered = start.elapsed();
     assert_eq!(r.errno(), 0, "register write");
     assert!(
@@ -129,15 +120,18 @@ fn a_probe_gives_way_to_a_message_that_needs_the_controller_and_its_command_runs
         "the register write waited {answered:?} for the probe's timeout"
     );
     // QEMU answers the old probe late (dropped), then the new one.
-    h.client.answer(&probe.header, &[]);
-    serve(&h, &cmb, IOVA, PAGE);
-    let status = complete_within(&mut h, &mut d, Duration::from_secs(10));
+    s.h.client.answer(&probe.header, &[]);
+    serve(&s.h, &s.cmb, IOVA, PAGE);
+    let status = complete_within(&mut s.h, &mut s.d, Duration::from_secs(10));
     assert_eq!(
         status,
         (0, 0),
         "the read ran again and completed: {}",
-        d.stderr()
+        s.d.stderr()
     );
-    assert!(page(&cmb) == pattern, "the data is in the peer's CMB page");
-    assert!(d.alive(), "{}", d.stderr());
+    assert!(
+        page(&s.cmb) == s.pattern,
+        "the data is in the peer's CMB page"
+    );
+    assert!(s.d.alive(), "{}", s.d.stderr());
 }
