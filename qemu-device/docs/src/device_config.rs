@@ -13,6 +13,9 @@ pub const DEVICE_CONFIG_VERSION: u32 = 1;
 
 /// Default shadow-doorbell polling after the queues drain, in µs.
 pub const DEFAULT_POLL_US: u64 = 1000;
+/// Default adaptive interrupt moderation, in µs (the quiet time after
+/// which held I/O completions are signalled).
+pub const DEFAULT_MODERATION_US: u64 = 50;
 /// Default DMA_MAP sections one client may hold.
 pub const DEFAULT_MAX_DMA_MAPS: u64 = 8192;
 /// Default CMB size of a controller, in MiB.
@@ -36,7 +39,7 @@ pub struct DeviceConfig {
     pub poll_us: u64,
     /// Adaptive interrupt moderation in µs (0: off) for controllers that
     /// set none.
-    #[serde(default)]
+    #[serde(default = "default_moderation_us")]
     pub irq_moderation_us: u64,
     /// Fault rules installed before the first client connects (the rule
     /// grammar of the device's README).
@@ -159,6 +162,9 @@ impl NamespaceConfig {
 fn default_poll_us() -> u64 {
     DEFAULT_POLL_US
 }
+fn default_moderation_us() -> u64 {
+    DEFAULT_MODERATION_US
+}
 fn default_max_dma_maps() -> u64 {
     DEFAULT_MAX_DMA_MAPS
 }
@@ -206,7 +212,7 @@ impl DeviceConfig {
             controllers,
             stats_socket: None,
             poll_us: DEFAULT_POLL_US,
-            irq_moderation_us: 0,
+            irq_moderation_us: DEFAULT_MODERATION_US,
             faults: vec![],
             trace: None,
             max_dma_maps: DEFAULT_MAX_DMA_MAPS,

@@ -184,4 +184,23 @@ mod tests {
             assert!(specs.iter().all(|s| s.unannounced_dma == want), "{iommu:?}");
         }
     }
+
+    #[test]
+    fn the_launchers_poll_and_moderation_defaults_are_the_devices() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            vm: crate::options::VmOptions,
+        }
+        let cli = <Cli as clap::Parser>::try_parse_from(["p2pnvme"]).unwrap();
+        assert_eq!(cli.vm.poll_us, [p2pnvme_device::DEFAULT_POLL_US]);
+        assert_eq!(
+            cli.vm.irq_moderation_us,
+            [p2pnvme_device::DEFAULT_MODERATION_US]
+        );
+        assert!(
+            cli.vm.irq_moderation_us.iter().all(|&us| us > 0),
+            "moderation on"
+        );
+    }
 }

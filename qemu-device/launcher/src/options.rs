@@ -90,9 +90,10 @@ pub struct VmOptions {
     pub poll_us: Vec<u64>,
     /// Adaptive interrupt moderation of the project's controllers, in µs
     /// (0: off): without a host Interrupt Coalescing setting, an I/O
-    /// interrupt waits until no command arrived for this long. A list, as
-    /// for --poll-us.
-    #[arg(long, value_name = "US[,US...]", value_delimiter = ',', default_value = "0", value_parser = clap::value_parser!(u64).range(0..=p2pnvme_device::MAX_MODERATION_US))]
+    /// interrupt waits until no command arrived for this long, or until as
+    /// many completions as the driver kept in flight last time are in. A
+    /// list, as for --poll-us.
+    #[arg(long, value_name = "US[,US...]", value_delimiter = ',', default_value = "50", value_parser = clap::value_parser!(u64).range(0..=p2pnvme_device::MAX_MODERATION_US))]
     pub irq_moderation_us: Vec<u64>,
     /// Share a host folder with the guest, read-write, through virtiofs
     /// (HOST_DIR[:GUEST_DIR]; default guest path /mnt/<basename>). Repeatable.

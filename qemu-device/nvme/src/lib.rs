@@ -59,8 +59,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 pub use config::{
-    parse_size, validate as validate_config, CtrlSpec, DeviceArgs, Limits, NsSpec, DEFAULT_POLL_US,
-    MAX_DMA_MAPS, MAX_MODERATION_US, MAX_POLL_US,
+    parse_size, validate as validate_config, CtrlSpec, DeviceArgs, Limits, NsSpec,
+    DEFAULT_MODERATION_US, DEFAULT_POLL_US, MAX_DMA_MAPS, MAX_MODERATION_US, MAX_POLL_US,
 };
 #[cfg(any(test, feature = "test-utils"))]
 pub use controller::regs::RegMirror;

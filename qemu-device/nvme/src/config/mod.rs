@@ -16,7 +16,7 @@ use p2pnvme_docs::device_config::{
 use p2pnvme_docs::kv::{self, Key};
 use std::path::PathBuf;
 
-pub use p2pnvme_docs::device_config::DEFAULT_POLL_US;
+pub use p2pnvme_docs::device_config::{DEFAULT_MODERATION_US, DEFAULT_POLL_US};
 pub use validate::{validate, CtrlSpec, NsSpec, MAX_DMA_MAPS, MAX_MODERATION_US, MAX_POLL_US};
 
 /// The `p2pnvme device` command line.
@@ -58,7 +58,8 @@ pub struct DeviceArgs {
     /// Adaptive interrupt moderation, in µs (0: off): while the host has
     /// not set Interrupt Coalescing, an I/O vector is signalled once no
     /// command arrived for this long (at most 10 times that after its
-    /// first held entry, or at 32 entries) [default: 0].
+    /// first held entry, or at 32 entries), or at once when it holds as
+    /// many entries as the driver kept in flight last time [default: 50].
     #[arg(long, value_parser = clap::value_parser!(u64).range(0..=MAX_MODERATION_US))]
     pub irq_moderation_us: Option<u64>,
     /// A fault rule, e.g. `op=read,ns=1,nth=10,status=0x281` (repeatable;

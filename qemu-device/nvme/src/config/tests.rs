@@ -40,7 +40,10 @@ fn poll_and_moderation_can_differ_per_controller() {
     a.poll_us = Some(7);
     let s = specs(&a).unwrap();
     assert_eq!((s[0].moderation_us, s[0].poll_us), (30, 500));
-    assert_eq!((s[1].moderation_us, s[1].poll_us), (0, 7));
+    assert_eq!(
+        (s[1].moderation_us, s[1].poll_us),
+        (super::DEFAULT_MODERATION_US, 7)
+    );
     let e = specs(&args(&[
         "socket=/tmp/a,moderation-us=20000,ns=/tmp/a.img:1M",
     ]))
@@ -182,6 +185,21 @@ fn sizes() {
 fn the_default_document_polls_as_the_flags_default() {
     let cfg = DeviceConfig::new(vec![]);
     assert_eq!(cfg.poll_us, super::DEFAULT_POLL_US);
+}
+
+#[test]
+fn controllers_moderate_interrupts_unless_told_otherwise() {
+    // Neither a flag nor a document field: moderation is on.
+    let s = specs(&args(&["socket=/t/a,ns=/t/a.img:1M"])).unwrap();
+    assert_eq!(s[0].moderation_us, super::DEFAULT_MODERATION_US);
+    assert!(s[0].moderation_us > 0);
+    let doc = r#"{"version": 1, "controllers": [{"socket": "/t/a", "namespaces": [{"file": "/t/a.img", "size": 1048576}]}]}"#;
+    let read = DeviceConfig::from_json(doc).unwrap();
+    let s = crate::validate_config(&read).unwrap();
+    assert_eq!(s[0].moderation_us, super::DEFAULT_MODERATION_US);
+    // Off only when asked for.
+    let s = specs(&args(&["socket=/t/a,moderation-us=0,ns=/t/a.img:1M"])).unwrap();
+    assert_eq!(s[0].moderation_us, 0);
 }
 
 #[test]

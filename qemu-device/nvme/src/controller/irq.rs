@@ -8,14 +8,21 @@
 //! vector (Feature 09h, CD), an I/O queue's vector is signalled only once
 //! THR + 1 entries accumulated or TIME x 100 us passed since the first one;
 //! the admin queue's entries are never held. Without a host setting, the
-//! device's adaptive moderation (`--irq-moderation-us`, off by default)
-//! holds an I/O vector's entries until no command arrived for that long: a
-//! driver that keeps submitting gets one interrupt per burst. A hold that
-//! gathered no entry beyond those it started with bought nothing (the
-//! driver was waiting for exactly those, as at queue depth 1, or its next
-//! command came later than the moderation time): the vector's next
+//! device's adaptive moderation (`--irq-moderation-us`, 50 µs by default)
+//! holds I/O vectors' entries until no command arrived for that long: a
+//! driver that keeps submitting gets one interrupt per burst. The holds
+//! from the first until the last is signalled form a round, counted over
+//! all vectors (a process that moves between CPUs submits to the queues of
+//! each). A round that gathered a single entry bought nothing (the
+//! driver was waiting for each completion, as at queue depth 1, or its
+//! next command came later than the moderation time): the next
 //! `MODERATION_PROBE` signals then go out at once, and only then is a hold
-//! tried again.
+//! tried again. A round that started after the driver went quiet and ended
+//! when it went quiet again measured what the driver keeps in flight (its
+//! queue depth as the device sees it): later rounds signal as soon as they
+//! gathered that many, without waiting for the quiet time, and after
+//! `MODERATION_PROBE` rounds one measures again (a driver that went
+//! shallower meanwhile costs a quiet wait per round until then).
 
 use super::*;
 
@@ -23,8 +30,9 @@ use super::*;
 const MODERATION_ENTRIES: u32 = 32;
 /// Moderation holds an entry at most this many moderation periods.
 const MODERATION_CAP: u32 = 10;
-/// After a hold that gathered no new entry, this many signals of the
-/// vector go out unheld before moderation tries again.
+/// After a round that gathered a single entry, this many signals go out
+/// unheld before moderation tries again; and after this many rounds the
+/// driver's depth is measured again.
 const MODERATION_PROBE: u32 = 16;
 
 /// A vector's entries held back from an interrupt.
@@ -34,8 +42,62 @@ struct Hold {
     entries: u32,
     /// When the first was held (None: nothing held).
     since: Option<Instant>,
-    /// Entries the hold started with.
-    first: u32,
+    /// Held by moderation (not by the host's coalescing).
+    moderated: bool,
+}
+
+/// Moderation's holds on all vectors, from the first until the last is
+/// signalled.
+#[derive(Clone, Copy, Default)]
+struct Round {
+    /// Held entries on all vectors at which all are signalled (0: no
+    /// round runs).
+    limit: u32,
+    /// Entries the round gathered.
+    entries: u32,
+}
+
+/// What moderation learned about the driver.
+#[derive(Clone, Copy, Default)]
+struct Learned {
+    /// Entries a round that waited for quiet gathered (0: unknown).
+    depth: u32,
+    /// Rounds left before one ignores `depth` and measures it again.
+    trusted: u32,
+    /// The current round measures: it waits for quiet whatever it holds.
+    measuring: bool,
+    /// The last round ended in quiet: the driver had nothing in flight, so
+    /// the next round sees all it submits.
+    synced: bool,
+}
+
+impl Learned {
+    /// The entries at which a new round signals at once.
+    fn limit(&mut self) -> u32 {
+        // Measure only from a quiet start: a round that starts while the
+        // driver still has commands in flight would see a part of them.
+        self.measuring = self.depth < 2 || (self.trusted == 0 && self.synced);
+        if self.measuring {
+            self.trusted = MODERATION_PROBE;
+            return MODERATION_ENTRIES;
+        }
+        self.trusted = self.trusted.saturating_sub(1);
+        self.depth.min(MODERATION_ENTRIES)
+    }
+
+    /// A round with `limit` ended with `entries`. One that ended in quiet
+    /// before its limit measured the driver's depth; any other only shows
+    /// that it is at least that deep (the rest of a depth that was cut
+    /// short also ends in quiet, and must not pass for the depth).
+    fn released(&mut self, entries: u32, limit: u32) {
+        self.synced = entries < limit;
+        if self.synced {
+            self.depth = match self.measuring {
+                true => entries,
+                false => self.depth.max(entries),
+            };
+        }
+    }
 }
 
 /// What the worker remembers about unsignalled completions.
@@ -48,8 +110,12 @@ pub struct IrqState {
     held: Vec<Hold>,
     /// Some vector holds entries.
     holding: bool,
-    /// Per vector: signals left that moderation lets out unheld.
-    unheld: Vec<u32>,
+    /// Signals left that moderation lets out unheld.
+    unheld: u32,
+    /// Moderation's current round of holds.
+    round: Round,
+    /// The driver's depth moderation learned.
+    learned: Learned,
 }
 
 impl Default for IrqState {
@@ -59,7 +125,9 @@ impl Default for IrqState {
             fresh: vec![0; MAX_IO_QUEUES + 1],
             held: vec![Hold::default(); crate::limits::MSIX_VECTORS],
             holding: false,
-            unheld: vec![0; crate::limits::MSIX_VECTORS],
+            unheld: 0,
+            round: Round::default(),
+            learned: Learned::default(),
         }
     }
 }
@@ -112,9 +180,9 @@ impl Controller {
             // the host's threshold, or the device's moderation limit.
             let limit = match (agg, coalesce) {
                 (Some((thr, _)), true) => Some(thr),
-                (None, true) if moderate && self.irq.unheld[iv] == 0 => Some(MODERATION_ENTRIES),
+                (None, true) if moderate && self.irq.unheld == 0 => Some(MODERATION_ENTRIES),
                 (None, true) if moderate => {
-                    self.irq.unheld[iv] -= 1;
+                    self.irq.unheld -= 1;
                     None
                 }
                 _ => None,
@@ -126,7 +194,7 @@ impl Controller {
                         *held = Hold {
                             entries: 0,
                             since: Some(now),
-                            first: n,
+                            moderated: moderate,
                         };
                     }
                     held.entries = held.entries.saturating_add(n);
@@ -134,18 +202,32 @@ impl Controller {
                     if held.entries >= limit {
                         signal |= 1 << iv;
                     }
+                    if moderate {
+                        let round = &mut self.irq.round;
+                        if round.limit == 0 {
+                            *round = Round {
+                                limit: self.irq.learned.limit(),
+                                entries: 0,
+                            };
+                        }
+                        round.entries = round.entries.saturating_add(n);
+                    }
                 }
                 _ => signal |= 1 << iv,
             }
         }
+        // The driver's depth completed: it has nothing left to submit.
+        let round = self.irq.round;
+        let depth_done = round.limit > 0 && round.entries >= round.limit;
         if self.irq.holding {
             for (iv, held) in self.irq.held.iter().enumerate() {
                 let Some(since) = held.since else { continue };
                 // No clock: neither coalescing nor moderation holds now.
-                let release = now.is_none_or(|now| {
-                    no_coalescing & (1 << iv) != 0
-                        || self.hold_due(agg, since).is_some_and(|due| due <= now)
-                });
+                let release = (held.moderated && depth_done)
+                    || now.is_none_or(|now| {
+                        no_coalescing & (1 << iv) != 0
+                            || self.hold_due(agg, since).is_some_and(|due| due <= now)
+                    });
                 if release {
                     signal |= 1 << iv;
                 }
@@ -154,13 +236,19 @@ impl Controller {
         while signal != 0 {
             let iv = signal.trailing_zeros() as usize;
             signal &= signal - 1;
-            let held = std::mem::take(&mut self.irq.held[iv]);
-            if moderate && held.since.is_some() && held.entries <= held.first {
-                self.irq.unheld[iv] = MODERATION_PROBE;
-            }
+            self.irq.held[iv] = Hold::default();
             self.interrupt(iv as u16);
         }
         self.irq.holding = self.irq.held.iter().any(|h| h.since.is_some());
+        if round.limit > 0 && !self.irq.held.iter().any(|h| h.moderated) {
+            // The round's last hold was signalled; one that gathered a
+            // single entry only added latency (a driver waiting for each).
+            let round = std::mem::take(&mut self.irq.round);
+            if moderate && round.entries <= 1 {
+                self.irq.unheld = MODERATION_PROBE;
+            }
+            self.irq.learned.released(round.entries, round.limit);
+        }
     }
 
     /// When the earliest vector held by coalescing must be signalled (the

@@ -6,14 +6,24 @@ use std::sync::atomic::Ordering::Relaxed;
 /// Four reads on I/O queue 1, written to the SQ with one doorbell write,
 /// then the worker's pass over them.
 fn run_four_reads(h: &mut TestHost) {
+    run_reads(h, 4);
+}
+
+/// `n` reads on I/O queue 1, as `run_four_reads`.
+fn run_reads(h: &mut TestHost, n: u32) {
+    run_reads_on(h, 1, n);
+}
+
+/// `n` reads on I/O queue `qid`, as `run_four_reads`.
+fn run_reads_on(h: &mut TestHost, qid: usize, n: u32) {
     let buf = h.alloc(4096);
     h.manual = true;
-    for lba in 0..4u32 {
+    for lba in 0..n {
         let mut c = command(io::READ, 1);
         c.dw[6] = buf as u32;
         c.dw[7] = (buf >> 32) as u32;
         c.dw[10] = lba * 8;
-        h.submit_no_reap(1, c);
+        h.submit_no_reap(qid, c);
     }
     while h.ctrl.step() == crate::controller::Step::Busy {}
 }
@@ -255,4 +265,81 @@ fn moderation_stops_holding_for_a_driver_that_waits_for_each_completion() {
     one_read(&mut h);
     assert_eq!(h.take_interrupts(), 0, "a new hold");
     assert!(h.ctrl.irq_deadline().is_some());
+}
+
+#[test]
+fn moderation_signals_once_the_depth_the_driver_keeps_in_flight_completed() {
+    let d = tempfile::tempdir().unwrap();
+    let mut h = quiet_host(&d, |h| {
+        h.ctrl.set_moderation(std::time::Duration::from_millis(20))
+    });
+    // A driver that keeps 8 commands in flight: the first hold waits for
+    // quiet and so learns the depth.
+    run_four_reads(&mut h);
+    run_four_reads(&mut h);
+    assert_eq!(h.take_interrupts(), 0, "held at first");
+    step_when_due(&mut h);
+    assert_eq!(h.take_interrupts(), 1);
+    reap_all(&mut h, 8);
+    // The next 8 signal as soon as the 8th completed, without the wait.
+    run_four_reads(&mut h);
+    assert_eq!(h.take_interrupts(), 0, "4 of 8 completed");
+    run_four_reads(&mut h);
+    assert_eq!(h.take_interrupts(), 1, "all 8 completed: signalled at once");
+    assert!(h.ctrl.irq_deadline().is_none(), "nothing held");
+    reap_all(&mut h, 8);
+    // The driver drops to 4 (two passes of 2): its rounds wait for quiet
+    // until the device measures again, then signal at once.
+    let mut quiet_rounds = 0;
+    loop {
+        run_reads(&mut h, 2);
+        assert_eq!(h.take_interrupts(), 0, "2 of 4 completed");
+        run_reads(&mut h, 2);
+        if h.take_interrupts() == 1 {
+            break;
+        }
+        step_when_due(&mut h);
+        assert_eq!(h.take_interrupts(), 1);
+        reap_all(&mut h, 4);
+        quiet_rounds += 1;
+        assert!(quiet_rounds <= 17, "the depth is measured again");
+    }
+    reap_all(&mut h, 4);
+    assert!(
+        quiet_rounds >= 2,
+        "the deeper depth was trusted for a while"
+    );
+    assert!(h.ctrl.irq_deadline().is_none(), "nothing held");
+}
+
+#[test]
+fn moderation_counts_the_drivers_depth_over_all_its_queues() {
+    // A process that moves between CPUs submits to the queues of both.
+    let d = tempfile::tempdir().unwrap();
+    let mut h = quiet_host(&d, |h| {
+        h.ctrl.set_moderation(std::time::Duration::from_millis(20));
+        h.io_vector = 2;
+        h.create_io_queue(2, 16, None);
+    });
+    let reap_both = |h: &mut TestHost| {
+        for qid in [1, 2] {
+            for _ in 0..4 {
+                assert!(h.reap(qid).expect("completed").ok());
+            }
+        }
+    };
+    // 4 on each queue, then quiet: both vectors at once, depth 8 learned.
+    run_reads_on(&mut h, 1, 4);
+    run_reads_on(&mut h, 2, 4);
+    assert_eq!(h.take_interrupts(), 0, "held at first");
+    step_when_due(&mut h);
+    assert_eq!(h.take_interrupts(), 2, "both vectors");
+    reap_both(&mut h);
+    // The next 8, split the same way, signal both without the wait.
+    run_reads_on(&mut h, 1, 4);
+    assert_eq!(h.take_interrupts(), 0, "4 of 8 completed");
+    run_reads_on(&mut h, 2, 4);
+    assert_eq!(h.take_interrupts(), 2, "all 8 completed: both signalled");
+    assert!(h.ctrl.irq_deadline().is_none(), "nothing held");
+    reap_both(&mut h);
 }
