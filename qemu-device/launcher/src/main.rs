@@ -393,7 +393,11 @@ fn next_run(
             dir.join("lib/modules").join(&k.release).display()
         ),
         None if opts.kernel.is_some() => println!("modules:  built into the kernel"),
-        None => println!("modules:  the image's /lib/modules/{}", k.release),
+        None => println!(
+            "modules:  {} (the image's /lib/modules/{})",
+            img.modules_archive().display(),
+            k.release
+        ),
     }
     Ok(())
 }
