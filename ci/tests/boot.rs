@@ -1,5 +1,5 @@
-//! What a guest unpacks at boot: the image kernel's modules only for a
-//! guest booting that kernel.
+//! How a guest boots: the minimal kernel through its PVH entry, and the
+//! image kernel's modules unpacked only by a guest booting that kernel.
 
 use p2pnvme_ci::*;
 
@@ -43,5 +43,36 @@ fn only_a_guest_booting_the_images_kernel_unpacks_its_modules() {
     assert!(
         s.contains("modules-there\n1\n"),
         "Debian's modules unpacked and nvme loaded: {s}"
+    );
+}
+
+#[test]
+fn the_minimal_kernel_boots_through_its_pvh_entry_not_the_bzimage_decompressor() {
+    let out = p2pnvme(&[
+        "run",
+        "-v",
+        "--guest-kernel",
+        "minimal",
+        "--no-guest-driver",
+        "--",
+        // boot_params.hdr.version: the PVH entry fills in 2.12, a bzImage
+        // boot keeps its own header's (2.15 for 7.3).
+        "od -An -tx2 -j 518 -N2 /sys/kernel/boot_params/data",
+    ]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let kernel = stderr
+        .split(" -kernel ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no -kernel in the QEMU command line: {stderr}"));
+    assert!(kernel.ends_with("/vmlinux"), "QEMU boots {kernel}");
+    assert_eq!(
+        stdout.trim(),
+        "020c",
+        "boot protocol version of the guest's entry"
     );
 }
