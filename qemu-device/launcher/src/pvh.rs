@@ -1,7 +1,9 @@
 //! Which image QEMU boots: a kernel tree's ELF `vmlinux` when it has the
 //! PVH entry point (CONFIG_PVH: QEMU jumps straight into the uncompressed
 //! kernel, skipping the bzImage's decompressor, about 0.15 s under TCG),
-//! else its bzImage.
+//! else its bzImage. A KASAN kernel boots its bzImage: its PVH entry calls
+//! instrumented C (memcmp of the hypervisor's CPUID signature) before the
+//! early shadow is mapped, and the guest triple-faults before any output.
 
 use crate::kernel::{GuestKernel, KernelBuild};
 use std::fs::File;
@@ -17,11 +19,18 @@ const MAX_NOTES: u64 = 1 << 20;
 pub fn boot_image(kernel: &GuestKernel) -> PathBuf {
     if let KernelBuild::Tree(tree) = &kernel.build {
         let vmlinux = tree.join("vmlinux");
-        if has_pvh_entry(&vmlinux) {
+        if !has_kasan(&tree.join(".config")) && has_pvh_entry(&vmlinux) {
             return vmlinux;
         }
     }
     kernel.bzimage.clone()
+}
+
+/// Whether the configuration file enables KASAN.
+fn has_kasan(config: &Path) -> bool {
+    std::fs::read_to_string(config)
+        .map(|c| c.lines().any(|l| l.trim() == "CONFIG_KASAN=y"))
+        .unwrap_or(false)
 }
 
 /// Whether `path` is a 64-bit little-endian ELF file with the PVH entry
@@ -146,6 +155,29 @@ mod tests {
         v[64 + 0x20..64 + 0x28].copy_from_slice(&(notes.len() as u64).to_le_bytes());
         v.extend(notes);
         v
+    }
+
+    #[test]
+    fn a_tree_boots_its_pvh_vmlinux_unless_it_is_built_with_kasan() {
+        let d = tempfile::tempdir().unwrap();
+        let tree = d.path().to_path_buf();
+        let pvh = note(b"Xen\0", PHYS32_ENTRY, &0x100_0000u64.to_le_bytes());
+        std::fs::write(tree.join("vmlinux"), elf(&pvh)).unwrap();
+        let img = crate::image::Image {
+            rootfs: tree.join("rootfs"),
+            dir: tree.clone(),
+            kernel_version: "7.3.4+deb13-amd64".into(),
+            key: "k".into(),
+        };
+        let mut k = GuestKernel::of_image(&img);
+        // The image's packaged kernel: its bzImage, whatever lies around.
+        assert_eq!(boot_image(&k), k.bzimage);
+        k.build = KernelBuild::Tree(tree.clone());
+        k.bzimage = tree.join("arch/x86/boot/bzImage");
+        std::fs::write(tree.join(".config"), "CONFIG_PVH=y\n").unwrap();
+        assert_eq!(boot_image(&k), tree.join("vmlinux"));
+        std::fs::write(tree.join(".config"), "CONFIG_PVH=y\nCONFIG_KASAN=y\n").unwrap();
+        assert_eq!(boot_image(&k), k.bzimage);
     }
 
     fn check(bytes: &[u8]) -> bool {
