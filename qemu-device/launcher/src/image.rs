@@ -38,8 +38,14 @@ impl Image {
     pub fn kernel(&self) -> PathBuf {
         self.dir.join("vmlinuz")
     }
+    /// The userland archive every guest unpacks.
     pub fn initramfs(&self) -> PathBuf {
         self.dir.join("initramfs.img")
+    }
+    /// The archive of the image kernel's modules: only a guest booting
+    /// that kernel unpacks it.
+    pub fn modules_archive(&self) -> PathBuf {
+        self.dir.join("modules.img")
     }
 }
 

@@ -23,7 +23,6 @@ pub const REQUIRED: &[(&str, bool)] = &[
     ("FW_CFG_SYSFS", false),
     ("DEVTMPFS", true),
     ("BLK_DEV_INITRD", true),
-    ("RD_LZ4", true), // images/initramfs.sh packs the image with lz4
     ("SERIAL_8250_CONSOLE", true),
     ("BINFMT_ELF", true),
     ("BINFMT_SCRIPT", true),

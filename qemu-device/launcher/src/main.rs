@@ -50,6 +50,7 @@ mod own_kernel;
 mod paths;
 mod procs;
 mod prove;
+mod pvh;
 mod qemu;
 mod qmp;
 mod ramscan;
@@ -381,7 +382,11 @@ fn next_run(
         }
     }
     let k = kernel::GuestKernel::resolve(&opts, img)?;
-    println!("kernel:   {} ({})", k.release, k.bzimage.display());
+    println!(
+        "kernel:   {} ({})",
+        k.release,
+        pvh::boot_image(&k).display()
+    );
     println!(
         "initrd:   {} + a per-run overlay (p2pcopy.ko built for {}, the p2pcopy CLI, ci/guest scripts, --module files)",
         img.initramfs().display(),
@@ -393,7 +398,11 @@ fn next_run(
             dir.join("lib/modules").join(&k.release).display()
         ),
         None if opts.kernel.is_some() => println!("modules:  built into the kernel"),
-        None => println!("modules:  the image's /lib/modules/{}", k.release),
+        None => println!(
+            "modules:  {} (the image's /lib/modules/{})",
+            img.modules_archive().display(),
+            k.release
+        ),
     }
     Ok(())
 }

@@ -114,14 +114,35 @@ pub fn guest_initrd(
     ov.write(&overlay)?;
 
     let initrd = run_dir.join("initrd.img");
-    let mut out = fs::File::create(&initrd)?;
-    let base = fs::read(image.initramfs())?;
-    out.write_all(&base)?;
-    // The kernel looks for the next archive only at 4-byte aligned offsets
-    // and skips zero bytes before it.
-    out.write_all(&[0u8; 3][..(4 - base.len() % 4) % 4])?;
-    out.write_all(&fs::read(&overlay)?)?;
+    let mut parts = vec![image.initramfs()];
+    if wants_image_modules(image, kernel) {
+        parts.push(image.modules_archive());
+    }
+    parts.push(overlay);
+    concat_archives(&parts, &initrd)?;
     Ok(initrd)
+}
+
+/// Whether the guest needs the image kernel's modules: it boots a kernel of
+/// that release that brings no modules of its own (the image's kernel).
+fn wants_image_modules(image: &Image, kernel: &GuestKernel) -> bool {
+    kernel.release == image.kernel_version && kernel.modules.is_none()
+}
+
+/// Writes the cpio archives one after the other into `out`, as the kernel
+/// reads them: each next archive at a 4-byte aligned offset (it skips zero
+/// bytes before one).
+fn concat_archives(parts: &[PathBuf], out: &Path) -> Result<()> {
+    let mut f = fs::File::create(out)?;
+    let mut len = 0usize;
+    for p in parts {
+        let pad = (4 - len % 4) % 4;
+        f.write_all(&[0u8; 3][..pad])?;
+        let data = fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+        f.write_all(&data)?;
+        len += pad + data.len();
+    }
+    Ok(())
 }
 
 /// Builds p2pcopy.ko against the guest kernel's headers inside the root
@@ -231,4 +252,50 @@ fn guest_cli(src: &Path) -> Result<Option<PathBuf>> {
     Ok(Some(
         target_dir.join("x86_64-unknown-linux-gnu/release/p2pcopy"),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(dir: &Path) -> Image {
+        Image {
+            rootfs: dir.join("rootfs"),
+            dir: dir.to_path_buf(),
+            kernel_version: "7.3.4+deb13-amd64".into(),
+            key: "k".into(),
+        }
+    }
+
+    #[test]
+    fn only_the_images_own_kernel_gets_the_images_modules() {
+        let d = tempfile::tempdir().unwrap();
+        let img = image(d.path());
+        let mut k = GuestKernel::of_image(&img);
+        assert!(wants_image_modules(&img, &k));
+        // A kernel tree of the same release brings its own.
+        k.modules = Some(d.path().join("staged"));
+        assert!(!wants_image_modules(&img, &k));
+        // Another release (the minimal kernel) has no use for them.
+        k.modules = None;
+        k.release = "7.3.4-p2pnvme".into();
+        assert!(!wants_image_modules(&img, &k));
+    }
+
+    #[test]
+    fn each_concatenated_archive_starts_at_a_4_byte_aligned_offset() {
+        let d = tempfile::tempdir().unwrap();
+        let parts: Vec<PathBuf> = [&b"abcde"[..], b"fgh", b"ijkl"]
+            .iter()
+            .enumerate()
+            .map(|(i, data)| {
+                let p = d.path().join(format!("{i}.cpio"));
+                fs::write(&p, data).unwrap();
+                p
+            })
+            .collect();
+        let out = d.path().join("initrd.img");
+        concat_archives(&parts, &out).unwrap();
+        assert_eq!(fs::read(&out).unwrap(), b"abcde\0\0\0fgh\0ijkl");
+    }
 }

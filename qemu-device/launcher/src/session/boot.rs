@@ -155,7 +155,7 @@ impl Session {
         let interactive = command.is_none();
         Ok(MachineConfig {
             rootfs: &self.image.rootfs,
-            kernel: self.kernel.bzimage.clone(),
+            kernel: crate::pvh::boot_image(&self.kernel),
             initrd,
             devices,
             topology: self.opts.topology,

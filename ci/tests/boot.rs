@@ -1,0 +1,78 @@
+//! How a guest boots: the minimal kernel through its PVH entry, and the
+//! image kernel's modules unpacked only by a guest booting that kernel.
+
+use p2pnvme_ci::*;
+
+/// The image kernel's release, from `image info`'s `debian kernel:` line.
+fn debian_release() -> String {
+    let out = p2pnvme(&["image", "info"]);
+    let s = String::from_utf8_lossy(&out.stdout).into_owned();
+    s.lines()
+        .find_map(|l| l.strip_prefix("debian kernel:"))
+        .and_then(|v| v.split(',').next())
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| panic!("no 'debian kernel:' line: {s}"))
+}
+
+#[test]
+fn only_a_guest_booting_the_images_kernel_unpacks_its_modules() {
+    let debian = debian_release();
+    let s = guest_ok(
+        &["--guest-kernel", "minimal", "--no-guest-driver"],
+        "uname -r; ls /lib/modules",
+    );
+    let mut lines = s.lines();
+    let release = lines.next().unwrap_or_default().to_string();
+    let dirs: Vec<&str> = lines.collect();
+    assert!(
+        !dirs.contains(&debian.as_str()),
+        "minimal kernel's guest has {debian}'s modules: {s}"
+    );
+    assert!(
+        dirs.contains(&release.as_str()),
+        "its own release's directory: {s}"
+    );
+
+    // Debian's kernel still gets them, and its init loads them.
+    let s = guest_ok(
+        &["--guest-kernel", "debian", "--no-guest-driver"],
+        "uname -r; ls /lib/modules/$(uname -r)/kernel >/dev/null && echo modules-there; \
+         grep -c '^nvme ' /proc/modules",
+    );
+    assert!(s.starts_with(&debian), "{s}");
+    assert!(
+        s.contains("modules-there\n1\n"),
+        "Debian's modules unpacked and nvme loaded: {s}"
+    );
+}
+
+#[test]
+fn the_minimal_kernel_boots_through_its_pvh_entry_not_the_bzimage_decompressor() {
+    let out = p2pnvme(&[
+        "run",
+        "-v",
+        "--guest-kernel",
+        "minimal",
+        "--no-guest-driver",
+        "--",
+        // boot_params.hdr.version: the PVH entry fills in 2.12, a bzImage
+        // boot keeps its own header's (2.15 for 7.3).
+        "od -An -tx2 -j 518 -N2 /sys/kernel/boot_params/data",
+    ]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let kernel = stderr
+        .split(" -kernel ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no -kernel in the QEMU command line: {stderr}"));
+    assert!(kernel.ends_with("/vmlinux"), "QEMU boots {kernel}");
+    assert_eq!(
+        stdout.trim(),
+        "020c",
+        "boot protocol version of the guest's entry"
+    );
+}
