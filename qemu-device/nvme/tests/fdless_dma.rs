@@ -9,9 +9,9 @@
 
 mod common;
 
-use common::qemu::{a_write_of_bytes_no_cmb_holds_fails, complete, serve, stats};
-use common::{Device, Start};
-use p2pnvme_device::testhost::{rw_command, SocketHost, DATA};
+use common::qemu::{a_write_of_bytes_no_cmb_holds_fails, complete, serve, stats, PeerGroup};
+use common::Start;
+use p2pnvme_device::testhost::{rw_command, DATA};
 use p2pnvme_vfio_user::build;
 use p2pnvme_vfio_user::wire::{cmd, dma};
 use std::os::unix::fs::FileExt;
@@ -27,14 +27,12 @@ const PAGE_Z: u64 = 12 * 4096;
 
 #[test]
 fn dma_through_a_map_without_fd_reaches_the_peer_cmb_it_is_and_counts_as_that_peer() {
-    let mut d = Device::start_with(Start {
-        one_group: true,
-        ..Default::default()
-    });
-    let mut h = SocketHost::connect(&d.sockets[0]).unwrap();
-    assert!(h.enable() && h.create_io_queue(), "controller 0 ready");
-    let mut peer = SocketHost::connect(&d.sockets[1]).unwrap();
-    let cmb = std::fs::File::from(peer.cmb_fd().expect("controller 1's CMB fd"));
+    let PeerGroup {
+        mut d,
+        mut h,
+        peer: _peer,
+        cmb,
+    } = PeerGroup::start(Start::default());
     let rw = dma::READ | dma::WRITE;
     for (iova, flags) in [(WRITABLE, rw), (READ_ONLY, dma::READ), (ZEROS, dma::READ)] {
         let r = h

@@ -10,9 +10,9 @@
 
 mod common;
 
-use common::qemu::{complete_within, serve};
-use common::{Device, Start};
-use p2pnvme_device::testhost::{rw_command, SocketHost, DATA};
+use common::qemu::{complete_within, serve, PeerGroup};
+use common::Start;
+use p2pnvme_device::testhost::{rw_command, DATA};
 use p2pnvme_vfio_user::build;
 use p2pnvme_vfio_user::wire::{cmd, dma};
 use std::fs::File;
@@ -28,43 +28,23 @@ const STALL_MS: u64 = 3000;
 /// Data Transfer Error (generic status 04h).
 const DATA_TRANSFER_ERROR: (u8, u8) = (0, 4);
 
-/// Controller 0 ready, controller 1's CMB, the fd-less map at IOVA, and
-/// LBA 0..8 holding a pattern (returned). Controller 1's client must stay
-/// (its CMB is renewed when it leaves).
-struct Setup {
-    d: Device,
-    h: SocketHost,
-    _peer: SocketHost,
-    cmb: File,
-    pattern: Vec<u8>,
-}
-
-fn setup(args: &[&str]) -> Setup {
-    let mut d = Device::start_with(Start {
-        one_group: true,
+/// The fd-less map at IOVA in a peer group, and LBA 0..8 holding a
+/// pattern (returned).
+fn setup(args: &[&str]) -> (PeerGroup, Vec<u8>) {
+    let mut s = PeerGroup::start(Start {
         args,
         ..Default::default()
     });
-    let mut h = SocketHost::connect(&d.sockets[0]).unwrap();
-    assert!(h.enable() && h.create_io_queue(), "controller 0 ready");
-    let mut peer = SocketHost::connect(&d.sockets[1]).unwrap();
-    let cmb = File::from(peer.cmb_fd().expect("controller 1's CMB fd"));
     let map = build::dma_map(IOVA, 4096, 0, dma::READ | dma::WRITE);
-    assert_eq!(h.client.call(cmd::DMA_MAP, &map, &[]).errno(), 0);
+    assert_eq!(s.h.client.call(cmd::DMA_MAP, &map, &[]).errno(), 0);
     let pattern: Vec<u8> = (0..4096u32).map(|i| (i * 7 + i / 251) as u8).collect();
-    h.write_mem(DATA, &pattern);
-    assert!(h.submit_io(&[rw_command(0x01, 0, 8, DATA, 0, false)]));
+    s.h.write_mem(DATA, &pattern);
+    assert!(s.h.submit_io(&[rw_command(0x01, 0, 8, DATA, 0, false)]));
     assert_eq!(
-        complete_within(&mut h, &mut d, Duration::from_secs(10)),
+        complete_within(&mut s.h, &mut s.d, Duration::from_secs(10)),
         (0, 0)
     );
-    Setup {
-        d,
-        h,
-        _peer: peer,
-        cmb,
-        pattern,
-    }
+    (s, pattern)
 }
 
 fn page(cmb: &File) -> Vec<u8> {
@@ -76,7 +56,7 @@ fn page(cmb: &File) -> Vec<u8> {
 #[test]
 fn an_unmap_of_a_placed_map_without_fd_fails_the_transfer_and_leaves_the_peer_cmb_alone() {
     let rule = format!("op=read,first=1,dma-stall-ms={STALL_MS}");
-    let mut s = setup(&["--fault", &rule]);
+    let (mut s, pattern) = setup(&["--fault", &rule]);
     // The read into the map: placed by its probe, then held by the rule.
     assert!(s.h.submit_io(&[rw_command(0x02, 0, 8, IOVA, 0, false)]));
     serve(&s.h, &s.cmb, IOVA, PAGE);
@@ -98,13 +78,13 @@ fn an_unmap_of_a_placed_map_without_fd_fails_the_transfer_and_leaves_the_peer_cm
         page(&s.cmb) == after_reply,
         "the peer's CMB page changed after the unmap was answered"
     );
-    assert!(after_reply != s.pattern, "the read's data reached the page");
+    assert!(after_reply != pattern, "the read's data reached the page");
     assert!(s.d.alive(), "{}", s.d.stderr());
 }
 
 #[test]
 fn a_probe_gives_way_to_a_message_that_needs_the_controller_and_its_command_runs_again() {
-    let mut s = setup(&[]);
+    let (mut s, pattern) = setup(&[]);
     assert!(s.h.submit_io(&[rw_command(0x02, 0, 8, IOVA, 0, false)]));
     // The probe comes; QEMU, busy with a vCPU's register write that
     // waits for its reply, does not answer it yet.
@@ -130,7 +110,7 @@ fn a_probe_gives_way_to_a_message_that_needs_the_controller_and_its_command_runs
         s.d.stderr()
     );
     assert!(
-        page(&s.cmb) == s.pattern,
+        page(&s.cmb) == pattern,
         "the data is in the peer's CMB page"
     );
     assert!(s.d.alive(), "{}", s.d.stderr());

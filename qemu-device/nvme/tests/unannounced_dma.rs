@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::qemu::{a_write_of_bytes_no_cmb_holds_fails, complete, serve, stats};
+use common::qemu::{a_write_of_bytes_no_cmb_holds_fails, complete, serve, stats, PeerGroup};
 use common::{Device, Start};
 use p2pnvme_device::testhost::{rw_command, SocketHost, DATA};
 use p2pnvme_vfio_user::wire::{cmd, DmaRw};
@@ -40,15 +40,15 @@ fn serve_page(h: &SocketHost, cmb: &std::fs::File, iova_page: u64, page: u64, wa
 
 #[test]
 fn an_unannounced_iova_is_placed_in_the_peer_cmb_per_page_when_probing_is_on() {
-    let mut d = Device::start_with(Start {
-        one_group: true,
+    let PeerGroup {
+        mut d,
+        mut h,
+        peer: _peer,
+        cmb,
+    } = PeerGroup::start(Start {
         ctrl_keys: &["unannounced-dma=probe"],
         ..Default::default()
     });
-    let mut h = SocketHost::connect(&d.sockets[0]).unwrap();
-    assert!(h.enable() && h.create_io_queue(), "controller 0 ready");
-    let mut peer = SocketHost::connect(&d.sockets[1]).unwrap();
-    let cmb = std::fs::File::from(peer.cmb_fd().expect("controller 1's CMB fd"));
     let data = pattern(1, 8192);
     h.write_mem(DATA, &data[..4096]);
     h.write_mem(DATA + 4096, &data[4096..]);

@@ -2,13 +2,38 @@
 //! completions and counters, for tests of DMA the device places by asking
 //! the client.
 
-use super::Device;
+use super::{Device, Start};
 use p2pnvme_device::testhost::SocketHost;
 use p2pnvme_vfio_user::build::ReplyMsg;
 use p2pnvme_vfio_user::wire::{cmd, DmaRw};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
+
+/// One peer group of two controllers: controller 0 ready for I/O, and
+/// controller 1's client, which must stay (its CMB is renewed when it
+/// leaves), with that CMB's memfd.
+pub struct PeerGroup {
+    pub d: Device,
+    pub h: SocketHost,
+    pub peer: SocketHost,
+    pub cmb: std::fs::File,
+}
+
+impl PeerGroup {
+    /// Starts the device as `s` says, both controllers in one group.
+    pub fn start(s: Start<'_>) -> PeerGroup {
+        let d = Device::start_with(Start {
+            one_group: true,
+            ..s
+        });
+        let mut h = SocketHost::connect(&d.sockets[0]).unwrap();
+        assert!(h.enable() && h.create_io_queue(), "controller 0 ready");
+        let mut peer = SocketHost::connect(&d.sockets[1]).unwrap();
+        let cmb = std::fs::File::from(peer.cmb_fd().expect("controller 1's CMB fd"));
+        PeerGroup { d, h, peer, cmb }
+    }
+}
 
 /// The device's counters (stats socket `get`).
 pub fn stats(d: &Device) -> serde_json::Value {
