@@ -30,8 +30,9 @@ const GUEST_MODULES: &[&str] = &["nvme", "qemu_fw_cfg", "ext4", "brd"];
 /// The kernel a session boots and what module builds need.
 #[derive(Clone, Debug)]
 pub struct GuestKernel {
-    /// The bzImage QEMU boots.
-    pub bzimage: PathBuf,
+    /// The file QEMU boots: the bzImage, or a tree's `vmlinux` through its
+    /// PVH entry (see `pvh`), chosen once from the configuration.
+    pub boot: PathBuf,
     /// Its release (`uname -r` in the guest; the modules' directory).
     pub release: String,
     /// Where out-of-tree modules are built against it.
@@ -145,7 +146,7 @@ impl GuestKernel {
             }
         };
         Ok(GuestKernel {
-            bzimage,
+            boot: crate::pvh::boot_file(&bzimage, tree.as_deref(), &cfg),
             release,
             build: tree.map_or(KernelBuild::None, KernelBuild::Tree),
             modules,
@@ -157,7 +158,7 @@ impl GuestKernel {
     /// The image's own kernel and headers.
     pub fn of_image(image: &Image) -> GuestKernel {
         GuestKernel {
-            bzimage: image.kernel(),
+            boot: image.kernel(),
             release: image.kernel_version.clone(),
             build: KernelBuild::ImageHeaders(format!(
                 "/usr/src/linux-headers-{}",

@@ -382,11 +382,7 @@ fn next_run(
         }
     }
     let k = kernel::GuestKernel::resolve(&opts, img)?;
-    println!(
-        "kernel:   {} ({})",
-        k.release,
-        pvh::boot_image(&k).display()
-    );
+    println!("kernel:   {} ({})", k.release, k.boot.display());
     println!(
         "initrd:   {} + a per-run overlay (p2pcopy.ko built for {}, the p2pcopy CLI, ci/guest scripts, --module files)",
         img.initramfs().display(),

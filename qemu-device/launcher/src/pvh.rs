@@ -5,7 +5,7 @@
 //! instrumented C (memcmp of the hypervisor's CPUID signature) before the
 //! early shadow is mapped, and the guest triple-faults before any output.
 
-use crate::kernel::{GuestKernel, KernelBuild};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -15,22 +15,15 @@ const PHYS32_ENTRY: u32 = 18;
 /// PT_NOTE program headers larger than this are not read.
 const MAX_NOTES: u64 = 1 << 20;
 
-/// The file to hand QEMU's `-kernel`.
-pub fn boot_image(kernel: &GuestKernel) -> PathBuf {
-    if let KernelBuild::Tree(tree) = &kernel.build {
-        let vmlinux = tree.join("vmlinux");
-        if !has_kasan(&tree.join(".config")) && has_pvh_entry(&vmlinux) {
-            return vmlinux;
-        }
+/// The file to hand QEMU's `-kernel` for a kernel with this parsed
+/// configuration: a tree's `vmlinux` when it has the PVH entry and no KASAN,
+/// else the bzImage (a packaged kernel, without a tree, always).
+pub fn boot_file(bzimage: &Path, tree: Option<&Path>, cfg: &BTreeMap<String, String>) -> PathBuf {
+    let kasan = cfg.get("KASAN").is_some_and(|v| v == "y");
+    match tree.map(|t| t.join("vmlinux")) {
+        Some(vmlinux) if !kasan && has_pvh_entry(&vmlinux) => vmlinux,
+        _ => bzimage.to_path_buf(),
     }
-    kernel.bzimage.clone()
-}
-
-/// Whether the configuration file enables KASAN.
-fn has_kasan(config: &Path) -> bool {
-    std::fs::read_to_string(config)
-        .map(|c| c.lines().any(|l| l.trim() == "CONFIG_KASAN=y"))
-        .unwrap_or(false)
 }
 
 /// Whether `path` is a 64-bit little-endian ELF file with the PVH entry
@@ -163,21 +156,15 @@ mod tests {
         let tree = d.path().to_path_buf();
         let pvh = note(b"Xen\0", PHYS32_ENTRY, &0x100_0000u64.to_le_bytes());
         std::fs::write(tree.join("vmlinux"), elf(&pvh)).unwrap();
-        let img = crate::image::Image {
-            rootfs: tree.join("rootfs"),
-            dir: tree.clone(),
-            kernel_version: "7.3.4+deb13-amd64".into(),
-            key: "k".into(),
-        };
-        let mut k = GuestKernel::of_image(&img);
+        let cfg = crate::kconfig::parse_config;
         // The image's packaged kernel: its bzImage, whatever lies around.
-        assert_eq!(boot_image(&k), k.bzimage);
-        k.build = KernelBuild::Tree(tree.clone());
-        k.bzimage = tree.join("arch/x86/boot/bzImage");
-        std::fs::write(tree.join(".config"), "CONFIG_PVH=y\n").unwrap();
-        assert_eq!(boot_image(&k), tree.join("vmlinux"));
-        std::fs::write(tree.join(".config"), "CONFIG_PVH=y\nCONFIG_KASAN=y\n").unwrap();
-        assert_eq!(boot_image(&k), k.bzimage);
+        let packaged = tree.join("vmlinuz");
+        assert_eq!(boot_file(&packaged, None, &cfg("CONFIG_PVH=y\n")), packaged);
+        let bz = tree.join("arch/x86/boot/bzImage");
+        let pvh_only = cfg("CONFIG_PVH=y\n");
+        assert_eq!(boot_file(&bz, Some(&tree), &pvh_only), tree.join("vmlinux"));
+        let kasan = cfg("CONFIG_PVH=y\nCONFIG_KASAN=y\n");
+        assert_eq!(boot_file(&bz, Some(&tree), &kasan), bz);
     }
 
     fn check(bytes: &[u8]) -> bool {

@@ -155,7 +155,7 @@ impl Session {
         let interactive = command.is_none();
         Ok(MachineConfig {
             rootfs: &self.image.rootfs,
-            kernel: crate::pvh::boot_image(&self.kernel),
+            kernel: self.kernel.boot.clone(),
             initrd,
             devices,
             topology: self.opts.topology,
