@@ -134,13 +134,12 @@ fn wants_image_modules(image: &Image, kernel: &GuestKernel) -> bool {
 /// bytes before one).
 fn concat_archives(parts: &[PathBuf], out: &Path) -> Result<()> {
     let mut f = fs::File::create(out)?;
-    let mut len = 0usize;
+    let mut len = 0u64;
     for p in parts {
-        let pad = (4 - len % 4) % 4;
+        let pad = ((4 - len % 4) % 4) as usize;
         f.write_all(&[0u8; 3][..pad])?;
-        let data = fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-        f.write_all(&data)?;
-        len += pad + data.len();
+        let mut part = fs::File::open(p).with_context(|| format!("reading {}", p.display()))?;
+        len += pad as u64 + std::io::copy(&mut part, &mut f)?;
     }
     Ok(())
 }
