@@ -138,13 +138,8 @@ impl<'a> Dma<'a> {
                 if addr < base || end > wend || w.unreachable {
                     return Err(DmaFault);
                 }
-                let t = if w.ctrl == self.ctrl {
-                    Target::OwnCmb
-                } else {
-                    Target::PeerCmb(w.ctrl)
-                };
                 let p = w.mem.at((addr - base) as usize, len).ok_or(DmaFault)?;
-                return Ok((t, f(p, Holder::Cmb(&w.mem))));
+                return Ok((self.target(w.ctrl), f(p, Holder::Cmb(&w.mem))));
             }
         }
         let mut f = Some(f);
@@ -169,6 +164,15 @@ impl<'a> Dma<'a> {
                 (t, f(view.at(off, len).ok_or(DmaFault)?, Holder::Ram(&view)))
             }
         })
+    }
+
+    /// What controller `ctrl`'s CMB is to this controller.
+    fn target(&self, ctrl: usize) -> Target {
+        if ctrl == self.ctrl {
+            Target::OwnCmb
+        } else {
+            Target::PeerCmb(ctrl)
+        }
     }
 
     /// Resolves every piece of a transfer up front (None: a bit bucket), so

@@ -40,7 +40,7 @@
 //! message is the cost either way).
 
 use super::guest_ram::Use;
-use super::placement::{FdLess, Found};
+use super::placement::Found;
 use super::{Dma, DmaFault, Mapping, RamMap, Target};
 use p2pnvme_vfio_user::RequestError;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -90,10 +90,10 @@ impl Dma<'_> {
             None if how == Use::Locate => return Err(DmaFault),
             None => match self.probe(addr, len, rel, size, how)? {
                 Place::Unique(spot) => {
-                    let f = self.view_of(&spot, &s)?;
+                    let f = self.view_of(&spot, size, s.write)?;
                     (s.placement.found.get_or_init(|| f).clone(), false)
                 }
-                Place::SameBytes(spot) => (self.view_of(&spot, &s)?, true),
+                Place::SameBytes(spot) => (self.view_of(&spot, size, s.write)?, true),
             },
         };
         let view = self
@@ -103,24 +103,16 @@ impl Dma<'_> {
         Ok(Placed::View(self.target(found.ctrl), view, rel))
     }
 
-    /// A view of the CMB page `spot` for the fd-less section `s`.
-    fn view_of(&self, spot: &Spot, s: &FdLess) -> Result<Found, DmaFault> {
+    /// A view of `size` bytes of the CMB at `spot` for an fd-less section
+    /// (writable when the section is).
+    fn view_of(&self, spot: &Spot, size: usize, write: bool) -> Result<Found, DmaFault> {
         let (file, start) = spot.mem.file().ok_or(DmaFault)?;
         let offset = start.checked_add(spot.base as u64).ok_or(DmaFault)?;
-        let size = usize::try_from(s.size).map_err(|_| DmaFault)?;
-        let view = self.ram.view(file, offset, size, s.write).ok_or(DmaFault)?;
+        let view = self.ram.view(file, offset, size, write).ok_or(DmaFault)?;
         Ok(Found {
             ctrl: spot.ctrl,
             view,
         })
-    }
-
-    fn target(&self, ctrl: usize) -> Target {
-        if ctrl == self.ctrl {
-            Target::OwnCmb
-        } else {
-            Target::PeerCmb(ctrl)
-        }
     }
 
     /// Where [addr, addr+len) is when it lies in no section and this
