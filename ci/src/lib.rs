@@ -129,6 +129,33 @@ pub fn prove(args: &[&str], cmd: &str) -> (Option<i32>, ProveReport) {
     (out.status.code(), doc)
 }
 
+/// The toolchain root filesystem `p2pnvme image info` names.
+pub fn image_rootfs() -> PathBuf {
+    let out = p2pnvme(&["image", "info"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.starts_with("rootfs:")).unwrap();
+    PathBuf::from(line.split_whitespace().nth(1).unwrap())
+}
+
+/// Runs the ci/fixtures script `script` with the root filesystem; returns
+/// the tree it prints.
+pub fn fixture_tree(script: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(script);
+    let out = Command::new("bash")
+        .arg(path)
+        .arg(image_rootfs())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
 /// A fresh folder for one test's files (under the system's temp folder).
 pub fn tempfile_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("p2pnvme-test-{name}-{}", std::process::id()));

@@ -13,13 +13,6 @@ fn scratch(name: &str) -> PathBuf {
     d
 }
 
-fn rootfs() -> PathBuf {
-    let out = p2pnvme(&["image", "info"]);
-    let s = String::from_utf8_lossy(&out.stdout);
-    let line = s.lines().find(|l| l.starts_with("rootfs:")).unwrap();
-    PathBuf::from(line.split_whitespace().nth(1).unwrap())
-}
-
 fn sample_module(dst: &Path, name: &str) {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("guest-modules/p2pread");
     std::fs::create_dir_all(dst).unwrap();
@@ -67,7 +60,7 @@ fn shared_folder_carries_changes_both_ways_while_the_guest_runs() {
 /// fresh folder to share with the guest.
 fn p2pdd() -> PathBuf {
     let dir = scratch("p2pdd");
-    let root = rootfs();
+    let root = image_rootfs();
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("guest-tools/p2pdd.c");
     let inside = format!("tmp/p2pdd-test-{}", std::process::id());
     std::fs::create_dir_all(root.join(&inside)).unwrap();

@@ -4,15 +4,7 @@
 //! Debian's kernel unless told otherwise.
 
 use p2pnvme_ci::*;
-use std::path::{Path, PathBuf};
-
-/// The toolchain root filesystem `image info` names.
-fn rootfs() -> PathBuf {
-    let out = p2pnvme(&["image", "info"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().find(|l| l.starts_with("rootfs:")).unwrap();
-    PathBuf::from(line.split_whitespace().nth(1).unwrap())
-}
+use std::path::Path;
 
 #[test]
 fn full_userland_runs_python_bash_fio_and_nvme_cli_and_leaves_the_root_untouched() {
@@ -42,7 +34,7 @@ fn full_userland_runs_python_bash_fio_and_nvme_cli_and_leaves_the_root_untouched
         "{s}"
     );
     assert!(
-        !rootfs().join("etc").join(&marker).exists(),
+        !image_rootfs().join("etc").join(&marker).exists(),
         "the guest wrote into the host's root filesystem"
     );
 }
@@ -53,7 +45,11 @@ fn a_users_root_directory_is_the_commands_root() {
     for d in ["bin", "etc", "dev", "proc", "sys", "tmp", "run", "root"] {
         std::fs::create_dir_all(dir.join(d)).unwrap();
     }
-    std::fs::copy(rootfs().join("usr/bin/busybox"), dir.join("bin/busybox")).unwrap();
+    std::fs::copy(
+        image_rootfs().join("usr/bin/busybox"),
+        dir.join("bin/busybox"),
+    )
+    .unwrap();
     for applet in ["sh", "cat", "echo", "ls"] {
         let _ = std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet));
     }

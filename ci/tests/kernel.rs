@@ -3,37 +3,11 @@
 //! before boot.
 
 use p2pnvme_ci::*;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn rootfs() -> String {
-    let out = p2pnvme(&["image", "info"]);
-    let s = String::from_utf8_lossy(&out.stdout);
-    let line = s.lines().find(|l| l.starts_with("rootfs:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().to_string()
-}
-
-/// Runs a ci/fixtures script with the root filesystem; returns the tree it prints.
-fn fixture(script: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(script);
-    let out = Command::new("bash")
-        .arg(path)
-        .arg(rootfs())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
+use std::path::Path;
 
 #[test]
 fn the_images_kernel_given_as_a_tree_boots_with_its_modules_and_p2pcopy() {
-    let tree = fixture("image-kernel-tree.sh");
+    let tree = fixture_tree("image-kernel-tree.sh");
     let t = tree.to_str().unwrap();
     // Modules build against the tree too.
     let m = std::env::temp_dir().join(format!("p2pnvme-kmod-{}", std::process::id()));
@@ -60,7 +34,7 @@ fn the_images_kernel_given_as_a_tree_boots_with_its_modules_and_p2pcopy() {
 
 #[test]
 fn trixies_own_kernel_without_p2pdma_is_refused_before_boot() {
-    let tree = fixture("trixie-kernel.sh");
+    let tree = fixture_tree("trixie-kernel.sh");
     let marker = unique_marker("no-p2pdma");
     for path in [tree.clone(), tree.join("arch/x86/boot/bzImage")] {
         let out = p2pnvme(&[

@@ -5,36 +5,12 @@
 //! 2 shared cores); later runs rebuild nothing.
 
 use p2pnvme_ci::*;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Instant;
-
-fn rootfs() -> String {
-    let out = p2pnvme(&["image", "info"]);
-    let s = String::from_utf8_lossy(&out.stdout);
-    let line = s.lines().find(|l| l.starts_with("rootfs:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().to_string()
-}
-
-/// ci/fixtures/linux-source-tree.sh: the unpacked linux-source tree.
-fn source_tree() -> PathBuf {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/linux-source-tree.sh");
-    let out = Command::new("bash")
-        .arg(script)
-        .arg(rootfs())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "linux-source-tree.sh: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
 
 #[test]
 fn a_source_tree_is_built_out_of_tree_booted_and_rebuilt_incrementally() {
-    let tree = source_tree();
+    let tree = fixture_tree("linux-source-tree.sh");
     let tree = tree.to_str().unwrap();
     let cmd = "uname -r; cat /sys/bus/pci/devices/*/p2pmem/size; lsmod | grep -c '^p2pcopy'";
     let args = ["run", "--kernel", tree, "--build", "--nvme", "1", "--", cmd];
