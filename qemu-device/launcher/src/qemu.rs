@@ -169,7 +169,7 @@ pub fn build_args(cfg: &MachineConfig) -> Vec<String> {
         "-accel",
         accel,
         "-cpu",
-        cfg.cpu.qemu_name(),
+        &cfg.cpu.qemu_cpu(cfg.accel),
         "-nographic",
         "-no-reboot",
         "-nic",
@@ -322,7 +322,10 @@ mod tests {
             "the project's controllers are numbered from 0 for device_del: {a}"
         );
         assert!(a.contains("memory-backend-memfd,id=mem,size=1024M,share=on"));
-        assert!(a.contains("-cpu EPYC"));
+        assert!(
+            a.contains("-cpu EPYC,-erms,-fsrm"),
+            "TCG: no fast string moves"
+        );
         assert!(a.contains("-accel tcg,thread=single"));
         assert!(a.ends_with("-S"));
         assert!(a.contains("-kernel /i/vmlinuz"));
@@ -357,7 +360,12 @@ mod tests {
         c.accel = Accel::Tcg(TcgThreads::Multi);
         assert!(build_args(&c).join(" ").contains("-accel tcg,thread=multi"));
         c.accel = Accel::Kvm;
-        assert!(build_args(&c).join(" ").contains("-accel kvm"));
+        let a = build_args(&c).join(" ");
+        assert!(a.contains("-accel kvm"));
+        assert!(
+            a.contains("-cpu EPYC "),
+            "KVM keeps the model's features: {a}"
+        );
     }
 
     #[test]
