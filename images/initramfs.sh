@@ -117,10 +117,15 @@ if [ -e "$rootfs/usr/share/misc/pci.ids" ]; then
 	awk '/^[0-9a-f][0-9a-f][0-9a-f][0-9a-f] / { keep = ($1 ~ /^(8086|1022|1af4|1b36)$/) } /^C / { keep = 1 } keep && !/^#/' \
 		"$rootfs/usr/share/misc/pci.ids" >"$stage/usr/share/misc/pci.ids"
 fi
-# What init adds to devtmpfs in one copy and mounts in one mount -a.
+# What init adds to devtmpfs in one copy, and mounts in two mount -a.
 mkdir -p "$stage/lib/p2pnvme/dev/pts" "$stage/lib/p2pnvme/dev/shm"
 ln -s /proc/self/fd "$stage/lib/p2pnvme/dev/fd"
 for i in 0:stdin 1:stdout 2:stderr; do ln -s "/proc/self/fd/${i%%:*}" "$stage/lib/p2pnvme/dev/${i#*:}"; done
+cat >"$stage/lib/p2pnvme/fstab.early" <<'FSTAB'
+proc /proc proc defaults 0 0
+sysfs /sys sysfs defaults 0 0
+devtmpfs /dev devtmpfs defaults 0 0
+FSTAB
 cat >"$stage/lib/p2pnvme/fstab" <<'FSTAB'
 devpts /dev/pts devpts defaults 0 0
 tmpfs /tmp tmpfs defaults 0 0
