@@ -106,9 +106,14 @@ impl Session {
         // evidence of its health; the default 128 KiB wrapped under the
         // debug kernel's reports, leaving a taint without its report (1 MiB
         // takes 4.5 MiB of guest RAM with its metadata).
+        // p2pnvme.nvme, p2pnvme.ns: the controllers and namespaces init
+        // waits for (QEMU's nvme has one namespace).
         let mut append = format!(
-            "console=ttyS0 panic=-1 quiet no_timer_check tsc=reliable log_buf_len=1M p2pnvme.nvme={}",
-            self.opts.qemu_nvme + self.opts.nvme
+            "console=ttyS0 panic=-1 quiet no_timer_check tsc=reliable log_buf_len=1M p2pnvme.nvme={} p2pnvme.ns={}",
+            self.opts.qemu_nvme + self.opts.nvme,
+            self.opts
+                .qemu_nvme
+                .saturating_add(self.opts.nvme.saturating_mul(self.opts.namespaces))
         );
         // init_on_alloc=1 under TCG: TCG drops the code it translated from a
         // page only when the guest's CPU writes that page. virtiofsd (--root,
