@@ -5,15 +5,14 @@
 //! instrumented C (memcmp of the hypervisor's CPUID signature) before the
 //! early shadow is mapped, and the guest triple-faults before any output.
 
+use object::read::elf::{ElfFile64, ProgramHeader};
+use object::{Endianness, ReadCache};
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 /// ELF note type of the PVH 32-bit entry point (XEN_ELFNOTE_PHYS32_ENTRY).
 const PHYS32_ENTRY: u32 = 18;
-/// PT_NOTE program headers larger than this are not read.
-const MAX_NOTES: u64 = 1 << 20;
 
 /// The file to hand QEMU's `-kernel` for a kernel with this parsed
 /// configuration: a tree's `vmlinux` when it has the PVH entry and no KASAN,
@@ -26,96 +25,30 @@ pub fn boot_file(bzimage: &Path, tree: Option<&Path>, cfg: &BTreeMap<String, Str
     }
 }
 
-/// Whether `path` is a 64-bit little-endian ELF file with the PVH entry
-/// note; false for anything else (missing, truncated, not ELF).
+/// Whether `path` is a 64-bit ELF file whose notes hold the PVH entry (name
+/// "Xen", type [`PHYS32_ENTRY`]); false for anything else (missing,
+/// truncated, not ELF, malformed notes). Only the headers and the note
+/// segments are read.
 pub fn has_pvh_entry(path: &Path) -> bool {
-    File::open(path)
-        .ok()
-        .and_then(|mut f| pvh_note(&mut f))
-        .unwrap_or(false)
-}
-
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(
-        b.get(at..at.checked_add(2)?)?.try_into().ok()?,
-    ))
-}
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(
-        b.get(at..at.checked_add(4)?)?.try_into().ok()?,
-    ))
-}
-fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(
-        b.get(at..at.checked_add(8)?)?.try_into().ok()?,
-    ))
-}
-
-fn pvh_note(f: &mut File) -> Option<bool> {
-    let mut eh = [0u8; 64];
-    f.read_exact(&mut eh).ok()?;
-    // ELF magic, ELFCLASS64, ELFDATA2LSB.
-    if eh[..4] != *b"\x7fELF" || eh[4] != 2 || eh[5] != 1 {
-        return Some(false);
-    }
-    let phoff = u64_at(&eh, 0x20)?;
-    let phentsize = u64::from(u16_at(&eh, 0x36)?);
-    let phnum = u64::from(u16_at(&eh, 0x38)?);
-    if phentsize < 0x28 {
-        return Some(false);
-    }
-    for i in 0..phnum {
-        let mut ph = [0u8; 0x28];
-        f.seek(SeekFrom::Start(
-            phoff.checked_add(i.checked_mul(phentsize)?)?,
-        ))
-        .ok()?;
-        f.read_exact(&mut ph).ok()?;
-        // PT_NOTE
-        if u32_at(&ph, 0)? != 4 {
-            continue;
-        }
-        let (offset, size) = (u64_at(&ph, 0x08)?, u64_at(&ph, 0x20)?);
-        if size > MAX_NOTES {
-            continue;
-        }
-        let mut notes = vec![0u8; usize::try_from(size).ok()?];
-        f.seek(SeekFrom::Start(offset)).ok()?;
-        f.read_exact(&mut notes).ok()?;
-        if notes_have_pvh(&notes) {
-            return Some(true);
-        }
-    }
-    Some(false)
-}
-
-/// Walks the notes of one PT_NOTE segment (4-byte aligned name and
-/// description) for name "Xen", type [`PHYS32_ENTRY`].
-fn notes_have_pvh(notes: &[u8]) -> bool {
-    let align4 = |n: usize| n.checked_add(3).map(|v| v & !3);
-    let mut at = 0usize;
-    while let (Some(namesz), Some(descsz), Some(kind)) = (
-        u32_at(notes, at),
-        u32_at(notes, at + 4),
-        u32_at(notes, at + 8),
-    ) {
-        let name_at = at + 12;
-        let Some(name_end) = name_at.checked_add(namesz as usize) else {
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    let data = ReadCache::new(file);
+    let Ok(elf) = ElfFile64::<Endianness, _>::parse(&data) else {
+        return false;
+    };
+    let endian = elf.endian();
+    elf.elf_program_headers().iter().any(|ph| {
+        let Ok(Some(mut notes)) = ph.notes(endian, &data) else {
             return false;
         };
-        let name = notes.get(name_at..name_end).unwrap_or_default();
-        if kind == PHYS32_ENTRY && name == b"Xen\0" {
-            return true;
+        while let Ok(Some(note)) = notes.next() {
+            if note.name() == b"Xen" && note.n_type(endian) == PHYS32_ENTRY {
+                return true;
+            }
         }
-        let next = align4(name_end)
-            .and_then(|d| d.checked_add(descsz as usize))
-            .and_then(align4);
-        match next {
-            Some(n) if n > at && n <= notes.len() => at = n,
-            _ => return false,
-        }
-    }
-    false
+        false
+    })
 }
 
 #[cfg(test)]
@@ -138,8 +71,9 @@ mod tests {
     fn elf(notes: &[u8]) -> Vec<u8> {
         let mut v = vec![0u8; 64 + 0x38];
         v[..4].copy_from_slice(b"\x7fELF");
-        v[4] = 2;
-        v[5] = 1;
+        v[4] = 2; // ELFCLASS64
+        v[5] = 1; // ELFDATA2LSB
+        v[6] = 1; // EV_CURRENT
         v[0x20..0x28].copy_from_slice(&64u64.to_le_bytes());
         v[0x36..0x38].copy_from_slice(&0x38u16.to_le_bytes());
         v[0x38..0x3a].copy_from_slice(&1u16.to_le_bytes());
