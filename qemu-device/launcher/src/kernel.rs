@@ -20,6 +20,7 @@ use crate::kconfig::{ikconfig, missing_options, parse_config};
 use crate::options::VmOptions;
 use crate::paths;
 use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -40,6 +41,12 @@ pub struct GuestKernel {
     /// A folder holding `lib/modules/<release>` with the modules the guest
     /// needs, when they are not the image's own.
     pub modules: Option<PathBuf>,
+    /// Its timer ticks per second (CONFIG_HZ), for the loops-per-jiffy
+    /// preset; None when its configuration is not known.
+    pub hz: Option<u32>,
+    /// The configuration of a `--kernel` (its tree's `.config` or its
+    /// IKCONFIG), which the guest gets as `/boot/config-RELEASE`.
+    pub config: Option<String>,
     /// Hash of the release and configuration (module cache key).
     config_key: String,
     /// The root filesystem builds run in.
@@ -59,6 +66,11 @@ pub enum KernelBuild {
 
 fn refuse(msg: String) -> anyhow::Error {
     exit::with(exit::REFUSED, msg)
+}
+
+/// CONFIG_HZ of a parsed configuration.
+fn hz_of(cfg: &BTreeMap<String, String>) -> Option<u32> {
+    cfg.get("HZ")?.parse().ok()
 }
 
 impl GuestKernel {
@@ -150,6 +162,8 @@ impl GuestKernel {
             release,
             build: tree.map_or(KernelBuild::None, KernelBuild::Tree),
             modules,
+            hz: hz_of(&cfg),
+            config: Some(config),
             config_key,
             rootfs: image.rootfs.clone(),
         })
@@ -157,6 +171,9 @@ impl GuestKernel {
 
     /// The image's own kernel and headers.
     pub fn of_image(image: &Image) -> GuestKernel {
+        let config = image
+            .rootfs
+            .join(format!("boot/config-{}", image.kernel_version));
         GuestKernel {
             boot: image.kernel(),
             release: image.kernel_version.clone(),
@@ -165,6 +182,10 @@ impl GuestKernel {
                 image.kernel_version
             )),
             modules: None,
+            hz: fs::read_to_string(config)
+                .ok()
+                .and_then(|text| hz_of(&parse_config(&text))),
+            config: None,
             config_key: image.key.clone(),
             rootfs: image.rootfs.clone(),
         }
@@ -186,20 +207,6 @@ impl GuestKernel {
     /// Cache key part for modules built against this kernel.
     pub fn key(&self) -> &str {
         &self.config_key
-    }
-
-    /// The kernel's timer ticks per second (CONFIG_HZ), from its build
-    /// tree's or the image's configuration; None for a bare bzImage.
-    pub fn hz(&self) -> Option<u32> {
-        let config = match &self.build {
-            KernelBuild::Tree(t) => t.join(".config"),
-            KernelBuild::ImageHeaders(_) => {
-                self.rootfs.join(format!("boot/config-{}", self.release))
-            }
-            KernelBuild::None => return None,
-        };
-        let text = fs::read_to_string(config).ok()?;
-        crate::kconfig::parse_config(&text).get("HZ")?.parse().ok()
     }
 }
 

@@ -80,11 +80,13 @@ pub fn guest_initrd(
         ov.add_tree(staged, "")?;
     }
     // Where tools look for the running kernel's options (blktests'
-    // _have_kernel_option, ...): the build tree's configuration.
-    if let crate::kernel::KernelBuild::Tree(tree) = &kernel.build {
-        if let Ok(config) = fs::read(tree.join(".config")) {
-            ov.add(format!("boot/config-{}", kernel.release), 0o644, config);
-        }
+    // _have_kernel_option, ...): a --kernel's configuration.
+    if let Some(config) = &kernel.config {
+        ov.add(
+            format!("boot/config-{}", kernel.release),
+            0o644,
+            config.clone().into_bytes(),
+        );
     }
     if with_driver {
         if let Some(ko) = guest_module(image, kernel, &src.join("guest-driver/module"))? {

@@ -133,7 +133,7 @@ impl Session {
             append.push_str(" nolapic_timer");
             if let Some(tsc) = crate::tsc::host_tsc_hz() {
                 append.push_str(&format!(" tsc_early_khz={}", tsc / 1000));
-                if let Some(lpj) = self.kernel.hz().and_then(|hz| crate::tsc::lpj(tsc, hz)) {
+                if let Some(lpj) = self.kernel.hz.and_then(|hz| crate::tsc::lpj(tsc, hz)) {
                     append.push_str(&format!(" lpj={lpj}"));
                 }
             }
