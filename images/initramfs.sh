@@ -54,11 +54,13 @@ needed() { readelf -d "$1" 2>/dev/null | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p';
 declare -A path copied
 for b in $bins; do
 	cp -L "$b" "$stage$b"
-	# Where ld.so finds each library of b's closure, and its interpreter.
+	# Where ld.so finds each library of b's closure, and its interpreter
+	# (the line that names a path, not a library).
+	interp=
 	while read -r so arrow lib _; do
+		case $so in /*) interp=$so ;; esac
 		[ "$arrow" = "=>" ] && path[$so]=$lib
 	done <<<"$(ldd "$b")"
-	interp=$(ldd "$b" | awk '/^\t\/lib/ {print $1}')
 	queue=("$interp" $(needed "$b"))
 	while [ ${#queue[@]} -gt 0 ]; do
 		so=${queue[0]}
@@ -77,15 +79,20 @@ for b in $bins; do
 done
 work=$stage.stubs # removed by the caller's trap, also when a step fails
 mkdir -p "$work"
+# What each staged program and library needs, read once for all stubs.
+declare -A needs
+while read -r f; do
+	needs[$f]=" $(needed "$f" | tr '\n' ' ') "
+done <<<"$(find "$stage" -type f \( -perm -u+x -o -name '*.so*' \))"
 for so in $abort_libs $fail_libs; do
 	# What the staged programs and libraries that need so import from it.
 	real=
 	: >"$work/imports"
-	while read -r f; do
-		case " $(needed "$f" | tr '\n' ' ') " in *" $so "*) ;; *) continue ;; esac
+	for f in "${!needs[@]}"; do
+		case ${needs[$f]} in *" $so "*) ;; *) continue ;; esac
 		real=${real:-$(ldd "${f#"$stage"}" | awk -v so="$so" '$1 == so {print $3}')}
 		readelf --dyn-syms -W "$f" | awk '$7 == "UND" && $8 != "" {print $8}' >>"$work/imports"
-	done <<<"$(find "$stage" -type f \( -perm -u+x -o -name '*.so*' \))"
+	done
 	[ -n "$real" ] || { echo "error: no program of the image needs $so" >&2; exit 1; }
 	nm -D --defined-only "$real" | awk '{sub(/@.*/, "", $3); print $3}' | sort -u >"$work/defined"
 	# name@VERSION (or name) of each import this library defines
