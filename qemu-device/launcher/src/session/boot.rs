@@ -124,13 +124,13 @@ impl Session {
         // by default; the user's --append comes later and wins.
         if matches!(self.accel, Accel::Tcg(_)) {
             append.push_str(" init_on_alloc=1");
-            // TCG's guest TSC is the host's: tell the kernel its rate and
-            // loops per jiffy instead of letting it calibrate them.
             // nolapic_timer: the local APIC timer's calibration is 0.1 s of
             // busy waiting at every boot (TCG offers no TSC-deadline timer
             // nor CPUID leaf 0x15 to skip it); the HPET drives the ticks of
             // every CPU instead (ci/bench/boot).
             append.push_str(" nolapic_timer");
+            // TCG's guest TSC is the host's: tell the kernel its rate and
+            // loops per jiffy instead of letting it calibrate them.
             if let Some(tsc) = crate::tsc::host_tsc_hz() {
                 append.push_str(&format!(" tsc_early_khz={}", tsc / 1000));
                 if let Some(lpj) = self.kernel.hz.and_then(|hz| crate::tsc::lpj(tsc, hz)) {
