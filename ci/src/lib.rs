@@ -129,12 +129,21 @@ pub fn prove(args: &[&str], cmd: &str) -> (Option<i32>, ProveReport) {
     (out.status.code(), doc)
 }
 
-/// The toolchain root filesystem `p2pnvme image info` names.
-pub fn image_rootfs() -> PathBuf {
+/// The value of `p2pnvme image info`'s `KEY:` line (after the colon,
+/// trimmed).
+pub fn image_info(key: &str) -> String {
     let out = p2pnvme(&["image", "info"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().find(|l| l.starts_with("rootfs:")).unwrap();
-    PathBuf::from(line.split_whitespace().nth(1).unwrap())
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| panic!("no '{key}:' line: {text}"))
+}
+
+/// The toolchain root filesystem `p2pnvme image info` names.
+pub fn image_rootfs() -> PathBuf {
+    let rootfs = image_info("rootfs");
+    PathBuf::from(rootfs.split_whitespace().next().unwrap())
 }
 
 /// Runs the ci/fixtures script `script` with the root filesystem; returns

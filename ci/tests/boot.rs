@@ -5,13 +5,8 @@ use p2pnvme_ci::*;
 
 /// The image kernel's release, from `image info`'s `debian kernel:` line.
 fn debian_release() -> String {
-    let out = p2pnvme(&["image", "info"]);
-    let s = String::from_utf8_lossy(&out.stdout).into_owned();
-    s.lines()
-        .find_map(|l| l.strip_prefix("debian kernel:"))
-        .and_then(|v| v.split(',').next())
-        .map(|v| v.trim().to_string())
-        .unwrap_or_else(|| panic!("no 'debian kernel:' line: {s}"))
+    let v = image_info("debian kernel");
+    v.split(',').next().unwrap_or_default().trim().to_string()
 }
 
 #[test]
