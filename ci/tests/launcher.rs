@@ -167,6 +167,22 @@ fn bad_options_get_one_line_errors() {
 }
 
 #[test]
+fn controller_counts_whose_sum_overflows_are_refused_before_any_boot() {
+    // usize::MAX + 1 wraps to 0 controllers unless the sum is checked; a
+    // timeout turns an attempt to boot them into a failure, not a hang.
+    let out = std::process::Command::new("timeout")
+        .args(["120", p2pnvme_bin().to_str().unwrap()])
+        .args(["run", "--nvme", &usize::MAX.to_string(), "--qemu-nvme", "1"])
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("at most 30 NVMe controllers"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
 fn guest_reaches_the_host_control_channel() {
     let s = guest_ok(
         &["--mem", "512"],

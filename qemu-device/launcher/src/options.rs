@@ -195,8 +195,13 @@ impl VmOptions {
                 self.cmb_mib
             );
         }
-        if self.qemu_nvme + self.nvme > 30 {
-            bail!("at most 30 NVMe controllers fit the emulated PCIe topology");
+        // Checked: a sum that wrapped would pass as a small count.
+        if !matches!(self.qemu_nvme.checked_add(self.nvme), Some(n) if n <= 30) {
+            bail!(
+                "--nvme {} and --qemu-nvme {}: at most 30 NVMe controllers fit the emulated PCIe topology",
+                self.nvme,
+                self.qemu_nvme
+            );
         }
         if self.namespaces == 0 {
             bail!("--namespaces must be at least 1");
