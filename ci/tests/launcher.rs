@@ -146,6 +146,10 @@ fn bad_options_get_one_line_errors() {
         (vec!["run", "--lba", "1000", "--", "true"], "512 or 4096"),
         (vec!["run", "--mem", "64", "--", "true"], "too small"),
         (
+            vec!["run", "--nvme", "1", "--namespaces", "100000", "--", "true"],
+            "at most 256 namespaces",
+        ),
+        (
             vec![
                 "run",
                 "--kernel",

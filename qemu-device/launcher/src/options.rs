@@ -186,6 +186,9 @@ pub enum GuestKernelChoice {
     Debian,
 }
 
+/// Namespaces per project controller that `--namespaces` accepts.
+pub const MAX_NAMESPACES: usize = 256;
+
 impl VmOptions {
     /// Checks that need no child process; each failure is one line saying what to fix.
     pub fn validate(&self) -> Result<()> {
@@ -205,6 +208,13 @@ impl VmOptions {
         }
         if self.namespaces == 0 {
             bail!("--namespaces must be at least 1");
+        }
+        // Each namespace is a backing file the device keeps open.
+        if self.namespaces > MAX_NAMESPACES {
+            bail!(
+                "--namespaces {}: at most {MAX_NAMESPACES} namespaces per controller",
+                self.namespaces
+            );
         }
         if self.ns_size < 1 << 20 {
             bail!("--ns-size must be at least 1M");
